@@ -1,0 +1,1 @@
+"""The ``geosscl`` command line: one small function per command, parsing and calling the library."""

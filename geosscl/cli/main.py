@@ -1,0 +1,28 @@
+"""Entry point of the ``geosscl`` command."""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from ..errors import GeossclError
+from .pairs import pairs
+
+
+class _Group(click.Group):
+    """Turns library errors into one-line CLI errors with exit status 1."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except GeossclError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="geosscl")
+def cli() -> None:
+    """Self-supervised segmentation networks for GeoTIFF mosaics."""
+
+
+cli.add_command(pairs)

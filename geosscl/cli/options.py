@@ -1,0 +1,46 @@
+"""Options shared by geosscl commands, defined once (in the manner of ``rio``)."""
+
+from __future__ import annotations
+
+import click
+
+
+def _floats(value: str | None, name: str, count: int | None = None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        numbers = tuple(float(v) for v in str(value).split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}", param_hint=name) from None
+    if count is not None and len(numbers) != count:
+        raise click.BadParameter(f"expected {count} comma-separated numbers, got {value!r}", param_hint=name)
+    return numbers
+
+
+def float_pair(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float] | None:
+    """Parse ``LO,HI``."""
+    return _floats(value, f"--{param.name}", 2)  # type: ignore[return-value]
+
+
+def band_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    """Parse 1-based band indexes ``1,2,3``."""
+    if value is None:
+        return None
+    try:
+        bands = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected 1-based band numbers like 1,2,3, got {value!r}", param_hint="--bidx") from None
+    return bands
+
+
+imagery_arg = click.argument("imagery", nargs=-1, required=True, metavar="IMAGERY...")
+output_opt = click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file.")
+overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
+quiet_opt = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+bidx_opt = click.option(
+    "-b", "--bidx", "--bands", "bands", callback=band_list, metavar="1,2,3",
+    help="1-based band indexes to read, in order (default: all).",
+)
+crs_opt = click.option("--crs", default=None, help="CRS of the mosaic, e.g. EPSG:32614 (default: the first file's).")
+res_opt = click.option("--res", type=float, default=None, help="Resolution in CRS units (default: the first file's).")
+seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")

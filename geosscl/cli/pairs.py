@@ -1,0 +1,57 @@
+"""``geosscl pairs``: draw overlapping view pairs from a mosaic and show them."""
+
+from __future__ import annotations
+
+import click
+import torch
+
+from ..data import Mosaic, PairDataset
+from ..output import atomic_output, check_output
+from ..preview import plot_pairs
+from .options import bidx_opt, crs_opt, float_pair, imagery_arg, output_opt, overwrite_opt, quiet_opt, res_opt, seed_opt
+
+
+@click.command()
+@imagery_arg
+@output_opt
+@click.option("--count", type=click.IntRange(1, 64), default=6, show_default=True, help="Number of pairs.")
+@click.option("--view-size", type=click.IntRange(1), default=128, show_default=True, help="Side of each view, pixels.")
+@click.option("--overlap", callback=float_pair, default="0.3,0.8", show_default=True, metavar="LO,HI",
+              help="Range of intersection area over the smaller view's area.")
+@click.option("--scale", callback=float_pair, default="0.75,1.5", show_default=True, metavar="LO,HI",
+              help="Range of the factor applied to each view's side in map units.")
+@click.option("--max-nodata", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Reject views with a larger nodata fraction.")
+@bidx_opt
+@crs_opt
+@res_opt
+@seed_opt
+@overwrite_opt
+@quiet_opt
+def pairs(imagery, output, count, view_size, overlap, scale, max_nodata, bands, crs, res, seed, overwrite, quiet):
+    """Draw view pairs from IMAGERY and write a PNG of them, overlaps outlined.
+
+    IMAGERY is GeoTIFF files, directories or glob patterns, read as one mosaic.
+    """
+    from samplers import OverlappingPairSampler
+
+    check_output(output, overwrite)
+    mosaic = Mosaic(imagery, bands=bands, crs=crs, res=res)
+    sampler = OverlappingPairSampler(
+        mosaic, view_size, overlap=overlap, scale=scale, length=count, max_nodata=max_nodata,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    dataset = PairDataset(mosaic, view_size)
+    drawn = list(sampler)
+    samples = [dataset[pair] for pair in drawn]
+    with atomic_output(output, overwrite) as tmp:
+        plot_pairs(samples, tmp, title=f"{len(samples)} pairs, overlap {overlap}, scale {scale}, seed {seed}")
+    if not quiet:
+        click.echo(str(mosaic))
+        for i, pair in enumerate(drawn):
+            a, b = pair.box_a, pair.box_b
+            click.echo(
+                f"pair {i}: overlap {pair.overlap_fraction:.3f}, views {a[2] - a[0]:.6g} and "
+                f"{b[2] - b[0]:.6g} map units wide"
+            )
+        click.echo(f"wrote {output}")

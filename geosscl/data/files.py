@@ -1,0 +1,118 @@
+"""Finding raster files and keeping them open.
+
+A mosaic is read thousands of times per second by DataLoader workers, and opening a
+GeoTIFF costs far more than reading a 128 px window of it: :func:`open_raster` keeps
+one handle per file per process. Handles are never shared across ``fork`` (GDAL file
+offsets would be shared too) nor across threads (a GDAL handle is not thread-safe), so
+each thread of each process has its own cache.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+
+import rasterio
+from rasterio.io import DatasetReader
+
+from ..errors import GeossclError
+
+#: File name patterns searched for inside a directory.
+RASTER_SUFFIXES = (".tif", ".tiff", ".gtif", ".vrt", ".jp2", ".img")
+
+_MAX_OPEN = 256
+_local = threading.local()
+
+
+def find_rasters(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """Resolve files, directories and glob patterns to a sorted list of raster paths.
+
+    Args:
+        paths: a file, a directory (searched recursively for ``*.tif``, ``*.tiff``,
+            ``*.gtif``, ``*.vrt``, ``*.jp2``, ``*.img``), a glob pattern, or a list of
+            any of these.
+
+    Returns:
+        Absolute paths, sorted, without duplicates.
+
+    Raises:
+        GeossclError: if a path does not exist or nothing is found.
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    found: set[str] = set()
+    for item in paths:
+        text = os.fspath(item)
+        if os.path.isdir(text):
+            hits = [
+                p
+                for p in glob.iglob(os.path.join(text, "**", "*"), recursive=True)
+                if p.lower().endswith(RASTER_SUFFIXES) and os.path.isfile(p)
+            ]
+            if not hits:
+                raise GeossclError(f"{text}: directory holds no raster files ({', '.join(RASTER_SUFFIXES)})")
+            found.update(hits)
+        elif os.path.isfile(text) or text.startswith("/vsi"):
+            found.add(text)
+        elif glob.has_magic(text):
+            hits = [p for p in glob.glob(text, recursive=True) if os.path.isfile(p)]
+            if not hits:
+                raise GeossclError(f"{text}: pattern matches no files")
+            found.update(hits)
+        else:
+            raise GeossclError(f"{text}: no such file or directory")
+    if not found:
+        raise GeossclError("no imagery given")
+    return sorted(str(Path(p).absolute()) if not p.startswith("/vsi") else p for p in found)
+
+
+def file_stamp(path: str) -> tuple[int, int]:
+    """``(mtime_ns, size)`` of a local file, ``(0, 0)`` for GDAL virtual paths."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return 0, 0
+    return stat.st_mtime_ns, stat.st_size
+
+
+def open_raster(path: str, stamp: tuple[int, int] | None = None) -> DatasetReader:
+    """Return an open, cached rasterio handle for ``path`` in this thread.
+
+    Args:
+        path: the raster.
+        stamp: :func:`file_stamp` of the file when its reader was set up; a file
+            rewritten since gets a fresh handle instead of a stale one (default:
+            stamp it now).
+
+    Raises:
+        GeossclError: if GDAL cannot read the file as a raster.
+    """
+    if getattr(_local, "pid", None) != os.getpid():
+        # New thread, or a forked child whose inherited handles share file offsets
+        # with the parent: start an empty cache without touching those handles.
+        _local.pid = os.getpid()
+        _local.handles = OrderedDict()
+    _handles: OrderedDict[tuple, DatasetReader] = _local.handles
+    key = (path, stamp if stamp is not None else file_stamp(path))
+    src = _handles.get(key)
+    if src is not None:
+        _handles.move_to_end(key)
+        return src
+    try:
+        src = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise GeossclError(f"{path}: not a readable raster ({_first_line(exc)})") from None
+    _handles[key] = src
+    if len(_handles) > _MAX_OPEN:
+        _, old = _handles.popitem(last=False)
+        old.close()
+    return src
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,428 @@
+"""A directory, glob or list of GeoTIFFs read as one TorchGeo raster dataset."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import rasterio
+import shapely
+import torch
+from affine import Affine
+from geopandas import GeoDataFrame
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.warp import calculate_default_transform, reproject, transform_bounds
+from rasterio.windows import Window
+from torchgeo.datasets import RasterDataset
+from torchgeo.datasets.utils import GeoSlice
+
+from ..errors import GeossclError
+from .files import file_stamp, find_rasters, open_raster
+
+Bounds = tuple[float, float, float, float]
+"""``(minx, miny, maxx, maxy)`` in map units of a CRS."""
+
+# Grid alignment tolerance, in pixels: offsets closer than this to an integer count
+# as aligned, so a read at the native grid is a plain window read.
+_ALIGN_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class _FileBands:
+    """Which bands of one file feed which output channels."""
+
+    path: str
+    stamp: tuple[int, int]  # file_stamp() when indexed: a rewritten file gets a new handle
+    bidx: tuple[int, ...]  # 1-based band indexes in the file
+    channels: slice | list[int]  # output channels they fill (a slice when contiguous)
+    nodata: float | None
+    use_mask: bool  # no nodata value, but an internal mask or alpha band
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One place of the mosaic: a file, or single-grid files stacked as bands."""
+
+    paths: tuple[str, ...]
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    bounds: Bounds  # in the mosaic CRS
+    reads: tuple[_FileBands, ...]
+
+
+class Mosaic(RasterDataset):
+    """GeoTIFFs of one or many files, CRSs and resolutions, read as one image.
+
+    A TorchGeo :class:`~torchgeo.datasets.RasterDataset`: it composes with ``&``,
+    ``|``, TorchGeo samplers and :func:`~torchgeo.datasets.stack_samples`, and is
+    indexed by ``mosaic[xmin:xmax:xres, ymin:ymax:yres]`` in map units of
+    :attr:`crs`.
+
+    Files that share one grid (same CRS, transform and size) are stacked as bands in
+    path order, so per-band products (``B1.tif``, ``B2.tif``, …) form one image;
+    files on different grids are placed side by side. Every place must then have the
+    same number of bands. Files in other CRSs are warped on the fly.
+
+    Nodata is known per file (its nodata value, or its internal mask or alpha band)
+    and returned as NaN in the float32 image: ``torch.isnan(image)`` is the mask.
+    Where files overlap, the first file in path order wins, pixel by pixel.
+
+    Reads at the native grid of a file in the mosaic CRS are plain window reads
+    through a handle kept open per process (see :mod:`geosscl.data.files`), which is
+    what makes :class:`~geosscl.data.PairDataset` fast; anything else is warped with
+    GDAL.
+
+    .. versionadded:: 0.1
+    """
+
+    filename_glob = "*"
+
+    def __init__(
+        self,
+        paths: str | os.PathLike | Iterable[str | os.PathLike],
+        bands: Sequence[int] | None = None,
+        crs: Any = None,
+        res: float | tuple[float, float] | None = None,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        resampling: Resampling = Resampling.bilinear,
+    ) -> None:
+        """Index the files of a mosaic.
+
+        Args:
+            paths: files, directories (searched recursively) and glob patterns.
+            bands: 1-based indexes of the bands to read, in output order, counted
+                over the stacked bands of one place (default: all).
+            crs: CRS of the mosaic, anything :meth:`rasterio.crs.CRS.from_user_input`
+                takes (default: the first file's).
+            res: resolution in units of ``crs``, ``xres`` or ``(xres, yres)``
+                (default: the first file's, in ``crs``).
+            transforms: function applied to each sample dict.
+            resampling: resampling used when a read is warped or rescaled.
+
+        Raises:
+            GeossclError: naming the file or parameter, if a path finds nothing, a
+                file is not a raster or has no CRS, places disagree in band count, or
+                a band index is out of range.
+        """
+        files = find_rasters(paths)
+        self.paths = files
+        self.transforms = transforms
+        self.cache = True
+        self._resampling = resampling
+
+        groups: dict[tuple, list[str]] = {}
+        for path in files:
+            src = open_raster(path)
+            if src.crs is None:
+                raise GeossclError(f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX)")
+            if src.transform.b != 0 or src.transform.d != 0:
+                raise GeossclError(f"{path}: rotated or sheared geotransforms are not supported; warp the file first")
+            key = (src.crs.to_wkt(), tuple(src.transform)[:6], src.width, src.height)
+            groups.setdefault(key, []).append(path)
+
+        first = open_raster(files[0])
+        try:
+            self._crs = CRS.from_user_input(crs) if crs is not None else first.crs
+        except rasterio.errors.CRSError as exc:
+            raise GeossclError(f"crs: {crs!r} is not a CRS ({exc})") from None
+
+        # Band layout of each place: total count must agree everywhere.
+        layouts = [[(p, open_raster(p).count) for p in group] for group in groups.values()]
+        counts = [sum(c for _, c in layout) for layout in layouts]
+        n_all = counts[0]
+        for layout, count in zip(layouts, counts):
+            if count != n_all:
+                raise GeossclError(
+                    f"{layout[0][0]}: has {count} band(s) where {layouts[0][0][0]} has {n_all}; "
+                    "every place of a mosaic needs the same bands"
+                )
+        if bands is None:
+            bands = list(range(1, n_all + 1))
+        bands = [int(b) for b in bands]
+        if not bands:
+            raise GeossclError("bands: empty band list")
+        for b in bands:
+            if not 1 <= b <= n_all:
+                raise GeossclError(f"bands: band {b} is out of range; the mosaic has {n_all} band(s), numbered 1..{n_all}")
+        self.band_indexes = bands
+        self.bands = [str(b) for b in bands]
+
+        self._sources = [self._make_source(layout) for layout in layouts]
+
+        if res is None:
+            res = self._native_res(self._sources[0])
+        if isinstance(res, int | float):
+            res = (float(res), float(res))
+        if not (res[0] > 0 and res[1] > 0):
+            raise GeossclError(f"res: resolution must be positive, got {res}")
+        self._res = (float(res[0]), float(res[1]))
+        self._build_index()
+
+    # -- construction ---------------------------------------------------------
+
+    def _make_source(self, layout: list[tuple[str, int]]) -> _Source:
+        """Map the selected bands of one place onto its files."""
+        offsets = np.cumsum([0] + [count for _, count in layout])
+        reads = []
+        for i, (path, _) in enumerate(layout):
+            pairs = [
+                (b - offsets[i], ch)
+                for ch, b in enumerate(self.band_indexes)
+                if offsets[i] < b <= offsets[i + 1]
+            ]
+            if not pairs:
+                continue
+            src = open_raster(path)
+            bidx = tuple(int(b) for b, _ in pairs)
+            chans = [ch for _, ch in pairs]
+            contiguous = chans == list(range(chans[0], chans[0] + len(chans)))
+            nodata = src.nodatavals[bidx[0] - 1]
+            flags = src.mask_flag_enums[bidx[0] - 1]
+            use_mask = nodata is None and (MaskFlags.per_dataset in flags or MaskFlags.alpha in flags)
+            reads.append(
+                _FileBands(path, file_stamp(path), bidx, slice(chans[0], chans[-1] + 1) if contiguous else chans, None if nodata is None else float(nodata), use_mask)
+            )
+        src = open_raster(layout[0][0])
+        bounds = tuple(src.bounds)
+        if src.crs != self._crs:
+            bounds = transform_bounds(src.crs, self._crs, *bounds, densify_pts=21)
+        return _Source(
+            paths=tuple(p for p, _ in layout),
+            crs=src.crs,
+            transform=src.transform,
+            width=src.width,
+            height=src.height,
+            bounds=tuple(float(v) for v in bounds),
+            reads=tuple(reads),
+        )
+
+    def _native_res(self, source: _Source) -> tuple[float, float]:
+        if source.crs == self._crs:
+            return abs(source.transform.a), abs(source.transform.e)
+        src = open_raster(source.paths[0])
+        transform, _, _ = calculate_default_transform(src.crs, self._crs, src.width, src.height, *src.bounds)
+        return abs(transform.a), abs(transform.e)
+
+    def _build_index(self) -> None:
+        self._bounds = np.array([s.bounds for s in self._sources], dtype=np.float64).reshape(-1, 4)
+        always = pd.IntervalIndex.from_tuples(
+            [(pd.Timestamp.min, pd.Timestamp.max)] * len(self._sources), closed="both", name="datetime"
+        )
+        self.index = GeoDataFrame(
+            {"filepath": [s.paths[0] for s in self._sources]},
+            index=always,
+            geometry=[shapely.box(*s.bounds) for s in self._sources],
+            crs=self._crs,
+        )
+
+    # -- TorchGeo contract ----------------------------------------------------
+
+    @property
+    def crs(self) -> CRS:
+        """CRS of the mosaic: every bound and query is in its map units."""
+        return self._crs
+
+    @crs.setter
+    def crs(self, new_crs: CRS) -> None:
+        new_crs = CRS.from_user_input(new_crs)
+        if new_crs == self._crs:
+            return
+        self._crs = new_crs
+        self._sources = [self._make_source([(p, open_raster(p).count) for p in s.paths]) for s in self._sources]
+        self._build_index()
+
+    @property
+    def resampling(self) -> Resampling:
+        """Resampling used for warped or rescaled reads."""
+        return self._resampling
+
+    @property
+    def num_bands(self) -> int:
+        """Number of bands (channels) of every image read."""
+        return len(self.band_indexes)
+
+    @property
+    def files(self) -> list[str]:
+        """All files of the mosaic, sorted."""
+        return list(self.paths)
+
+    def __getitem__(self, query: GeoSlice) -> dict[str, Any]:
+        """Read ``mosaic[xmin:xmax:xres, ymin:ymax:yres, tmin:tmax]``.
+
+        Returns:
+            ``{"image": float32 tensor C×H×W (NaN = nodata), "crs": CRS,
+            "bounds": query}`` with ``H = (ymax - ymin) / yres`` and
+            ``W = (xmax - xmin) / xres`` (rounded), pixel (0, 0) at (xmin, ymax).
+
+        Raises:
+            IndexError: if the query does not intersect the mosaic.
+        """
+        x, y, _ = self._disambiguate_slice(query)
+        bounds = (float(x.start), float(y.start), float(x.stop), float(y.stop))
+        if not self._intersecting(bounds).size:
+            raise IndexError(f"query: {query} not found in index with bounds: {self.bounds}")
+        image, _, _ = self.read(bounds, (float(x.step), float(y.step)))
+        sample: dict[str, Any] = {"image": torch.from_numpy(image), "crs": self.crs, "bounds": query}
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def __str__(self) -> str:
+        nodata = sorted({str(r.nodata) if r.nodata is not None else ("mask" if r.use_mask else "none") for s in self._sources for r in s.reads})
+        xmin, ymin, xmax, ymax = self.index.total_bounds
+        return (
+            f"Mosaic of {len(self.paths)} file(s) in {len(self._sources)} place(s)\n"
+            f"    crs: {self.crs.to_string()}\n"
+            f"    res: {self.res[0]:g} x {self.res[1]:g}\n"
+            f"    bounds: ({xmin:.6g}, {ymin:.6g}, {xmax:.6g}, {ymax:.6g})\n"
+            f"    bands: {','.join(map(str, self.band_indexes))}\n"
+            f"    nodata: {', '.join(nodata)}"
+        )
+
+    # -- reading --------------------------------------------------------------
+
+    def _intersecting(self, bounds: Bounds) -> np.ndarray:
+        b = self._bounds
+        hit = (b[:, 0] < bounds[2]) & (b[:, 2] > bounds[0]) & (b[:, 1] < bounds[3]) & (b[:, 3] > bounds[1])
+        return np.flatnonzero(hit)
+
+    @property
+    def grid_origin(self) -> tuple[float, float]:
+        """``(x, y)`` of a pixel corner of the mosaic's native grid, in map units.
+
+        The grid has spacing :attr:`res`; it is the first file's grid when that file
+        is in the mosaic CRS at :attr:`res`, otherwise the one whose corner is the
+        mosaic's top-left. Reads on it need no resampling wherever files share it.
+        """
+        rx, ry = self.res
+        first = self._sources[0]
+        if first.crs == self._crs and math.isclose(abs(first.transform.a), rx) and math.isclose(abs(first.transform.e), ry):
+            return first.transform.c, first.transform.f
+        return float(self._bounds[:, 0].min()), float(self._bounds[:, 3].max())
+
+    def snap(self, bounds: Bounds) -> Bounds:
+        """Grow ``bounds`` outwards to whole pixels of the grid of :attr:`grid_origin`."""
+        rx, ry = self.res
+        x0, y0 = self.grid_origin
+        minx = x0 + math.floor((bounds[0] - x0) / rx + _ALIGN_TOL) * rx
+        maxx = x0 + math.ceil((bounds[2] - x0) / rx - _ALIGN_TOL) * rx
+        maxy = y0 - math.floor((y0 - bounds[3]) / ry + _ALIGN_TOL) * ry
+        miny = y0 - math.ceil((y0 - bounds[1]) / ry - _ALIGN_TOL) * ry
+        return minx, miny, maxx, maxy
+
+    def read(self, bounds: Bounds, res: tuple[float, float] | None = None) -> tuple[np.ndarray, Affine, bool]:
+        """Read the grid of pixels covering ``bounds`` at ``res``.
+
+        Args:
+            bounds: ``(minx, miny, maxx, maxy)`` in the mosaic CRS.
+            res: ``(xres, yres)`` in map units (default: :attr:`res`).
+
+        Returns:
+            ``(image, transform, complete)``: float32 array ``C×H×W`` with NaN where
+            no file has valid data; the affine transform of its pixel grid (pixel
+            (0, 0) at ``(minx, maxy)``); whether no pixel is NaN.
+        """
+        rx, ry = res if res is not None else self.res
+        minx, miny, maxx, maxy = bounds
+        width = max(1, round((maxx - minx) / rx))
+        height = max(1, round((maxy - miny) / ry))
+        transform = Affine(rx, 0.0, minx, 0.0, -ry, maxy)
+        hits = self._intersecting(bounds)
+        origins = [self._aligned_window(self._sources[i], transform) for i in hits]
+        if len(hits) == 1 and origins[0] is not None:
+            source = self._sources[hits[0]]
+            if len(source.reads) == 1 and self._covers(source, bounds):
+                # The common case: one file covers the query on its own grid. GDAL
+                # converts the type straight into the output, no temporary array.
+                part = source.reads[0]
+                src = open_raster(part.path, part.stamp)
+                window = Window(origins[0][0], origins[0][1], width, height)
+                out = src.read(part.bidx, window=window, out=np.empty((self.num_bands, height, width), np.float32))
+                return out, transform, not self._mask_nodata(part, src, window, out)
+        out = np.full((self.num_bands, height, width), np.nan, dtype=np.float32)
+        for i, origin in zip(hits, origins):
+            for part in self._sources[i].reads:
+                if origin is not None:
+                    self._read_window(part, origin, out)
+                else:
+                    self._read_warped(part, transform, out)
+        return out, transform, not np.isnan(out).any()
+
+    @staticmethod
+    def _covers(source: _Source, bounds: Bounds) -> bool:
+        b = source.bounds
+        return b[0] <= bounds[0] and b[1] <= bounds[1] and b[2] >= bounds[2] and b[3] >= bounds[3]
+
+    def _aligned_window(self, source: _Source, transform: Affine) -> tuple[int, int] | None:
+        """``(col, row)`` of ``transform``'s origin in ``source``, if both grids coincide."""
+        t = source.transform
+        if source.crs != self._crs or t.e >= 0:
+            return None
+        if not (math.isclose(t.a, transform.a, rel_tol=1e-9) and math.isclose(t.e, transform.e, rel_tol=1e-9)):
+            return None
+        col = (transform.c - t.c) / t.a
+        row = (transform.f - t.f) / t.e
+        if abs(col - round(col)) > _ALIGN_TOL or abs(row - round(row)) > _ALIGN_TOL:
+            return None
+        return round(col), round(row)
+
+    def _read_window(self, part: _FileBands, origin: tuple[int, int], out: np.ndarray) -> None:
+        """Read ``part`` into ``out``, whose pixel (0, 0) is pixel ``origin`` (col, row) of the file."""
+        src = open_raster(part.path, part.stamp)
+        _, height, width = out.shape
+        col, row = origin
+        c0, r0 = max(col, 0), max(row, 0)
+        c1, r1 = min(col + width, src.width), min(row + height, src.height)
+        if c1 <= c0 or r1 <= r0:
+            return
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        data = src.read(part.bidx, window=window, out_dtype=np.float32)
+        self._mask_nodata(part, src, window, data)
+        self._merge(out, part.channels, slice(r0 - row, r1 - row), slice(c0 - col, c1 - col), data)
+
+    @staticmethod
+    def _mask_nodata(part: _FileBands, src: rasterio.DatasetReader, window: Window, data: np.ndarray) -> bool:
+        """Set the nodata pixels of ``data`` (read from ``window``) to NaN; return whether any."""
+        if part.nodata is not None and not math.isnan(part.nodata):
+            hit = data == np.float32(part.nodata)
+        elif part.use_mask:
+            hit = np.broadcast_to(src.read_masks(part.bidx[0], window=window) == 0, data.shape)
+        else:
+            return bool(np.isnan(data).any())  # NaN nodata, or NaN in a float file without nodata
+        if not hit.any():
+            return False
+        data[hit] = np.nan
+        return True
+
+    def _read_warped(self, part: _FileBands, transform: Affine, out: np.ndarray) -> None:
+        src = open_raster(part.path, part.stamp)
+        _, height, width = out.shape
+        data = np.full((len(part.bidx), height, width), np.nan, dtype=np.float32)
+        reproject(
+            rasterio.band(src, list(part.bidx)),
+            data,
+            src_nodata=part.nodata,
+            dst_transform=transform,
+            dst_crs=self._crs,
+            dst_nodata=np.nan,
+            resampling=self._resampling,
+        )
+        self._merge(out, part.channels, slice(None), slice(None), data)
+
+    @staticmethod
+    def _merge(out: np.ndarray, channels: slice | list[int], ys: slice, xs: slice, data: np.ndarray) -> None:
+        """First file wins: fill only the pixels still NaN."""
+        held = out[channels, ys, xs]
+        hole = np.isnan(held)
+        if hole.all():
+            out[channels, ys, xs] = data
+        elif hole.any():
+            out[channels, ys, xs] = np.where(hole, data, held)

@@ -1,0 +1,9 @@
+"""Errors a user can act on.
+
+Every error geosscl raises for bad input is a :class:`GeossclError` whose message
+names the file or parameter at fault; the CLI prints it as one line and exits 1.
+"""
+
+
+class GeossclError(ValueError):
+    """Bad input: the message names the file or parameter and the problem."""

@@ -1,0 +1,66 @@
+"""Shared fixtures: the bundled real rasters, and tiny synthetic ones for edge cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+NAIP = SAMPLES / "naip" / "m_4709963_se_14_1_20200831.tif"
+NAIP_4326 = SAMPLES / "naip" / "naip_2020_epsg4326.tif"
+NC_BANDS = sorted((SAMPLES / "nc_landsat").glob("lsat7_2000_*.tif"))
+
+
+def write_raster(path: Path, data: np.ndarray, crs="EPSG:32614", transform=None, nodata=None, **extra) -> Path:
+    """Write ``data`` (``C×H×W``) as a GeoTIFF; ``crs=None`` writes one without a CRS."""
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    if transform is None:
+        transform = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)
+    profile = {
+        "driver": "GTiff",
+        "width": data.shape[2],
+        "height": data.shape[1],
+        "count": data.shape[0],
+        "dtype": data.dtype,
+        "transform": transform,
+        "nodata": nodata,
+        **extra,
+    }
+    if crs is not None:
+        profile["crs"] = crs
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+@pytest.fixture
+def naip_halves(tmp_path: Path) -> tuple[Path, Path]:
+    """The NAIP scene cut in two files, the right half warped to Web Mercator.
+
+    Both halves overlap by 20 px so that the warped half covers the seam.
+    """
+    from rasterio.warp import calculate_default_transform, reproject
+    from rasterio.enums import Resampling
+
+    with rasterio.open(NAIP) as src:
+        data = src.read()
+        t = src.transform
+        profile = src.profile
+    half = data.shape[2] // 2
+    left = write_raster(tmp_path / "left.tif", data[:, :, :half], crs=profile["crs"], transform=t, nodata=0)
+    right_data = data[:, :, half - 20 :]
+    right_t = t @ Affine.translation(half - 20, 0)
+    dst_crs = "EPSG:3857"
+    bounds = rasterio.transform.array_bounds(right_data.shape[1], right_data.shape[2], right_t)
+    dst_t, w, h = calculate_default_transform(profile["crs"], dst_crs, right_data.shape[2], right_data.shape[1], *bounds)
+    warped = np.zeros((data.shape[0], h, w), dtype=data.dtype)
+    reproject(right_data, warped, src_transform=right_t, src_crs=profile["crs"], src_nodata=0,
+              dst_transform=dst_t, dst_crs=dst_crs, dst_nodata=0, resampling=Resampling.bilinear)
+    right = write_raster(tmp_path / "right_3857.tif", warped, crs=dst_crs, transform=dst_t, nodata=0)
+    return left, right

@@ -1,0 +1,99 @@
+"""The ``geosscl`` command, run as a user would: a real subprocess on real files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import NAIP, NC_BANDS, write_raster
+
+GEOSSCL = [sys.executable, "-m", "geosscl"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*GEOSSCL, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_pairs_writes_a_png(tmp_path):
+    out = tmp_path / "pairs.png"
+    result = run("pairs", NAIP, "-b", "1,2,3", "--count", "3", "--view-size", "64", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stdout and "EPSG:26914" in result.stdout
+    image = np.asarray(Image.open(out))
+    assert image.shape[0] > 3 * 100 and image.shape[2] in (3, 4)
+    assert image[..., :3].std() > 10  # pictures, not a blank page
+    assert [p.name for p in tmp_path.iterdir()] == ["pairs.png"]
+
+
+def test_pairs_from_a_directory_of_band_files(tmp_path):
+    out = tmp_path / "nc.png"
+    result = run("pairs", NC_BANDS[0].parent / "lsat7_2000_*.tif", "-b", "3,2,1", "--count", "2", "-o", out, "-q")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert out.stat().st_size > 1000
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "make_input, extra, fragments",
+    [
+        (lambda d: d / "empty", [], ["empty", "holds no raster files"]),
+        (lambda d: d / "notes.tif", [], ["notes.tif", "not a readable raster"]),
+        (lambda d: d / "nocrs.tif", [], ["nocrs.tif", "has no CRS"]),
+        (lambda d: NAIP, ["-b", "1,9"], ["bands: band 9 is out of range"]),
+        (lambda d: NAIP, ["--view-size", "2000"], ["size:", "larger than the region"]),
+        (lambda d: NAIP, ["--overlap", "0.9,0.2"], ["overlap: range (0.9, 0.2) cannot be met"]),
+    ],
+)
+def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, make_input, extra, fragments):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.tif").write_text("not a raster")
+    write_raster(tmp_path / "nocrs.tif", np.zeros((1, 8, 8), np.uint8), crs=None)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = run("pairs", make_input(tmp_path), *extra, "-o", out_dir / "pairs.png")
+    assert_one_line_error(result, *fragments)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_malformed_option_is_a_usage_error(tmp_path):
+    result = run("pairs", NAIP, "--overlap", "0.9", "-o", tmp_path / "pairs.png")
+    assert result.returncode == 2
+    assert "Invalid value for --overlap: expected 2 comma-separated numbers" in result.stderr.strip().splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    out = tmp_path / "pairs.png"
+    out.write_bytes(b"keep me")
+    result = run("pairs", NAIP, "--count", "1", "-o", out)
+    assert_one_line_error(result, "pairs.png: already exists; pass --overwrite")
+    assert out.read_bytes() == b"keep me"
+    result = run("pairs", NAIP, "--count", "1", "-o", out, "--overwrite", "-q")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_output_directory(tmp_path):
+    result = run("pairs", NAIP, "-o", tmp_path / "nowhere" / "pairs.png")
+    assert_one_line_error(result, "output directory", "does not exist")
+
+
+def test_version_and_help():
+    assert run("--version").stdout.startswith("geosscl, version")
+    help_text = run("pairs", "--help").stdout
+    for option in ("--output", "--overwrite", "--bidx", "--overlap", "--scale", "--quiet"):
+        assert option in help_text

@@ -1,0 +1,207 @@
+"""geosscl.data.Mosaic on the bundled real rasters, and synthetic edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.windows import Window
+from torch.utils.data import DataLoader
+from torchgeo.datasets import stack_samples
+from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
+
+from geosscl import GeossclError, Mosaic
+from conftest import NAIP, NAIP_4326, NC_BANDS, write_raster
+
+
+def test_aligned_read_equals_rasterio_window():
+    mosaic = Mosaic(NAIP)
+    with rasterio.open(NAIP) as src:
+        expected = src.read(window=Window(100, 50, 128, 96)).astype(np.float32)
+        t = src.transform
+    minx, maxy = t.c + 100 * t.a, t.f + 50 * t.e
+    sample = mosaic[minx : minx + 128 * 5 : 5, maxy - 96 * 5 : maxy : 5]
+    image = sample["image"].numpy()
+    assert image.shape == (4, 96, 128)
+    expected[expected == 0] = np.nan  # NAIP nodata is 0
+    np.testing.assert_array_equal(image, expected)
+    assert sample["crs"] == mosaic.crs
+
+
+def test_query_at_coarser_res_is_resampled():
+    mosaic = Mosaic(NAIP)
+    x, y, _ = mosaic.bounds
+    sample = mosaic[x.start : x.start + 1000 : 10, y.stop - 500 : y.stop : 10]
+    assert sample["image"].shape == (4, 50, 100)
+    fine = mosaic[x.start : x.start + 1000 : 5, y.stop - 500 : y.stop : 5]["image"]
+    # Bilinear 2x downsampling lands between the fine pixels: close to their mean.
+    coarse_from_fine = fine.reshape(4, 50, 2, 100, 2).mean(dim=(2, 4))
+    assert torch.nanmean((sample["image"] - coarse_from_fine).abs()) < 6
+
+
+def test_torchgeo_sampler_dataloader_and_stack_samples():
+    mosaic = Mosaic(NAIP, bands=[4, 1])
+    sampler = RandomGeoSampler(mosaic, size=64, length=8, generator=torch.Generator().manual_seed(0))
+    batch = next(iter(DataLoader(mosaic, sampler=sampler, batch_size=4, collate_fn=stack_samples)))
+    assert batch["image"].shape == (4, 2, 64, 64)
+    assert batch["image"].dtype == torch.float32
+    # Band order follows `bands`: channel 0 is NIR (band 4).
+    with rasterio.open(NAIP) as src:
+        nir_mean, red_mean = src.read(4).mean(), src.read(1).mean()
+    assert nir_mean != red_mean
+    grid = list(GridGeoSampler(mosaic, size=256, stride=256))
+    assert len(grid) == len(list(GridGeoSampler(mosaic, size=256, stride=256)))
+    assert all(mosaic[q]["image"].shape[-2:] == (256, 256) for q in grid[:3])
+
+
+def test_intersection_with_another_mosaic_stacks_channels():
+    rgb = Mosaic(NAIP, bands=[1, 2, 3])
+    nir = Mosaic(NAIP, bands=[4])
+    both = rgb & nir
+    x, y, _ = both.bounds
+    sample = both[x.start : x.start + 320 : 5, y.start : y.start + 320 : 5]
+    assert sample["image"].shape == (4, 64, 64)
+    direct = Mosaic(NAIP)[x.start : x.start + 320 : 5, y.start : y.start + 320 : 5]["image"]
+    torch.testing.assert_close(sample["image"], direct, equal_nan=True)
+
+
+def test_single_band_files_stack_with_their_own_nodata():
+    mosaic = Mosaic(NC_BANDS)
+    assert mosaic.num_bands == 6
+    image, _, complete = mosaic.read(tuple(mosaic.index.total_bounds))
+    assert not complete
+    assert image.shape == (6, 443, 489)
+    for band, path in enumerate(NC_BANDS):
+        with rasterio.open(path) as src:
+            data = src.read(1).astype(np.float32)
+            data[data == np.float32(src.nodata)] = np.nan
+        np.testing.assert_array_equal(image[band], data)
+    # The files hold nodata (-99999 in float32 bands, -32768 in int16 ones): it is NaN here.
+    assert np.isnan(image).any()
+    assert not (image == -99999).any() and not (image == -32768).any()
+
+
+def test_band_selection_over_stacked_files():
+    mosaic = Mosaic(NC_BANDS, bands=[6, 2])
+    image = mosaic.read(tuple(mosaic.index.total_bounds))[0]
+    with rasterio.open(NC_BANDS[5]) as b7, rasterio.open(NC_BANDS[1]) as b2:
+        first, second = b7.read(1).astype(np.float32), b2.read(1).astype(np.float32)
+        first[first == np.float32(b7.nodata)] = np.nan
+        second[second == np.float32(b2.nodata)] = np.nan
+    np.testing.assert_array_equal(image[0], first)
+    np.testing.assert_array_equal(image[1], second)
+
+
+def test_two_files_in_different_crs_read_as_one(naip_halves):
+    left, right = naip_halves
+    mosaic = Mosaic([left, right])  # mosaic CRS: the first file's (EPSG:26914)
+    assert mosaic.crs.to_epsg() == 26914
+    image = mosaic.read(tuple(Mosaic(NAIP).index.total_bounds))[0]
+    with rasterio.open(NAIP) as src:
+        original = src.read().astype(np.float32)
+    half = original.shape[2] // 2
+    # Left half: read straight from its file, exact.
+    np.testing.assert_array_equal(np.nan_to_num(image[:, :, :half]), original[:, :, :half])
+    # Right half: warped twice (to EPSG:3857 and back), so close, not equal.
+    right_part = image[:, 10:-10, half + 10 : -10]
+    truth = original[:, 10:-10, half + 10 : -10]
+    valid = ~np.isnan(right_part)
+    assert valid.mean() > 0.99
+    error = np.abs(right_part[valid] - truth[valid]).mean()
+    spread = np.abs(truth - truth.mean()).mean()
+    assert error < 0.25 * spread, (error, spread)
+
+
+def test_real_two_crs_mosaic_with_a_gap():
+    mosaic = Mosaic([NAIP, NAIP_4326])
+    assert len(mosaic.index) == 2
+    xmin, ymin, xmax, ymax = mosaic.index.geometry.iloc[1].bounds
+    # The EPSG:4326 file lands far away (Peru) in UTM 14N, but is read all the same.
+    image = mosaic[xmin : xmin + 64 * 100 : 100, ymax - 64 * 100 : ymax : 100]["image"]
+    assert image.shape == (4, 64, 64)
+    assert np.isfinite(image.numpy()).mean() > 0.5
+
+
+def test_crs_and_res_options():
+    mosaic = Mosaic(NAIP, crs="EPSG:3857", res=10)
+    assert mosaic.crs.to_epsg() == 3857
+    assert mosaic.res == (10.0, 10.0)
+    x, y, _ = mosaic.bounds
+    cx, cy = (x.start + x.stop) / 2, (y.start + y.stop) / 2
+    image = mosaic[cx - 640 : cx + 640, cy - 640 : cy + 640]["image"]
+    assert image.shape == (4, 128, 128)
+    assert np.isfinite(image.numpy()).all()
+
+
+def test_internal_mask_is_nodata(tmp_path):
+    data = np.full((2, 20, 30), 7, dtype=np.uint16)
+    path = write_raster(tmp_path / "masked.tif", data)
+    with rasterio.open(path, "r+") as dst:
+        mask = np.full((20, 30), 255, dtype=np.uint8)
+        mask[:, :10] = 0
+        dst.write_mask(mask)
+    image = Mosaic(path).read(tuple(Mosaic(path).index.total_bounds))[0]
+    assert np.isnan(image[:, :, :10]).all()
+    assert (image[:, :, 10:] == 7).all()
+
+
+def test_first_file_wins_where_files_overlap(tmp_path):
+    a = write_raster(tmp_path / "a.tif", np.full((1, 10, 10), 1, dtype=np.int16), nodata=-1)
+    shifted = rasterio.Affine(10.0, 0.0, 500050.0, 0.0, -10.0, 5000000.0)
+    data_b = np.full((1, 10, 10), 2, dtype=np.int16)
+    b = write_raster(tmp_path / "b.tif", data_b, transform=shifted, nodata=-1)
+    mosaic = Mosaic([a, b])
+    image = mosaic.read(tuple(mosaic.index.total_bounds))[0]
+    assert image.shape == (1, 10, 15)
+    assert (image[0, :, :10] == 1).all() and (image[0, :, 10:] == 2).all()
+    # A nodata pixel of the first file is filled by the second.
+    data_a = np.full((1, 10, 10), 1, dtype=np.int16)
+    data_a[0, 0, 7] = -1
+    write_raster(a, data_a, nodata=-1)
+    image = Mosaic([a, b]).read(tuple(mosaic.index.total_bounds))[0]
+    assert image[0, 0, 7] == 2 and image[0, 0, 4] == 1
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: [str(d)], "holds no raster files"),
+        (lambda d: [str(d / "missing.tif")], "no such file"),
+        (lambda d: [str(d / "*.tif")], "pattern matches no files"),
+    ],
+)
+def test_paths_that_find_nothing(tmp_path, make, message):
+    with pytest.raises(GeossclError, match=message):
+        Mosaic(make(tmp_path))
+
+
+def test_not_a_raster(tmp_path):
+    bad = tmp_path / "notes.tif"
+    bad.write_text("this is not a GeoTIFF")
+    with pytest.raises(GeossclError, match=r"notes\.tif: not a readable raster"):
+        Mosaic(bad)
+
+
+def test_raster_without_crs(tmp_path):
+    path = write_raster(tmp_path / "nocrs.tif", np.zeros((1, 8, 8), np.uint8), crs=None)
+    with pytest.raises(GeossclError, match=r"nocrs\.tif: raster has no CRS"):
+        Mosaic(path)
+
+
+def test_band_out_of_range():
+    with pytest.raises(GeossclError, match=r"bands: band 5 is out of range; the mosaic has 4"):
+        Mosaic(NAIP, bands=[1, 5])
+
+
+def test_places_with_different_band_counts(tmp_path):
+    a = write_raster(tmp_path / "a.tif", np.zeros((3, 8, 8), np.uint8))
+    far = rasterio.Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5000000.0)
+    b = write_raster(tmp_path / "b.tif", np.zeros((4, 8, 8), np.uint8), transform=far)
+    with pytest.raises(GeossclError, match=r"has 4 band\(s\) where .*a\.tif has 3"):
+        Mosaic([a, b])
+
+
+def test_bad_crs_option():
+    with pytest.raises(GeossclError, match="crs: 'EPSG:0' is not a CRS"):
+        Mosaic(NAIP, crs="EPSG:0")

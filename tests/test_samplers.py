@@ -1,0 +1,240 @@
+"""samplers.OverlappingPairSampler on the bundled real rasters."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import shapely
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.utils.data import DataLoader, IterableDataset
+from torchgeo.samplers import Units
+
+from geosscl import GeossclError, Mosaic, PairDataset
+from samplers import OverlappingPairSampler, ViewPair
+from conftest import NAIP, NAIP_4326, NC_BANDS, write_raster
+
+
+@pytest.fixture(scope="module")
+def naip() -> Mosaic:
+    return Mosaic(NAIP)
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def covers(geometry, box) -> bool:
+    return geometry.buffer(1e-6).covers(shapely.box(*box))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lo=st.floats(0.05, 0.95),
+    width=st.floats(0.0, 0.5),
+    scale_lo=st.floats(0.5, 1.5),
+    scale_width=st.floats(0.0, 1.0),
+    size=st.integers(16, 160),
+    seed=st.integers(0, 2**31),
+)
+def test_overlap_and_bounds_always_hold(naip, lo, width, scale_lo, scale_width, size, seed):
+    hi = min(lo + width, 1.0)
+    scale = (scale_lo, scale_lo + scale_width)
+    try:
+        sampler = OverlappingPairSampler(naip, size, overlap=(lo, hi), scale=scale, length=20, generator=seeded(seed))
+        pairs = list(sampler)
+    except GeossclError as exc:
+        # Only a range that whole pixels cannot meet may be refused.
+        assert "cannot be met" in str(exc) or "fits inside" in str(exc)
+        return
+    footprint = shapely.box(*naip.index.total_bounds)
+    res = naip.res[0]
+    for pair in pairs:
+        assert lo - 1e-9 <= pair.overlap_fraction <= hi + 1e-9
+        for box in (pair.box_a, pair.box_b):
+            assert covers(footprint, box)
+            side = (box[2] - box[0]) / res
+            assert scale[0] * size - 0.5 - 1e-6 <= side <= scale[1] * size + 0.5 + 1e-6
+            # Whole pixels of the file's grid.
+            assert abs((box[0] - naip.grid_origin[0]) / res - round((box[0] - naip.grid_origin[0]) / res)) < 1e-6
+            assert abs((box[3] - naip.grid_origin[1]) / res - round((box[3] - naip.grid_origin[1]) / res)) < 1e-6
+
+
+def test_overlap_distribution_spans_the_range(naip):
+    pairs = list(OverlappingPairSampler(naip, 64, overlap=(0.2, 0.9), scale=(0.8, 1.25), length=400, generator=seeded(1)))
+    fractions = np.array([p.overlap_fraction for p in pairs])
+    assert fractions.min() >= 0.2 and fractions.max() <= 0.9
+    # Uniform target: each quarter of the range gets a fair share.
+    counts, _ = np.histogram(fractions, bins=4, range=(0.2, 0.9))
+    assert counts.min() > 60, counts
+    # Both directions of offset occur on both axes.
+    dx = np.array([p.box_b[0] - p.box_a[0] for p in pairs])
+    dy = np.array([p.box_b[1] - p.box_a[1] for p in pairs])
+    assert (dx > 0).mean() > 0.3 and (dx < 0).mean() > 0.3
+    assert (dy > 0).mean() > 0.3 and (dy < 0).mean() > 0.3
+
+
+def test_overlap_box_in_map_units(naip):
+    pair = next(iter(OverlappingPairSampler(naip, 100, overlap=(0.5, 0.5001), length=1, generator=seeded(2))))
+    ox0, oy0, ox1, oy1 = pair.overlap
+    inter = shapely.box(*pair.box_a).intersection(shapely.box(*pair.box_b))
+    assert inter.bounds == pytest.approx((ox0, oy0, ox1, oy1))
+    assert (ox1 - ox0) * (oy1 - oy0) == pytest.approx(0.5 * (100 * 5) ** 2, rel=0.02)
+
+
+def test_roi_respected(naip):
+    xmin, ymin, xmax, ymax = naip.index.total_bounds
+    roi = shapely.Polygon([(xmin, ymin), (xmax, ymin), (xmin, ymax)])  # lower-left triangle
+    sampler = OverlappingPairSampler(naip, 32, roi=roi, length=100, generator=seeded(3))
+    for pair in sampler:
+        assert covers(roi, pair.box_a) and covers(roi, pair.box_b)
+
+
+def test_roi_outside_dataset(naip):
+    with pytest.raises(GeossclError, match="roi: .* does not intersect"):
+        OverlappingPairSampler(naip, 32, roi=shapely.box(0, 0, 10, 10))
+
+
+def test_same_seed_same_pairs_other_seed_other_pairs(naip):
+    a = list(OverlappingPairSampler(naip, 64, length=30, generator=seeded(7)))
+    b = list(OverlappingPairSampler(naip, 64, length=30, generator=seeded(7)))
+    c = list(OverlappingPairSampler(naip, 64, length=30, generator=seeded(8)))
+    assert a == b
+    assert not set(a) & set(c)
+
+
+def test_epochs_differ_and_set_epoch_replays(naip):
+    sampler = OverlappingPairSampler(naip, 64, length=10, generator=seeded(9))
+    first, second = list(sampler), list(sampler)
+    assert not set(first) & set(second)
+    sampler.set_epoch(0)
+    assert list(sampler) == first
+
+
+def test_ranks_draw_disjoint_shares(naip):
+    shares = [
+        list(OverlappingPairSampler(naip, 64, length=25, generator=seeded(11), rank=r, world_size=3)) for r in range(3)
+    ]
+    assert [len(s) for s in shares] == [9, 8, 8]
+    everything = [p for s in shares for p in s]
+    assert len(set(everything)) == 25
+
+
+class _PairStream(IterableDataset):
+    """Runs the sampler inside each DataLoader worker (as an iterable pipeline would)."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        return iter(self.sampler)
+
+
+def test_workers_draw_disjoint_shares(naip):
+    sampler = OverlappingPairSampler(naip, 64, length=40, generator=seeded(12))
+    loader = DataLoader(_PairStream(sampler), batch_size=None, num_workers=2)
+    pairs = [ViewPair(tuple(float(v) for v in a), tuple(float(v) for v in b)) for a, b in loader]
+    assert len(pairs) == 40
+    assert len(set(pairs)) == 40
+
+
+def _distributed_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        sampler = OverlappingPairSampler(Mosaic(NAIP), 64, length=21, generator=seeded(13))
+        np.save(f"{out}/rank{rank}.npy", np.array([p.box_a + p.box_b for p in sampler]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_torch_distributed_ranks_disjoint(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_distributed_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = np.load(tmp_path / "rank0.npy"), np.load(tmp_path / "rank1.npy")
+    assert len(r0) == 11 and len(r1) == 10
+    rows = {tuple(r) for r in np.vstack([r0, r1])}
+    assert len(rows) == 21
+
+
+def test_pairs_straddle_files_of_a_mosaic(naip_halves):
+    left, right = naip_halves
+    mosaic = Mosaic([left, right])
+    seam = shapely.box(*Mosaic(left).index.total_bounds).bounds[2]
+    pairs = list(OverlappingPairSampler(mosaic, 64, length=200, generator=seeded(14)))
+    straddling = [p for p in pairs if min(p.box_a[0], p.box_b[0]) < seam < max(p.box_a[2], p.box_b[2])]
+    assert straddling, "no pair crossed from one file to the other"
+
+
+def test_real_mosaic_with_gap_never_draws_in_the_gap():
+    mosaic = Mosaic([NAIP, NAIP_4326])
+    tiles = [g for g in mosaic.index.geometry]
+    sampler = OverlappingPairSampler(mosaic, 32, length=60, generator=seeded(15))
+    hits = [0, 0]
+    for pair in sampler:
+        inside = [i for i, t in enumerate(tiles) if covers(t, pair.box_a) and covers(t, pair.box_b)]
+        assert inside, pair
+        hits[inside[0]] += 1
+    assert hits[0] and hits[1]
+
+
+def test_max_nodata_rejects_mostly_empty_views(tmp_path):
+    import rasterio
+
+    with rasterio.open(NAIP) as src:
+        data, profile = src.read(), src.profile
+    data[:, :, data.shape[2] // 2 :] = 0  # right half nodata
+    path = write_raster(tmp_path / "half.tif", data, crs=profile["crs"], transform=profile["transform"], nodata=0)
+    mosaic = Mosaic(path)
+    free = OverlappingPairSampler(mosaic, 64, length=150, generator=seeded(16))
+    strict = OverlappingPairSampler(mosaic, 64, length=150, generator=seeded(16), max_nodata=0.1)
+    ds = PairDataset(mosaic, 64)
+
+    def nodata(pairs):
+        return np.array([[torch.isnan(ds[p][k]).any(0).float().mean().item() for k in ("image_a", "image_b")] for p in pairs])
+
+    free_pairs, strict_pairs = list(free), list(strict)
+    assert nodata(free_pairs).max() > 0.5
+    # Estimated on a grid of size/8 cells: allow one cell row/column of slack.
+    assert nodata(strict_pairs).max() <= 0.1 + 2 / 8
+    # Rejection redraws locations, not geometry: the overlap distribution stays put.
+    f_free = np.array([p.overlap_fraction for p in free_pairs])
+    f_strict = np.array([p.overlap_fraction for p in strict_pairs])
+    assert abs(f_free.mean() - f_strict.mean()) < 0.05
+
+
+def test_size_in_map_units(naip):
+    pair = next(iter(OverlappingPairSampler(naip, 400.0, units=Units.CRS, length=1, generator=seeded(17))))
+    assert pair.box_a[2] - pair.box_a[0] == pytest.approx(400.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"overlap": (0.8, 0.3)}, r"overlap: range \(0.8, 0.3\) cannot be met"),
+        ({"overlap": (0.0, 0.5)}, r"overlap: range \(0, 0.5\) cannot be met"),
+        ({"overlap": (0.5, 1.2)}, r"overlap: range \(0.5, 1.2\) cannot be met"),
+        ({"scale": (0.0, 1.0)}, r"scale: range \(0, 1\) cannot be met"),
+        ({"size": 5000}, r"size: a view of .* is larger than the region"),
+        ({"max_nodata": 1.5}, r"max_nodata: must lie in \[0, 1\)"),
+    ],
+)
+def test_bad_arguments(naip, kwargs, message):
+    args = {"size": 64, **kwargs}
+    with pytest.raises(GeossclError, match=message):
+        OverlappingPairSampler(naip, **args)
+
+
+def test_overlap_range_that_whole_pixels_cannot_meet(naip):
+    sampler = OverlappingPairSampler(naip, 3, overlap=(0.6, 0.6), length=1, generator=seeded(18))
+    with pytest.raises(GeossclError, match="overlap: range .* cannot be met by views of 3 px"):
+        list(sampler)
