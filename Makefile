@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	mkdir -p $(DEMO_OUT)
 	$(BIN)/geosscl pairs sample_data/naip/m_4709963_se_14_1_20200831.tif \
 		--bands 1,2,3 --count 6 --view-size 128 --seed 0 \
 		--output $(DEMO_OUT)/pairs.png --overwrite
