@@ -9,5 +9,15 @@ image tensors.
 from .data import Mosaic, PairDataset
 from .errors import GeossclError
 
-__all__ = ["GeossclError", "Mosaic", "PairDataset"]
+
+def pretrain(imagery, out, **options):
+    """Run SSCCL pretraining (see :class:`geosscl.training.PretrainConfig` for options); return the run directory."""
+    from .training import PretrainConfig, pretrain as run
+
+    if isinstance(imagery, str):
+        imagery = [imagery]
+    return run(PretrainConfig(imagery=[str(p) for p in imagery], out=str(out), **options))
+
+
+__all__ = ["GeossclError", "Mosaic", "PairDataset", "pretrain"]
 __version__ = "0.1.0"

@@ -191,6 +191,9 @@ class OverlappingPairSampler(GeoSampler):
         self.length = int(length)
 
         self.seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+        #: Pairs of this rank's stream to skip at the start of an epoch (drawn and
+        #: dropped, so the rest is unchanged): how a resumed run continues its stream.
+        self.start = 0
         self.epoch = 0
         self._epoch_set = False
         if world_size is None:
@@ -227,8 +230,9 @@ class OverlappingPairSampler(GeoSampler):
         return np.random.default_rng(seq), count
 
     def __len__(self) -> int:
-        """Number of pairs this rank yields in one epoch."""
-        return self.length // self.world_size + (1 if self.rank < self.length % self.world_size else 0)
+        """Number of pairs this rank yields in one epoch (after :attr:`start`)."""
+        share = self.length // self.world_size + (1 if self.rank < self.length % self.world_size else 0)
+        return max(share - self.start, 0)
 
     def __iter__(self) -> Iterator[ViewPair]:
         """Yield this rank's (and worker's) pairs for the current epoch.
@@ -240,8 +244,10 @@ class OverlappingPairSampler(GeoSampler):
         if not self._epoch_set:
             self.epoch += 1
         self._epoch_set = False
-        for _ in range(count):
-            yield self._draw(rng)
+        for i in range(count):
+            pair = self._draw(rng)
+            if i >= self.start:
+                yield pair
 
     # -- drawing --------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import click
 from .. import __version__
 from ..errors import GeossclError
 from .pairs import pairs
+from .pretrain import pretrain
 
 
 class _Group(click.Group):
@@ -26,3 +27,4 @@ def cli() -> None:
 
 
 cli.add_command(pairs)
+cli.add_command(pretrain)

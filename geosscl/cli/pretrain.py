@@ -1,0 +1,65 @@
+"""``geosscl pretrain``: SSCCL pretraining on unlabelled imagery."""
+
+from __future__ import annotations
+
+import click
+
+from .options import bidx_opt, float_pair, quiet_opt, seed_opt
+
+
+@click.command()
+@click.argument("imagery", nargs=-1, metavar="IMAGERY...")
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (created).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file of options; flags override it.")
+@bidx_opt
+@click.option("--rgb", is_flag=True, default=None, help="Bands 1-3 are red, green, blue (enables grayscale augmentation).")
+@click.option("--crop-size", type=int, help="Side of each view, pixels (multiple of 32).  [default: 128]")
+@click.option("--overlap", callback=float_pair, metavar="LO,HI", help="Overlap fraction range.  [default: 0.3,0.8]")
+@click.option("--scale", callback=float_pair, metavar="LO,HI", help="Scale factor range of each view.  [default: 0.75,1.5]")
+@click.option("--batch-size", type=int, help="Pairs per batch and device.  [default: 32]")
+@click.option("--max-steps", type=int, help="Stop after N optimiser steps.  [default: 1000]")
+@click.option("--max-time", type=float, metavar="MINUTES", help="Stop after this many minutes.")
+@click.option("--arch", type=click.Choice(["unet", "deeplabv3plus"]), help="Decoder.  [default: unet]")
+@click.option("--encoder", type=click.Choice(["resnet18", "resnet34", "resnet50"]), help="Encoder.  [default: resnet18]")
+@click.option("--dense-stride", type=int, help="Decoder stride of the dense features.  [default: 4]")
+@click.option("--weights", "weights_text", metavar="instance=1,spatial=1,semantic=0.5",
+              help="Loss weights; 0 switches a term off.")
+@click.option("--num-workers", type=int, help="DataLoader workers.  [default: 2]")
+@click.option("--devices", help="Devices per node (a number or 'auto').  [default: auto]")
+@click.option("--strategy", help="Lightning strategy, e.g. ddp.  [default: auto]")
+@click.option("--num-nodes", type=int, help="Nodes.  [default: 1]")
+@click.option("--resume", type=click.Path(dir_okay=False), help="Continue from RUN_DIR/last.ckpt.")
+@seed_opt
+@quiet_opt
+def pretrain(imagery, out, config_path, bands, rgb, crop_size, overlap, scale, batch_size, max_steps, max_time, arch,
+             encoder, dense_stride, weights_text, num_workers, devices, strategy, num_nodes, resume, seed, quiet):
+    """Pretrain an encoder + decoder on IMAGERY with SSCCL.
+
+    IMAGERY is GeoTIFF files, directories or glob patterns, read as one mosaic.
+    """
+    from ..errors import GeossclError
+    from ..training import PretrainConfig, parse_weights, pretrain as run
+
+    flags = {
+        "imagery": list(imagery) or None, "out": out, "bands": bands, "rgb": rgb, "crop_size": crop_size,
+        "overlap": overlap, "scale": scale, "batch_size": batch_size, "max_steps": max_steps, "max_time": max_time,
+        "arch": arch, "encoder": encoder, "dense_stride": dense_stride,
+        "weights": parse_weights(weights_text) if weights_text else None, "num_workers": num_workers,
+        "devices": int(devices) if devices and devices.isdigit() else devices, "strategy": strategy,
+        "num_nodes": num_nodes, "resume": resume, "seed": seed, "quiet": quiet or None,
+    }
+    if max_time is not None and max_steps is None:
+        flags["max_steps"] = 0  # time-limited run
+    if config_path:
+        config = PretrainConfig.from_yaml(config_path, **flags)
+    else:
+        if not imagery:
+            raise GeossclError("IMAGERY: give at least one file, directory or glob (or a --config with imagery)")
+        if not out:
+            raise GeossclError("--out: give a run directory")
+        config = PretrainConfig(**{k: v for k, v in flags.items() if v is not None})
+    if not config.max_steps:
+        config.max_steps = None
+    path = run(config)
+    if not config.quiet:
+        click.echo(f"run written to {path}")

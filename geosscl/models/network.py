@@ -1,0 +1,103 @@
+"""An encoder + decoder from segmentation-models-pytorch, with dense features at any decoder stride."""
+
+from __future__ import annotations
+
+import segmentation_models_pytorch as smp
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import GeossclError
+
+ARCHITECTURES = ("unet", "deeplabv3plus")
+ENCODERS = ("resnet18", "resnet34", "resnet50")
+
+
+class SegmentationNetwork(nn.Module):
+    """A U-Net or DeepLabV3+ segmenter whose decoder can stop at a coarser stride.
+
+    Pretraining needs dense features, not class maps, and running a U-Net decoder to
+    full resolution for every view dominates the cost of a dense contrastive step;
+    :meth:`features` stops the decoder at ``dense_stride`` (U-Net: 1, 2, 4, 8 or 16;
+    DeepLabV3+: its decoder's native 4). No weights are downloaded.
+
+    Args:
+        in_channels: number of input bands.
+        num_classes: output classes of the segmentation head.
+        arch: ``"unet"`` or ``"deeplabv3plus"``.
+        encoder: ``"resnet18"``, ``"resnet34"`` or ``"resnet50"``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int = 1, arch: str = "unet", encoder: str = "resnet18") -> None:
+        super().__init__()
+        if arch not in ARCHITECTURES:
+            raise GeossclError(f"arch: {arch!r} is not one of {', '.join(ARCHITECTURES)}")
+        if encoder not in ENCODERS:
+            raise GeossclError(f"encoder: {encoder!r} is not one of {', '.join(ENCODERS)}")
+        self.arch, self.encoder_name = arch, encoder
+        self.net = smp.create_model(
+            arch, encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes
+        )
+
+    @property
+    def encoder_channels(self) -> int:
+        """Channels of the deepest encoder feature map."""
+        return self.net.encoder.out_channels[-1]
+
+    def dense_channels(self, stride: int) -> int:
+        """Channels of the decoder features at ``stride``."""
+        self._check_stride(stride)
+        if self.arch == "deeplabv3plus":
+            return self.net.segmentation_head[0].in_channels
+        blocks = self._unet_blocks(stride)
+        return self.net.decoder.blocks[blocks - 1].conv2[0].out_channels
+
+    def _check_stride(self, stride: int) -> None:
+        allowed = (4,) if self.arch == "deeplabv3plus" else (1, 2, 4, 8, 16)
+        if stride not in allowed:
+            raise GeossclError(f"dense_stride: {stride} is not one of {allowed} for {self.arch}")
+
+    def _unet_blocks(self, stride: int) -> int:
+        """How many U-Net decoder blocks reach ``stride`` (each halves it, from 32)."""
+        return len(self.net.decoder.blocks) - (stride.bit_length() - 1)
+
+    def modules_beyond(self, stride: int | None) -> list[nn.Module]:
+        """Modules a forward pass that stops at ``stride`` never runs (None: encoder only).
+
+        Pretraining freezes them, so that distributed training sees no unused
+        parameters.
+        """
+        unused: list[nn.Module] = [self.net.segmentation_head]
+        if stride is None:
+            return unused + [self.net.decoder]
+        self._check_stride(stride)
+        if self.arch == "unet":
+            unused += list(self.net.decoder.blocks[self._unet_blocks(stride) :])
+        return unused
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``B×C×H×W`` → ``B×num_classes×H×W`` logits (H, W multiples of 32)."""
+        return self.net(x)
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """Encoder feature maps, finest first (strides 1, 2, 4, …, 32)."""
+        return self.net.encoder(x)
+
+    def decode(self, features: list[Tensor], stride: int) -> Tensor:
+        """Decoder features at ``stride``: ``B×D×H/stride×W/stride``."""
+        self._check_stride(stride)
+        if self.arch == "deeplabv3plus":
+            return self.net.decoder(features)
+        # Written out because smp's UnetDecoder.forward always runs to full resolution.
+        decoder = self.net.decoder
+        shapes = [f.shape[2:] for f in features][::-1]
+        skips = features[1:][::-1]
+        x = decoder.center(skips[0])
+        for i in range(self._unet_blocks(stride)):
+            skip = skips[i + 1] if i + 1 < len(skips) else None
+            x = decoder.blocks[i](x, *shapes[i + 1], skip_connection=skip)
+        return x
+
+    def features(self, x: Tensor, stride: int) -> tuple[Tensor, Tensor]:
+        """``(deepest encoder map B×E×h×w, decoder features at stride)``."""
+        encoded = self.encode(x)
+        return encoded[-1], self.decode(encoded, stride)

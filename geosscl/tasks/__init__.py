@@ -1,0 +1,5 @@
+"""Lightning tasks: SSCCL pretraining."""
+
+from .pretrain import SSCCLTask
+
+__all__ = ["SSCCLTask"]

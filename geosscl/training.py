@@ -1,0 +1,300 @@
+"""``geosscl.pretrain``: an SSCCL run on a mosaic, written to a run directory.
+
+A run directory holds ``config.yaml`` (the resolved settings), ``band_stats.json``,
+``metrics.csv`` (losses per step), ``loss_curves.png``, ``last.ckpt`` and
+``best.ckpt``. Every input is checked before the directory is created, so bad input
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import yaml
+from lightning.pytorch.utilities import rank_zero_only
+
+from .errors import GeossclError
+
+DEFAULT_WEIGHTS = {"instance": 1.0, "spatial": 1.0, "semantic": 0.5}
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of a pretraining run; every field is also a ``geosscl pretrain`` option."""
+
+    imagery: list[str]
+    out: str
+    bands: list[int] | None = None
+    rgb: bool = False
+    crop_size: int = 128
+    overlap: tuple[float, float] = (0.3, 0.8)
+    scale: tuple[float, float] = (0.75, 1.5)
+    batch_size: int = 32
+    max_steps: int | None = 1000
+    max_time: float | None = None
+    arch: str = "unet"
+    encoder: str = "resnet18"
+    dense_stride: int = 4
+    grid_size: int = 8
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    temperature: float = 0.2
+    queue_size: int = 4096
+    momentum: float = 0.99
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    num_workers: int = 2
+    seed: int = 0
+    resume: str | None = None
+    quiet: bool = False
+
+    @classmethod
+    def from_yaml(cls, path: str, **overrides: Any) -> PretrainConfig:
+        """Settings from a YAML file, with ``overrides`` (e.g. command-line flags) on top."""
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except OSError as exc:
+            raise GeossclError(f"{path}: cannot read config ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise GeossclError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise GeossclError(f"{path}: a config must be a mapping of option: value")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise GeossclError(f"{path}: unknown option(s) {', '.join(unknown)}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """``instance=1,spatial=1,semantic=0.5`` → dict; missing terms keep their default."""
+    weights = dict(DEFAULT_WEIGHTS)
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in weights or not value:
+            raise GeossclError(f"weights: {item!r} is not NAME=VALUE with NAME one of {', '.join(weights)}")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise GeossclError(f"weights: {value!r} is not a number") from None
+    return weights
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """Load a geosscl pretraining checkpoint without executing code.
+
+    Raises:
+        GeossclError: if the file is missing, unreadable, or not a geosscl checkpoint.
+    """
+    from .tasks.pretrain import CHECKPOINT_KIND
+
+    if not os.path.isfile(path):
+        raise GeossclError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not ours
+        raise GeossclError(f"{path}: not a geosscl checkpoint ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("geosscl", {}).get("kind") != CHECKPOINT_KIND:
+        raise GeossclError(f"{path}: not a geosscl pretraining checkpoint")
+    return checkpoint
+
+
+def pretrain(config: PretrainConfig) -> str:
+    """Run SSCCL pretraining; return the run directory.
+
+    Raises:
+        GeossclError: for bad input, before anything is written.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    from samplers import OverlappingPairSampler
+
+    from .data import Mosaic
+    from .data.module import PairDataModule
+    from .data.stats import band_statistics
+    from .tasks import SSCCLTask
+
+    # -- check everything before writing anything ------------------------------------
+    if config.max_steps is None and config.max_time is None:
+        raise GeossclError("max_steps: give --max-steps or --max-time")
+    checkpoint = load_checkpoint(config.resume) if config.resume else None
+    out = os.path.abspath(config.out)
+    # Under DDP Lightning relaunches this command once per extra process: only rank 0
+    # owns the run directory.
+    lead = rank_zero_only.rank == 0
+    if lead and os.path.exists(out) and os.listdir(out) and checkpoint is None:
+        raise GeossclError(f"{config.out}: run directory exists and is not empty; pass --resume {config.out}/last.ckpt or choose another --out")
+    mosaic = Mosaic(config.imagery, bands=config.bands)
+    OverlappingPairSampler(mosaic, config.crop_size, overlap=config.overlap, scale=config.scale, length=1)
+    stats_path = os.path.join(out, "band_stats.json")
+    if checkpoint is not None:
+        hp = checkpoint.get("hyper_parameters", {})
+        if hp.get("in_channels") != mosaic.num_bands:
+            raise GeossclError(f"{config.resume}: checkpoint has {hp.get('in_channels')} bands, the imagery {mosaic.num_bands}")
+        mean, std = hp["band_mean"], hp["band_std"]
+    else:
+        mean, std = band_statistics(mosaic)
+    weights = {**DEFAULT_WEIGHTS, **config.weights}
+    pl.seed_everything(config.seed, workers=True, verbose=False)  # weights, queue and augmentations
+    task = SSCCLTask(
+        in_channels=mosaic.num_bands, band_mean=mean, band_std=std, rgb=config.rgb, arch=config.arch,
+        encoder=config.encoder, view_size=config.crop_size, dense_stride=config.dense_stride,
+        grid_size=config.grid_size, instance_weight=weights["instance"], spatial_weight=weights["spatial"],
+        semantic_weight=weights["semantic"], temperature=config.temperature, queue_size=config.queue_size,
+        momentum=config.momentum, lr=config.lr, weight_decay=config.weight_decay,
+    )
+
+    # -- run ------------------------------------------------------------------------
+    os.makedirs(out, exist_ok=True)
+    if lead:
+        _write_yaml(os.path.join(out, "config.yaml"), {**dataclasses.asdict(config), "out": out})
+        _write_json(stats_path, {"bands": mosaic.band_indexes, "mean": mean, "std": std})
+    steps = config.max_steps or 10**7
+    datamodule = PairDataModule(
+        mosaic, view_size=config.crop_size, overlap=config.overlap, scale=config.scale,
+        batch_size=config.batch_size, steps=steps, num_workers=config.num_workers, seed=config.seed,
+    )
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(dirpath=out, filename="best", monitor="loss", mode="min", save_top_k=1, save_last=True,
+                        every_n_train_steps=max(1, min(50, steps // 4 or 1)), enable_version_counter=False),
+        _FinalCheckpoint(os.path.join(out, "last.ckpt")),
+        _Throughput(config.batch_size),
+    ]
+    if not config.quiet:
+        callbacks.append(RichProgressBar(leave=True))
+    trainer = pl.Trainer(
+        max_steps=steps if config.max_steps else -1,
+        max_epochs=-1,  # the pair stream is sized to the run; steps or time end it
+        max_time={"minutes": config.max_time} if config.max_time else None,
+        accelerator="auto", devices=config.devices, strategy=config.strategy, num_nodes=config.num_nodes,
+        logger=CSVLogger(out, name="", version=""), callbacks=callbacks, log_every_n_steps=1,
+        use_distributed_sampler=False, enable_progress_bar=not config.quiet, enable_model_summary=not config.quiet,
+        deterministic=False,
+    )
+    metrics = os.path.join(out, "metrics.csv")
+    previous = metrics + ".previous"
+    if lead and checkpoint is not None and os.path.exists(metrics):
+        os.replace(metrics, previous)  # Lightning's CSV logger starts the file afresh
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+        warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+        trainer.fit(task, datamodule=datamodule, ckpt_path=config.resume, weights_only=True if config.resume else None)
+    if trainer.is_global_zero:
+        if os.path.exists(previous):
+            _prepend_metrics(previous, metrics, before_step=checkpoint["global_step"])
+        plot_losses(metrics, os.path.join(out, "loss_curves.png"))
+    return out
+
+
+class _Throughput(pl.Callback):
+    """Logs pairs per second to the progress bar."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.last: float | None = None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        now = time.perf_counter()
+        if self.last is not None:
+            module.log("pairs_per_s", self.batch_size / max(now - self.last, 1e-9), prog_bar=True)
+        self.last = now
+
+
+class _FinalCheckpoint(pl.Callback):
+    """``last.ckpt`` at the very last step too, whatever the checkpoint interval."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
+
+
+def _prepend_metrics(previous: str, metrics: str, before_step: int) -> None:
+    """Put the rows of the run before the resume (steps < before_step) back in metrics.csv."""
+    import csv
+
+    with open(previous) as f:
+        old = [row for row in csv.DictReader(f) if int(row["step"]) < before_step]
+    new: list[dict[str, str]] = []
+    if os.path.exists(metrics):
+        with open(metrics) as f:
+            new = list(csv.DictReader(f))
+    columns = list(dict.fromkeys([k for row in old + new for k in row]))
+    tmp = metrics + ".part"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(old + new)
+    os.replace(tmp, metrics)
+    os.remove(previous)
+
+
+def plot_losses(metrics_csv: str, png: str) -> None:
+    """Loss curves (each term and the total, per step) from a run's metrics.csv."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not os.path.exists(metrics_csv):
+        return
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(metrics_csv) as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if key.startswith("loss") and value not in ("", None):
+                    series.setdefault(key, []).append((int(row["step"]), float(value)))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, points in sorted(series.items()):
+        steps, values = zip(*points)
+        ax.plot(steps, values, label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    tmp = png + ".part.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png)
+
+
+def _write_yaml(path: str, data: dict[str, Any]) -> None:
+    tmp = path + ".part"
+    with open(tmp, "w") as f:
+        yaml.safe_dump(_plain(data), f, sort_keys=False)
+    os.replace(tmp, path)
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    import json
+
+    tmp = path + ".part"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,162 @@
+"""SSCCL pretraining on the bundled real imagery: learning, resuming, DDP, ablations, bad input."""
+
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader
+from torchgeo.datasets import stack_samples
+
+from geosscl import GeossclError, Mosaic, PairDataset
+from geosscl.data.stats import band_statistics
+from geosscl.tasks import SSCCLTask
+from geosscl.training import PretrainConfig, load_checkpoint, pretrain
+from samplers import OverlappingPairSampler
+from conftest import NAIP, NC_BANDS
+
+FAST = dict(crop_size=64, batch_size=8, num_workers=0, queue_size=64, quiet=True)
+
+
+def losses(run: Path) -> dict[int, dict[str, float]]:
+    out: dict[int, dict[str, float]] = {}
+    with open(run / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            values = {k: float(v) for k, v in row.items() if k.startswith("loss") and v}
+            if values:
+                out.setdefault(int(row["step"]), {}).update(values)
+    return out
+
+
+def test_short_run_lowers_instance_and_consistency_losses():
+    mosaic = Mosaic(NAIP)
+    mean, std = band_statistics(mosaic)
+    held_out = OverlappingPairSampler(mosaic, 64, length=32, generator=torch.Generator().manual_seed(123))
+    held = DataLoader(PairDataset(mosaic, 64), sampler=held_out, batch_size=16, collate_fn=stack_samples)
+    task = SSCCLTask(4, mean, std, rgb=True, view_size=64, queue_size=64, lr=1e-3)
+
+    def evaluate() -> dict[str, float]:
+        torch.manual_seed(0)  # the same augmentations both times
+        trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+        return trainer.validate(task, dataloaders=held, verbose=False)[0]
+
+    before = evaluate()
+    from geosscl.data.module import PairDataModule
+
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(max_steps=60, max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+    trainer.fit(task, datamodule=PairDataModule(mosaic, view_size=64, batch_size=16, steps=60))
+    after = evaluate()
+    for term in ("val_loss_instance", "val_loss_spatial", "val_loss_semantic"):
+        assert after[term] < before[term], (term, before[term], after[term])
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    whole = pretrain(PretrainConfig(imagery=[str(NAIP)], out=str(tmp_path / "whole"), max_steps=6, seed=3, **FAST))
+    half = pretrain(PretrainConfig(imagery=[str(NAIP)], out=str(tmp_path / "half"), max_steps=3, seed=3, **FAST))
+    resumed = pretrain(PretrainConfig(imagery=[str(NAIP)], out=half, max_steps=6, seed=3,
+                                      resume=os.path.join(half, "last.ckpt"), **FAST))
+    a, b = losses(Path(whole)), losses(Path(resumed))
+    assert sorted(a) == sorted(b) and len(a) == 6
+    for step in a:
+        for name in a[step]:
+            assert b[step][name] == pytest.approx(a[step][name], rel=1e-4, abs=1e-5), (step, name)
+    checkpoint = load_checkpoint(os.path.join(resumed, "last.ckpt"))
+    assert checkpoint["global_step"] == 6
+
+
+def test_run_directory_contents(tmp_path):
+    run = Path(pretrain(PretrainConfig(imagery=[str(NAIP)], out=str(tmp_path / "run"), max_steps=3, **FAST)))
+    for name in ("config.yaml", "band_stats.json", "metrics.csv", "loss_curves.png", "last.ckpt", "best.ckpt"):
+        assert (run / name).is_file(), name
+    assert set(losses(run)[0]) >= {"loss", "loss_instance", "loss_spatial", "loss_semantic"}
+
+
+@pytest.mark.parametrize(
+    "weights, arch",
+    [
+        ({"instance": 1, "spatial": 0, "semantic": 0}, "unet"),
+        ({"instance": 0, "spatial": 1, "semantic": 0}, "unet"),
+        ({"instance": 0, "spatial": 0, "semantic": 1}, "unet"),
+        ({"instance": 1, "spatial": 1, "semantic": 0.5}, "deeplabv3plus"),
+    ],
+)
+def test_every_ablation_runs(tmp_path, weights, arch):
+    run = Path(pretrain(PretrainConfig(imagery=[str(p) for p in NC_BANDS], out=str(tmp_path / "run"), max_steps=2,
+                                       weights=weights, arch=arch, **FAST)))
+    logged = losses(run)[1]
+    for term, weight in weights.items():
+        assert (f"loss_{term}" in logged) == (weight > 0), (term, logged)
+    assert torch.isfinite(torch.tensor(logged["loss"]))
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    out = tmp_path / "ddp"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "LOCAL_RANK", "RANK", "WORLD_SIZE"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "geosscl", "pretrain", str(NAIP), "--out", str(out), "--crop-size", "64",
+         "--batch-size", "4", "--max-steps", "3", "--num-workers", "0", "--devices", "2", "--strategy", "ddp", "-q"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
+    assert load_checkpoint(str(out / "last.ckpt"))["global_step"] == 3
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_bad_input_fails_before_writing(tmp_path):
+    out = tmp_path / "run"
+
+    def expect(message: str, **kwargs) -> None:
+        config = {"imagery": [str(NAIP)], "out": str(out), "max_steps": 1, **FAST, **kwargs}
+        with pytest.raises(GeossclError, match=message):
+            pretrain(PretrainConfig(**config))
+        assert not out.exists()
+
+    expect("no such file", imagery=[str(tmp_path / "nothing.tif")])
+    expect("bands: band 7 is out of range", bands=[1, 7])
+    expect("size: a view of .* is larger than the region", crop_size=4096)
+    expect("weights: need at least one positive weight", weights={"instance": 0, "spatial": 0, "semantic": 0})
+    expect("crop_size: 48 is not a multiple of 32", crop_size=48)
+    not_ours = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {}}, not_ours)
+    expect("not a geosscl pretraining checkpoint", resume=str(not_ours))
+    # A checkpoint that would run code when unpickled is refused, and the code never runs.
+    exploit = _Exploit()
+    exploit.marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(pickle.dumps(exploit))
+    expect("not a geosscl checkpoint", resume=str(evil))
+    assert not exploit.marker.exists()
+    other_bands = pretrain(PretrainConfig(imagery=[str(p) for p in NC_BANDS], out=str(tmp_path / "nc"), max_steps=1, **FAST))
+    expect("checkpoint has 6 bands, the imagery 4", resume=os.path.join(other_bands, "last.ckpt"))
+
+
+def test_cli_pretrain_with_yaml_config(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"imagery: [{NAIP}]\ncrop_size: 64\nbatch_size: 4\nmax_steps: 2\nnum_workers: 0\nqueue_size: 32\n")
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "geosscl", "pretrain", "--config", str(config), "--out", str(out),
+                             "--weights", "semantic=0", "-q"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = (out / "config.yaml").read_text()
+    assert "crop_size: 64" in saved and "semantic: 0.0" in saved
+    bad = subprocess.run([sys.executable, "-m", "geosscl", "pretrain", str(NAIP), "--out", str(tmp_path / "x"),
+                          "--weights", "instance=0,spatial=0,semantic=0"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [
+        "Error: weights: need at least one positive weight and none negative, got instance=0.0, spatial=0.0, semantic=0.0"
+    ]
+    assert not (tmp_path / "x").exists()
