@@ -20,6 +20,9 @@ demo: $(STAMP)
 	$(BIN)/geosscl pairs sample_data/naip/m_4709963_se_14_1_20200831.tif \
 		--bands 1,2,3 --count 6 --view-size 128 --seed 0 \
 		--output $(DEMO_OUT)/pairs.png --overwrite
+	rm -rf $(DEMO_OUT)/pretrain
+	$(BIN)/geosscl pretrain sample_data/naip/m_4709963_se_14_1_20200831.tif --rgb \
+		--out $(DEMO_OUT)/pretrain --crop-size 64 --batch-size 16 --max-steps 40 --num-workers 2 --seed 0
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -29,8 +29,8 @@ class SSCCLTask(BaseTask):
     ``L = w_instance · L_instance + w_spatial · L_spatial + w_semantic · L_semantic``:
 
     * instance: MoCo v2 InfoNCE between the pooled encoder features of the two views
-      (online query, momentum key), with a queue of past keys and the batch's other
-      keys as negatives;
+      (online network on view A, momentum network on view B), with a queue of past
+      keys and the batch's other keys as negatives;
     * spatial: dense InfoNCE at a k×k grid of map points in the overlap; the
       positive of a point is the same point in the other view, negatives are the
       other points of every view in the batch;
@@ -189,7 +189,7 @@ class SSCCLTask(BaseTask):
     def _log_losses(self, losses: dict[str, Tensor], prefix: str) -> Tensor:
         total = sum(self.hparams.get(f"{name}_weight", 1.0) * value for name, value in losses.items())
         for name, value in losses.items():
-            self.log(f"{prefix}loss_{name}", value.detach())
+            self.log(f"{prefix}loss_{name}", value.detach(), prog_bar=not prefix)
         self.log(f"{prefix}loss", total.detach(), prog_bar=True)
         return total
 
@@ -201,11 +201,12 @@ class SSCCLTask(BaseTask):
                            torch.maximum(batch["box_a"][:, 2:], batch["box_b"][:, 2:])], dim=1)  # B×4
         same_place = boxes_intersect(union, union)  # B×B
 
-        q_a, dense_a = self._embed(batch["view_a"], momentum=False)
-        q_b, dense_b = self._embed(batch["view_b"], momentum=False)
+        # One direction, as MoCo: the online network sees view A, the momentum network
+        # view B. Views are drawn symmetrically, so A→B covers B→A in expectation, at
+        # half the cost of symmetrising every term.
+        query, dense_query = self._embed(batch["view_a"], momentum=False)
         with torch.no_grad():
-            k_a, key_dense_a = self._embed(batch["view_a"], momentum=True)
-            k_b, key_dense_b = self._embed(batch["view_b"], momentum=True)
+            key, dense_key = self._embed(batch["view_b"], momentum=True)
 
         losses: dict[str, Tensor] = {}
         if h["instance_weight"] > 0:
@@ -213,38 +214,30 @@ class SSCCLTask(BaseTask):
                 queue, exclude = self.queue.clone(), torch.cat([same_place, boxes_intersect(union, self.queue_boxes)], 1)
             else:
                 queue, exclude = None, same_place
-            losses["instance"] = 0.5 * (
-                self.instance_loss(q_a, k_b, queue, exclude) + self.instance_loss(q_b, k_a, queue, exclude)
-            )
+            losses["instance"] = self.instance_loss(query, key, queue, exclude)
         if self._dense:
             points = overlap_grid(batch["overlap"], h["grid_size"])  # B×k×k×2, map units
             coords_a = map_to_view(points, batch["box_a"], size, batch["matrix_a"])
             coords_b = map_to_view(points, batch["box_b"], size, batch["matrix_b"])
             valid = usable(coords_a, batch["valid_a"]) & usable(coords_b, batch["valid_b"])  # B×k×k
-            fa, fb = _at_points(dense_a, coords_a), _at_points(dense_b, coords_b)  # B×k×k×P
-            ka, kb = _at_points(key_dense_a, coords_a), _at_points(key_dense_b, coords_b)
+            fa = _at_points(dense_query, coords_a)  # B×k×k×P
+            kb = _at_points(dense_key, coords_b)
             if h["spatial_weight"] > 0 and valid.any():
                 where = points[valid]  # N×2
                 cell = (batch["overlap"][:, 2:] - batch["overlap"][:, :2]).amin(dim=1) / h["grid_size"]
                 cell = cell[:, None, None].expand(valid.shape)[valid]
                 exclude = points_near(where, where, cell[:, None] / 2)
-                losses["spatial"] = 0.5 * (
-                    self.spatial_loss(fa[valid], kb[valid], exclude=exclude)
-                    + self.spatial_loss(fb[valid], ka[valid], exclude=exclude)
-                )
+                losses["spatial"] = self.spatial_loss(fa[valid], kb[valid], exclude=exclude)
             if h["semantic_weight"] > 0:
                 counted = valid.flatten(1).any(dim=1)
                 if counted.sum() > 1:
                     region = _region_means(valid)
                     exclude = same_place[counted][:, counted]
-                    losses["semantic"] = 0.5 * (
-                        self.semantic_loss(region(fa)[counted], region(kb)[counted], exclude=exclude)
-                        + self.semantic_loss(region(fb)[counted], region(ka)[counted], exclude=exclude)
-                    )
+                    losses["semantic"] = self.semantic_loss(region(fa)[counted], region(kb)[counted], exclude=exclude)
         if not losses:
             # Nothing to contrast in this batch (no valid overlap point): a zero that keeps the graph.
-            losses["none"] = q_a.sum() * 0.0
-        return losses, k_b.detach(), union
+            losses["none"] = query.sum() * 0.0
+        return losses, key.detach(), union
 
     @torch.no_grad()
     def _enqueue(self, keys: Tensor, boxes: Tensor) -> None:

@@ -1,0 +1,105 @@
+"""Training throughput of SSCCL against TorchGeo's MoCoTask, and the cost of the consistency branch.
+
+All three run in this process on the same real batches (pairs of 4-band NAIP views),
+same encoder (ResNet-18), crop and batch size, through a Lightning Trainer on the
+CPU (or the GPU when present):
+
+* ``MoCoTask`` (TorchGeo 0.8.1, MoCo v2, its own augmentations on the batch);
+* SSCCL instance-only (weights instance=1, spatial=0, semantic=0): encoder only;
+* SSCCL full (instance + spatial + semantic): encoder and decoder to stride 4.
+
+Images per second count the samples of a batch (a pair, or an image MoCo turns
+into two views). Usage: ``python benchmarks/pretrain_step.py [--batch 16] [--crop 128] [--steps 12]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+from torchgeo.datasets import stack_samples
+from torchgeo.trainers import MoCoTask
+
+from geosscl import Mosaic, PairDataset
+from geosscl.data.stats import band_statistics
+from geosscl.tasks import SSCCLTask
+from samplers import OverlappingPairSampler
+
+NAIP = Path(__file__).resolve().parent.parent / "sample_data" / "naip" / "m_4709963_se_14_1_20200831.tif"
+
+
+class StepTimer(pl.Callback):
+    """Wall time of the steps after ``warmup``."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.times, self.start = warmup, [], 0.0
+
+    def on_train_batch_start(self, *args) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step > self.warmup:
+            self.times.append(time.perf_counter() - self.start)
+
+
+def images_per_s(task: pl.LightningModule, batches: list, warmup: int) -> float:
+    timer = StepTimer(warmup)
+    trainer = pl.Trainer(max_steps=len(batches), accelerator="auto", devices=1, logger=False, callbacks=[timer],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(task, train_dataloaders=DataLoader(batches, batch_size=None))
+    batch = len(batches[0]["image"]) if "image" in batches[0] else len(batches[0]["image_a"])
+    return batch * len(timer.times) / sum(timer.times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--dense-stride", type=int, default=4)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    mosaic = Mosaic(NAIP)
+    mean, std = band_statistics(mosaic)
+    sampler = OverlappingPairSampler(mosaic, args.crop, scale=(0.75, 1.5), length=args.batch * args.steps,
+                                     generator=torch.Generator().manual_seed(0))
+    dataset = PairDataset(mosaic, args.crop)
+    pairs = list(sampler)
+    ssccl_batches = [stack_samples([dataset[p] for p in pairs[i : i + args.batch]])
+                     for i in range(0, len(pairs), args.batch)]
+    # MoCo gets the same imagery, normalised the same way, NaN-free, one image a sample.
+    norm = lambda x: ((x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)).nan_to_num(0)
+    moco_batches = [{"image": norm(b["image_a"])} for b in ssccl_batches]
+
+    common = dict(in_channels=4, band_mean=mean, band_std=std, rgb=True, view_size=args.crop, queue_size=1024,
+                  dense_stride=args.dense_stride)
+    rates = {}
+    rates["moco"] = images_per_s(
+        MoCoTask(model="resnet18", in_channels=4, version=2, size=args.crop, memory_bank_size=1024, lr=0.01),
+        moco_batches, args.warmup)
+    rates["instance"] = images_per_s(
+        SSCCLTask(**common, instance_weight=1, spatial_weight=0, semantic_weight=0), ssccl_batches, args.warmup)
+    rates["ssccl"] = images_per_s(SSCCLTask(**common), ssccl_batches, args.warmup)
+
+    device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"# ResNet-18 U-Net, dense stride {args.dense_stride}, {args.crop} px, batch {args.batch}, "
+          f"{args.steps - args.warmup} timed steps on {device}")
+    print(f"# targets: ratio_vs_moco >= 0.8, consistency_overhead <= 0.25")
+    print(f"moco_images_per_s={rates['moco']:.2f}")
+    print(f"instance_only_images_per_s={rates['instance']:.2f}")
+    print(f"images_per_s={rates['ssccl']:.2f}")
+    print(f"ratio_vs_moco={rates['ssccl'] / rates['moco']:.3f}")
+    print(f"consistency_overhead={rates['instance'] / rates['ssccl'] - 1:.3f}")
+
+
+if __name__ == "__main__":
+    main()
