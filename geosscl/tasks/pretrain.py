@@ -31,9 +31,10 @@ class SSCCLTask(BaseTask):
     * instance: MoCo v2 InfoNCE between the pooled encoder features of the two views
       (online network on view A, momentum network on view B), with a queue of past
       keys and the batch's other keys as negatives;
-    * spatial: dense InfoNCE at a k×k grid of map points in the overlap; the
-      positive of a point is the same point in the other view, negatives are the
-      other points of every view in the batch;
+    * spatial: dense InfoNCE at a k×k grid of map points in the overlap (decoder
+      features sampled there, then projected by a 1×1-conv head); the positive of a
+      point is the same point in the other view, negatives are the other points of
+      every view in the batch;
     * semantic: InfoNCE between the overlap region's pooled dense features in the two
       views, other pairs' regions as negatives.
 
@@ -152,12 +153,11 @@ class SSCCLTask(BaseTask):
         return self.hparams["spatial_weight"] > 0 or self.hparams["semantic_weight"] > 0
 
     def _embed(self, images: Tensor, momentum: bool) -> tuple[Tensor, Tensor | None]:
-        """Instance embedding ``B×P`` and dense embedding ``B×P×h×w`` (None if unused)."""
+        """Instance embedding ``B×P`` and decoder features ``B×D×h×w`` (None if unused)."""
         network = self.momentum_network if momentum else self.network
         instance_head = self.momentum_instance_head if momentum else self.instance_head
-        dense_head = self.momentum_dense_head if momentum else self.dense_head
         encoded = network.encode(images)
-        dense = dense_head(network.decode(encoded, self.hparams["dense_stride"])) if self._dense else None
+        dense = network.decode(encoded, self.hparams["dense_stride"]) if self._dense else None
         return instance_head(encoded[-1]), dense
 
     @torch.no_grad()
@@ -220,8 +220,11 @@ class SSCCLTask(BaseTask):
             coords_a = map_to_view(points, batch["box_a"], size, batch["matrix_a"])
             coords_b = map_to_view(points, batch["box_b"], size, batch["matrix_b"])
             valid = usable(coords_a, batch["valid_a"]) & usable(coords_b, batch["valid_b"])  # B×k×k
-            fa = _at_points(dense_query, coords_a)  # B×k×k×P
-            kb = _at_points(dense_key, coords_b)
+            # The dense head is pointwise: project the k×k sampled features only, not the
+            # whole map (a fraction of the cost, same role).
+            fa = self.dense_head(sample_at(dense_query, coords_a)).permute(0, 2, 3, 1)  # B×k×k×P
+            with torch.no_grad():
+                kb = self.momentum_dense_head(sample_at(dense_key, coords_b)).permute(0, 2, 3, 1)
             if h["spatial_weight"] > 0 and valid.any():
                 where = points[valid]  # N×2
                 cell = (batch["overlap"][:, 2:] - batch["overlap"][:, :2]).amin(dim=1) / h["grid_size"]
@@ -274,13 +277,6 @@ class SSCCLTask(BaseTask):
             torch.cuda.set_rng_state_all(rng["cuda"])
         np.random.set_state(("MT19937", np.array(rng["numpy"], dtype=np.uint32), rng["numpy_pos"], 0, 0.0))
         random.setstate((3, tuple(rng["python"]), None))
-
-
-def _at_points(features: Tensor | None, coords: Tensor) -> Tensor | None:
-    """``B×P×h×w`` features at ``B×k×k×2`` coordinates, as ``B×k×k×P``."""
-    if features is None:
-        return None
-    return sample_at(features, coords).permute(0, 2, 3, 1)
 
 
 def _region_means(valid: Tensor):
