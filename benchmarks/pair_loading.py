@@ -10,6 +10,9 @@ Peers, on the same pairs of 128 px views from the bundled NAIP scene:
 * the bare limit: rasterio reading the union window of each pair from an open
   handle, with the window computed arithmetically, and nothing else.
 
+It also times single 128 px windows read through each dataset's TorchGeo interface
+(``Mosaic[query]`` against ``RasterDataset[query]``).
+
 Each peer runs several rounds in turn; the best round of each counts. Sampling is
 timed on its own. Usage: ``python benchmarks/pair_loading.py [--pairs N] [--rounds R]``.
 """
@@ -77,13 +80,27 @@ def main() -> None:
         col, row = round((x0 - t.c) / t.a), round((t.f - y1) / -t.e)
         src.read(window=Window(col, row, round((x1 - x0) / t.a), round((y1 - y0) / -t.e)))
 
-    for read in (geosscl_read, torchgeo_read, union_read):  # warm caches and handles
-        read(pairs[0])
-    best = {"geosscl": 0.0, "torchgeo": 0.0, "union": 0.0}
+    # Single 128 px windows through each dataset's TorchGeo interface (RandomGeoSampler queries).
+    from torchgeo.samplers import RandomGeoSampler
+
+    windows = list(RandomGeoSampler(mosaic, VIEW, length=args.torchgeo_pairs, generator=torch.Generator().manual_seed(1)))
+
+    def mosaic_window(query):
+        mosaic[query]
+
+    def torchgeo_window(query):
+        torchgeo[query]
+
+    for read, items in ((geosscl_read, pairs), (torchgeo_read, pairs), (union_read, pairs),
+                        (mosaic_window, windows), (torchgeo_window, windows)):  # warm caches and handles
+        read(items[0])
+    best = {"geosscl": 0.0, "torchgeo": 0.0, "union": 0.0, "mosaic_window": 0.0, "torchgeo_window": 0.0}
     for _ in range(args.rounds):
         best["geosscl"] = max(best["geosscl"], rate(geosscl_read, pairs))
         best["torchgeo"] = max(best["torchgeo"], rate(torchgeo_read, pairs[: args.torchgeo_pairs]))
         best["union"] = max(best["union"], rate(union_read, pairs))
+        best["mosaic_window"] = max(best["mosaic_window"], rate(mosaic_window, windows))
+        best["torchgeo_window"] = max(best["torchgeo_window"], rate(torchgeo_window, windows))
 
     print(f"# {len(pairs)} pairs of {VIEW} px views, overlap 0.3-0.8, scale 0.75-1.5, torch threads {torch.get_num_threads()}")
     print(f"# sampler alone: {sampler_rate:.0f} pairs/s")
@@ -91,6 +108,9 @@ def main() -> None:
     print(f"pairs_per_s={best['geosscl']:.1f}")
     print(f"torchgeo_pairs_per_s={best['torchgeo']:.1f}")
     print(f"union_read_pairs_per_s={best['union']:.1f}")
+    print(f"mosaic_windows_per_s={best['mosaic_window']:.1f}")
+    print(f"torchgeo_windows_per_s={best['torchgeo_window']:.1f}")
+    print(f"window_ratio_vs_torchgeo={best['mosaic_window'] / best['torchgeo_window']:.2f}")
     print(f"ratio_vs_torchgeo={best['geosscl'] / best['torchgeo']:.2f}")
     print(f"ratio_vs_union_read={best['geosscl'] / best['union']:.2f}")
 

@@ -240,6 +240,21 @@ class Mosaic(RasterDataset):
         self._build_index()
 
     @property
+    def bounds(self) -> tuple[slice, slice, slice]:
+        """``(x, y, t)`` slices of the mosaic's extent, steps = :attr:`res`.
+
+        TorchGeo computes this from the GeoDataFrame on every query (about 0.2 ms);
+        a mosaic has no time axis, so it is kept as numbers.
+        """
+        xmin, ymin = self._bounds[:, 0].min(), self._bounds[:, 1].min()
+        xmax, ymax = self._bounds[:, 2].max(), self._bounds[:, 3].max()
+        return (
+            slice(float(xmin), float(xmax), self.res[0]),
+            slice(float(ymin), float(ymax), self.res[1]),
+            slice(pd.Timestamp.min, pd.Timestamp.max, 1),
+        )
+
+    @property
     def resampling(self) -> Resampling:
         """Resampling used for warped or rescaled reads."""
         return self._resampling

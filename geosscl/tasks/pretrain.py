@@ -179,18 +179,18 @@ class SSCCLTask(BaseTask):
         self._momentum_update()
         losses, keys, union = self._losses(batch, use_queue=True)
         self._enqueue(keys, union)
-        return self._log_losses(losses, "")
+        return self._log_losses(losses, "", len(batch["box_a"]))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """The same losses without the queue and without updating anything."""
         losses, _, _ = self._losses(batch, use_queue=False)
-        return self._log_losses(losses, "val_")
+        return self._log_losses(losses, "val_", len(batch["box_a"]))
 
-    def _log_losses(self, losses: dict[str, Tensor], prefix: str) -> Tensor:
+    def _log_losses(self, losses: dict[str, Tensor], prefix: str, batch_size: int) -> Tensor:
         total = sum(self.hparams.get(f"{name}_weight", 1.0) * value for name, value in losses.items())
         for name, value in losses.items():
-            self.log(f"{prefix}loss_{name}", value.detach(), prog_bar=not prefix)
-        self.log(f"{prefix}loss", total.detach(), prog_bar=True)
+            self.log(f"{prefix}loss_{name}", value.detach(), prog_bar=not prefix, batch_size=batch_size)
+        self.log(f"{prefix}loss", total.detach(), prog_bar=True, batch_size=batch_size)
         return total
 
     def _losses(self, batch: dict[str, Any], use_queue: bool) -> tuple[dict[str, Tensor], Tensor, Tensor]:
