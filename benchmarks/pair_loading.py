@@ -53,11 +53,13 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--torchgeo-pairs", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--scale", default="0.75,1.5", help="LO,HI scale range of the views (1,1: no resampling)")
     args = parser.parse_args()
 
     mosaic = Mosaic(NAIP)
     start = time.perf_counter()
-    sampler = OverlappingPairSampler(mosaic, VIEW, overlap=(0.3, 0.8), scale=(0.75, 1.5), length=args.pairs,
+    scale = tuple(float(v) for v in args.scale.split(","))
+    sampler = OverlappingPairSampler(mosaic, VIEW, overlap=(0.3, 0.8), scale=scale, length=args.pairs,
                                      generator=torch.Generator().manual_seed(0))
     pairs = list(sampler)
     sampler_rate = len(pairs) / (time.perf_counter() - start)
@@ -102,7 +104,8 @@ def main() -> None:
         best["mosaic_window"] = max(best["mosaic_window"], rate(mosaic_window, windows))
         best["torchgeo_window"] = max(best["torchgeo_window"], rate(torchgeo_window, windows))
 
-    print(f"# {len(pairs)} pairs of {VIEW} px views, overlap 0.3-0.8, scale 0.75-1.5, torch threads {torch.get_num_threads()}")
+    print(f"# {len(pairs)} pairs of {VIEW} px views, overlap 0.3-0.8, scale {scale[0]:g}-{scale[1]:g}, "
+          f"torch threads {torch.get_num_threads()}")
     print(f"# sampler alone: {sampler_rate:.0f} pairs/s")
     print(f"# targets: ratio_vs_torchgeo >= 5, ratio_vs_union_read >= 0.5 (within 2x of the bare read)")
     print(f"pairs_per_s={best['geosscl']:.1f}")

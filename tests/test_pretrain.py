@@ -160,3 +160,19 @@ def test_cli_pretrain_with_yaml_config(tmp_path):
         "Error: weights: need at least one positive weight and none negative, got instance=0.0, spatial=0.0, semantic=0.0"
     ]
     assert not (tmp_path / "x").exists()
+
+
+def test_a_batch_spreads_over_the_whole_mosaic(naip_halves):
+    from geosscl.data.module import PairDataModule
+
+    left, right = naip_halves
+    mosaic = Mosaic([left, right])
+    seam = Mosaic(left).index.total_bounds[2]
+    module = PairDataModule(mosaic, view_size=64, batch_size=32, steps=1, seed=5)
+    module.setup("fit")
+    batch = next(iter(module.train_dataloader()))
+    centres = (batch["box_a"][:, 0] + batch["box_a"][:, 2]) / 2
+    west = int((centres < seam).sum())
+    # Both files, in proportion to their area (about half each), and no two pairs on the same spot.
+    assert 8 <= west <= 24, west
+    assert len({tuple(b.tolist()) for b in batch["box_a"]}) == 32
