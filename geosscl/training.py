@@ -9,6 +9,7 @@ leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 import warnings
@@ -158,6 +159,9 @@ def pretrain(config: PretrainConfig) -> str:
     )
 
     # -- run ------------------------------------------------------------------------
+    if config.quiet:
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     os.makedirs(out, exist_ok=True)
     if lead:
         _write_yaml(os.path.join(out, "config.yaml"), {**dataclasses.asdict(config), "out": out})
@@ -225,7 +229,7 @@ class _FinalCheckpoint(pl.Callback):
         self.path = path
 
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # full state: a run can resume from it
 
 
 def _prepend_metrics(previous: str, metrics: str, before_step: int) -> None:
