@@ -146,13 +146,13 @@ def test_bad_input_fails_before_writing(tmp_path):
 
 def test_cli_pretrain_with_yaml_config(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text(f"imagery: [{NAIP}]\ncrop_size: 64\nbatch_size: 4\nmax_steps: 2\nnum_workers: 0\nqueue_size: 32\n")
+    config.write_text(f"imagery: [{NAIP}]\ncrop_size: 64\nbatch_size: 4\nmax_steps: 2\nnum_workers: 0\nqueue_size: 32\nseed: 7\n")
     out = tmp_path / "run"
     result = subprocess.run([sys.executable, "-m", "geosscl", "pretrain", "--config", str(config), "--out", str(out),
                              "--weights", "semantic=0", "-q"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     saved = (out / "config.yaml").read_text()
-    assert "crop_size: 64" in saved and "semantic: 0.0" in saved
+    assert "crop_size: 64" in saved and "semantic: 0.0" in saved and "seed: 7" in saved
     bad = subprocess.run([sys.executable, "-m", "geosscl", "pretrain", str(NAIP), "--out", str(tmp_path / "x"),
                           "--weights", "instance=0,spatial=0,semantic=0"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1

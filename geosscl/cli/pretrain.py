@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import bidx_opt, float_pair, quiet_opt, seed_opt
+from .options import bidx_opt, float_pair, quiet_opt
 
 
 @click.command()
@@ -29,7 +29,7 @@ from .options import bidx_opt, float_pair, quiet_opt, seed_opt
 @click.option("--strategy", help="Lightning strategy, e.g. ddp.  [default: auto]")
 @click.option("--num-nodes", type=int, help="Nodes.  [default: 1]")
 @click.option("--resume", type=click.Path(dir_okay=False), help="Continue from RUN_DIR/last.ckpt.")
-@seed_opt
+@click.option("--seed", type=int, help="Random seed.  [default: 0]")  # no default: must not override --config
 @quiet_opt
 def pretrain(imagery, out, config_path, bands, rgb, crop_size, overlap, scale, batch_size, max_steps, max_time, arch,
              encoder, dense_stride, weights_text, num_workers, devices, strategy, num_nodes, resume, seed, quiet):
