@@ -233,7 +233,7 @@ class Mosaic(RasterDataset):
     @crs.setter
     def crs(self, new_crs: CRS) -> None:
         new_crs = CRS.from_user_input(new_crs)
-        if new_crs == self._crs:
+        if new_crs.to_wkt() == self._crs.to_wkt():  # == holds for equivalent CRSs the index must still adopt
             return
         self._crs = new_crs
         self._sources = [self._make_source([(p, open_raster(p).count) for p in s.paths]) for s in self._sources]
@@ -280,15 +280,18 @@ class Mosaic(RasterDataset):
         Raises:
             IndexError: if the query does not intersect the mosaic.
         """
+        sample = self._sample(query)
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def _sample(self, query: GeoSlice) -> dict[str, Any]:
         x, y, _ = self._disambiguate_slice(query)
         bounds = (float(x.start), float(y.start), float(x.stop), float(y.stop))
         if not self._intersecting(bounds).size:
             raise IndexError(f"query: {query} not found in index with bounds: {self.bounds}")
         image, _, _ = self.read(bounds, (float(x.step), float(y.step)))
-        sample: dict[str, Any] = {"image": torch.from_numpy(image), "crs": self.crs, "bounds": query}
-        if self.transforms is not None:
-            sample = self.transforms(sample)
-        return sample
+        return {"image": torch.from_numpy(image), "crs": self.crs, "bounds": query}
 
     def __str__(self) -> str:
         nodata = sorted({str(r.nodata) if r.nodata is not None else ("mask" if r.use_mask else "none") for s in self._sources for r in s.reads})

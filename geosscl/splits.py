@@ -1,0 +1,102 @@
+"""Spatial splits: training, validation and test regions that share no pixel.
+
+Random pixels or overlapping windows leak between splits through spatial
+autocorrelation; splitting by blocks of ground keeps evaluation honest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from .errors import GeossclError
+
+DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+
+
+def blocks(region: BaseGeometry, block_size: float) -> list[BaseGeometry]:
+    """Square blocks of ``block_size`` map units over ``region``'s bounds, clipped to it (empty ones dropped)."""
+    if not block_size > 0:
+        raise GeossclError(f"block_size: must be positive, got {block_size}")
+    xmin, ymin, xmax, ymax = region.bounds
+    cols, rows = math.ceil((xmax - xmin) / block_size), math.ceil((ymax - ymin) / block_size)
+    x0 = xmin + np.arange(cols) * block_size
+    y0 = ymin + np.arange(rows) * block_size
+    xx, yy = np.meshgrid(x0, y0)
+    squares = shapely.box(xx.ravel(), yy.ravel(), xx.ravel() + block_size, yy.ravel() + block_size)
+    clipped = shapely.intersection(squares, region)
+    return [g for g in clipped if not g.is_empty and g.area > 0]
+
+
+def block_split(
+    region: BaseGeometry, block_size: float, fractions: Mapping[str, float] = DEFAULT_FRACTIONS, seed: int = 0
+) -> dict[str, BaseGeometry]:
+    """Assign blocks of ``region`` to splits at random, in proportion to ``fractions``.
+
+    Args:
+        region: the area to split (map units of the data's CRS).
+        block_size: side of a block, map units; larger than the spatial
+            autocorrelation range of the labels, and than a training crop.
+        fractions: split name → share of the blocks (summing to 1).
+        seed: seed of the assignment.
+
+    Returns:
+        split name → the union of its blocks; the splits cover ``region`` and
+        overlap nowhere.
+
+    Raises:
+        GeossclError: if the fractions are invalid or a split gets no block.
+    """
+    if any(f < 0 for f in fractions.values()) or not math.isclose(sum(fractions.values()), 1.0, abs_tol=1e-6):
+        raise GeossclError(f"fractions: {dict(fractions)} must be non-negative and sum to 1")
+    cells = blocks(region, block_size)
+    order = np.random.default_rng(seed).permutation(len(cells))
+    counts = _apportion(len(cells), list(fractions.values()))
+    out, start = {}, 0
+    for (name, fraction), count in zip(fractions.items(), counts):
+        if fraction > 0 and count == 0:
+            raise GeossclError(
+                f"block_size: {len(cells)} block(s) of {block_size:g} map units leave split {name!r} empty; use smaller blocks"
+            )
+        out[name] = shapely.union_all([cells[i] for i in order[start : start + count]])
+        start += count
+    return out
+
+
+def label_fraction(train: BaseGeometry, fraction: float, block_size: float, seed: int = 0) -> BaseGeometry:
+    """Blocks of the training region holding about ``fraction`` of its area: the labels a run may use.
+
+    Raises:
+        GeossclError: if ``fraction`` is not in (0, 1] or leaves no whole block.
+    """
+    if not 0 < fraction <= 1:
+        raise GeossclError(f"label_fraction: must lie in (0, 1], got {fraction}")
+    cells = blocks(train, block_size)
+    order = np.random.default_rng(seed).permutation(len(cells))
+    target = fraction * train.area
+    chosen, area = [], 0.0
+    for i in order:
+        if area >= target:
+            break
+        if area + cells[i].area <= 1.5 * target:  # a block may overshoot the share by half, no more
+            chosen.append(cells[i])
+            area += cells[i].area
+    if not chosen:
+        raise GeossclError(
+            f"label_fraction: {fraction} of the training region leaves no labelled block "
+            f"(one block of {block_size:g} map units is larger); use smaller blocks"
+        )
+    return shapely.union_all(chosen)
+
+
+def _apportion(total: int, shares: list[float]) -> list[int]:
+    """Whole counts summing to ``total``, closest to ``total * share`` (largest remainders)."""
+    exact = [total * s for s in shares]
+    counts = [math.floor(e) for e in exact]
+    for i in sorted(range(len(shares)), key=lambda i: exact[i] - counts[i], reverse=True)[: total - sum(counts)]:
+        counts[i] += 1
+    return counts

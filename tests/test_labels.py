@@ -1,0 +1,121 @@
+"""Labels from class rasters and vector layers, aligned to real imagery; spatial splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import rasterio.features
+import geopandas as gpd
+import shapely
+import torch
+from torch.utils.data import DataLoader
+from torchgeo.datasets import stack_samples
+from torchgeo.samplers import RandomGeoSampler
+
+from geosscl import GeossclError, Mosaic
+from geosscl.data import IGNORE_INDEX, RasterLabels, VectorLabels
+from geosscl.splits import block_split, label_fraction
+from conftest import NC_BANDS, SAMPLES
+
+TUTORIAL = SAMPLES / "landsat_tutorial"
+STACK = TUTORIAL / "LE70220491999322EDC01_stack.gtif"
+POLYGONS = TUTORIAL / "training_data.shp"
+STRATA = SAMPLES / "nc_landsat" / "strata.tif"
+
+
+def test_vector_labels_rasterise_onto_the_right_pixels():
+    imagery = Mosaic(STACK)
+    labels = VectorLabels(POLYGONS, "id")
+    sample = (imagery & labels)[tuple(slice(s.start, s.stop, s.step) for s in imagery.bounds[:2])]
+    with rasterio.open(STACK) as src:
+        frame = gpd.read_file(POLYGONS).to_crs(src.crs)
+        reference = rasterio.features.rasterize(
+            zip(frame.geometry, frame["id"]), out_shape=src.shape, transform=src.transform, fill=IGNORE_INDEX, dtype="int32"
+        )
+    mask = sample["mask"].numpy()
+    assert sample["image"].shape == (8, 250, 250)
+    np.testing.assert_array_equal(mask, reference)
+    # The tutorial's own rasterised labels (0 = unlabelled) agree too.
+    with rasterio.open(TUTORIAL / "training_data.gtif") as src:
+        theirs = src.read(1).astype(np.int64)
+    np.testing.assert_array_equal(mask, np.where(theirs == 0, IGNORE_INDEX, theirs))
+    assert sorted(np.unique(mask).tolist()) == [IGNORE_INDEX, 1, 2, 3, 4, 5]
+
+
+def test_vector_class_names_map_to_ids():
+    classes = ["forest", "water", "herbaceous", "barren", "urban"]
+    labels = VectorLabels(POLYGONS, "class", classes=classes)
+    labels.res = (30.0, 30.0)
+    x, y, _ = labels.bounds
+    named = labels[x.start : x.stop : 30, y.start : y.stop : 30]
+    frame = gpd.read_file(POLYGONS)
+    transform = rasterio.transform.from_origin(x.start, y.stop, 30, 30)
+    shape = named["mask"].shape
+    reference = rasterio.features.rasterize(
+        zip(frame.geometry, frame["class"].map(classes.index)), out_shape=shape, transform=transform,
+        fill=IGNORE_INDEX, dtype="int32",
+    )
+    np.testing.assert_array_equal(named["mask"].numpy(), reference)
+    assert labels.classes == classes
+    # Without a list, names are numbered in sorted order.
+    assert VectorLabels(POLYGONS, "class").classes == sorted(classes)
+
+
+def test_mask_raster_in_another_crs_aligns():
+    imagery = Mosaic(NC_BANDS)  # EPSG:32119
+    labels = RasterLabels(STRATA)  # EPSG:3358, same grid
+    assert labels.crs.to_epsg() == 3358
+    both = imagery & labels
+    x, y, _ = imagery.bounds
+    mask = both[x.start : x.stop : 28.5, y.start : y.stop : 28.5]["mask"].numpy()
+    with rasterio.open(STRATA) as src:
+        truth = src.read(1)
+    np.testing.assert_array_equal(mask, np.where(truth == src.nodata, IGNORE_INDEX, truth).astype(np.int64))
+    batch = next(iter(DataLoader(both, sampler=RandomGeoSampler(both, 32, length=4), batch_size=4, collate_fn=stack_samples)))
+    assert batch["image"].shape == (4, 6, 32, 32) and batch["mask"].shape == (4, 32, 32)
+    assert batch["mask"].dtype == torch.int64
+
+
+def test_ignore_value():
+    labels = RasterLabels(STRATA, ignore_value=5)
+    x, y, _ = labels.bounds
+    mask = labels[x.start : x.stop, y.start : y.stop]["mask"]
+    assert not (mask == 5).any() and (mask == IGNORE_INDEX).any()
+
+
+def test_bad_vector_input(tmp_path):
+    with pytest.raises(GeossclError, match=r"training_data\.shp: no column 'label'; the layer has id, class"):
+        VectorLabels(POLYGONS, "label")
+    with pytest.raises(GeossclError, match="class\\(es\\) barren, urban in column 'class' are not in the classes list"):
+        VectorLabels(POLYGONS, "class", classes=["forest", "water", "herbaceous"])
+    bad = tmp_path / "bad.geojson"
+    bad.write_text("{ not json")
+    with pytest.raises(GeossclError, match=r"bad\.geojson: not a readable vector layer"):
+        VectorLabels(bad, "id")
+
+
+def test_block_splits_are_disjoint_and_cover_the_region():
+    region = shapely.box(*Mosaic(NC_BANDS).index.total_bounds)
+    splits = block_split(region, block_size=1500, seed=0)
+    names = list(splits)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert splits[a].intersection(splits[b]).area == pytest.approx(0, abs=1e-6)
+    assert sum(g.area for g in splits.values()) == pytest.approx(region.area)
+    assert splits["train"].area / region.area == pytest.approx(0.7, abs=0.08)
+    assert block_split(region, 1500, seed=0)["test"].equals(splits["test"])
+    assert not block_split(region, 1500, seed=1)["test"].equals(splits["test"])
+    subset = label_fraction(splits["train"], 0.1, block_size=500, seed=0)
+    assert splits["train"].buffer(1e-6).covers(subset)
+    assert subset.area / splits["train"].area == pytest.approx(0.1, abs=0.05)
+
+
+def test_split_errors():
+    region = shapely.box(0, 0, 1000, 1000)
+    with pytest.raises(GeossclError, match="must be non-negative and sum to 1"):
+        block_split(region, 100, {"train": 0.9, "test": 0.2})
+    with pytest.raises(GeossclError, match="leave split 'test' empty"):
+        block_split(region, 600, {"train": 0.9, "test": 0.1})
+    with pytest.raises(GeossclError, match="leaves no labelled block"):
+        label_fraction(region, 0.01, block_size=500)
