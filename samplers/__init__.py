@@ -1,5 +1,6 @@
-"""TorchGeo samplers that emit pairs of views overlapping in map coordinates."""
+"""TorchGeo samplers: pairs of views overlapping in map coordinates, and boxes inside a region."""
 
 from .pairs import OverlappingPairSampler, ViewPair
+from .regions import RegionSampler
 
-__all__ = ["OverlappingPairSampler", "ViewPair"]
+__all__ = ["OverlappingPairSampler", "RegionSampler", "ViewPair"]

@@ -6,6 +6,7 @@ import click
 
 from .. import __version__
 from ..errors import GeossclError
+from .finetune import finetune
 from .pairs import pairs
 from .pretrain import pretrain
 
@@ -28,3 +29,4 @@ def cli() -> None:
 
 cli.add_command(pairs)
 cli.add_command(pretrain)
+cli.add_command(finetune)

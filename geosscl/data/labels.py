@@ -148,6 +148,16 @@ class VectorLabels(GeoDataset):
         )
 
     @property
+    def class_ids(self) -> np.ndarray:
+        """Class id of each polygon."""
+        return self._ids
+
+    def covers_any(self, region: shapely.Geometry) -> bool:
+        """Whether any labelled polygon overlaps ``region`` (same CRS) with positive area."""
+        hits = self._tree.query(region, predicate="intersects")
+        return any(shapely.intersection(self._geometries[i], region).area > 0 for i in hits)
+
+    @property
     def crs(self) -> CRS:
         """CRS the polygons are rasterised in."""
         return self._crs

@@ -1,5 +1,6 @@
-"""Lightning tasks: SSCCL pretraining."""
+"""Lightning tasks: SSCCL pretraining and few-label fine-tuning."""
 
+from .finetune import SegmentationTask
 from .pretrain import SSCCLTask
 
-__all__ = ["SSCCLTask"]
+__all__ = ["SSCCLTask", "SegmentationTask"]

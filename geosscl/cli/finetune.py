@@ -1,0 +1,49 @@
+"""``geosscl finetune``: a segmenter from imagery and a few labels."""
+
+from __future__ import annotations
+
+import click
+
+from .options import bidx_opt, overwrite_opt, quiet_opt
+
+
+@click.command()
+@click.argument("imagery", nargs=-1, required=True, metavar="IMAGERY...")
+@click.option("--labels", "labels", multiple=True, required=True,
+              help="Class rasters, or one vector layer (with --class-column). Repeatable.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Model file to write (.safetensors).")
+@click.option("--classes", type=click.Path(dir_okay=False), help="YAML/JSON class names (and colours) by id.")
+@click.option("--class-column", help="Column of the vector layer holding class ids or names.")
+@click.option("--init", default="random", show_default=True, help="RUN_DIR/last.ckpt of geosscl pretrain, or 'random'.")
+@click.option("--label-fraction", type=float, default=1.0, show_default=True,
+              help="Share of the training region whose labels are used (whole blocks).")
+@click.option("--freeze-encoder", is_flag=True, help="Train the decoder and head only.")
+@click.option("--crop-size", type=int, default=128, show_default=True, help="Training crop side, pixels (multiple of 32).")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--max-steps", type=int, default=None, help="Stop after N steps.  [default: 500]")
+@click.option("--max-time", type=float, metavar="MINUTES", help="Stop after this many minutes.")
+@click.option("--val-region", type=click.Path(dir_okay=False), help="Polygons of the validation region (else blocks).")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True, help="Share of blocks for validation.")
+@click.option("--block-size", type=int, help="Side of split blocks, pixels.  [default: crop size]")
+@bidx_opt
+@click.option("--devices", default="auto", show_default=True, help="Devices (a number or 'auto').")
+@click.option("--num-workers", type=int, default=2, show_default=True, help="DataLoader workers.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, label blocks and training.")
+@overwrite_opt
+@quiet_opt
+def finetune(imagery, labels, out, classes, class_column, init, label_fraction, freeze_encoder, crop_size, batch_size,
+             max_steps, max_time, val_region, val_fraction, block_size, bands, devices, num_workers, seed, overwrite, quiet):
+    """Fine-tune a segmenter on IMAGERY with --labels; write one model file."""
+    from ..finetuning import FinetuneConfig, finetune as run
+
+    if max_steps is None and max_time is None:
+        max_steps = 500
+    path = run(FinetuneConfig(
+        imagery=list(imagery), labels=list(labels), out=out, classes=classes, class_column=class_column, init=init,
+        label_fraction=label_fraction, freeze_encoder=freeze_encoder, crop_size=crop_size, batch_size=batch_size,
+        max_steps=max_steps, max_time=max_time, val_region=val_region, val_fraction=val_fraction,
+        block_size=block_size, bands=bands, devices=int(devices) if str(devices).isdigit() else devices,
+        num_workers=num_workers, seed=seed, overwrite=overwrite, quiet=quiet,
+    ))
+    if not quiet:
+        click.echo(f"wrote {path}")

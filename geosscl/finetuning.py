@@ -1,0 +1,270 @@
+"""``geosscl.finetune``: a segmenter from imagery, a few labels and (optionally) an SSCCL run.
+
+Labels are split by region, never by pixel: a validation region (given, or blocks
+drawn with the seed) and the training region share no pixel, and ``label_fraction``
+keeps whole blocks of the training region. Labels outside a split's region are
+ignored there (the imagery around them is still seen as context).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import geopandas as gpd
+import lightning.pytorch as pl
+import numpy as np
+import rasterio.features
+import shapely
+import torch
+import yaml
+from affine import Affine
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.utilities import rank_zero_only
+from shapely.geometry.base import BaseGeometry
+from torch.utils.data import DataLoader
+from torchgeo.datasets import IntersectionDataset, stack_samples
+from torchgeo.samplers import GridGeoSampler
+
+from .data import IGNORE_INDEX, Mosaic, RasterLabels, VectorLabels
+from .data.files import RASTER_SUFFIXES
+from .data.stats import band_statistics
+from .errors import GeossclError
+from .modelfile import ModelInfo, default_colors, save_model
+from .output import check_output
+from .splits import block_split, label_fraction
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of a fine-tuning run; every field is also a ``geosscl finetune`` option."""
+
+    imagery: list[str]
+    labels: list[str]
+    out: str
+    classes: str | None = None
+    class_column: str | None = None
+    init: str = "random"
+    label_fraction: float = 1.0
+    freeze_encoder: bool = False
+    crop_size: int = 128
+    batch_size: int = 16
+    max_steps: int | None = 500
+    max_time: float | None = None
+    val_region: str | None = None
+    val_fraction: float = 0.2
+    block_size: int | None = None
+    bands: list[int] | None = None
+    arch: str = "unet"
+    encoder: str = "resnet18"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    devices: int | str = "auto"
+    num_workers: int = 2
+    seed: int = 0
+    overwrite: bool = False
+    quiet: bool = False
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+class KeepRegion:
+    """Sample transform: labels outside ``region`` become :data:`IGNORE_INDEX`."""
+
+    def __init__(self, region: BaseGeometry) -> None:
+        self.region = region
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        x, y = sample["bounds"][0], sample["bounds"][1]
+        height, width = sample["mask"].shape[-2:]
+        transform = Affine((x.stop - x.start) / width, 0.0, x.start, 0.0, -(y.stop - y.start) / height, y.stop)
+        outside = rasterio.features.geometry_mask([self.region], (height, width), transform) if not self.region.is_empty \
+            else np.ones((height, width), bool)
+        sample["mask"] = sample["mask"].masked_fill(torch.from_numpy(outside), IGNORE_INDEX)
+        return sample
+
+
+def read_classes(path: str) -> tuple[list[str], list[list[int]] | None]:
+    """Class names (by id) and optional colours from a YAML/JSON classes file.
+
+    Accepted forms: a list of names (ids 0, 1, …); or a mapping ``id: name`` or
+    ``id: {name: …, color: [r, g, b]}`` (ids not listed get a placeholder name).
+    """
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise GeossclError(f"{path}: cannot read classes file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise GeossclError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
+    if isinstance(data, list) and data:
+        return [str(n) for n in data], None
+    if isinstance(data, dict) and data:
+        try:
+            entries = {int(k): v for k, v in data.items()}
+        except ValueError:
+            raise GeossclError(f"{path}: class ids must be integers") from None
+        if min(entries) < 0:
+            raise GeossclError(f"{path}: class ids must be non-negative")
+        count = max(entries) + 1
+        names = [f"class {i}" for i in range(count)]
+        colors = default_colors(count)
+        for i, value in entries.items():
+            if isinstance(value, dict):
+                names[i] = str(value.get("name", names[i]))
+                if "color" in value:
+                    colors[i] = [int(c) for c in value["color"]][:3]
+            else:
+                names[i] = str(value)
+        return names, colors
+    raise GeossclError(f"{path}: expected a list of class names or a mapping of id to name")
+
+
+def finetune(config: FinetuneConfig) -> str:
+    """Fine-tune a segmenter and write its model file; return the model file's path.
+
+    Raises:
+        GeossclError: for bad input, before anything is written.
+    """
+    from samplers import RegionSampler
+
+    from .tasks import SegmentationTask
+    from .training import load_checkpoint
+
+    # -- check everything before writing anything ------------------------------------
+    out = check_output(config.out, config.overwrite)
+    if config.max_steps is None and config.max_time is None:
+        raise GeossclError("max_steps: give --max-steps or --max-time")
+    if config.crop_size % 32:
+        raise GeossclError(f"crop_size: {config.crop_size} is not a multiple of 32 (the encoder's total stride)")
+    mosaic = Mosaic(config.imagery, bands=config.bands)
+    arch, encoder, checkpoint = config.arch, config.encoder, None
+    if config.init != "random":
+        checkpoint = load_checkpoint(config.init)
+        hp = checkpoint["hyper_parameters"]
+        if hp["in_channels"] != mosaic.num_bands:
+            raise GeossclError(f"{config.init}: checkpoint has {hp['in_channels']} bands, the imagery {mosaic.num_bands}")
+        arch, encoder = hp["arch"], hp["encoder"]
+        mean, std = hp["band_mean"], hp["band_std"]
+    else:
+        mean, std = band_statistics(mosaic)
+    labels, label_ids = _open_labels(config)
+    names, colors = read_classes(config.classes) if config.classes else (None, None)
+    if names is None and isinstance(labels, VectorLabels) and labels.classes:
+        names = labels.classes
+    num_classes = len(names) if names else int(max(label_ids)) + 1
+    outside = sorted(i for i in label_ids if i >= num_classes)
+    if outside:
+        raise GeossclError(f"{config.labels[0]}: class id(s) {outside} are outside the {num_classes} classes of {config.classes}")
+    names = names or [f"class {i}" for i in range(num_classes)]
+    colors = colors or default_colors(num_classes)
+
+    try:
+        train_data = IntersectionDataset(mosaic, labels)
+    except RuntimeError:
+        raise GeossclError(f"{config.labels[0]}: labels do not overlap the imagery") from None
+    overlap = shapely.union_all(train_data.index.geometry.values)
+    res = mosaic.res[0]
+    block = (config.block_size or config.crop_size) * res
+    if config.val_region:
+        val_region = _read_region(config.val_region, mosaic.crs).intersection(overlap)
+        if val_region.is_empty:
+            raise GeossclError(f"{config.val_region}: validation region does not overlap the labelled imagery")
+        train_region = overlap.difference(val_region)
+    else:
+        split = block_split(overlap, block, {"train": 1 - config.val_fraction, "val": config.val_fraction}, seed=config.seed)
+        train_region, val_region = split["train"], split["val"]
+    labelled = train_region
+    if config.label_fraction < 1:
+        labelled = label_fraction(train_region, config.label_fraction, block_size=config.crop_size * res, seed=config.seed)
+    if isinstance(labels, VectorLabels) and not labels.covers_any(labelled):
+        raise GeossclError(f"label_fraction: the {config.label_fraction} of the training region drawn holds no labelled polygon; raise it or change --seed")
+
+    # -- run ------------------------------------------------------------------------
+    if config.quiet:
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    task = SegmentationTask(mosaic.num_bands, num_classes, mean, std, arch=arch, encoder=encoder,
+                            freeze_encoder=config.freeze_encoder, lr=config.lr, weight_decay=config.weight_decay)
+    if checkpoint is not None:
+        task.load_pretrained(checkpoint["state_dict"])
+    train_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(labelled))
+    val_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(val_region))
+    steps = config.max_steps or 10**7
+    train_loader = DataLoader(
+        train_set, sampler=RegionSampler(train_set, config.crop_size, labelled, length=steps * config.batch_size,
+                                         generator=torch.Generator().manual_seed(config.seed)),
+        batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    val_loader = DataLoader(
+        val_set, sampler=GridGeoSampler(val_set, config.crop_size, config.crop_size, roi=val_region),
+        batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
+    )
+    with tempfile.TemporaryDirectory(prefix=".geosscl-finetune-", dir=os.path.dirname(os.path.abspath(out))) as tmp:
+        best = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_miou", mode="max", save_top_k=1)
+        callbacks: list[pl.Callback] = [best] + ([] if config.quiet else [RichProgressBar(leave=True)])
+        trainer = pl.Trainer(
+            max_steps=steps if config.max_steps else -1, max_epochs=-1,
+            max_time={"minutes": config.max_time} if config.max_time else None,
+            val_check_interval=max(1, min(100, steps // 5)), check_val_every_n_epoch=None,
+            accelerator="auto", devices=config.devices, logger=False, callbacks=callbacks,
+            enable_progress_bar=not config.quiet, enable_model_summary=not config.quiet, num_sanity_val_steps=0,
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            trainer.fit(task, train_dataloaders=train_loader, val_dataloaders=val_loader)
+        if best.best_model_path:
+            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+            task.load_state_dict(state)
+        validation = trainer.validate(task, dataloaders=val_loader, verbose=False)[0]
+    if rank_zero_only.rank == 0:
+        info = ModelInfo(
+            arch=arch, encoder=encoder, bands=mosaic.band_indexes, band_mean=list(mean), band_std=list(std),
+            class_names=names, class_colors=colors, res=list(mosaic.res), crs=mosaic.crs.to_wkt(),
+            tile_size=max(256, config.crop_size), tile_overlap=max(32, config.crop_size // 4),
+            provenance={
+                "init": config.init, "imagery": mosaic.files, "labels": list(config.labels),
+                "label_fraction": config.label_fraction, "freeze_encoder": config.freeze_encoder,
+                "steps": trainer.global_step, "seed": config.seed,
+                "validation": {"miou": validation.get("val_miou"), "overall_accuracy": validation.get("val_oa")},
+                "settings": json.loads(json.dumps(asdict(config), default=str)),
+                **config.provenance,
+            },
+        )
+        save_model(out, task.network, info, overwrite=config.overwrite)
+    return out
+
+
+def _open_labels(config: FinetuneConfig) -> tuple[RasterLabels | VectorLabels, set[int]]:
+    """The labels dataset and the set of class ids it holds."""
+    if not config.labels:
+        raise GeossclError("labels: give at least one label file")
+    rasters = [p for p in config.labels if str(p).lower().endswith(RASTER_SUFFIXES)]
+    if len(rasters) == len(config.labels):
+        labels = RasterLabels(config.labels)
+        values = labels.read(tuple(labels.index.total_bounds))[0][0]
+        ids = {int(v) for v in np.unique(values[~np.isnan(values)])}
+        return labels, ids
+    if rasters or len(config.labels) > 1:
+        raise GeossclError(f"labels: give class rasters, or one vector layer ({', '.join(map(str, config.labels))})")
+    if not config.class_column:
+        raise GeossclError(f"{config.labels[0]}: vector labels need --class-column")
+    names = read_classes(config.classes)[0] if config.classes else None
+    labels = VectorLabels(config.labels[0], config.class_column, classes=names)
+    return labels, {int(i) for i in np.unique(labels.class_ids)}
+
+
+def _read_region(path: str, crs: Any) -> BaseGeometry:
+    try:
+        frame = gpd.read_file(path)
+    except Exception as exc:  # noqa: BLE001 - pyogrio and fiona raise many kinds
+        raise GeossclError(f"{path}: not a readable vector layer ({str(exc).splitlines()[0]})") from None
+    if frame.crs is None:
+        raise GeossclError(f"{path}: region layer has no CRS")
+    return shapely.union_all(frame.to_crs(crs).geometry.values)

@@ -1,0 +1,130 @@
+"""The geosscl model file: weights plus everything needed to use them, in one safetensors file.
+
+safetensors holds tensors and a string→string header, nothing executable, so opening
+a model file someone handed you cannot run code. The header key ``geosscl`` holds
+JSON metadata: architecture, bands and their normalisation, classes and colours,
+ground sampling distance, tiling, provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from .errors import GeossclError
+from .models import SegmentationNetwork
+from .output import atomic_output
+
+FORMAT = "geosscl-model/1"
+
+#: Colours for classes without one: a qualitative palette (RGB 0-255).
+PALETTE = [
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+    (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+]
+
+
+@dataclass
+class ModelInfo:
+    """What a model needs besides its weights.
+
+    Attributes:
+        arch: ``"unet"`` or ``"deeplabv3plus"``.
+        encoder: encoder name.
+        bands: 1-based band indexes of the imagery, in input order.
+        band_mean: per-band mean used to normalise inputs.
+        band_std: per-band standard deviation.
+        class_names: name of each class id, ``num_classes`` of them.
+        class_colors: RGB (0-255) of each class id.
+        res: ground sampling distance ``(xres, yres)`` of the training imagery, map units.
+        crs: CRS of the training imagery (WKT), for reference.
+        tile_size: tile side for prediction, pixels.
+        tile_overlap: overlap of prediction tiles, pixels.
+        provenance: how the model was made (init, data, settings, metrics).
+    """
+
+    arch: str
+    encoder: str
+    bands: list[int]
+    band_mean: list[float]
+    band_std: list[float]
+    class_names: list[str]
+    class_colors: list[list[int]]
+    res: list[float]
+    crs: str = ""
+    tile_size: int = 512
+    tile_overlap: int = 64
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        """Number of input bands."""
+        return len(self.bands)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes."""
+        return len(self.class_names)
+
+
+def default_colors(count: int) -> list[list[int]]:
+    """``count`` distinct colours from :data:`PALETTE` (repeating when exhausted)."""
+    return [list(PALETTE[i % len(PALETTE)]) for i in range(count)]
+
+
+def save_model(path: str | os.PathLike, network: SegmentationNetwork, info: ModelInfo, overwrite: bool = False) -> None:
+    """Write ``network``'s weights and ``info`` to ``path`` (atomically).
+
+    Raises:
+        GeossclError: if the path exists without ``overwrite``, or its folder is unusable.
+    """
+    header = {"format": FORMAT, **asdict(info)}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    with atomic_output(path, overwrite) as tmp:
+        save_file(tensors, tmp, metadata={"geosscl": json.dumps(header)})
+
+
+def read_info(path: str | os.PathLike) -> ModelInfo:
+    """The metadata of a model file, without loading its weights.
+
+    Raises:
+        GeossclError: if the file is missing, not safetensors, or not a geosscl model.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise GeossclError(f"{path}: no such model file")
+    try:
+        with safe_open(path, framework="pt") as f:
+            header = (f.metadata() or {}).get("geosscl")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise GeossclError(f"{path}: not a geosscl model file ({str(exc).splitlines()[0][:100]})") from None
+    if header is None:
+        raise GeossclError(f"{path}: a safetensors file, but not a geosscl model (no geosscl metadata)")
+    try:
+        data = json.loads(header)
+        if data.pop("format") != FORMAT:
+            raise GeossclError(f"{path}: model format {data.get('format')!r} is not {FORMAT}")
+        return ModelInfo(**data)
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise GeossclError(f"{path}: corrupt geosscl metadata ({exc})") from None
+
+
+def load_model(path: str | os.PathLike) -> tuple[SegmentationNetwork, ModelInfo]:
+    """Rebuild the network of a model file, weights loaded, in eval mode.
+
+    Raises:
+        GeossclError: if the file is not a geosscl model or its weights do not fit it.
+    """
+    info = read_info(path)
+    network = SegmentationNetwork(info.in_channels, info.num_classes, arch=info.arch, encoder=info.encoder)
+    try:
+        state = load_file(os.fspath(path))
+        network.load_state_dict(state)
+    except (SafetensorError, RuntimeError) as exc:
+        raise GeossclError(f"{os.fspath(path)}: weights do not match the model's metadata ({str(exc).splitlines()[0][:160]})") from None
+    return network.eval(), info

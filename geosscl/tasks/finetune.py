@@ -1,0 +1,134 @@
+"""Fine-tuning a (pretrained) segmentation network on few labels, as a Lightning task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kornia.augmentation as K
+import torch
+from torch import Tensor, nn
+from torch.optim import AdamW
+from torchgeo.trainers import BaseTask
+
+from ..augment import BandStats
+from ..data.labels import IGNORE_INDEX
+from ..metrics import ConfusionMatrix
+from ..models import SegmentationNetwork
+
+
+class SegmentationTask(BaseTask):
+    """Cross-entropy fine-tuning with ignored (unlabelled) pixels and validation mIoU.
+
+    Args:
+        in_channels: number of bands.
+        num_classes: number of class ids (0 .. num_classes - 1).
+        band_mean: per-band mean for normalisation (the pretraining run's, when fine-tuning one).
+        band_std: per-band standard deviation.
+        arch: ``"unet"`` or ``"deeplabv3plus"``.
+        encoder: encoder name.
+        freeze_encoder: train the decoder and head only (encoder weights and batch-norm
+            statistics stay as loaded).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+    """
+
+    ignore = ()
+    monitor = "val_miou"
+    mode = "max"
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        band_mean: list[float],
+        band_std: list[float],
+        arch: str = "unet",
+        encoder: str = "resnet18",
+        freeze_encoder: bool = False,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+    ) -> None:
+        super().__init__()
+
+    def configure_models(self) -> None:
+        """The network, normalisation and joint image/mask augmentation."""
+        h = self.hparams
+        self.network = SegmentationNetwork(h["in_channels"], h["num_classes"], arch=h["arch"], encoder=h["encoder"])
+        if h["freeze_encoder"]:
+            self.network.net.encoder.requires_grad_(False)
+        self.normalise = BandStats(torch.tensor(h["band_mean"]), torch.tensor(h["band_std"]))
+        self.augment = K.AugmentationSequential(
+            K.RandomHorizontalFlip(), K.RandomVerticalFlip(), K.RandomRotation90(times=(-1, 2), p=1.0, align_corners=True),
+            data_keys=["input", "mask"],
+        )
+
+    def configure_losses(self) -> None:
+        """Cross-entropy that skips unlabelled pixels."""
+        self.loss = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+
+    def configure_metrics(self) -> None:
+        """A confusion matrix over the validation pass."""
+        self.confusion = ConfusionMatrix(self.hparams["num_classes"])
+
+    def configure_optimizers(self) -> Any:
+        """AdamW over the trainable parameters."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return AdamW(params, lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"])
+
+    def load_pretrained(self, state_dict: dict[str, Tensor]) -> int:
+        """Copy encoder and decoder weights from an SSCCL checkpoint's ``state_dict``.
+
+        The segmentation head is new (the classes differ). Returns the number of
+        tensors copied.
+        """
+        prefix = "network.net."
+        own = self.network.net.state_dict()
+        taken = {
+            key[len(prefix):]: value
+            for key, value in state_dict.items()
+            if key.startswith(prefix) and not key.startswith(prefix + "segmentation_head")
+            and key[len(prefix):] in own and own[key[len(prefix):]].shape == value.shape
+        }
+        self.network.net.load_state_dict(taken, strict=False)
+        return len(taken)
+
+    def train(self, mode: bool = True) -> SegmentationTask:
+        """Keep a frozen encoder's batch-norm statistics as loaded."""
+        super().train(mode)
+        if self.hparams["freeze_encoder"]:
+            self.network.net.encoder.eval()
+        return self
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Normalise; unlabel pixels without valid input; augment image and mask together when training."""
+        image, valid = self.normalise(batch["image"])
+        mask = batch["mask"].masked_fill(valid[:, 0] < 1, IGNORE_INDEX)
+        if self.trainer is not None and self.trainer.training:
+            image, warped = self.augment(image, mask[:, None].to(image.dtype))
+            mask = warped[:, 0].round().to(torch.int64)
+        batch["image"], batch["mask"] = image, mask
+        return batch
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Cross-entropy on the labelled pixels of the batch."""
+        logits = self.network(batch["image"])
+        if not (batch["mask"] != IGNORE_INDEX).any():
+            loss = logits.sum() * 0.0  # no labelled pixel in this batch
+        else:
+            loss = self.loss(logits, batch["mask"])
+        self.log("loss", loss.detach(), prog_bar=True, batch_size=len(batch["image"]))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.confusion = ConfusionMatrix(self.hparams["num_classes"])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Accumulate the confusion matrix of the validation region."""
+        self.confusion.update(self.network(batch["image"]).argmax(dim=1), batch["mask"])
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.confusion.scores()
+        miou = torch.tensor(scores.miou if scores.miou == scores.miou else 0.0)
+        self.log("val_miou", miou, prog_bar=True, sync_dist=True)
+        self.log("val_oa", torch.tensor(scores.overall_accuracy if scores.overall_accuracy == scores.overall_accuracy else 0.0), sync_dist=True)
+        self.last_scores = scores

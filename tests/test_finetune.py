@@ -1,0 +1,143 @@
+"""Few-label fine-tuning on real labelled imagery, the model file, and segmentation metrics."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from geosscl import GeossclError
+from geosscl.finetuning import FinetuneConfig, finetune
+from geosscl.metrics import ConfusionMatrix
+from geosscl.modelfile import load_model, read_info
+from geosscl.tasks import SegmentationTask, SSCCLTask
+from geosscl.training import PretrainConfig, load_checkpoint, pretrain
+from conftest import NAIP, SAMPLES
+
+TUTORIAL = SAMPLES / "landsat_tutorial"
+STACK = str(TUTORIAL / "LE70220491999322EDC01_stack.gtif")
+POLYGONS = str(TUTORIAL / "training_data.shp")
+FAST = dict(crop_size=64, batch_size=8, num_workers=0, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> str:
+    run = pretrain(PretrainConfig(imagery=[STACK], out=str(tmp_path_factory.mktemp("ssccl") / "run"), max_steps=3,
+                                  queue_size=32, **FAST))
+    return os.path.join(run, "last.ckpt")
+
+
+def test_finetune_writes_a_self_describing_model(tmp_path, pretrained):
+    classes = tmp_path / "classes.yaml"
+    classes.write_text("1: {name: forest, color: [0, 100, 0]}\n2: water\n3: herbaceous\n4: barren\n5: urban\n")
+    out = tmp_path / "model.safetensors"
+    finetune(FinetuneConfig(imagery=[STACK], labels=[POLYGONS], class_column="id", classes=str(classes), out=str(out),
+                            init=pretrained, max_steps=20, val_fraction=0.3, **FAST))
+    network, info = load_model(out)
+    assert info.class_names == ["class 0", "forest", "water", "herbaceous", "barren", "urban"]
+    assert info.class_colors[1] == [0, 100, 0]
+    assert info.bands == list(range(1, 9)) and info.res == [30.0, 30.0]
+    assert info.provenance["init"] == pretrained and info.provenance["steps"] == 20
+    assert 0 <= info.provenance["validation"]["miou"] <= 1
+    with torch.no_grad():
+        logits = network(torch.zeros(1, 8, 64, 64))
+    assert logits.shape == (1, 6, 64, 64)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_fine_tuning_starts_from_the_checkpoint_weights(pretrained):
+    checkpoint = load_checkpoint(pretrained)
+    hp = checkpoint["hyper_parameters"]
+    ssccl = SSCCLTask(**hp)
+    ssccl.load_state_dict(checkpoint["state_dict"])
+    task = SegmentationTask(8, 6, hp["band_mean"], hp["band_std"])
+    copied = task.load_pretrained(checkpoint["state_dict"])
+    assert copied > 100
+    x = torch.randn(2, 8, 64, 64)
+    ssccl.eval(), task.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(task.network.encode(x)[-1], ssccl.network.encode(x)[-1])
+        torch.testing.assert_close(task.network.decode(task.network.encode(x), 4), ssccl.network.decode(ssccl.network.encode(x), 4))
+    fresh = SegmentationTask(8, 6, hp["band_mean"], hp["band_std"]).eval()
+    with torch.no_grad():
+        assert not torch.allclose(fresh.network.encode(x)[-1], ssccl.network.encode(x)[-1])
+
+
+def test_raster_labels_and_cli(tmp_path):
+    out = tmp_path / "model.safetensors"
+    result = subprocess.run(
+        [sys.executable, "-m", "geosscl", "finetune", STACK, "--labels", str(TUTORIAL / "training_data.gtif"),
+         "--out", str(out), "--crop-size", "64", "--batch-size", "8", "--max-steps", "4", "--num-workers", "0", "-q"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    info = read_info(out)
+    # training_data.gtif: 0 is its nodata, so ids 1..5 are the classes.
+    assert len(info.class_names) == 6
+
+
+def test_bad_input_fails_before_writing(tmp_path, pretrained):
+    out = tmp_path / "model.safetensors"
+
+    def expect(message: str, **kwargs) -> None:
+        config = {"imagery": [STACK], "labels": [POLYGONS], "class_column": "id", "out": str(out), "max_steps": 1,
+                  **FAST, **kwargs}
+        with pytest.raises(GeossclError, match=message):
+            finetune(FinetuneConfig(**config))
+        assert not out.exists()
+
+    expect("labels do not overlap the imagery", imagery=[str(NAIP)], init="random", bands=[1, 2, 3, 4])
+    three = tmp_path / "three.yaml"
+    three.write_text("[a, b, c]\n")
+    expect(r"class id\(s\) \[3, 4, 5\] are outside the 3 classes", classes=str(three))
+    expect("no column 'label'", class_column="label")
+    expect("vector labels need --class-column", class_column=None)
+    expect("label_fraction: .* leaves no labelled block|holds no labelled polygon", label_fraction=0.001)
+    nc = pretrain(PretrainConfig(imagery=[str(p) for p in sorted((SAMPLES / "nc_landsat").glob("lsat7_*.tif"))],
+                                 out=str(tmp_path / "nc"), max_steps=1, queue_size=32, **FAST))
+    expect("checkpoint has 6 bands, the imagery 8", init=os.path.join(nc, "last.ckpt"))
+    out.write_bytes(b"keep")
+    with pytest.raises(GeossclError, match="already exists; pass --overwrite"):
+        finetune(FinetuneConfig(imagery=[STACK], labels=[POLYGONS], class_column="id", out=str(out), **FAST))
+    assert out.read_bytes() == b"keep"
+
+
+def test_model_files_that_are_not_ours(tmp_path):
+    missing = tmp_path / "missing.safetensors"
+    with pytest.raises(GeossclError, match="no such model file"):
+        load_model(missing)
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, plain)
+    with pytest.raises(GeossclError, match="not a geosscl model"):
+        load_model(plain)
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(GeossclError, match="not a geosscl model file"):
+        load_model(evil)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(plain.read_bytes()[:20])
+    with pytest.raises(GeossclError, match="not a geosscl model file"):
+        read_info(truncated)
+
+
+def test_metrics_equal_a_hand_computed_confusion_matrix():
+    truth = torch.tensor([[0, 0, 1, 1], [2, 2, -1, 1]])
+    prediction = torch.tensor([[0, 1, 1, 1], [2, 0, 2, 2]])
+    matrix = ConfusionMatrix(3)
+    matrix.update(prediction, truth)
+    # rows truth, columns prediction; the -1 pixel is ignored
+    assert matrix.counts.tolist() == [[1, 1, 0], [0, 2, 1], [1, 0, 1]]
+    scores = matrix.scores()
+    iou = [1 / 3, 2 / 4, 1 / 3]
+    assert scores.iou == pytest.approx(iou)
+    assert scores.miou == pytest.approx(np.mean(iou))
+    assert scores.overall_accuracy == pytest.approx(4 / 7)
+    expected = (2 * 2 + 3 * 3 + 2 * 2) / 49
+    assert scores.kappa == pytest.approx((4 / 7 - expected) / (1 - expected))
+    assert scores.f1 == pytest.approx([2 * 1 / 4, 2 * 2 / 6, 2 * 1 / 4])
