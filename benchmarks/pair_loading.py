@@ -107,7 +107,7 @@ def main() -> None:
     print(f"# {len(pairs)} pairs of {VIEW} px views, overlap 0.3-0.8, scale {scale[0]:g}-{scale[1]:g}, "
           f"torch threads {torch.get_num_threads()}")
     print(f"# sampler alone: {sampler_rate:.0f} pairs/s")
-    print(f"# targets: ratio_vs_torchgeo >= 5, ratio_vs_union_read >= 0.5 (within 2x of the bare read)")
+    print("# targets: ratio_vs_torchgeo >= 5, ratio_vs_union_read >= 0.5 (within 2x of the bare read)")
     print(f"pairs_per_s={best['geosscl']:.1f}")
     print(f"torchgeo_pairs_per_s={best['torchgeo']:.1f}")
     print(f"union_read_pairs_per_s={best['union']:.1f}")

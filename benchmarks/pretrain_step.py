@@ -93,7 +93,7 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"# ResNet-18 U-Net, dense stride {args.dense_stride}, {args.crop} px, batch {args.batch}, "
           f"{args.steps - args.warmup} timed steps on {device}")
-    print(f"# targets: ratio_vs_moco >= 0.8, consistency_overhead <= 0.25")
+    print("# targets: ratio_vs_moco >= 0.8, consistency_overhead <= 0.25")
     print(f"moco_images_per_s={rates['moco']:.2f}")
     print(f"instance_only_images_per_s={rates['instance']:.2f}")
     print(f"images_per_s={rates['ssccl']:.2f}")

@@ -16,28 +16,22 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import geopandas as gpd
 import lightning.pytorch as pl
-import numpy as np
-import rasterio.features
 import shapely
 import torch
 import yaml
-from affine import Affine
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_only
-from shapely.geometry.base import BaseGeometry
 from torch.utils.data import DataLoader
 from torchgeo.datasets import IntersectionDataset, stack_samples
 from torchgeo.samplers import GridGeoSampler
 
-from .data import IGNORE_INDEX, Mosaic, RasterLabels, VectorLabels
-from .data.files import RASTER_SUFFIXES
+from .data import Mosaic, VectorLabels, open_labels
 from .data.stats import band_statistics
 from .errors import GeossclError
 from .modelfile import ModelInfo, default_colors, save_model
 from .output import check_output
-from .splits import block_split, label_fraction
+from .splits import KeepRegion, block_split, label_fraction, read_region
 
 
 @dataclass
@@ -70,22 +64,6 @@ class FinetuneConfig:
     overwrite: bool = False
     quiet: bool = False
     provenance: dict[str, Any] = field(default_factory=dict)
-
-
-class KeepRegion:
-    """Sample transform: labels outside ``region`` become :data:`IGNORE_INDEX`."""
-
-    def __init__(self, region: BaseGeometry) -> None:
-        self.region = region
-
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        x, y = sample["bounds"][0], sample["bounds"][1]
-        height, width = sample["mask"].shape[-2:]
-        transform = Affine((x.stop - x.start) / width, 0.0, x.start, 0.0, -(y.stop - y.start) / height, y.stop)
-        outside = rasterio.features.geometry_mask([self.region], (height, width), transform) if not self.region.is_empty \
-            else np.ones((height, width), bool)
-        sample["mask"] = sample["mask"].masked_fill(torch.from_numpy(outside), IGNORE_INDEX)
-        return sample
 
 
 def read_classes(path: str) -> tuple[list[str], list[list[int]] | None]:
@@ -152,7 +130,8 @@ def finetune(config: FinetuneConfig) -> str:
         mean, std = hp["band_mean"], hp["band_std"]
     else:
         mean, std = band_statistics(mosaic)
-    labels, label_ids = _open_labels(config)
+    names_file = read_classes(config.classes)[0] if config.classes else None
+    labels, label_ids = open_labels(config.labels, config.class_column, names_file)
     names, colors = read_classes(config.classes) if config.classes else (None, None)
     if names is None and isinstance(labels, VectorLabels) and labels.classes:
         names = labels.classes
@@ -171,7 +150,7 @@ def finetune(config: FinetuneConfig) -> str:
     res = mosaic.res[0]
     block = (config.block_size or config.crop_size) * res
     if config.val_region:
-        val_region = _read_region(config.val_region, mosaic.crs).intersection(overlap)
+        val_region = read_region(config.val_region, mosaic.crs).intersection(overlap)
         if val_region.is_empty:
             raise GeossclError(f"{config.val_region}: validation region does not overlap the labelled imagery")
         train_region = overlap.difference(val_region)
@@ -239,32 +218,3 @@ def finetune(config: FinetuneConfig) -> str:
         )
         save_model(out, task.network, info, overwrite=config.overwrite)
     return out
-
-
-def _open_labels(config: FinetuneConfig) -> tuple[RasterLabels | VectorLabels, set[int]]:
-    """The labels dataset and the set of class ids it holds."""
-    if not config.labels:
-        raise GeossclError("labels: give at least one label file")
-    rasters = [p for p in config.labels if str(p).lower().endswith(RASTER_SUFFIXES)]
-    if len(rasters) == len(config.labels):
-        labels = RasterLabels(config.labels)
-        values = labels.read(tuple(labels.index.total_bounds))[0][0]
-        ids = {int(v) for v in np.unique(values[~np.isnan(values)])}
-        return labels, ids
-    if rasters or len(config.labels) > 1:
-        raise GeossclError(f"labels: give class rasters, or one vector layer ({', '.join(map(str, config.labels))})")
-    if not config.class_column:
-        raise GeossclError(f"{config.labels[0]}: vector labels need --class-column")
-    names = read_classes(config.classes)[0] if config.classes else None
-    labels = VectorLabels(config.labels[0], config.class_column, classes=names)
-    return labels, {int(i) for i in np.unique(labels.class_ids)}
-
-
-def _read_region(path: str, crs: Any) -> BaseGeometry:
-    try:
-        frame = gpd.read_file(path)
-    except Exception as exc:  # noqa: BLE001 - pyogrio and fiona raise many kinds
-        raise GeossclError(f"{path}: not a readable vector layer ({str(exc).splitlines()[0]})") from None
-    if frame.crs is None:
-        raise GeossclError(f"{path}: region layer has no CRS")
-    return shapely.union_all(frame.to_crs(crs).geometry.values)

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
+import geopandas as gpd
 import numpy as np
+import rasterio.features
+import torch
+from affine import Affine
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from .data.labels import IGNORE_INDEX
 from .errors import GeossclError
 
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
@@ -100,3 +106,34 @@ def _apportion(total: int, shares: list[float]) -> list[int]:
     for i in sorted(range(len(shares)), key=lambda i: exact[i] - counts[i], reverse=True)[: total - sum(counts)]:
         counts[i] += 1
     return counts
+
+
+def read_region(path: str, crs: Any) -> BaseGeometry:
+    """The union of a vector layer's geometries, in ``crs``.
+
+    Raises:
+        GeossclError: if the layer cannot be read or has no CRS.
+    """
+    try:
+        frame = gpd.read_file(path)
+    except Exception as exc:  # noqa: BLE001 - pyogrio and fiona raise many kinds
+        raise GeossclError(f"{path}: not a readable vector layer ({str(exc).splitlines()[0]})") from None
+    if frame.crs is None:
+        raise GeossclError(f"{path}: region layer has no CRS")
+    return shapely.union_all(frame.to_crs(crs).geometry.values)
+
+
+class KeepRegion:
+    """Sample transform: labels outside ``region`` become :data:`IGNORE_INDEX`."""
+
+    def __init__(self, region: BaseGeometry) -> None:
+        self.region = region
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        x, y = sample["bounds"][0], sample["bounds"][1]
+        height, width = sample["mask"].shape[-2:]
+        transform = Affine((x.stop - x.start) / width, 0.0, x.start, 0.0, -(y.stop - y.start) / height, y.stop)
+        outside = rasterio.features.geometry_mask([self.region], (height, width), transform) if not self.region.is_empty \
+            else np.ones((height, width), bool)
+        sample["mask"] = sample["mask"].masked_fill(torch.from_numpy(outside), IGNORE_INDEX)
+        return sample

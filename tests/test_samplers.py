@@ -17,7 +17,7 @@ from torchgeo.samplers import Units
 
 from geosscl import GeossclError, Mosaic, PairDataset
 from samplers import OverlappingPairSampler, ViewPair
-from conftest import NAIP, NAIP_4326, NC_BANDS, write_raster
+from conftest import NAIP, NAIP_4326, write_raster
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import click
 
 from .. import __version__
 from ..errors import GeossclError
+from .evaluate import evaluate, info
 from .finetune import finetune
 from .pairs import pairs
 from .pretrain import pretrain
@@ -30,3 +31,5 @@ def cli() -> None:
 cli.add_command(pairs)
 cli.add_command(pretrain)
 cli.add_command(finetune)
+cli.add_command(evaluate)
+cli.add_command(info)

@@ -158,6 +158,16 @@ class VectorLabels(GeoDataset):
         return any(shapely.intersection(self._geometries[i], region).area > 0 for i in hits)
 
     @property
+    def res(self) -> tuple[float, float]:
+        """Resolution ``(xres, yres)`` in units of :attr:`crs`."""
+        return self._res
+
+    @res.setter
+    def res(self, new_res: float | tuple[float, float]) -> None:
+        # TorchGeo's setter prints a line on every change (e.g. in `imagery & labels`).
+        self._res = (float(new_res), float(new_res)) if isinstance(new_res, int | float) else tuple(map(float, new_res))
+
+    @property
     def crs(self) -> CRS:
         """CRS the polygons are rasterised in."""
         return self._crs
@@ -187,3 +197,30 @@ class VectorLabels(GeoDataset):
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
+
+
+def open_labels(
+    paths: Sequence[str | os.PathLike], class_column: str | None = None, classes: Sequence[str] | None = None
+) -> tuple[RasterLabels | VectorLabels, set[int]]:
+    """Class rasters, or one vector layer, as a labels dataset, with the set of class ids it holds.
+
+    Raises:
+        GeossclError: for no paths, a mix of rasters and vectors, several vector
+            layers, or a vector layer without ``class_column``.
+    """
+    from .files import RASTER_SUFFIXES
+
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise GeossclError("labels: give at least one label file")
+    rasters = [p for p in paths if p.lower().endswith(RASTER_SUFFIXES)]
+    if len(rasters) == len(paths):
+        labels = RasterLabels(paths)
+        values = labels.read(tuple(labels.index.total_bounds))[0][0]
+        return labels, {int(v) for v in np.unique(values[~np.isnan(values)])}
+    if rasters or len(paths) > 1:
+        raise GeossclError(f"labels: give class rasters, or one vector layer ({', '.join(paths)})")
+    if not class_column:
+        raise GeossclError(f"{paths[0]}: vector labels need --class-column")
+    labels = VectorLabels(paths[0], class_column, classes=classes)
+    return labels, {int(i) for i in np.unique(labels.class_ids)}

@@ -226,6 +226,16 @@ class Mosaic(RasterDataset):
     # -- TorchGeo contract ----------------------------------------------------
 
     @property
+    def res(self) -> tuple[float, float]:
+        """Resolution ``(xres, yres)`` in units of :attr:`crs`."""
+        return self._res
+
+    @res.setter
+    def res(self, new_res: float | tuple[float, float]) -> None:
+        # TorchGeo's setter prints a line on every change (e.g. in `imagery & labels`).
+        self._res = (float(new_res), float(new_res)) if isinstance(new_res, int | float) else tuple(map(float, new_res))
+
+    @property
     def crs(self) -> CRS:
         """CRS of the mosaic: every bound and query is in its map units."""
         return self._crs

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import segmentation_models_pytorch as smp
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import GeossclError

@@ -1,0 +1,117 @@
+"""``geosscl.evaluate``: a model against labels, on whole scenes, with the prediction engine."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import shapely
+from torchgeo.datasets import IntersectionDataset
+
+from .data import Mosaic, open_labels
+from .errors import GeossclError
+from .inference import TiledSegmenter, check_bands
+from .metrics import ConfusionMatrix, Scores
+from .modelfile import ModelInfo, load_model
+from .output import atomic_output
+from .splits import KeepRegion, read_region
+
+
+def evaluate(
+    model: str,
+    imagery: list[str],
+    labels: list[str],
+    class_column: str | None = None,
+    region: str | None = None,
+    device: str = "auto",
+    batch_size: int = 8,
+) -> tuple[Scores, ModelInfo]:
+    """Scores of ``model`` on the labelled pixels of ``imagery`` (inside ``region`` if given).
+
+    Raises:
+        GeossclError: bad model file, bands the imagery lacks, labels off the imagery.
+    """
+    network, info = load_model(model)
+    check_bands(Mosaic(imagery).num_bands, info, str(imagery[0]))
+    mosaic = Mosaic(imagery, bands=info.bands, res=tuple(info.res))
+    truth, _ = open_labels(labels, class_column, info.class_names if class_column else None)
+    try:
+        paired = IntersectionDataset(mosaic, truth)
+    except RuntimeError:
+        raise GeossclError(f"{labels[0]}: labels do not overlap the imagery") from None
+    area = shapely.union_all(paired.index.geometry.values)
+    keep = None
+    if region:
+        chosen = read_region(region, mosaic.crs)
+        area = area.intersection(chosen)
+        if area.is_empty:
+            raise GeossclError(f"{region}: region does not overlap the labelled imagery")
+        keep = KeepRegion(chosen)
+    engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
+    matrix = ConfusionMatrix(info.num_classes)
+    for block in engine.blocks(mosaic, area.bounds):
+        x0, y0, x1, y1 = block.bounds
+        sample = truth[x0:x1:mosaic.res[0], y0:y1:mosaic.res[1]]
+        if keep is not None:
+            sample = keep(sample)
+        mask = sample["mask"]
+        if int(mask.max()) >= info.num_classes:
+            raise GeossclError(f"{labels[0]}: class id {int(mask.max())} is outside the model's {info.num_classes} classes")
+        mask = mask.masked_fill(block.classes < 0, -1)  # no input, no verdict
+        matrix.update(block.classes.clamp_min(0), mask)
+    return matrix.scores(), info
+
+
+def format_table(scores: Scores, info: ModelInfo) -> str:
+    """Per-class IoU and F1, then the summary scores, as a plain-text table."""
+    width = max(len(n) for n in info.class_names)
+    lines = [f"{'class':<{width}}  {'IoU':>6}  {'F1':>6}  {'pixels':>9}"]
+    for i, name in enumerate(info.class_names):
+        pixels = sum(scores.confusion[i])
+        if pixels == 0 and scores.iou[i] != scores.iou[i]:
+            continue
+        lines.append(f"{name:<{width}}  {_pct(scores.iou[i])}  {_pct(scores.f1[i])}  {pixels:>9}")
+    lines.append(f"mIoU {_pct(scores.miou).strip()}  OA {_pct(scores.overall_accuracy).strip()}  "
+                 f"kappa {scores.kappa:.3f}  mean F1 {_pct(scores.mean_f1).strip()}")
+    return "\n".join(lines)
+
+
+def _pct(value: float) -> str:
+    return "   n/a" if value != value else f"{100 * value:6.1f}"
+
+
+def write_json(scores: Scores, info: ModelInfo, path: str, overwrite: bool = True) -> None:
+    """Scores and class names as JSON (atomically)."""
+    data: dict[str, Any] = {"classes": info.class_names, **scores.__dict__}
+    with atomic_output(path, overwrite) as tmp, open(tmp, "w") as f:
+        json.dump(data, f, indent=1, default=lambda v: None)
+
+
+def plot_confusion(scores: Scores, info: ModelInfo, path: str, overwrite: bool = True) -> None:
+    """The confusion matrix (row-normalised) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.array(scores.confusion, dtype=float)
+    shown = [i for i in range(len(counts)) if counts[i].sum() > 0 or counts[:, i].sum() > 0]
+    counts = counts[np.ix_(shown, shown)]
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    names = [info.class_names[i] for i in shown]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(shown), 1 + 0.6 * len(shown)))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for r in range(len(shown)):
+        for c in range(len(shown)):
+            ax.text(c, r, f"{int(counts[r, c])}", ha="center", va="center", fontsize=7,
+                    color="white" if rates[r, c] > 0.5 else "black")
+    ax.set_xticks(range(len(shown)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(shown)), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"mIoU {100 * scores.miou:.1f}, OA {100 * scores.overall_accuracy:.1f}", fontsize=9)
+    fig.tight_layout()
+    with atomic_output(path, overwrite) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

@@ -1,0 +1,150 @@
+"""Tiled inference: overlapping tiles, batched, blended with a smooth weight window.
+
+One engine for everything that runs a model over imagery (``evaluate`` now,
+``predict`` and the QGIS plugin later). The area is processed block by block: a
+block is read once with a margin of context, cut into overlapping tiles that run in
+batches, and the tiles' class probabilities are blended with weights that fall off
+towards tile edges, so there are no seams. Memory depends on the block size, never
+on the scene size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .augment import BandStats
+from .data import Bounds, Mosaic
+from .errors import GeossclError
+from .modelfile import ModelInfo
+from .models import SegmentationNetwork
+
+
+def weight_window(size: int, overlap: int) -> Tensor:
+    """``size × size`` blending weights: 1 inside, ramping down over ``overlap`` px at each edge (never 0)."""
+    ramp = torch.ones(size)
+    if overlap > 0:
+        edge = (torch.arange(overlap, dtype=torch.float32) + 0.5) / overlap
+        ramp[:overlap] = edge
+        ramp[-overlap:] = edge.flip(0)
+    return ramp[:, None] * ramp[None, :]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` → CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GeossclError("device: cuda requested but no CUDA device is available")
+    return torch.device(device)
+
+
+@dataclass
+class Block:
+    """One output block: its bounds (map units), class ids (``H×W`` int64, -1 = no input) and probabilities."""
+
+    bounds: Bounds
+    classes: Tensor
+    probabilities: Tensor
+
+
+class TiledSegmenter:
+    """Runs a segmentation network over any area of a mosaic, tile by tile.
+
+    Args:
+        network: the model (from :func:`geosscl.modelfile.load_model`).
+        info: its metadata (bands, normalisation, tile size, overlap).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        tile_size: tile side in pixels (default: the model's), a multiple of 32.
+        overlap: overlap of neighbouring tiles in pixels (default: the model's).
+        batch_size: tiles per forward pass.
+        block_size: side of the output blocks in pixels.
+    """
+
+    def __init__(
+        self,
+        network: SegmentationNetwork,
+        info: ModelInfo,
+        device: str = "auto",
+        tile_size: int | None = None,
+        overlap: int | None = None,
+        batch_size: int = 8,
+        block_size: int = 1024,
+    ) -> None:
+        self.tile = int(tile_size or info.tile_size)
+        self.overlap = int(info.tile_overlap if overlap is None else overlap)
+        if self.tile % 32 or self.tile <= 0:
+            raise GeossclError(f"tile_size: {self.tile} is not a positive multiple of 32")
+        if not 0 <= self.overlap < self.tile // 2:
+            raise GeossclError(f"overlap: {self.overlap} must lie in 0..{self.tile // 2 - 1} for tiles of {self.tile}")
+        self.device = resolve_device(device)
+        self.network = network.to(self.device).eval()
+        self.normalise = BandStats(torch.tensor(info.band_mean), torch.tensor(info.band_std)).to(self.device)
+        self.info = info
+        self.batch_size = batch_size
+        self.block = max(int(block_size), self.tile)
+        self.weights = weight_window(self.tile, self.overlap).to(self.device)
+
+    def blocks(self, mosaic: Mosaic, area: Bounds) -> Iterator[Block]:
+        """Class maps of ``area`` (snapped to the mosaic grid), one block at a time, row by row."""
+        minx, miny, maxx, maxy = mosaic.snap(area)
+        rx, ry = mosaic.res
+        width, height = round((maxx - minx) / rx), round((maxy - miny) / ry)
+        for row in range(0, height, self.block):
+            for col in range(0, width, self.block):
+                w, h = min(self.block, width - col), min(self.block, height - row)
+                bounds = (minx + col * rx, maxy - (row + h) * ry, minx + (col + w) * rx, maxy - row * ry)
+                probabilities, valid = self.probabilities(mosaic, bounds)
+                classes = probabilities.argmax(dim=0).masked_fill(~valid, -1)
+                yield Block(bounds, classes.cpu(), probabilities.cpu())
+
+    @torch.no_grad()
+    def probabilities(self, mosaic: Mosaic, bounds: Bounds) -> tuple[Tensor, Tensor]:
+        """Blended class probabilities ``C×H×W`` of ``bounds`` (on the mosaic grid) and its valid-input mask."""
+        rx, ry = mosaic.res
+        width = round((bounds[2] - bounds[0]) / rx)
+        height = round((bounds[3] - bounds[1]) / ry)
+        margin = self.overlap
+        # Context around the block, and at least one whole tile.
+        span_w, span_h = max(width + 2 * margin, self.tile), max(height + 2 * margin, self.tile)
+        x0 = bounds[0] - margin * rx
+        y1 = bounds[3] + margin * ry
+        image, _, _ = mosaic.read((x0, y1 - span_h * ry, x0 + span_w * rx, y1))
+        image = torch.from_numpy(image).to(self.device)[None]
+        normalised, valid = self.normalise(image)
+        classes = self.info.num_classes
+        total = torch.zeros(classes, span_h, span_w, device=self.device)
+        weight = torch.zeros(span_h, span_w, device=self.device)
+        origins = [(r, c) for r in _starts(span_h, self.tile, self.overlap) for c in _starts(span_w, self.tile, self.overlap)]
+        for i in range(0, len(origins), self.batch_size):
+            batch = origins[i : i + self.batch_size]
+            tiles = torch.stack([normalised[0, :, r : r + self.tile, c : c + self.tile] for r, c in batch])
+            probs = torch.softmax(self.network(tiles).float(), dim=1)
+            for (r, c), p in zip(batch, probs):
+                total[:, r : r + self.tile, c : c + self.tile] += p * self.weights
+                weight[r : r + self.tile, c : c + self.tile] += self.weights
+        blended = total / weight
+        crop = (slice(margin, margin + height), slice(margin, margin + width))
+        return blended[:, crop[0], crop[1]], valid[0, 0, crop[0], crop[1]] > 0
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins covering ``length`` with stride ``tile - overlap``, the last flush with the end."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    count = math.ceil((length - tile) / stride) + 1
+    starts = [min(i * stride, length - tile) for i in range(count)]
+    return sorted(set(starts))
+
+
+def check_bands(mosaic_bands: int, info: ModelInfo, source: str) -> None:
+    """Fail clearly when imagery lacks the bands a model was trained on."""
+    if mosaic_bands < max(info.bands):
+        raise GeossclError(
+            f"{source}: has {mosaic_bands} band(s); the model reads bands {','.join(map(str, info.bands))}"
+        )
