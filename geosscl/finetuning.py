@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import tempfile
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -111,7 +110,7 @@ def finetune(config: FinetuneConfig) -> str:
     from samplers import RegionSampler
 
     from .tasks import SegmentationTask
-    from .training import load_checkpoint
+    from .training import lightning_notes_silenced, load_checkpoint
 
     # -- check everything before writing anything ------------------------------------
     out = check_output(config.out, config.overwrite)
@@ -195,13 +194,13 @@ def finetune(config: FinetuneConfig) -> str:
             accelerator="auto", devices=config.devices, logger=False, callbacks=callbacks,
             enable_progress_bar=not config.quiet, enable_model_summary=not config.quiet, num_sanity_val_steps=0,
         )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        with lightning_notes_silenced():
             trainer.fit(task, train_dataloaders=train_loader, val_dataloaders=val_loader)
         if best.best_model_path:
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
             task.load_state_dict(state)
-        validation = trainer.validate(task, dataloaders=val_loader, verbose=False)[0]
+        with lightning_notes_silenced():
+            validation = trainer.validate(task, dataloaders=val_loader, verbose=False)[0]
     if rank_zero_only.rank == 0:
         info = ModelInfo(
             arch=arch, encoder=encoder, bands=mosaic.band_indexes, band_mean=list(mean), band_std=list(std),

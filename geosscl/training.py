@@ -8,11 +8,13 @@ leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,20 +194,29 @@ def pretrain(config: PretrainConfig) -> str:
     previous = metrics + ".previous"
     if lead and checkpoint is not None and os.path.exists(metrics):
         os.replace(metrics, previous)  # Lightning's CSV logger starts the file afresh
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-        warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
-        warnings.filterwarnings("ignore", message=".*defined a `validation_step` but have no `val_dataloader`.*")
-        # config.yaml and band_stats.json are written there first, on purpose.
-        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-        warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    with lightning_notes_silenced():
         trainer.fit(task, datamodule=datamodule, ckpt_path=config.resume, weights_only=True if config.resume else None)
     if trainer.is_global_zero:
         if os.path.exists(previous):
             _prepend_metrics(previous, metrics, before_step=checkpoint["global_step"])
         plot_losses(metrics, os.path.join(out, "loss_curves.png"))
     return out
+
+
+@contextlib.contextmanager
+def lightning_notes_silenced() -> Iterator[None]:
+    """Silence Lightning warnings that are expected in geosscl runs and tell a user nothing."""
+    with warnings.catch_warnings():
+        for message in (
+            ".*does not have many workers.*",
+            ".*smaller than the logging interval.*",
+            ".*overridden `on_after_batch_transfer`.*",
+            ".*defined a `validation_step` but have no `val_dataloader`.*",
+            ".*exists and is not empty.*",  # config.yaml and band_stats.json are written there first, on purpose
+            ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",  # Lightning 2.6 on torch 2.14's pytree
+        ):
+            warnings.filterwarnings("ignore", message=message)
+        yield
 
 
 class _Throughput(pl.Callback):
