@@ -26,7 +26,7 @@ demo: $(STAMP)
 		--crop-size 64 --batch-size 16 --max-steps 40 --num-workers 2 --seed 0
 	$(BIN)/geosscl finetune $(NC_BANDS) --labels sample_data/nc_landsat/strata.tif \
 		--classes sample_data/nc_landsat/classes.yaml --init $(DEMO_OUT)/pretrain/last.ckpt \
-		--val-region sample_data/nc_landsat/test_region.geojson --label-fraction 0.2 \
+		--holdout-region sample_data/nc_landsat/test_region.geojson --label-fraction 0.2 \
 		--crop-size 64 --batch-size 16 --max-steps 60 --num-workers 2 --seed 0 \
 		--out $(DEMO_OUT)/model.safetensors --overwrite
 	$(BIN)/geosscl evaluate $(DEMO_OUT)/model.safetensors $(NC_BANDS) \

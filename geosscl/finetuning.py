@@ -50,6 +50,7 @@ class FinetuneConfig:
     max_steps: int | None = 500
     max_time: float | None = None
     val_region: str | None = None
+    holdout_region: str | None = None
     val_fraction: float = 0.2
     block_size: int | None = None
     bands: list[int] | None = None
@@ -146,6 +147,11 @@ def finetune(config: FinetuneConfig) -> str:
     except RuntimeError:
         raise GeossclError(f"{config.labels[0]}: labels do not overlap the imagery") from None
     overlap = shapely.union_all(train_data.index.geometry.values)
+    if config.holdout_region:
+        # A test region: neither trained nor validated on.
+        overlap = overlap.difference(read_region(config.holdout_region, mosaic.crs))
+        if overlap.is_empty:
+            raise GeossclError(f"{config.holdout_region}: holdout region covers all the labelled imagery")
     res = mosaic.res[0]
     block = (config.block_size or config.crop_size) * res
     if config.val_region:

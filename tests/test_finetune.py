@@ -99,6 +99,12 @@ def test_bad_input_fails_before_writing(tmp_path, pretrained):
     expect("no column 'label'", class_column="label")
     expect("vector labels need --class-column", class_column=None)
     expect("label_fraction: .* leaves no labelled block|holds no labelled polygon", label_fraction=0.001)
+    everything = tmp_path / "all.geojson"
+    import geopandas as gpd
+    import shapely
+
+    gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1e7, 1e7)], crs="EPSG:32615").to_file(everything)
+    expect("holdout region covers all the labelled imagery", holdout_region=str(everything))
     nc = pretrain(PretrainConfig(imagery=[str(p) for p in sorted((SAMPLES / "nc_landsat").glob("lsat7_*.tif"))],
                                  out=str(tmp_path / "nc"), max_steps=1, queue_size=32, **FAST))
     expect("checkpoint has 6 bands, the imagery 8", init=os.path.join(nc, "last.ckpt"))

@@ -23,6 +23,8 @@ from .options import bidx_opt, overwrite_opt, quiet_opt
 @click.option("--max-steps", type=int, default=None, help="Stop after N steps.  [default: 500]")
 @click.option("--max-time", type=float, metavar="MINUTES", help="Stop after this many minutes.")
 @click.option("--val-region", type=click.Path(dir_okay=False), help="Polygons of the validation region (else blocks).")
+@click.option("--holdout-region", type=click.Path(dir_okay=False),
+              help="Polygons kept out of training and validation (the test region for evaluate).")
 @click.option("--val-fraction", type=float, default=0.2, show_default=True, help="Share of blocks for validation.")
 @click.option("--block-size", type=int, help="Side of split blocks, pixels.  [default: crop size]")
 @bidx_opt
@@ -32,7 +34,7 @@ from .options import bidx_opt, overwrite_opt, quiet_opt
 @overwrite_opt
 @quiet_opt
 def finetune(imagery, labels, out, classes, class_column, init, label_fraction, freeze_encoder, crop_size, batch_size,
-             max_steps, max_time, val_region, val_fraction, block_size, bands, devices, num_workers, seed, overwrite, quiet):
+             max_steps, max_time, val_region, holdout_region, val_fraction, block_size, bands, devices, num_workers, seed, overwrite, quiet):
     """Fine-tune a segmenter on IMAGERY with --labels; write one model file."""
     from ..finetuning import FinetuneConfig, finetune as run
 
@@ -41,7 +43,7 @@ def finetune(imagery, labels, out, classes, class_column, init, label_fraction, 
     path = run(FinetuneConfig(
         imagery=list(imagery), labels=list(labels), out=out, classes=classes, class_column=class_column, init=init,
         label_fraction=label_fraction, freeze_encoder=freeze_encoder, crop_size=crop_size, batch_size=batch_size,
-        max_steps=max_steps, max_time=max_time, val_region=val_region, val_fraction=val_fraction,
+        max_steps=max_steps, max_time=max_time, val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
         block_size=block_size, bands=bands, devices=int(devices) if str(devices).isdigit() else devices,
         num_workers=num_workers, seed=seed, overwrite=overwrite, quiet=quiet,
     ))
