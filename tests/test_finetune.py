@@ -7,8 +7,10 @@ import pickle
 import subprocess
 import sys
 
+import geopandas as gpd
 import numpy as np
 import pytest
+import shapely
 import torch
 from safetensors.torch import save_file
 
@@ -100,9 +102,6 @@ def test_bad_input_fails_before_writing(tmp_path, pretrained):
     expect("vector labels need --class-column", class_column=None)
     expect("label_fraction: .* leaves no labelled block|holds no labelled polygon", label_fraction=0.001)
     everything = tmp_path / "all.geojson"
-    import geopandas as gpd
-    import shapely
-
     gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1e7, 1e7)], crs="EPSG:32615").to_file(everything)
     expect("holdout region covers all the labelled imagery", holdout_region=str(everything))
     nc = pretrain(PretrainConfig(imagery=[str(p) for p in sorted((SAMPLES / "nc_landsat").glob("lsat7_*.tif"))],
