@@ -130,9 +130,8 @@ def finetune(config: FinetuneConfig) -> str:
         mean, std = hp["band_mean"], hp["band_std"]
     else:
         mean, std = band_statistics(mosaic)
-    names_file = read_classes(config.classes)[0] if config.classes else None
-    labels, label_ids = open_labels(config.labels, config.class_column, names_file)
     names, colors = read_classes(config.classes) if config.classes else (None, None)
+    labels, label_ids = open_labels(config.labels, config.class_column, names)
     if names is None and isinstance(labels, VectorLabels) and labels.classes:
         names = labels.classes
     num_classes = len(names) if names else int(max(label_ids)) + 1
