@@ -214,6 +214,8 @@ def lightning_notes_silenced() -> Iterator[None]:
             ".*defined a `validation_step` but have no `val_dataloader`.*",
             ".*exists and is not empty.*",  # config.yaml and band_stats.json are written there first, on purpose
             ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",  # Lightning 2.6 on torch 2.14's pytree
+            # PairDataModule continues the pair stream from the global step itself.
+            ".*resuming from a checkpoint that ended before the epoch ended.*",
         ):
             warnings.filterwarnings("ignore", message=message)
         yield
