@@ -26,6 +26,7 @@ from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice
 
 from ..errors import GeossclError
+from .grid import MapGrid
 from .mosaic import Mosaic
 
 #: Label value of pixels without a label (nodata, outside every polygon).
@@ -69,7 +70,7 @@ class RasterLabels(Mosaic):
         return sample
 
 
-class VectorLabels(GeoDataset):
+class VectorLabels(MapGrid, GeoDataset):
     """Polygons of a vector layer (GeoPackage, GeoJSON, Shapefile, …) rasterised on the fly.
 
     The layer is read once, reprojected to the dataset CRS and kept with a spatial
@@ -135,9 +136,9 @@ class VectorLabels(GeoDataset):
         self._source = GeoDataFrame({"class_id": ids}, geometry=frame.geometry.values, crs=frame.crs)
         self._crs = CRS.from_user_input(crs) if crs is not None else CRS.from_user_input(frame.crs)
         self._res = (float(res), float(res)) if isinstance(res, int | float) else (float(res[0]), float(res[1]))
-        self._project()
+        self._reproject()
 
-    def _project(self) -> None:
+    def _reproject(self) -> None:
         shapes = self._source.to_crs(self._crs)
         self._geometries = shapes.geometry.values
         self._ids = shapes["class_id"].to_numpy()
@@ -156,28 +157,6 @@ class VectorLabels(GeoDataset):
         """Whether any labelled polygon overlaps ``region`` (same CRS) with positive area."""
         hits = self._tree.query(region, predicate="intersects")
         return any(shapely.intersection(self._geometries[i], region).area > 0 for i in hits)
-
-    @property
-    def res(self) -> tuple[float, float]:
-        """Resolution ``(xres, yres)`` in units of :attr:`crs`."""
-        return self._res
-
-    @res.setter
-    def res(self, new_res: float | tuple[float, float]) -> None:
-        # TorchGeo's setter prints a line on every change (e.g. in `imagery & labels`).
-        self._res = (float(new_res), float(new_res)) if isinstance(new_res, int | float) else tuple(map(float, new_res))
-
-    @property
-    def crs(self) -> CRS:
-        """CRS the polygons are rasterised in."""
-        return self._crs
-
-    @crs.setter
-    def crs(self, new_crs: CRS) -> None:
-        new_crs = CRS.from_user_input(new_crs)
-        if new_crs.to_wkt() != self._crs.to_wkt():
-            self._crs = new_crs
-            self._project()
 
     def __getitem__(self, query: GeoSlice) -> dict[str, Any]:
         """``{"mask": int64 H×W (IGNORE_INDEX = unlabelled), "crs", "bounds"}`` on the query's grid."""

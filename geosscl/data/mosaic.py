@@ -24,6 +24,7 @@ from torchgeo.datasets.utils import GeoSlice
 
 from ..errors import GeossclError
 from .files import file_stamp, find_rasters, open_raster
+from .grid import MapGrid
 
 Bounds = tuple[float, float, float, float]
 """``(minx, miny, maxx, maxy)`` in map units of a CRS."""
@@ -58,7 +59,7 @@ class _Source:
     reads: tuple[_FileBands, ...]
 
 
-class Mosaic(RasterDataset):
+class Mosaic(MapGrid, RasterDataset):
     """GeoTIFFs of one or many files, CRSs and resolutions, read as one image.
 
     A TorchGeo :class:`~torchgeo.datasets.RasterDataset`: it composes with ``&``,
@@ -225,27 +226,7 @@ class Mosaic(RasterDataset):
 
     # -- TorchGeo contract ----------------------------------------------------
 
-    @property
-    def res(self) -> tuple[float, float]:
-        """Resolution ``(xres, yres)`` in units of :attr:`crs`."""
-        return self._res
-
-    @res.setter
-    def res(self, new_res: float | tuple[float, float]) -> None:
-        # TorchGeo's setter prints a line on every change (e.g. in `imagery & labels`).
-        self._res = (float(new_res), float(new_res)) if isinstance(new_res, int | float) else tuple(map(float, new_res))
-
-    @property
-    def crs(self) -> CRS:
-        """CRS of the mosaic: every bound and query is in its map units."""
-        return self._crs
-
-    @crs.setter
-    def crs(self, new_crs: CRS) -> None:
-        new_crs = CRS.from_user_input(new_crs)
-        if new_crs.to_wkt() == self._crs.to_wkt():  # == holds for equivalent CRSs the index must still adopt
-            return
-        self._crs = new_crs
+    def _reproject(self) -> None:
         self._sources = [self._make_source([(p, open_raster(p).count) for p in s.paths]) for s in self._sources]
         self._build_index()
 
