@@ -195,11 +195,23 @@ def open_labels(
     rasters = [p for p in paths if p.lower().endswith(RASTER_SUFFIXES)]
     if len(rasters) == len(paths):
         labels = RasterLabels(paths)
-        values = labels.read(tuple(labels.index.total_bounds))[0][0]
-        return labels, {int(v) for v in np.unique(values[~np.isnan(values)])}
+        return labels, _raster_ids(labels.files)
     if rasters or len(paths) > 1:
         raise GeossclError(f"labels: give class rasters, or one vector layer ({', '.join(paths)})")
     if not class_column:
         raise GeossclError(f"{paths[0]}: vector labels need --class-column")
     labels = VectorLabels(paths[0], class_column, classes=classes)
     return labels, {int(i) for i in np.unique(labels.class_ids)}
+
+
+def _raster_ids(paths: Sequence[str]) -> set[int]:
+    """Class ids present in class rasters, read block by block (never a whole scene at once)."""
+    from .files import open_raster
+
+    ids: set[int] = set()
+    for path in paths:
+        src = open_raster(path)
+        for _, window in src.block_windows(1):
+            values = src.read(1, window=window, masked=True)
+            ids.update(int(v) for v in np.unique(values.compressed()))
+    return ids
