@@ -9,7 +9,6 @@ ignored there (the imagery around them is still seen as context).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -111,7 +110,7 @@ def finetune(config: FinetuneConfig) -> str:
     from samplers import RegionSampler
 
     from .tasks import SegmentationTask
-    from .training import lightning_notes_silenced, load_checkpoint
+    from .training import load_checkpoint, quiet_lightning
 
     # -- check everything before writing anything ------------------------------------
     out = check_output(config.out, config.overwrite)
@@ -168,9 +167,6 @@ def finetune(config: FinetuneConfig) -> str:
         raise GeossclError(f"label_fraction: the {config.label_fraction} of the training region drawn holds no labelled polygon; raise it or change --seed")
 
     # -- run ------------------------------------------------------------------------
-    if config.quiet:
-        for name in ("lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).setLevel(logging.WARNING)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     task = SegmentationTask(mosaic.num_bands, num_classes, mean, std, arch=arch, encoder=encoder,
                             freeze_encoder=config.freeze_encoder, lr=config.lr, weight_decay=config.weight_decay)
@@ -192,19 +188,18 @@ def finetune(config: FinetuneConfig) -> str:
     with tempfile.TemporaryDirectory(prefix=".geosscl-finetune-", dir=os.path.dirname(os.path.abspath(out))) as tmp:
         best = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_miou", mode="max", save_top_k=1)
         callbacks: list[pl.Callback] = [best] + ([] if config.quiet else [RichProgressBar(leave=True)])
-        trainer = pl.Trainer(
-            max_steps=steps if config.max_steps else -1, max_epochs=-1,
-            max_time={"minutes": config.max_time} if config.max_time else None,
-            val_check_interval=max(1, min(100, steps // 5)), check_val_every_n_epoch=None,
-            accelerator="auto", devices=config.devices, logger=False, callbacks=callbacks,
-            enable_progress_bar=not config.quiet, enable_model_summary=not config.quiet, num_sanity_val_steps=0,
-        )
-        with lightning_notes_silenced():
+        with quiet_lightning(config.quiet):
+            trainer = pl.Trainer(
+                max_steps=steps if config.max_steps else -1, max_epochs=-1,
+                max_time={"minutes": config.max_time} if config.max_time else None,
+                val_check_interval=max(1, min(100, steps // 5)), check_val_every_n_epoch=None,
+                accelerator="auto", devices=config.devices, logger=False, callbacks=callbacks,
+                enable_progress_bar=not config.quiet, enable_model_summary=not config.quiet, num_sanity_val_steps=0,
+            )
             trainer.fit(task, train_dataloaders=train_loader, val_dataloaders=val_loader)
-        if best.best_model_path:
-            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-            task.load_state_dict(state)
-        with lightning_notes_silenced():
+            if best.best_model_path:
+                state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+                task.load_state_dict(state)
             validation = trainer.validate(task, dataloaders=val_loader, verbose=False)[0]
     if rank_zero_only.rank == 0:
         info = ModelInfo(

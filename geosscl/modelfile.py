@@ -107,8 +107,9 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
         raise GeossclError(f"{path}: a safetensors file, but not a geosscl model (no geosscl metadata)")
     try:
         data = json.loads(header)
-        if data.pop("format") != FORMAT:
-            raise GeossclError(f"{path}: model format {data.get('format')!r} is not {FORMAT}")
+        found = data.pop("format")
+        if found != FORMAT:
+            raise GeossclError(f"{path}: model format {found!r} is not {FORMAT}")
         return ModelInfo(**data)
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise GeossclError(f"{path}: corrupt geosscl metadata ({exc})") from None

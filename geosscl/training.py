@@ -161,9 +161,6 @@ def pretrain(config: PretrainConfig) -> str:
     )
 
     # -- run ------------------------------------------------------------------------
-    if config.quiet:
-        for name in ("lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).setLevel(logging.WARNING)
     os.makedirs(out, exist_ok=True)
     if lead:
         _write_yaml(os.path.join(out, "config.yaml"), {**dataclasses.asdict(config), "out": out})
@@ -181,20 +178,20 @@ def pretrain(config: PretrainConfig) -> str:
     ]
     if not config.quiet:
         callbacks.append(RichProgressBar(leave=True))
-    trainer = pl.Trainer(
-        max_steps=steps if config.max_steps else -1,
-        max_epochs=-1,  # the pair stream is sized to the run; steps or time end it
-        max_time={"minutes": config.max_time} if config.max_time else None,
-        accelerator="auto", devices=config.devices, strategy=config.strategy, num_nodes=config.num_nodes,
-        logger=CSVLogger(out, name="", version=""), callbacks=callbacks, log_every_n_steps=1,
-        use_distributed_sampler=False, enable_progress_bar=not config.quiet, enable_model_summary=not config.quiet,
-        deterministic=False,
-    )
     metrics = os.path.join(out, "metrics.csv")
     previous = metrics + ".previous"
     if lead and checkpoint is not None and os.path.exists(metrics):
         os.replace(metrics, previous)  # Lightning's CSV logger starts the file afresh
-    with lightning_notes_silenced():
+    with quiet_lightning(config.quiet):
+        trainer = pl.Trainer(
+            max_steps=steps if config.max_steps else -1,
+            max_epochs=-1,  # the pair stream is sized to the run; steps or time end it
+            max_time={"minutes": config.max_time} if config.max_time else None,
+            accelerator="auto", devices=config.devices, strategy=config.strategy, num_nodes=config.num_nodes,
+            logger=CSVLogger(out, name="", version=""), callbacks=callbacks, log_every_n_steps=1,
+            use_distributed_sampler=False, enable_progress_bar=not config.quiet,
+            enable_model_summary=not config.quiet, deterministic=False,
+        )
         trainer.fit(task, datamodule=datamodule, ckpt_path=config.resume, weights_only=True if config.resume else None)
     if trainer.is_global_zero:
         if os.path.exists(previous):
@@ -204,8 +201,17 @@ def pretrain(config: PretrainConfig) -> str:
 
 
 @contextlib.contextmanager
-def lightning_notes_silenced() -> Iterator[None]:
-    """Silence Lightning warnings that are expected in geosscl runs and tell a user nothing."""
+def quiet_lightning(quiet: bool = False) -> Iterator[None]:
+    """Silence Lightning warnings that are expected in geosscl runs and tell a user nothing.
+
+    With ``quiet``, Lightning's info lines (devices, time limits) are hidden too; the
+    loggers' levels are restored afterwards.
+    """
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    if quiet:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
     with warnings.catch_warnings():
         for message in (
             ".*does not have many workers.*",
@@ -218,7 +224,11 @@ def lightning_notes_silenced() -> Iterator[None]:
             ".*resuming from a checkpoint that ended before the epoch ended.*",
         ):
             warnings.filterwarnings("ignore", message=message)
-        yield
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 class _Throughput(pl.Callback):

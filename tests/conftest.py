@@ -13,6 +13,9 @@ SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
 NAIP = SAMPLES / "naip" / "m_4709963_se_14_1_20200831.tif"
 NAIP_4326 = SAMPLES / "naip" / "naip_2020_epsg4326.tif"
 NC_BANDS = sorted((SAMPLES / "nc_landsat").glob("lsat7_2000_*.tif"))
+TUTORIAL = SAMPLES / "landsat_tutorial"
+TUTORIAL_STACK = TUTORIAL / "LE70220491999322EDC01_stack.gtif"  # 8 bands, EPSG:32615
+TUTORIAL_POLYGONS = TUTORIAL / "training_data.shp"  # sparse labels, column `id` 1..5
 
 
 def write_raster(path: Path, data: np.ndarray, crs="EPSG:32614", transform=None, nodata=None, **extra) -> Path:

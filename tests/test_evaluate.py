@@ -17,11 +17,9 @@ from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.inference import TiledSegmenter, weight_window
 from geosscl.modelfile import load_model
-from conftest import NAIP, SAMPLES
+from conftest import NAIP, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK
 
-TUTORIAL = SAMPLES / "landsat_tutorial"
-STACK = str(TUTORIAL / "LE70220491999322EDC01_stack.gtif")
-POLYGONS = str(TUTORIAL / "training_data.shp")
+STACK, POLYGONS = str(TUTORIAL_STACK), str(TUTORIAL_POLYGONS)
 LABELLED_PIXELS = 383 + 16 + 145 + 106 + 68  # training_data.gtif, classes 1..5
 
 

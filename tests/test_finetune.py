@@ -20,11 +20,9 @@ from geosscl.metrics import ConfusionMatrix
 from geosscl.modelfile import load_model, read_info
 from geosscl.tasks import SegmentationTask, SSCCLTask
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
-from conftest import NAIP, SAMPLES
+from conftest import NAIP, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK
 
-TUTORIAL = SAMPLES / "landsat_tutorial"
-STACK = str(TUTORIAL / "LE70220491999322EDC01_stack.gtif")
-POLYGONS = str(TUTORIAL / "training_data.shp")
+STACK, POLYGONS = str(TUTORIAL_STACK), str(TUTORIAL_POLYGONS)
 FAST = dict(crop_size=64, batch_size=8, num_workers=0, quiet=True)
 
 

@@ -16,11 +16,9 @@ from torchgeo.samplers import RandomGeoSampler
 from geosscl import GeossclError, Mosaic
 from geosscl.data import IGNORE_INDEX, RasterLabels, VectorLabels
 from geosscl.splits import block_split, label_fraction
-from conftest import NC_BANDS, SAMPLES
+from conftest import NC_BANDS, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK
 
-TUTORIAL = SAMPLES / "landsat_tutorial"
-STACK = TUTORIAL / "LE70220491999322EDC01_stack.gtif"
-POLYGONS = TUTORIAL / "training_data.shp"
+STACK, POLYGONS = TUTORIAL_STACK, TUTORIAL_POLYGONS
 STRATA = SAMPLES / "nc_landsat" / "strata.tif"
 
 
