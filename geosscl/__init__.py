@@ -19,5 +19,26 @@ def pretrain(imagery, out, **options):
     return run(PretrainConfig(imagery=[str(p) for p in imagery], out=str(out), **options))
 
 
-__all__ = ["GeossclError", "Mosaic", "PairDataset", "pretrain"]
+def predict(scene, model, out, **options):
+    """Segment a scene or mosaic into a class-map COG (see :func:`geosscl.prediction.predict`); return its path."""
+    from .prediction import predict as run
+
+    return run(scene, model, out, **options)
+
+
+def segment(scene, model, bounds=None, **options):
+    """Class map of a window or a small scene in memory: ``(uint8 H×W, rasterio profile)`` (see :func:`geosscl.prediction.segment`)."""
+    from .prediction import segment as run
+
+    return run(scene, model, bounds, **options)
+
+
+def load_model(path):
+    """``(network, info)`` of a geosscl model file; loading never runs code from the file."""
+    from .modelfile import load_model as load
+
+    return load(path)
+
+
+__all__ = ["GeossclError", "Mosaic", "PairDataset", "load_model", "predict", "pretrain", "segment"]
 __version__ = "0.1.0"

@@ -44,6 +44,7 @@ class FinetuneConfig:
     init: str = "random"
     label_fraction: float = 1.0
     freeze_encoder: bool = False
+    linear_probe: bool = False
     crop_size: int = 128
     batch_size: int = 16
     max_steps: int | None = 500
@@ -169,7 +170,7 @@ def finetune(config: FinetuneConfig) -> str:
     # -- run ------------------------------------------------------------------------
     pl.seed_everything(config.seed, workers=True, verbose=False)
     task = SegmentationTask(mosaic.num_bands, num_classes, mean, std, arch=arch, encoder=encoder,
-                            freeze_encoder=config.freeze_encoder, lr=config.lr, weight_decay=config.weight_decay)
+                            freeze_encoder=config.freeze_encoder, linear_probe=config.linear_probe, lr=config.lr, weight_decay=config.weight_decay)
     if checkpoint is not None:
         task.load_pretrained(checkpoint["state_dict"])
     train_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(labelled))
@@ -209,6 +210,7 @@ def finetune(config: FinetuneConfig) -> str:
             provenance={
                 "init": config.init, "imagery": mosaic.files, "labels": list(config.labels),
                 "label_fraction": config.label_fraction, "freeze_encoder": config.freeze_encoder,
+                "linear_probe": config.linear_probe,
                 "steps": trainer.global_step, "seed": config.seed,
                 "validation": {"miou": validation.get("val_miou"), "overall_accuracy": validation.get("val_oa")},
                 "settings": json.loads(json.dumps(asdict(config), default=str)),

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -89,35 +91,69 @@ class TiledSegmenter:
         self.block = max(int(block_size), self.tile)
         self.weights = weight_window(self.tile, self.overlap).to(self.device)
 
-    def blocks(self, mosaic: Mosaic, area: Bounds) -> Iterator[Block]:
-        """Class maps of ``area`` (snapped to the mosaic grid), one block at a time, row by row."""
+    def plan(self, mosaic: Mosaic, area: Bounds) -> list[Bounds]:
+        """Bounds of the output blocks covering ``area`` (snapped to the mosaic grid), row by row."""
         minx, miny, maxx, maxy = mosaic.snap(area)
         rx, ry = mosaic.res
         width, height = round((maxx - minx) / rx), round((maxy - miny) / ry)
+        plan = []
         for row in range(0, height, self.block):
             for col in range(0, width, self.block):
                 w, h = min(self.block, width - col), min(self.block, height - row)
-                bounds = (minx + col * rx, maxy - (row + h) * ry, minx + (col + w) * rx, maxy - row * ry)
-                probabilities, valid = self.probabilities(mosaic, bounds)
-                classes = probabilities.argmax(dim=0).masked_fill(~valid, -1)
-                yield Block(bounds, classes.cpu(), probabilities.cpu())
+                plan.append((minx + col * rx, maxy - (row + h) * ry, minx + (col + w) * rx, maxy - row * ry))
+        return plan
 
-    @torch.no_grad()
-    def probabilities(self, mosaic: Mosaic, bounds: Bounds) -> tuple[Tensor, Tensor]:
-        """Blended class probabilities ``C×H×W`` of ``bounds`` (on the mosaic grid) and its valid-input mask."""
+    def blocks(self, mosaic: Mosaic, area: Bounds, read_ahead: bool = True) -> Iterator[Block]:
+        """Class maps of ``area`` (snapped to the mosaic grid), one block at a time, row by row.
+
+        With ``read_ahead`` the next block is read on a background thread while the
+        model runs on the current one (GDAL releases the GIL while it reads).
+        """
+        plan = self.plan(mosaic, area)
+        if not read_ahead:
+            for bounds in plan:
+                yield self._block(bounds, self.read(mosaic, bounds))
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geosscl-read") as pool:
+            pending = pool.submit(self.read, mosaic, plan[0]) if plan else None
+            for i, bounds in enumerate(plan):
+                image = pending.result()
+                pending = pool.submit(self.read, mosaic, plan[i + 1]) if i + 1 < len(plan) else None
+                yield self._block(bounds, image)
+
+    def _block(self, bounds: Bounds, image: tuple[np.ndarray, int, int]) -> Block:
+        probabilities, valid = self.infer(*image)
+        classes = probabilities.argmax(dim=0).masked_fill(~valid, -1)
+        return Block(bounds, classes.cpu(), probabilities.cpu())
+
+    def read(self, mosaic: Mosaic, bounds: Bounds) -> tuple[np.ndarray, int, int]:
+        """What :meth:`infer` needs for the block ``bounds`` (on the mosaic grid).
+
+        Returns ``(image, height, width)``: the block's imagery with ``overlap`` px of
+        context on every side, and at least one whole tile (``C×H'×W'`` float32, NaN
+        = no data), and the block's own size in pixels.
+        """
         rx, ry = mosaic.res
         width = round((bounds[2] - bounds[0]) / rx)
         height = round((bounds[3] - bounds[1]) / ry)
         margin = self.overlap
-        # Context around the block, and at least one whole tile.
         span_w, span_h = max(width + 2 * margin, self.tile), max(height + 2 * margin, self.tile)
-        x0 = bounds[0] - margin * rx
-        y1 = bounds[3] + margin * ry
+        x0, y1 = bounds[0] - margin * rx, bounds[3] + margin * ry
         image, _, _ = mosaic.read((x0, y1 - span_h * ry, x0 + span_w * rx, y1))
+        return image, height, width
+
+    def probabilities(self, mosaic: Mosaic, bounds: Bounds) -> tuple[Tensor, Tensor]:
+        """Blended class probabilities ``C×H×W`` of ``bounds`` (on the mosaic grid) and its valid-input mask."""
+        return self.infer(*self.read(mosaic, bounds))
+
+    @torch.no_grad()
+    def infer(self, image: np.ndarray, height: int, width: int) -> tuple[Tensor, Tensor]:
+        """Blended probabilities ``C×height×width`` and valid mask of an image from :meth:`read`."""
+        margin = self.overlap
+        span_h, span_w = image.shape[1:]
         image = torch.from_numpy(image).to(self.device)[None]
         normalised, valid = self.normalise(image)
-        classes = self.info.num_classes
-        total = torch.zeros(classes, span_h, span_w, device=self.device)
+        total = torch.zeros(self.info.num_classes, span_h, span_w, device=self.device)
         weight = torch.zeros(span_h, span_w, device=self.device)
         origins = [(r, c) for r in _starts(span_h, self.tile, self.overlap) for c in _starts(span_w, self.tile, self.overlap)]
         for i in range(0, len(origins), self.batch_size):
@@ -127,9 +163,8 @@ class TiledSegmenter:
             for (r, c), p in zip(batch, probs):
                 total[:, r : r + self.tile, c : c + self.tile] += p * self.weights
                 weight[r : r + self.tile, c : c + self.tile] += self.weights
-        blended = total / weight
-        crop = (slice(margin, margin + height), slice(margin, margin + width))
-        return blended[:, crop[0], crop[1]], valid[0, 0, crop[0], crop[1]] > 0
+        rows, cols = slice(margin, margin + height), slice(margin, margin + width)
+        return total[:, rows, cols] / weight[rows, cols], valid[0, 0, rows, cols] > 0
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:

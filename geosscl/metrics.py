@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from .data.labels import IGNORE_INDEX
@@ -29,6 +30,13 @@ class ConfusionMatrix:
         self.counts += torch.bincount(t * self.num_classes + p, minlength=self.num_classes**2).view(
             self.num_classes, self.num_classes
         )
+
+    def all_reduce(self) -> None:
+        """Sum the counts of all processes of the default process group (no-op without one)."""
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            counts = self.counts.to("cuda" if dist.get_backend() == "nccl" else "cpu")
+            dist.all_reduce(counts)
+            self.counts = counts.cpu()
 
     def scores(self) -> Scores:
         """Metrics of what was accumulated; classes absent from the truth are left out of the means."""

@@ -96,6 +96,10 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
         GeossclError: if the file is missing, not safetensors, or not a geosscl model.
     """
     path = os.fspath(path)
+    if path.lower().endswith(".onnx"):
+        from .onnx import read_onnx_info
+
+        return read_onnx_info(path)
     if not os.path.isfile(path):
         raise GeossclError(f"{path}: no such model file")
     try:
@@ -118,9 +122,15 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
 def load_model(path: str | os.PathLike) -> tuple[SegmentationNetwork, ModelInfo]:
     """Rebuild the network of a model file, weights loaded, in eval mode.
 
+    A ``.onnx`` file exported by ``geosscl export`` is run by onnxruntime instead.
+
     Raises:
         GeossclError: if the file is not a geosscl model or its weights do not fit it.
     """
+    if os.fspath(path).lower().endswith(".onnx"):
+        from .onnx import load_onnx
+
+        return load_onnx(path)  # type: ignore[return-value]
     info = read_info(path)
     network = SegmentationNetwork(info.in_channels, info.num_classes, arch=info.arch, encoder=info.encoder)
     try:

@@ -144,3 +144,68 @@ def test_metrics_equal_a_hand_computed_confusion_matrix():
     expected = (2 * 2 + 3 * 3 + 2 * 2) / 49
     assert scores.kappa == pytest.approx((4 / 7 - expected) / (1 - expected))
     assert scores.f1 == pytest.approx([2 * 1 / 4, 2 * 2 / 6, 2 * 1 / 4])
+
+
+def test_linear_probe_trains_the_head_only(tmp_path, pretrained):
+    out = tmp_path / "probe.safetensors"
+    finetune(FinetuneConfig(imagery=[STACK], labels=[POLYGONS], class_column="id", out=str(out), init=pretrained,
+                            linear_probe=True, max_steps=5, **FAST))
+    network, info = load_model(out)
+    assert info.provenance["linear_probe"] is True
+    pretrained_state = load_checkpoint(pretrained)["state_dict"]
+    for name, value in network.net.state_dict().items():
+        if name.startswith(("encoder.", "decoder.")):  # weights and batch-norm statistics as loaded
+            torch.testing.assert_close(value, pretrained_state["network.net." + name], msg=name)
+    # The head did train: it moved away from the initialisation the same seed gives.
+    import lightning.pytorch as pl
+
+    pl.seed_everything(0, verbose=False)
+    hp = load_checkpoint(pretrained)["hyper_parameters"]
+    initial = SegmentationTask(8, 6, hp["band_mean"], hp["band_std"]).network.net.segmentation_head[0].weight
+    assert not torch.allclose(network.net.segmentation_head[0].weight, initial)
+
+
+def _confusion_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        matrix = ConfusionMatrix(2)
+        # Rank 0 sees class 0 only, rank 1 class 1 only, each predicted partly wrong.
+        truth = torch.tensor([rank] * 4)
+        prediction = torch.tensor([rank, rank, rank, 1 - rank] if rank == 0 else [rank, 1 - rank, 1 - rank, 1 - rank])
+        matrix.update(prediction, truth)
+        matrix.all_reduce()
+        torch.save(matrix.counts, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_validation_miou_sums_counts_across_processes(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_confusion_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    counts = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert counts[0].tolist() == counts[1].tolist() == [[3, 1], [3, 1]]
+    single = ConfusionMatrix(2)
+    single.update(torch.tensor([0, 0, 0, 1, 1, 0, 0, 0]), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]))
+    assert single.counts.tolist() == counts[0].tolist()
+
+
+def test_two_process_ddp_fine_tuning_on_cpu(tmp_path):
+    out = tmp_path / "model.safetensors"
+    result = subprocess.run(
+        [sys.executable, "-m", "geosscl", "finetune", STACK, "--labels", POLYGONS, "--class-column", "id",
+         "--out", str(out), "--crop-size", "64", "--batch-size", "4", "--max-steps", "3", "--num-workers", "0",
+         "--devices", "2", "-q"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    info = read_info(out)
+    assert info.provenance["steps"] == 3 and 0 <= info.provenance["validation"]["miou"] <= 1

@@ -1,4 +1,4 @@
-"""``geosscl evaluate`` and ``geosscl info``: scores of a model file, and what it holds."""
+"""``geosscl evaluate``, ``info`` and ``export``: scores of a model file, what it holds, and its ONNX form."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import quiet_opt
+from .options import overwrite_opt, quiet_opt
 
 
 @click.command()
@@ -46,3 +46,18 @@ def info(model):
     data["provenance"] = {k: v for k, v in data["provenance"].items() if k != "settings"}
     data.pop("crs")
     click.echo(json.dumps(data, indent=1))
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version.")
+@overwrite_opt
+@quiet_opt
+def export(model, output, opset, overwrite, quiet):
+    """Write MODEL as ONNX, with its metadata and the keys Deepness reads."""
+    from ..onnx import export_onnx
+
+    export_onnx(model, output, overwrite=overwrite, opset=opset)
+    if not quiet:
+        click.echo(f"wrote {output}")

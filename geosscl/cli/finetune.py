@@ -18,6 +18,8 @@ from .options import bidx_opt, overwrite_opt, quiet_opt
 @click.option("--label-fraction", type=float, default=1.0, show_default=True,
               help="Share of the training region whose labels are used (whole blocks).")
 @click.option("--freeze-encoder", is_flag=True, help="Train the decoder and head only.")
+@click.option("--linear-probe", is_flag=True,
+              help="Train the segmentation head only (encoder and decoder frozen): measures the representation.")
 @click.option("--crop-size", type=int, default=128, show_default=True, help="Training crop side, pixels (multiple of 32).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--max-steps", type=int, default=None, help="Stop after N steps.  [default: 500]")
@@ -33,7 +35,7 @@ from .options import bidx_opt, overwrite_opt, quiet_opt
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, label blocks and training.")
 @overwrite_opt
 @quiet_opt
-def finetune(imagery, labels, out, classes, class_column, init, label_fraction, freeze_encoder, crop_size, batch_size,
+def finetune(imagery, labels, out, classes, class_column, init, label_fraction, freeze_encoder, linear_probe, crop_size, batch_size,
              max_steps, max_time, val_region, holdout_region, val_fraction, block_size, bands, devices, num_workers, seed, overwrite, quiet):
     """Fine-tune a segmenter on IMAGERY with --labels; write one model file."""
     from ..finetuning import FinetuneConfig, finetune as run
@@ -42,7 +44,7 @@ def finetune(imagery, labels, out, classes, class_column, init, label_fraction, 
         max_steps = 500
     path = run(FinetuneConfig(
         imagery=list(imagery), labels=list(labels), out=out, classes=classes, class_column=class_column, init=init,
-        label_fraction=label_fraction, freeze_encoder=freeze_encoder, crop_size=crop_size, batch_size=batch_size,
+        label_fraction=label_fraction, freeze_encoder=freeze_encoder, linear_probe=linear_probe, crop_size=crop_size, batch_size=batch_size,
         max_steps=max_steps, max_time=max_time, val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
         block_size=block_size, bands=bands, devices=int(devices) if str(devices).isdigit() else devices,
         num_workers=num_workers, seed=seed, overwrite=overwrite, quiet=quiet,

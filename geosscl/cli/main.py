@@ -6,9 +6,10 @@ import click
 
 from .. import __version__
 from ..errors import GeossclError
-from .evaluate import evaluate, info
+from .evaluate import evaluate, export, info
 from .finetune import finetune
 from .pairs import pairs
+from .predict import predict
 from .pretrain import pretrain
 
 
@@ -32,4 +33,6 @@ cli.add_command(pairs)
 cli.add_command(pretrain)
 cli.add_command(finetune)
 cli.add_command(evaluate)
+cli.add_command(predict)
 cli.add_command(info)
+cli.add_command(export)

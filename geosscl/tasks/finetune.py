@@ -28,6 +28,8 @@ class SegmentationTask(BaseTask):
         encoder: encoder name.
         freeze_encoder: train the decoder and head only (encoder weights and batch-norm
             statistics stay as loaded).
+        linear_probe: train the segmentation head only (a linear map of the decoder's
+            last features): a direct measure of what pretraining learnt.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
     """
@@ -45,6 +47,7 @@ class SegmentationTask(BaseTask):
         arch: str = "unet",
         encoder: str = "resnet18",
         freeze_encoder: bool = False,
+        linear_probe: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
     ) -> None:
@@ -54,8 +57,8 @@ class SegmentationTask(BaseTask):
         """The network, normalisation and joint image/mask augmentation."""
         h = self.hparams
         self.network = SegmentationNetwork(h["in_channels"], h["num_classes"], arch=h["arch"], encoder=h["encoder"])
-        if h["freeze_encoder"]:
-            self.network.net.encoder.requires_grad_(False)
+        for module in self.frozen():
+            module.requires_grad_(False)
         self.normalise = BandStats(torch.tensor(h["band_mean"]), torch.tensor(h["band_std"]))
         self.augment = K.AugmentationSequential(
             K.RandomHorizontalFlip(), K.RandomVerticalFlip(), K.RandomRotation90(times=(-1, 2), p=1.0, align_corners=True),
@@ -92,12 +95,24 @@ class SegmentationTask(BaseTask):
         self.network.net.load_state_dict(taken, strict=False)
         return len(taken)
 
+    def frozen(self) -> list[nn.Module]:
+        """The modules that keep their loaded weights."""
+        net = self.network.net
+        if self.hparams.get("linear_probe"):
+            return [net.encoder, net.decoder]
+        return [net.encoder] if self.hparams["freeze_encoder"] else []
+
     def train(self, mode: bool = True) -> SegmentationTask:
-        """Keep a frozen encoder's batch-norm statistics as loaded."""
+        """Keep frozen modules' batch-norm statistics as loaded."""
         super().train(mode)
-        if self.hparams["freeze_encoder"]:
-            self.network.net.encoder.eval()
+        for module in self.frozen():
+            module.eval()
         return self
+
+    def on_train_start(self) -> None:
+        # Lightning never calls train() on the module (it starts in training mode and
+        # restores per-module modes after validation), so set the frozen ones here.
+        self.train()
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Normalise; unlabel pixels without valid input; augment image and mask together when training."""
@@ -127,8 +142,10 @@ class SegmentationTask(BaseTask):
         self.confusion.update(self.network(batch["image"]).argmax(dim=1), batch["mask"])
 
     def on_validation_epoch_end(self) -> None:
+        # mIoU is not a mean of per-rank mIoUs: sum the ranks' counts first.
+        self.confusion.all_reduce()
         scores = self.confusion.scores()
         miou = torch.tensor(scores.miou if scores.miou == scores.miou else 0.0)
-        self.log("val_miou", miou, prog_bar=True, sync_dist=True)
-        self.log("val_oa", torch.tensor(scores.overall_accuracy if scores.overall_accuracy == scores.overall_accuracy else 0.0), sync_dist=True)
+        self.log("val_miou", miou, prog_bar=True)
+        self.log("val_oa", torch.tensor(scores.overall_accuracy if scores.overall_accuracy == scores.overall_accuracy else 0.0))
         self.last_scores = scores

@@ -1,0 +1,88 @@
+"""``geosscl predict``: a class map of a scene or mosaic, as a Cloud-Optimised GeoTIFF."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+
+import click
+
+from .options import bidx_opt, overwrite_opt, quiet_opt
+
+
+def _creation_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
+    options = {}
+    for item in value:
+        name, sep, setting = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--co")
+        options[name.upper()] = setting
+    return options
+
+
+def _stop_on_sigterm() -> None:
+    """Make SIGTERM (a killed job, a cancelled QGIS run) unwind like Ctrl-C, so temporary files are removed."""
+    def handler(signum, frame):  # noqa: ARG001
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.command()
+@click.argument("scene", nargs=-1, required=True, metavar="SCENE...")
+@click.option("-m", "--model", required=True, type=click.Path(dir_okay=False), help="geosscl model file (.safetensors).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Class map to write (COG).")
+@click.option("--tile-size", type=int, help="Tile side fed to the model, pixels (multiple of 32).  [default: the model's]")
+@click.option("--overlap", type=int, help="Overlap of neighbouring tiles, pixels.  [default: the model's]")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Tiles per forward pass.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@bidx_opt
+@click.option("--probabilities", type=click.Path(dir_okay=False), help="Also write class probabilities (one band per class).")
+@click.option("--vector", type=click.Path(dir_okay=False), help="Also write class polygons (GeoPackage).")
+@click.option("--simplify", type=float, default=1.0, show_default=True,
+              help="Polygon simplification tolerance, pixels (0: exact pixel edges).")
+@click.option("--co", "creation_options", multiple=True, callback=_creation_options, metavar="NAME=VALUE",
+              help="GDAL COG creation option (repeatable), e.g. --co COMPRESS=LZW.")
+@click.option("--resample/--no-resample", default=True, show_default=True,
+              help="Read at the model's ground sampling distance when the scene's differs.")
+@click.option("--progress", "progress_format", type=click.Choice(["bar", "jsonl"]), default="bar", show_default=True,
+              help="jsonl: one JSON object per line on stdout, for programs that drive geosscl.")
+@overwrite_opt
+@quiet_opt
+def predict(scene, model, output, tile_size, overlap, batch_size, device, bands, probabilities, vector, simplify,
+            creation_options, resample, progress_format, overwrite, quiet):
+    """Segment SCENE (GeoTIFFs, a directory, a glob or a VRT; several files are one mosaic) with MODEL."""
+    from ..prediction import predict as run
+
+    _stop_on_sigterm()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("geosscl")
+    logger.addHandler(handler)
+    logger.setLevel(logging.ERROR if quiet else logging.INFO)
+    options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device, bands=bands,
+                   probabilities=probabilities, vector=vector, creation_options=creation_options, overwrite=overwrite,
+                   resample=resample, simplify=simplify)
+    try:
+        if progress_format == "jsonl":
+            def report(done: int, total: int) -> None:
+                click.echo(json.dumps({"done": done, "total": total}), nl=True)
+                sys.stdout.flush()
+
+            run(list(scene), model, output, progress=report, **options)
+            click.echo(json.dumps({"output": output, "probabilities": probabilities, "vector": vector}))
+        elif quiet:
+            run(list(scene), model, output, **options)
+        else:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                          TimeRemainingColumn(), transient=True) as bar:
+                task = bar.add_task("segmenting blocks", total=None)
+                run(list(scene), model, output, progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    **options)
+            click.echo(f"wrote {output}" + "".join(f", {p}" for p in (probabilities, vector) if p))
+    finally:
+        logger.removeHandler(handler)

@@ -1,0 +1,315 @@
+"""``geosscl.predict``: a class map of a whole scene or mosaic, written as a Cloud-Optimised GeoTIFF.
+
+The scene is segmented block by block by :class:`~geosscl.inference.TiledSegmenter`
+(the engine ``evaluate`` and the QGIS plugin use too) and every block is written as
+soon as it is done, so memory does not grow with the scene. GDAL's COG driver
+cannot be written window by window, so blocks go to a tiled GeoTIFF beside the output
+first, which the COG driver then copies (with overviews) into the output's temporary
+name; only a finished file is renamed to the output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.crs import CRS
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+from .data import Mosaic
+from .data.files import find_rasters
+from .errors import GeossclError
+from .inference import TiledSegmenter, check_bands
+from .modelfile import ModelInfo, load_model
+from .models import SegmentationNetwork
+from .output import atomic_output, check_output
+
+#: Class value of pixels without input (nodata or outside the footprint).
+NODATA_CLASS = 255
+#: Creation options of the class map; ``--co`` overrides them.
+COG_OPTIONS = {"BLOCKSIZE": "512", "COMPRESS": "DEFLATE", "OVERVIEW_RESAMPLING": "NEAREST", "BIGTIFF": "IF_SAFER"}
+
+log = logging.getLogger("geosscl")
+Model = str | os.PathLike | tuple[SegmentationNetwork, ModelInfo]
+Progress = Callable[[int, int], None]
+
+
+def open_scene(
+    scene: str | os.PathLike | Iterable[str | os.PathLike],
+    info: ModelInfo,
+    bands: list[int] | None = None,
+    resample: bool = True,
+    gsd_tolerance: float = 0.1,
+) -> Mosaic:
+    """The scene as a mosaic the model can read: its bands, and its ground sampling distance.
+
+    Args:
+        scene: files, a directory, a glob or a VRT; several files are one mosaic.
+        info: the model's metadata.
+        bands: 1-based bands of the scene to feed the model, in order (default: the
+            bands the model was trained on).
+        resample: read at the model's GSD when the scene's differs by more than
+            ``gsd_tolerance`` (relative); otherwise only warn.
+        gsd_tolerance: relative GSD difference accepted silently.
+
+    Raises:
+        GeossclError: no raster, no CRS, missing bands or a band count the model does not take.
+    """
+    files = find_rasters(scene)
+    source = files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"
+    if bands is None:
+        check_bands(Mosaic(files).num_bands, info, source)
+        bands = info.bands
+    elif len(bands) != info.in_channels:
+        raise GeossclError(f"{source}: --bidx picks {len(bands)} band(s); the model takes {info.in_channels}")
+    mosaic = Mosaic(files, bands=bands)
+    scene_gsd = ground_sampling_distance(mosaic.crs, mosaic.res, _extent(mosaic))
+    model_gsd = ground_sampling_distance(CRS.from_wkt(info.crs), tuple(info.res), None) if info.crs else None
+    if model_gsd and scene_gsd and abs(scene_gsd / model_gsd - 1) > gsd_tolerance:
+        ratio = model_gsd / scene_gsd
+        if resample:
+            log.warning(f"{source}: ground sampling distance {scene_gsd:.3g} m differs from the model's {model_gsd:.3g} m; "
+                        f"reading at the model's (output pixels are {ratio:.3g}× the scene's)")
+            mosaic.res = (mosaic.res[0] * ratio, mosaic.res[1] * ratio)
+        else:
+            log.warning(f"{source}: ground sampling distance {scene_gsd:.3g} m differs from the model's {model_gsd:.3g} m; "
+                        "predicting at the scene's as asked")
+    return mosaic
+
+
+def ground_sampling_distance(crs: CRS, res: tuple[float, float], bounds: tuple[float, float, float, float] | None) -> float | None:
+    """Mean pixel side in metres (degrees are converted at the centre latitude of ``bounds``)."""
+    if crs.is_geographic:
+        lat = 0.0 if bounds is None else (bounds[1] + bounds[3]) / 2
+        return math.sqrt(res[0] * 111_320 * math.cos(math.radians(lat)) * res[1] * 110_574)
+    try:
+        factor = crs.linear_units_factor[1]
+    except Exception:  # a CRS without linear units: nothing to compare
+        return None
+    return math.sqrt(res[0] * res[1]) * factor
+
+
+def _extent(mosaic: Mosaic) -> tuple[float, float, float, float]:
+    x, y, _ = mosaic.bounds
+    return x.start, y.start, x.stop, y.stop
+
+
+def _model(model: Model) -> tuple[SegmentationNetwork, ModelInfo]:
+    return model if isinstance(model, tuple) else load_model(model)
+
+
+def segment(
+    scene: str | os.PathLike | Iterable[str | os.PathLike] | Mosaic,
+    model: Model,
+    bounds: tuple[float, float, float, float] | None = None,
+    *,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    bands: list[int] | None = None,
+    resample: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Class map of a window or a small scene, in memory.
+
+    Args:
+        scene: as for :func:`predict`, or a :class:`~geosscl.data.Mosaic` already opened.
+        model: a model file, or ``(network, info)`` from :func:`geosscl.load_model`.
+        bounds: ``(minx, miny, maxx, maxy)`` in the scene CRS (default: the whole scene).
+
+    Returns:
+        ``(classes, profile)``: ``H×W`` uint8 class ids (255 = no input) and a rasterio
+        profile (CRS, transform, nodata) to write it with.
+    """
+    network, info = _model(model)
+    mosaic = scene if isinstance(scene, Mosaic) else open_scene(scene, info, bands, resample)
+    engine = TiledSegmenter(network, info, device=device, tile_size=tile_size, overlap=overlap, batch_size=batch_size)
+    area = mosaic.snap(bounds or _extent(mosaic))
+    width, height, transform = _grid(mosaic, area)
+    classes = np.full((height, width), NODATA_CLASS, dtype=np.uint8)
+    for block in engine.blocks(mosaic, area):
+        window = _window(block.bounds, transform)
+        classes[window.toslices()] = _to_uint8(block.classes)
+    profile = dict(driver="GTiff", dtype="uint8", count=1, width=width, height=height, crs=mosaic.crs,
+                   transform=transform, nodata=NODATA_CLASS)
+    return classes, profile
+
+
+def predict(
+    scene: str | os.PathLike | Iterable[str | os.PathLike],
+    model: Model,
+    out: str | os.PathLike,
+    *,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    bands: list[int] | None = None,
+    probabilities: str | os.PathLike | None = None,
+    vector: str | os.PathLike | None = None,
+    creation_options: dict[str, str] | None = None,
+    overwrite: bool = False,
+    resample: bool = True,
+    simplify: float = 1.0,
+    block_size: int = 1024,
+    progress: Progress | None = None,
+) -> str:
+    """Segment a scene or mosaic into a class-map COG; return the output path.
+
+    Args:
+        scene: GeoTIFFs, a directory, a glob or a VRT; several files are one mosaic.
+        model: a model file, or ``(network, info)`` from :func:`geosscl.load_model`.
+        out: the class map to write: uint8 class ids, 255 where there is no input,
+            colour table and class names from the model.
+        tile_size, overlap: tiles fed to the model, pixels (default: the model's).
+        batch_size: tiles per forward pass.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        bands: 1-based scene bands to feed the model, in order.
+        probabilities: also write the class probabilities (float32, one band per class).
+        vector: also write one polygon per connected class region (GeoPackage layer
+            ``classes`` with ``class_id`` and ``class_name``).
+        creation_options: GDAL COG creation options overriding :data:`COG_OPTIONS`.
+        overwrite: replace existing outputs.
+        resample: read at the model's GSD when the scene's differs (see :func:`open_scene`).
+        simplify: tolerance of the polygon simplification in pixels (0: exact pixel
+            edges); neighbouring polygons keep shared edges, so no gaps open.
+        block_size: side of the blocks segmented and written at a time, pixels.
+        progress: called with ``(blocks done, blocks in all)``.
+
+    Raises:
+        GeossclError: bad input, before anything is written.
+    """
+    outputs = [o for o in (out, probabilities, vector) if o is not None]
+    if len({os.path.abspath(o) for o in outputs}) < len(outputs):
+        raise GeossclError(f"{out}: the class map, probabilities and vector outputs need different file names")
+    for path in outputs:
+        check_output(path, overwrite)
+    network, info = _model(model)
+    mosaic = open_scene(scene, info, bands, resample)
+    engine = TiledSegmenter(network, info, device=device, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                            block_size=block_size)
+    area = mosaic.snap(_extent(mosaic))
+    width, height, transform = _grid(mosaic, area)
+    options = {**COG_OPTIONS, **{k.upper(): str(v) for k, v in (creation_options or {}).items()}}
+    names = info.class_names
+    tags = {"class_names": json.dumps(names), "geosscl_model": json.dumps({"arch": info.arch, "encoder": info.encoder})}
+
+    with contextlib.ExitStack() as stack:
+        final = stack.enter_context(atomic_output(out, overwrite))
+        final_probs = stack.enter_context(atomic_output(probabilities, overwrite)) if probabilities else None
+        final_vector = stack.enter_context(atomic_output(vector, overwrite)) if vector else None
+        folder = os.path.dirname(final)
+        staged = stack.enter_context(_scratch(folder, ".classes.tif"))
+        profile = dict(driver="GTiff", width=width, height=height, crs=mosaic.crs, transform=transform, tiled=True,
+                       blockxsize=512, blockysize=512, compress="DEFLATE", BIGTIFF="IF_SAFER")
+        classes_out = stack.enter_context(rasterio.open(staged, "w", count=1, dtype="uint8", nodata=NODATA_CLASS, **profile))
+        probs_out = None
+        if final_probs:
+            staged_probs = stack.enter_context(_scratch(folder, ".probabilities.tif"))
+            probs_out = stack.enter_context(rasterio.open(staged_probs, "w", count=info.num_classes, dtype="float32",
+                                                          nodata=float("nan"), predictor=3, **profile))
+        plan = engine.plan(mosaic, area)
+        for done, block in enumerate(engine.blocks(mosaic, area), 1):
+            window = _window(block.bounds, transform)
+            classes_out.write(_to_uint8(block.classes), 1, window=window)
+            if probs_out is not None:
+                p = block.probabilities.numpy().astype(np.float32)
+                p[:, block.classes.numpy() < 0] = np.nan
+                probs_out.write(p, window=window)
+            if progress:
+                progress(done, len(plan))
+        classes_out.write_colormap(1, {i: tuple(c) + (255,) for i, c in enumerate(info.class_colors)})
+        classes_out.update_tags(**tags)
+        classes_out.set_band_description(1, "class")
+        classes_out.close()
+        rasterio.shutil.copy(staged, final, driver="COG", **options)
+        if probs_out is not None:
+            for i, name in enumerate(names, 1):
+                probs_out.set_band_description(i, name)
+            probs_out.update_tags(**tags)
+            probs_out.close()
+            rasterio.shutil.copy(staged_probs, final_probs,  driver="COG",
+                                 **{**options, "OVERVIEW_RESAMPLING": "AVERAGE", "PREDICTOR": "FLOATING_POINT"})
+        if final_vector:
+            write_polygons(final, final_vector, names, simplify)
+    return os.fspath(out)
+
+
+def write_polygons(class_map: str, out: str, names: list[str], simplify: float = 1.0, rows: int = 1024) -> int:
+    """Polygons of the connected class regions of a class map, as a GeoPackage layer ``classes``.
+
+    The map is read in strips of ``rows`` lines; the pieces of a region cut by a strip
+    edge are merged again. Returns the number of polygons.
+    """
+    import geopandas as gpd
+    import rasterio.features
+    import shapely
+
+    pieces: dict[int, list[Any]] = {}
+    with rasterio.open(class_map) as src:
+        crs, res = src.crs, abs(src.transform.a)
+        for top in range(0, src.height, rows):
+            window = Window(0, top, src.width, min(rows, src.height - top))
+            data = src.read(1, window=window)
+            shapes = rasterio.features.shapes(data, mask=data != NODATA_CLASS, transform=src.window_transform(window))
+            for geometry, value in shapes:
+                pieces.setdefault(int(value), []).append(shapely.geometry.shape(geometry))
+    ids, geometries = [], []
+    for value in sorted(pieces):
+        merged = shapely.union_all(pieces[value], grid_size=None)
+        parts = shapely.get_parts(merged)
+        ids += [value] * len(parts)
+        geometries += list(parts)
+    if simplify > 0 and geometries:
+        # Plain simplification moves shared edges differently on each side and opens
+        # gaps; coverage simplification moves each shared edge once.
+        geometries = list(shapely.coverage_simplify(np.array(geometries, dtype=object), simplify * res,
+                                                    simplify_boundary=False))
+    frame = gpd.GeoDataFrame(
+        {"class_id": np.array(ids, dtype=np.int32), "class_name": [names[i] if i < len(names) else str(i) for i in ids]},
+        geometry=geometries, crs=crs,
+    )
+    os.remove(out)  # atomic_output's placeholder: the GeoPackage driver wants to create the file itself
+    frame.to_file(out, layer="classes", driver="GPKG")
+    return len(frame)
+
+
+@contextlib.contextmanager
+def _scratch(folder: str, suffix: str) -> Iterator[str]:
+    """A temporary file name in ``folder`` (next to the output: same disk, no large copy), removed at the end."""
+    fd, path = tempfile.mkstemp(prefix=".geosscl-", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def _grid(mosaic: Mosaic, area: tuple[float, float, float, float]) -> tuple[int, int, Affine]:
+    rx, ry = mosaic.res
+    width, height = round((area[2] - area[0]) / rx), round((area[3] - area[1]) / ry)
+    return width, height, Affine(rx, 0.0, area[0], 0.0, -ry, area[3])
+
+
+def _window(bounds: tuple[float, float, float, float], transform: Affine) -> Window:
+    col = round((bounds[0] - transform.c) / transform.a)
+    row = round((bounds[3] - transform.f) / transform.e)
+    width = round((bounds[2] - bounds[0]) / transform.a)
+    height = round((bounds[1] - bounds[3]) / transform.e)
+    return Window(col, row, width, height)
+
+
+def _to_uint8(classes: Any) -> np.ndarray:
+    array = classes.numpy() if hasattr(classes, "numpy") else np.asarray(classes)
+    return np.where(array < 0, NODATA_CLASS, array).astype(np.uint8)

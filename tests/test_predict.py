@@ -1,0 +1,281 @@
+"""geosscl predict: tiled, streamed class maps of real scenes as COGs; ONNX; polygons; bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import rasterio.features
+import shapely
+import torch
+from rasterio.transform import Affine
+from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+from geosscl import GeossclError, load_model, predict, segment
+from geosscl.augment import BandStats
+from geosscl.data import Mosaic
+from geosscl.finetuning import FinetuneConfig, finetune
+from geosscl.inference import TiledSegmenter
+from conftest import NC_BANDS, SAMPLES, write_raster
+
+BANDS = [str(p) for p in NC_BANDS]
+NC = SAMPLES / "nc_landsat"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    """A segmenter of the NC land-use classes, briefly fine-tuned on the bundled scene."""
+    out = tmp_path_factory.mktemp("model") / "nc.safetensors"
+    finetune(FinetuneConfig(imagery=BANDS, labels=[str(NC / "strata.tif")], classes=str(NC / "classes.yaml"),
+                            out=str(out), max_steps=25, crop_size=64, batch_size=8, num_workers=0, quiet=True))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Path:
+    """The six NC bands as one GeoTIFF (nodata -99999), as users usually hold them."""
+    with rasterio.open(BANDS[0]) as src:
+        profile = src.profile
+    data = np.stack([rasterio.open(p).read(1) for p in BANDS])
+    return write_raster(tmp_path_factory.mktemp("stack") / "nc_stack.tif", data, crs=profile["crs"],
+                        transform=profile["transform"], nodata=profile["nodata"])
+
+
+def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "geosscl", *args], capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def test_one_tile_equals_a_full_forward_pass(model):
+    network, info = load_model(model)
+    mosaic = Mosaic(BANDS)
+    x0, y1 = mosaic.bounds[0].start + 40 * 28.5, mosaic.bounds[1].stop - 30 * 28.5
+    window = (x0, y1 - 256 * 28.5, x0 + 256 * 28.5, y1)
+    classes, profile = segment(mosaic, (network, info), window, tile_size=256, overlap=0)
+    image, _, _ = mosaic.read(window)
+    normalised, valid = BandStats(torch.tensor(info.band_mean), torch.tensor(info.band_std))(torch.from_numpy(image)[None])
+    with torch.no_grad():
+        expected = network(normalised).argmax(1)[0].numpy()
+    expected = np.where(valid[0, 0].numpy() > 0, expected, 255)
+    assert profile["transform"] == Affine(28.5, 0, x0, 0, -28.5, y1)
+    np.testing.assert_array_equal(classes, expected)
+    assert len(np.unique(expected)) >= 3  # a model that says one thing would prove nothing
+
+
+def test_tiles_and_blocks_agree_with_one_pass_away_from_borders(model):
+    network, info = load_model(model)
+    mosaic = Mosaic(BANDS)
+    x0, y1 = mosaic.bounds[0].start + 40 * 28.5, mosaic.bounds[1].stop - 30 * 28.5
+    window = (x0, y1 - 384 * 28.5, x0 + 384 * 28.5, y1)
+    whole = TiledSegmenter(network, info, tile_size=384, overlap=0).probabilities(mosaic, window)[0]
+    # Blocks of 192 px (context margin 64 px), each cut into overlapping 256 px tiles.
+    engine = TiledSegmenter(network, info, tile_size=256, overlap=64, batch_size=3, block_size=192)
+    tiled = torch.zeros_like(whole)
+    for block in engine.blocks(mosaic, window):
+        col, row = round((block.bounds[0] - x0) / 28.5), round((y1 - block.bounds[3]) / 28.5)
+        tiled[:, row : row + block.classes.shape[0], col : col + block.classes.shape[1]] = block.probabilities
+    inner = (slice(None), slice(32, -32), slice(32, -32))
+    # Not equal: a U-Net sees farther than any tile margin. Close, for a briefly trained model.
+    assert (whole[inner] - tiled[inner]).abs().mean() < 0.05
+    assert (whole.argmax(0)[inner[1:]] == tiled.argmax(0)[inner[1:]]).float().mean() > 0.9
+
+
+def test_predict_writes_a_cloud_optimised_class_map(model, tmp_path):
+    out = tmp_path / "classes.tif"
+    progress = []
+    predict(BANDS, model, out, tile_size=128, overlap=32, block_size=160, creation_options={"BLOCKSIZE": "128"},
+            progress=lambda done, total: progress.append((done, total)))
+    assert progress[-1] == (len(progress), len(progress)) and len(progress) == 3 * 4
+    mosaic = Mosaic(BANDS)
+    image, transform, _ = mosaic.read((mosaic.bounds[0].start, mosaic.bounds[1].start, mosaic.bounds[0].stop, mosaic.bounds[1].stop))
+    with rasterio.open(out) as dst, rasterio.open(BANDS[0]) as src:
+        assert dst.crs == src.crs and dst.transform == src.transform and dst.shape == src.shape
+        assert dst.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert dst.profile["tiled"] and dst.block_shapes[0] == (128, 128)
+        assert dst.overviews(1) == [2, 4]
+        assert dst.nodata == 255 and dst.dtypes[0] == "uint8"
+        classes = dst.read(1)
+        assert json.loads(dst.tags()["class_names"])[1] == "developed"
+        assert dst.colormap(1)[1][:3] == (230, 25, 75)
+        overview = dst.read(1, out_shape=(dst.height // 4, dst.width // 4))
+        assert set(np.unique(overview)) <= set(np.unique(classes))  # NEAREST: no invented class ids
+    np.testing.assert_array_equal(classes == 255, np.isnan(image).any(0))
+    assert (classes != 255).mean() > 0.5
+    assert oct(out.stat().st_mode & 0o777) != oct(0o600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif"]
+
+
+def test_two_files_in_different_crs_make_one_map(model, stack, tmp_path):
+    with rasterio.open(stack) as src:
+        data, profile = src.read(), src.profile
+    half = data.shape[2] // 2
+    left = write_raster(tmp_path / "a_west.tif", data[:, :, :half], crs=profile["crs"], transform=profile["transform"],
+                        nodata=profile["nodata"])
+    right_t = profile["transform"] @ Affine.translation(half, 0)
+    bounds = rasterio.transform.array_bounds(data.shape[1], data.shape[2] - half, right_t)
+    dst_t, w, h = calculate_default_transform(profile["crs"], "EPSG:32617", data.shape[2] - half, data.shape[1], *bounds)
+    warped = np.full((data.shape[0], h, w), profile["nodata"], dtype=data.dtype)
+    reproject(data[:, :, half:], warped, src_transform=right_t, src_crs=profile["crs"], src_nodata=profile["nodata"],
+              dst_transform=dst_t, dst_crs="EPSG:32617", dst_nodata=profile["nodata"], resampling=Resampling.bilinear)
+    right = write_raster(tmp_path / "b_east_utm17.tif", warped, crs="EPSG:32617", transform=dst_t, nodata=profile["nodata"])
+    out, whole = tmp_path / "mosaic.tif", tmp_path / "whole.tif"
+    result = _cli("predict", str(left), str(right), "-m", model, "-o", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    predict([str(stack)], model, whole)
+    with rasterio.open(out) as a, rasterio.open(whole) as b:
+        assert a.crs == b.crs and a.res == b.res
+        # One grid: the west file's. The warped east file reaches a little farther north.
+        assert a.transform.c == b.transform.c
+        shift = (a.transform.f - b.transform.f) / 28.5
+        assert shift == round(shift) and 0 <= shift < 20
+        got, reference = a.read(1)[round(shift) : round(shift) + b.height], b.read(1)
+    cols = min(got.shape[1], reference.shape[1])
+    assert (got[:, half - 100 : half] != 255).mean() > 0.5 and (got[:, half + 20 : half + 120] != 255).mean() > 0.5
+    west = (slice(None), slice(0, half - 40))  # away from the join, the west half is the same file
+    assert (got[west] == reference[west]).mean() > 0.97
+    east = (slice(None), slice(half + 40, cols - 10))
+    agree = (got[east] == reference[east])[(reference[east] != 255) & (got[east] != 255)].mean()
+    assert agree > 0.75, agree  # the east half went through a warp and back: close, not equal
+
+
+def test_onnx_export_runs_and_matches_torch(model, tmp_path):
+    onnx_file = tmp_path / "model.onnx"
+    result = _cli("export", model, "-o", str(onnx_file))
+    assert result.returncode == 0, result.stderr
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(onnx_file), load_external_data=False).metadata_props}
+    assert meta["model_type"] == "Segmentor" and json.loads(meta["class_names"])["6"] == "water"
+    assert meta["resolution"] == "2850" and meta["tiles_size"] == "256"
+    _, info = load_model(model)
+    assert json.loads(meta["standardization_mean"]) == pytest.approx([m / 255 for m in info.band_mean])
+    info_out = _cli("info", str(onnx_file))
+    assert json.loads(info_out.stdout)["class_names"] == info.class_names
+    torch_out, onnx_out = tmp_path / "t.tif", tmp_path / "o.tif"
+    predict(BANDS, model, torch_out, probabilities=tmp_path / "tp.tif")
+    predict(BANDS, str(onnx_file), onnx_out, probabilities=tmp_path / "op.tif")
+    with rasterio.open(tmp_path / "tp.tif") as a, rasterio.open(tmp_path / "op.tif") as b:
+        pa, pb = a.read(), b.read()
+        assert a.count == 8 and a.descriptions[6] == "water"
+    np.testing.assert_allclose(pa, pb, atol=1e-4, equal_nan=True)
+    a, b = rasterio.open(torch_out).read(1), rasterio.open(onnx_out).read(1)
+    assert (a == b).mean() > 0.999
+
+
+def test_polygons_rasterise_back_to_the_class_map(model, tmp_path):
+    out, exact, smooth = tmp_path / "c.tif", tmp_path / "exact.gpkg", tmp_path / "smooth.gpkg"
+    predict(BANDS, model, out, vector=exact, simplify=0)
+    with rasterio.open(out) as src:
+        classes, transform, res = src.read(1), src.transform, src.res[0]
+    frame = gpd.read_file(exact, layer="classes")
+    assert set(frame.columns) >= {"class_id", "class_name", "geometry"} and frame.crs == rasterio.open(out).crs
+    assert frame.loc[frame.class_id == 5, "class_name"].iloc[0] == "forest"
+    burnt = rasterio.features.rasterize(zip(frame.geometry, frame.class_id), out_shape=classes.shape,
+                                        transform=transform, fill=255, dtype="uint8")
+    np.testing.assert_array_equal(burnt, classes)
+    predict(BANDS, model, tmp_path / "c2.tif", vector=smooth, simplify=1.5)
+    simple = gpd.read_file(smooth, layer="classes")
+    assert len(simple) == len(frame)
+    assert shapely.get_num_coordinates(simple.geometry.values).sum() < 0.8 * shapely.get_num_coordinates(frame.geometry.values).sum()
+    # Shared edges moved together, the outline stayed: no gap opened and no overlap made.
+    whole = shapely.union_all(frame.geometry.values)
+    assert shapely.union_all(simple.geometry.values).symmetric_difference(whole).area < 1e-6 * res * res
+    assert simple.geometry.area.sum() == pytest.approx(whole.area, rel=1e-9)
+
+
+def test_progress_jsonl_and_gsd_mismatch(model, stack, tmp_path):
+    coarse = tmp_path / "coarse.tif"
+    with rasterio.open(stack) as src:
+        data = src.read(out_shape=(src.count, src.height // 2, src.width // 2), resampling=Resampling.average)
+        transform = src.transform @ Affine.scale(src.width / (src.width // 2), src.height / (src.height // 2))
+        write_raster(coarse, data, crs=src.crs, transform=transform, nodata=src.nodata)
+    out = tmp_path / "fine.tif"
+    result = _cli("predict", str(coarse), "-m", model, "-o", str(out), "--progress", "jsonl")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[-2] == {"done": 1, "total": 1} and lines[-1]["output"] == str(out)
+    assert "ground sampling distance" in result.stderr and "reading at the model's" in result.stderr
+    with rasterio.open(out) as dst:
+        assert dst.res == pytest.approx((28.5, 28.5), rel=0.02)
+    kept = tmp_path / "kept.tif"
+    assert _cli("predict", str(coarse), "-m", model, "-o", str(kept), "--no-resample", "-q").returncode == 0
+    with rasterio.open(kept) as dst, rasterio.open(coarse) as src:
+        assert dst.res == src.res
+
+
+def test_bidx_picks_and_reorders_bands(model, stack, tmp_path):
+    with rasterio.open(stack) as src:
+        data, profile = src.read(), src.profile
+    shuffled = write_raster(tmp_path / "shuffled.tif", np.concatenate([data[::-1], data[:1]]), crs=profile["crs"],
+                            transform=profile["transform"], nodata=profile["nodata"])
+    plain, picked = tmp_path / "plain.tif", tmp_path / "picked.tif"
+    predict([str(stack)], model, plain)
+    assert _cli("predict", str(shuffled), "-m", model, "-o", str(picked), "-b", "6,5,4,3,2,1", "-q").returncode == 0
+    np.testing.assert_array_equal(rasterio.open(plain).read(1), rasterio.open(picked).read(1))
+    result = _cli("predict", str(shuffled), "-m", model, "-o", str(tmp_path / "x.tif"), "-b", "1,2,3")
+    assert result.returncode == 1 and "--bidx picks 3 band(s); the model takes 6" in result.stderr
+
+
+def test_bad_input_fails_cleanly(model, tmp_path):
+    out = tmp_path / "out.tif"
+    not_raster = tmp_path / "notes.tif"
+    not_raster.write_text("hello")
+    no_crs = write_raster(tmp_path / "nocrs.tif", np.ones((6, 64, 64), np.float32), crs=None)
+    four = write_raster(tmp_path / "four.tif", np.ones((4, 64, 64), np.float32))
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(Path(model).read_bytes()[:5000])
+    pickled = tmp_path / "evil.safetensors"
+    pickled.write_bytes(b"\x80\x04\x95" + os.urandom(64))
+    cases = [
+        ((str(not_raster), "-m", model, "-o", str(out)), "notes.tif"),
+        ((str(no_crs), "-m", model, "-o", str(out)), "no CRS"),
+        ((str(four), "-m", model, "-o", str(out)), "has 4 band(s)"),
+        ((BANDS[0], "-m", str(corrupt), "-o", str(out)), "corrupt.safetensors"),
+        ((BANDS[0], "-m", str(pickled), "-o", str(out)), "not a geosscl model file"),
+        ((*BANDS, "-m", model, "-o", str(tmp_path / "missing" / "o.tif")), "does not exist"),
+    ]
+    for args, message in cases:
+        result = _cli("predict", *args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) <= 2, result.stderr
+        assert not out.exists()
+    out.write_bytes(b"keep")
+    result = _cli("predict", *BANDS, "-m", model, "-o", str(out))
+    assert result.returncode == 1 and "already exists; pass --overwrite" in result.stderr and out.read_bytes() == b"keep"
+    readonly = tmp_path / "readonly"
+    readonly.mkdir(mode=0o555)
+    if os.geteuid() != 0:  # root writes anywhere
+        result = _cli("predict", *BANDS, "-m", model, "-o", str(readonly / "o.tif"))
+        assert result.returncode == 1 and "not writable" in result.stderr
+    with pytest.raises(GeossclError, match="need different file names"):
+        predict(BANDS, model, tmp_path / "same.tif", probabilities=tmp_path / "same.tif")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_nothing(model, stack, tmp_path, sig):
+    with rasterio.open(stack) as src:
+        data, profile = src.read(), src.profile
+    big = write_raster(tmp_path / "big.tif", np.tile(data, (1, 3, 3)), crs=profile["crs"],
+                       transform=profile["transform"], nodata=profile["nodata"])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "geosscl", "predict", str(big), "-m", model, "-o", str(out_dir / "c.tif"),
+         "--probabilities", str(out_dir / "p.tif"), "--tile-size", "64", "--overlap", "16", "--progress", "jsonl"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    first = process.stdout.readline()
+    assert json.loads(first)["done"] == 1, first + process.stderr.read()
+    time.sleep(0.5)
+    process.send_signal(sig)
+    process.wait(timeout=120)
+    assert process.returncode != 0
+    assert list(out_dir.iterdir()) == []
