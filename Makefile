@@ -7,7 +7,10 @@ STAMP := $(VENV)/.geosscl-installed
 DEMO_OUT ?= demo_out
 NC_BANDS := $(sort $(wildcard sample_data/nc_landsat/lsat7_2000_*.tif))
 
-.PHONY: demo test venv clean
+BUNDLED_MODEL := sample_data/models/nc_landuse.safetensors
+NC_SCENE := sample_data/nc_landsat/lsat7_2000.vrt
+
+.PHONY: demo test venv plugin clean
 
 venv: $(STAMP)
 
@@ -32,10 +35,28 @@ demo: $(STAMP)
 	$(BIN)/geosscl evaluate $(DEMO_OUT)/model.safetensors $(NC_BANDS) \
 		--labels sample_data/nc_landsat/strata.tif --region sample_data/nc_landsat/test_region.geojson \
 		--json $(DEMO_OUT)/metrics.json --png $(DEMO_OUT)/confusion.png
-	@echo "demo outputs in $(DEMO_OUT)/: pairs.png, pretrain/ (checkpoints, loss_curves.png), model.safetensors, metrics.json, confusion.png"
+	$(BIN)/geosscl predict $(NC_SCENE) -m $(DEMO_OUT)/model.safetensors -o $(DEMO_OUT)/classes.tif \
+		--preview $(DEMO_OUT)/classes.png --preview-rgb 3,2,1 --overwrite
+	$(BIN)/geosscl predict $(NC_SCENE) -m $(BUNDLED_MODEL) -o $(DEMO_OUT)/bundled_classes.tif \
+		--vector $(DEMO_OUT)/bundled_classes.gpkg --preview $(DEMO_OUT)/bundled_classes.png --preview-rgb 3,2,1 --overwrite
+	@echo
+	@echo "demo outputs in $(DEMO_OUT)/:"
+	@echo "  pairs.png                  view pairs drawn in map coordinates (NAIP)"
+	@echo "  pretrain/                  SSCCL run: checkpoints, metrics.csv, loss_curves.png"
+	@echo "  model.safetensors          the segmenter fine-tuned from it with 20 % of the labels"
+	@echo "  metrics.json, confusion.png  its scores on the held-out eastern third"
+	@echo "  classes.tif, classes.png   its class map of the scene (COG) and preview"
+	@echo "  bundled_classes.{tif,gpkg,png}  the same with the bundled model ($(BUNDLED_MODEL))"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# An installable QGIS plugin: Plugins > Manage and Install Plugins > Install from ZIP.
+plugin:
+	mkdir -p dist
+	rm -f dist/geosscl_processing.zip
+	cd qgis_plugin && $(PYTHON) -c "import pathlib, zipfile; z = zipfile.ZipFile('../dist/geosscl_processing.zip', 'w', zipfile.ZIP_DEFLATED); [z.write(p) for p in sorted(pathlib.Path('geosscl_processing').rglob('*')) if p.is_file() and '__pycache__' not in p.parts]; z.close()"
+	@echo "wrote dist/geosscl_processing.zip"
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

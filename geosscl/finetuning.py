@@ -56,6 +56,7 @@ class FinetuneConfig:
     bands: list[int] | None = None
     arch: str = "unet"
     encoder: str = "resnet18"
+    decoder_channels: list[int] | None = None
     lr: float = 1e-3
     weight_decay: float = 1e-4
     devices: int | str = "auto"
@@ -120,13 +121,13 @@ def finetune(config: FinetuneConfig) -> str:
     if config.crop_size % 32:
         raise GeossclError(f"crop_size: {config.crop_size} is not a multiple of 32 (the encoder's total stride)")
     mosaic = Mosaic(config.imagery, bands=config.bands)
-    arch, encoder, checkpoint = config.arch, config.encoder, None
+    arch, encoder, decoder, checkpoint = config.arch, config.encoder, config.decoder_channels, None
     if config.init != "random":
         checkpoint = load_checkpoint(config.init)
         hp = checkpoint["hyper_parameters"]
         if hp["in_channels"] != mosaic.num_bands:
             raise GeossclError(f"{config.init}: checkpoint has {hp['in_channels']} bands, the imagery {mosaic.num_bands}")
-        arch, encoder = hp["arch"], hp["encoder"]
+        arch, encoder, decoder = hp["arch"], hp["encoder"], hp.get("decoder_channels")
         mean, std = hp["band_mean"], hp["band_std"]
     else:
         mean, std = band_statistics(mosaic)
@@ -170,7 +171,7 @@ def finetune(config: FinetuneConfig) -> str:
     # -- run ------------------------------------------------------------------------
     pl.seed_everything(config.seed, workers=True, verbose=False)
     task = SegmentationTask(mosaic.num_bands, num_classes, mean, std, arch=arch, encoder=encoder,
-                            freeze_encoder=config.freeze_encoder, linear_probe=config.linear_probe, lr=config.lr, weight_decay=config.weight_decay)
+                            decoder_channels=decoder, freeze_encoder=config.freeze_encoder, linear_probe=config.linear_probe, lr=config.lr, weight_decay=config.weight_decay)
     if checkpoint is not None:
         task.load_pretrained(checkpoint["state_dict"])
     train_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(labelled))
@@ -204,7 +205,7 @@ def finetune(config: FinetuneConfig) -> str:
             validation = trainer.validate(task, dataloaders=val_loader, verbose=False)[0]
     if rank_zero_only.rank == 0:
         info = ModelInfo(
-            arch=arch, encoder=encoder, bands=mosaic.band_indexes, band_mean=list(mean), band_std=list(std),
+            arch=arch, encoder=encoder, decoder_channels=decoder, bands=mosaic.band_indexes, band_mean=list(mean), band_std=list(std),
             class_names=names, class_colors=colors, res=list(mosaic.res), crs=mosaic.crs.to_wkt(),
             tile_size=max(256, config.crop_size), tile_overlap=max(32, config.crop_size // 4),
             provenance={

@@ -43,6 +43,7 @@ class ModelInfo:
         class_colors: RGB (0-255) of each class id.
         res: ground sampling distance ``(xres, yres)`` of the training imagery, map units.
         crs: CRS of the training imagery (WKT), for reference.
+        decoder_channels: U-Net decoder widths (None: smp's default).
         tile_size: tile side for prediction, pixels.
         tile_overlap: overlap of prediction tiles, pixels.
         provenance: how the model was made (init, data, settings, metrics).
@@ -57,6 +58,7 @@ class ModelInfo:
     class_colors: list[list[int]]
     res: list[float]
     crs: str = ""
+    decoder_channels: list[int] | None = None
     tile_size: int = 512
     tile_overlap: int = 64
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -77,14 +79,22 @@ def default_colors(count: int) -> list[list[int]]:
     return [list(PALETTE[i % len(PALETTE)]) for i in range(count)]
 
 
-def save_model(path: str | os.PathLike, network: SegmentationNetwork, info: ModelInfo, overwrite: bool = False) -> None:
+def save_model(
+    path: str | os.PathLike, network: SegmentationNetwork, info: ModelInfo, overwrite: bool = False,
+    half: bool = False,
+) -> None:
     """Write ``network``'s weights and ``info`` to ``path`` (atomically).
+
+    ``half`` stores floating-point weights as float16 (half the file; loading casts
+    them back to float32), for models that travel, like the bundled one.
 
     Raises:
         GeossclError: if the path exists without ``overwrite``, or its folder is unusable.
     """
     header = {"format": FORMAT, **asdict(info)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     with atomic_output(path, overwrite) as tmp:
         save_file(tensors, tmp, metadata={"geosscl": json.dumps(header)})
 
@@ -132,7 +142,8 @@ def load_model(path: str | os.PathLike) -> tuple[SegmentationNetwork, ModelInfo]
 
         return load_onnx(path)  # type: ignore[return-value]
     info = read_info(path)
-    network = SegmentationNetwork(info.in_channels, info.num_classes, arch=info.arch, encoder=info.encoder)
+    network = SegmentationNetwork(info.in_channels, info.num_classes, arch=info.arch, encoder=info.encoder,
+                                  decoder_channels=info.decoder_channels)
     try:
         state = load_file(os.fspath(path))
         network.load_state_dict(state)

@@ -39,6 +39,9 @@ NODATA_CLASS = 255
 #: Creation options of the class map; ``--co`` overrides them.
 COG_OPTIONS = {"BLOCKSIZE": "512", "COMPRESS": "DEFLATE", "OVERVIEW_RESAMPLING": "NEAREST", "BIGTIFF": "IF_SAFER"}
 
+#: GDAL block cache while writing, MiB.
+GDAL_CACHE_MB = 128
+
 log = logging.getLogger("geosscl")
 Model = str | os.PathLike | tuple[SegmentationNetwork, ModelInfo]
 Progress = Callable[[int, int], None]
@@ -157,6 +160,8 @@ def predict(
     bands: list[int] | None = None,
     probabilities: str | os.PathLike | None = None,
     vector: str | os.PathLike | None = None,
+    preview: str | os.PathLike | None = None,
+    preview_rgb: tuple[int, int, int] = (1, 2, 3),
     creation_options: dict[str, str] | None = None,
     overwrite: bool = False,
     resample: bool = True,
@@ -178,6 +183,8 @@ def predict(
         probabilities: also write the class probabilities (float32, one band per class).
         vector: also write one polygon per connected class region (GeoPackage layer
             ``classes`` with ``class_id`` and ``class_name``).
+        preview: also write a PNG: the scene | the class map with a legend.
+        preview_rgb: 1-based positions of red, green and blue among the model's bands.
         creation_options: GDAL COG creation options overriding :data:`COG_OPTIONS`.
         overwrite: replace existing outputs.
         resample: read at the model's GSD when the scene's differs (see :func:`open_scene`).
@@ -189,9 +196,9 @@ def predict(
     Raises:
         GeossclError: bad input, before anything is written.
     """
-    outputs = [o for o in (out, probabilities, vector) if o is not None]
+    outputs = [o for o in (out, probabilities, vector, preview) if o is not None]
     if len({os.path.abspath(o) for o in outputs}) < len(outputs):
-        raise GeossclError(f"{out}: the class map, probabilities and vector outputs need different file names")
+        raise GeossclError(f"{out}: the class map, probabilities, vector and preview outputs need different file names")
     for path in outputs:
         check_output(path, overwrite)
     network, info = _model(model)
@@ -205,9 +212,13 @@ def predict(
     tags = {"class_names": json.dumps(names), "geosscl_model": json.dumps({"arch": info.arch, "encoder": info.encoder})}
 
     with contextlib.ExitStack() as stack:
+        # GDAL's block cache defaults to 5 % of RAM and fills while the COG is built:
+        # bound it, so memory stays flat with scene size.
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
         final = stack.enter_context(atomic_output(out, overwrite))
         final_probs = stack.enter_context(atomic_output(probabilities, overwrite)) if probabilities else None
         final_vector = stack.enter_context(atomic_output(vector, overwrite)) if vector else None
+        final_preview = stack.enter_context(atomic_output(preview, overwrite)) if preview else None
         folder = os.path.dirname(final)
         staged = stack.enter_context(_scratch(folder, ".classes.tif"))
         profile = dict(driver="GTiff", width=width, height=height, crs=mosaic.crs, transform=transform, tiled=True,
@@ -242,6 +253,10 @@ def predict(
                                  **{**options, "OVERVIEW_RESAMPLING": "AVERAGE", "PREDICTOR": "FLOATING_POINT"})
         if final_vector:
             write_polygons(final, final_vector, names, simplify)
+        if final_preview:
+            from .preview import plot_class_map
+
+            plot_class_map(mosaic, final, final_preview, names, info.class_colors, rgb=preview_rgb)
     return os.fspath(out)
 
 

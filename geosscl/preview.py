@@ -68,3 +68,54 @@ def plot_pairs(samples: Sequence[dict[str, Any]], path: str, title: str = "") ->
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3 * rows + 0.6)))
     fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
+
+
+def plot_class_map(
+    scene: Any, class_map: str, path: str, names: Sequence[str], colors: Sequence[Sequence[int]],
+    rgb: Sequence[int] = (1, 2, 3), max_side: int = 1024,
+) -> None:
+    """Write a PNG: the scene | its class map with a legend of the classes present.
+
+    Both are read at a reduced resolution (at most ``max_side`` px a side), so the
+    preview of a large scene costs little memory.
+
+    Args:
+        scene: the :class:`~geosscl.data.Mosaic` that was segmented.
+        class_map: the class-map GeoTIFF written by :func:`geosscl.predict`.
+        path: PNG file to write.
+        names, colors: class names and RGB colours (0-255) by id.
+        rgb: 1-based positions of the red, green and blue bands among the scene's bands.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import rasterio
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    with rasterio.open(class_map) as src:
+        step = max(1, -(-max(src.width, src.height) // max_side))
+        shape = (max(1, src.height // step), max(1, src.width // step))
+        classes = src.read(1, out_shape=shape, resampling=rasterio.enums.Resampling.nearest)
+        b = src.bounds
+        res = ((b.right - b.left) / shape[1], (b.top - b.bottom) / shape[0])
+    image, _, _ = scene.read((b.left, b.bottom, b.right, b.top), res=res)
+    picked = [i - 1 for i in rgb if 0 < i <= image.shape[0]]
+    shown = display_rgb([image[picked] if len(picked) == 3 else image])[0]
+    palette = np.array([list(c)[:3] for c in colors] + [[0, 0, 0]] * (256 - len(colors)), dtype=float) / 255
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2 * shape[0] / shape[1] + 0.8))
+    axes[0].imshow(shown, interpolation="nearest")
+    axes[0].set_title("scene", fontsize=9)
+    masked = np.ma.masked_equal(classes, 255)
+    axes[1].imshow(masked, cmap=ListedColormap(palette), vmin=0, vmax=255, interpolation="nearest")
+    axes[1].set_title("classes", fontsize=9)
+    present = [int(v) for v in np.unique(classes) if v != 255]
+    axes[1].legend(handles=[Patch(color=palette[i], label=names[i] if i < len(names) else str(i)) for i in present],
+                   loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)

@@ -44,6 +44,7 @@ class PretrainConfig:
     max_time: float | None = None
     arch: str = "unet"
     encoder: str = "resnet18"
+    decoder_channels: list[int] | None = None
     dense_stride: int = 4
     grid_size: int = 8
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
@@ -154,7 +155,7 @@ def pretrain(config: PretrainConfig) -> str:
     pl.seed_everything(config.seed, workers=True, verbose=False)  # weights, queue and augmentations
     task = SSCCLTask(
         in_channels=mosaic.num_bands, band_mean=mean, band_std=std, rgb=config.rgb, arch=config.arch,
-        encoder=config.encoder, view_size=config.crop_size, dense_stride=config.dense_stride,
+        encoder=config.encoder, decoder_channels=config.decoder_channels, view_size=config.crop_size, dense_stride=config.dense_stride,
         grid_size=config.grid_size, instance_weight=weights["instance"], spatial_weight=weights["spatial"],
         semantic_weight=weights["semantic"], temperature=config.temperature, queue_size=config.queue_size,
         momentum=config.momentum, lr=config.lr, weight_decay=config.weight_decay,

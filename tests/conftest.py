@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +68,26 @@ def naip_halves(tmp_path: Path) -> tuple[Path, Path]:
               dst_transform=dst_t, dst_crs=dst_crs, dst_nodata=0, resampling=Resampling.bilinear)
     right = write_raster(tmp_path / "right_3857.tif", warped, crs=dst_crs, transform=dst_t, nodata=0)
     return left, right
+
+
+def _gloo_entry(rank: int, fn, world: int, port: int, args: tuple) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        fn(rank, world, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_distributed(fn, world: int, *args) -> None:
+    """Run ``fn(rank, world, *args)`` in ``world`` real processes of one gloo process group."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_gloo_entry, args=(fn, world, port, args), nprocs=world, join=True)

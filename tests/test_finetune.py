@@ -20,7 +20,7 @@ from geosscl.metrics import ConfusionMatrix
 from geosscl.modelfile import load_model, read_info
 from geosscl.tasks import SegmentationTask, SSCCLTask
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
-from conftest import NAIP, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK
+from conftest import NAIP, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, run_distributed
 
 STACK, POLYGONS = str(TUTORIAL_STACK), str(TUTORIAL_POLYGONS)
 FAST = dict(crop_size=64, batch_size=8, num_workers=0, quiet=True)
@@ -165,32 +165,18 @@ def test_linear_probe_trains_the_head_only(tmp_path, pretrained):
     assert not torch.allclose(network.net.segmentation_head[0].weight, initial)
 
 
-def _confusion_worker(rank: int, world: int, port: int, out: str) -> None:
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        matrix = ConfusionMatrix(2)
-        # Rank 0 sees class 0 only, rank 1 class 1 only, each predicted partly wrong.
-        truth = torch.tensor([rank] * 4)
-        prediction = torch.tensor([rank, rank, rank, 1 - rank] if rank == 0 else [rank, 1 - rank, 1 - rank, 1 - rank])
-        matrix.update(prediction, truth)
-        matrix.all_reduce()
-        torch.save(matrix.counts, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _confusion_worker(rank: int, world: int, out: str) -> None:
+    matrix = ConfusionMatrix(2)
+    # Rank 0 sees class 0 only, rank 1 class 1 only, each predicted partly wrong.
+    truth = torch.tensor([rank] * 4)
+    prediction = torch.tensor([rank, rank, rank, 1 - rank] if rank == 0 else [rank, 1 - rank, 1 - rank, 1 - rank])
+    matrix.update(prediction, truth)
+    matrix.all_reduce()
+    torch.save(matrix.counts, f"{out}/rank{rank}.pt")
 
 
 def test_validation_miou_sums_counts_across_processes(tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_confusion_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    run_distributed(_confusion_worker, 2, str(tmp_path))
     counts = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert counts[0].tolist() == counts[1].tolist() == [[3, 1], [3, 1]]
     single = ConfusionMatrix(2)

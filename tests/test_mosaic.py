@@ -12,7 +12,7 @@ from torchgeo.datasets import stack_samples
 from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
 
 from geosscl import GeossclError, Mosaic
-from conftest import NAIP, NAIP_4326, NC_BANDS, write_raster
+from conftest import NAIP, NAIP_4326, NC_BANDS, SAMPLES, write_raster
 
 
 def test_aligned_read_equals_rasterio_window():
@@ -205,3 +205,14 @@ def test_places_with_different_band_counts(tmp_path):
 def test_bad_crs_option():
     with pytest.raises(GeossclError, match="crs: 'EPSG:0' is not a CRS"):
         Mosaic(NAIP, crs="EPSG:0")
+
+
+def test_per_band_nodata_of_a_vrt():
+    """The bundled VRT stacks the NC bands; its last band's nodata (-32768, int16) differs from the others' (-99999)."""
+    vrt = Mosaic(str(SAMPLES / "nc_landsat" / "lsat7_2000.vrt"))
+    files = Mosaic([str(p) for p in NC_BANDS])
+    x, y, _ = files.bounds
+    a, _, _ = vrt.read((x.start, y.start, x.stop, y.stop))
+    b, _, _ = files.read((x.start, y.start, x.stop, y.stop))
+    assert np.isnan(a[5]).sum() > np.isnan(a[0]).sum() > 0
+    np.testing.assert_array_equal(a, b)

@@ -202,6 +202,10 @@ def test_progress_jsonl_and_gsd_mismatch(model, stack, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[-2] == {"done": 1, "total": 1} and lines[-1]["output"] == str(out)
+    preview = tmp_path / "preview.png"
+    assert _cli("predict", str(coarse), "-m", model, "-o", str(tmp_path / "p.tif"), "--preview", str(preview),
+                "--preview-rgb", "3,2,1", "-q").returncode == 0
+    assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and preview.stat().st_size > 10_000
     assert "ground sampling distance" in result.stderr and "reading at the model's" in result.stderr
     with rasterio.open(out) as dst:
         assert dst.res == pytest.approx((28.5, 28.5), rel=0.02)
@@ -279,3 +283,12 @@ def test_interrupt_leaves_nothing(model, stack, tmp_path, sig):
     process.wait(timeout=120)
     assert process.returncode != 0
     assert list(out_dir.iterdir()) == []
+
+
+def test_a_vrt_is_a_scene(model, tmp_path):
+    from_vrt, from_files = tmp_path / "vrt.tif", tmp_path / "files.tif"
+    assert _cli("predict", str(NC / "lsat7_2000.vrt"), "-m", model, "-o", str(from_vrt), "-q").returncode == 0
+    predict(BANDS, model, from_files)
+    with rasterio.open(from_vrt) as a, rasterio.open(from_files) as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+        assert a.transform == b.transform and a.crs == b.crs

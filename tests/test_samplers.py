@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 import shapely
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, IterableDataset
@@ -17,7 +14,7 @@ from torchgeo.samplers import Units
 
 from geosscl import GeossclError, Mosaic, PairDataset
 from samplers import OverlappingPairSampler, ViewPair
-from conftest import NAIP, NAIP_4326, write_raster
+from conftest import NAIP, NAIP_4326, run_distributed, write_raster
 
 
 @pytest.fixture(scope="module")
@@ -143,23 +140,13 @@ def test_workers_draw_disjoint_shares(naip):
     assert len(set(pairs)) == 40
 
 
-def _distributed_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        sampler = OverlappingPairSampler(Mosaic(NAIP), 64, length=21, generator=seeded(13))
-        np.save(f"{out}/rank{rank}.npy", np.array([p.box_a + p.box_b for p in sampler]))
-    finally:
-        dist.destroy_process_group()
+def _distributed_worker(rank: int, world: int, out: str) -> None:
+    sampler = OverlappingPairSampler(Mosaic(NAIP), 64, length=21, generator=seeded(13))
+    np.save(f"{out}/rank{rank}.npy", np.array([p.box_a + p.box_b for p in sampler]))
 
 
 def test_torch_distributed_ranks_disjoint(tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_distributed_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    run_distributed(_distributed_worker, 2, str(tmp_path))
     r0, r1 = np.load(tmp_path / "rank0.npy"), np.load(tmp_path / "rank1.npy")
     assert len(r0) == 11 and len(r1) == 10
     rows = {tuple(r) for r in np.vstack([r0, r1])}

@@ -33,6 +33,16 @@ def band_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return bands
 
 
+def int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    """Parse ``256,128,64``."""
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint=f"--{param.name.replace('_', '-')}") from None
+
+
 imagery_arg = click.argument("imagery", nargs=-1, required=True, metavar="IMAGERY...")
 output_opt = click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file.")
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from .options import bidx_opt, overwrite_opt, quiet_opt
+from .options import bidx_opt, int_list, overwrite_opt, quiet_opt
 
 
 def _creation_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
@@ -41,6 +41,9 @@ def _stop_on_sigterm() -> None:
 @bidx_opt
 @click.option("--probabilities", type=click.Path(dir_okay=False), help="Also write class probabilities (one band per class).")
 @click.option("--vector", type=click.Path(dir_okay=False), help="Also write class polygons (GeoPackage).")
+@click.option("--preview", type=click.Path(dir_okay=False), help="Also write a PNG: scene | classes with legend.")
+@click.option("--preview-rgb", default="1,2,3", show_default=True, callback=int_list, metavar="R,G,B",
+              help="Positions of red, green, blue among the model's bands, for --preview.")
 @click.option("--simplify", type=float, default=1.0, show_default=True,
               help="Polygon simplification tolerance, pixels (0: exact pixel edges).")
 @click.option("--co", "creation_options", multiple=True, callback=_creation_options, metavar="NAME=VALUE",
@@ -51,7 +54,8 @@ def _stop_on_sigterm() -> None:
               help="jsonl: one JSON object per line on stdout, for programs that drive geosscl.")
 @overwrite_opt
 @quiet_opt
-def predict(scene, model, output, tile_size, overlap, batch_size, device, bands, probabilities, vector, simplify,
+def predict(scene, model, output, tile_size, overlap, batch_size, device, bands, probabilities, vector, preview,
+            preview_rgb, simplify,
             creation_options, resample, progress_format, overwrite, quiet):
     """Segment SCENE (GeoTIFFs, a directory, a glob or a VRT; several files are one mosaic) with MODEL."""
     from ..prediction import predict as run
@@ -63,7 +67,8 @@ def predict(scene, model, output, tile_size, overlap, batch_size, device, bands,
     logger.addHandler(handler)
     logger.setLevel(logging.ERROR if quiet else logging.INFO)
     options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device, bands=bands,
-                   probabilities=probabilities, vector=vector, creation_options=creation_options, overwrite=overwrite,
+                   probabilities=probabilities, vector=vector, preview=preview, preview_rgb=tuple(preview_rgb),
+                   creation_options=creation_options, overwrite=overwrite,
                    resample=resample, simplify=simplify)
     try:
         if progress_format == "jsonl":
@@ -72,7 +77,7 @@ def predict(scene, model, output, tile_size, overlap, batch_size, device, bands,
                 sys.stdout.flush()
 
             run(list(scene), model, output, progress=report, **options)
-            click.echo(json.dumps({"output": output, "probabilities": probabilities, "vector": vector}))
+            click.echo(json.dumps({"output": output, "probabilities": probabilities, "vector": vector, "preview": preview}))
         elif quiet:
             run(list(scene), model, output, **options)
         else:
@@ -83,6 +88,6 @@ def predict(scene, model, output, tile_size, overlap, batch_size, device, bands,
                 task = bar.add_task("segmenting blocks", total=None)
                 run(list(scene), model, output, progress=lambda done, total: bar.update(task, completed=done, total=total),
                     **options)
-            click.echo(f"wrote {output}" + "".join(f", {p}" for p in (probabilities, vector) if p))
+            click.echo(f"wrote {output}" + "".join(f", {p}" for p in (probabilities, vector, preview) if p))
     finally:
         logger.removeHandler(handler)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import bidx_opt, float_pair, quiet_opt
+from .options import bidx_opt, float_pair, int_list, quiet_opt
 
 
 @click.command()
@@ -20,7 +20,9 @@ from .options import bidx_opt, float_pair, quiet_opt
 @click.option("--max-steps", type=int, help="Stop after N optimiser steps.  [default: 1000]")
 @click.option("--max-time", type=float, metavar="MINUTES", help="Stop after this many minutes.")
 @click.option("--arch", type=click.Choice(["unet", "deeplabv3plus"]), help="Decoder.  [default: unet]")
-@click.option("--encoder", type=click.Choice(["resnet18", "resnet34", "resnet50"]), help="Encoder.  [default: resnet18]")
+@click.option("--encoder", type=click.Choice(["resnet18", "resnet34", "resnet50", "mobilenet_v2"]),
+              help="Encoder.  [default: resnet18]")
+@click.option("--decoder-channels", metavar="256,128,64,32,16", callback=int_list, help="U-Net decoder widths, deepest first.")
 @click.option("--dense-stride", type=int, help="Decoder stride of the dense features.  [default: 4]")
 @click.option("--weights", "weights_text", metavar="instance=1,spatial=1,semantic=0.5",
               help="Loss weights; 0 switches a term off.")
@@ -32,7 +34,7 @@ from .options import bidx_opt, float_pair, quiet_opt
 @click.option("--seed", type=int, help="Random seed.  [default: 0]")  # no default: must not override --config
 @quiet_opt
 def pretrain(imagery, out, config_path, bands, rgb, crop_size, overlap, scale, batch_size, max_steps, max_time, arch,
-             encoder, dense_stride, weights_text, num_workers, devices, strategy, num_nodes, resume, seed, quiet):
+             encoder, decoder_channels, dense_stride, weights_text, num_workers, devices, strategy, num_nodes, resume, seed, quiet):
     """Pretrain an encoder + decoder on IMAGERY with SSCCL.
 
     IMAGERY is GeoTIFF files, directories or glob patterns, read as one mosaic.
@@ -43,7 +45,9 @@ def pretrain(imagery, out, config_path, bands, rgb, crop_size, overlap, scale, b
     flags = {
         "imagery": list(imagery) or None, "out": out, "bands": bands, "rgb": rgb, "crop_size": crop_size,
         "overlap": overlap, "scale": scale, "batch_size": batch_size, "max_steps": max_steps, "max_time": max_time,
-        "arch": arch, "encoder": encoder, "dense_stride": dense_stride,
+        "arch": arch, "encoder": encoder,
+        "decoder_channels": decoder_channels,
+        "dense_stride": dense_stride,
         "weights": parse_weights(weights_text) if weights_text else None, "num_workers": num_workers,
         "devices": int(devices) if devices and devices.isdigit() else devices, "strategy": strategy,
         "num_nodes": num_nodes, "resume": resume, "seed": seed, "quiet": quiet or None,

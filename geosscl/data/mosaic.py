@@ -182,15 +182,20 @@ class Mosaic(MapGrid, RasterDataset):
             if not pairs:
                 continue
             src = open_raster(path)
-            bidx = tuple(int(b) for b, _ in pairs)
-            chans = [ch for _, ch in pairs]
-            contiguous = chans == list(range(chans[0], chans[0] + len(chans)))
-            nodata = src.nodatavals[bidx[0] - 1]
-            flags = src.mask_flag_enums[bidx[0] - 1]
-            use_mask = nodata is None and (MaskFlags.per_dataset in flags or MaskFlags.alpha in flags)
-            reads.append(
-                _FileBands(path, file_stamp(path), bidx, slice(chans[0], chans[-1] + 1) if contiguous else chans, None if nodata is None else float(nodata), use_mask)
-            )
+            # Bands of one file may declare different nodata values (a VRT of
+            # per-band files, say): bands that share one are read together.
+            groups: dict[tuple[float | None, bool], list[tuple[int, int]]] = {}
+            for b, ch in pairs:
+                nodata = src.nodatavals[int(b) - 1]
+                flags = src.mask_flag_enums[int(b) - 1]
+                use_mask = nodata is None and (MaskFlags.per_dataset in flags or MaskFlags.alpha in flags)
+                groups.setdefault((None if nodata is None else float(nodata), use_mask), []).append((int(b), ch))
+            for (nodata, use_mask), members in groups.items():
+                bidx = tuple(b for b, _ in members)
+                chans = [ch for _, ch in members]
+                contiguous = chans == list(range(chans[0], chans[0] + len(chans)))
+                reads.append(_FileBands(path, file_stamp(path), bidx,
+                                        slice(chans[0], chans[-1] + 1) if contiguous else chans, nodata, use_mask))
         src = open_raster(layout[0][0])
         bounds = tuple(src.bounds)
         if src.crs != self._crs:

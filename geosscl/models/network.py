@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from ..errors import GeossclError
 
 ARCHITECTURES = ("unet", "deeplabv3plus")
-ENCODERS = ("resnet18", "resnet34", "resnet50")
+ENCODERS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
 
 
 class SegmentationNetwork(nn.Module):
@@ -23,18 +23,28 @@ class SegmentationNetwork(nn.Module):
         in_channels: number of input bands.
         num_classes: output classes of the segmentation head.
         arch: ``"unet"`` or ``"deeplabv3plus"``.
-        encoder: ``"resnet18"``, ``"resnet34"`` or ``"resnet50"``.
+        encoder: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` or ``"mobilenet_v2"``.
+        decoder_channels: U-Net decoder widths, deepest first (five; default smp's
+            256, 128, 64, 32, 16). Narrower decoders make small models.
     """
 
-    def __init__(self, in_channels: int, num_classes: int = 1, arch: str = "unet", encoder: str = "resnet18") -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int = 1, arch: str = "unet", encoder: str = "resnet18",
+        decoder_channels: list[int] | None = None,
+    ) -> None:
         super().__init__()
         if arch not in ARCHITECTURES:
             raise GeossclError(f"arch: {arch!r} is not one of {', '.join(ARCHITECTURES)}")
         if encoder not in ENCODERS:
             raise GeossclError(f"encoder: {encoder!r} is not one of {', '.join(ENCODERS)}")
         self.arch, self.encoder_name = arch, encoder
+        extra = {}
+        if decoder_channels is not None:
+            if arch != "unet" or len(decoder_channels) != 5:
+                raise GeossclError(f"decoder_channels: five U-Net decoder widths expected, got {list(decoder_channels)} for {arch}")
+            extra["decoder_channels"] = tuple(int(c) for c in decoder_channels)
         self.net = smp.create_model(
-            arch, encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes
+            arch, encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes, **extra
         )
 
     @property

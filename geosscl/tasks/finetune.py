@@ -26,6 +26,7 @@ class SegmentationTask(BaseTask):
         band_std: per-band standard deviation.
         arch: ``"unet"`` or ``"deeplabv3plus"``.
         encoder: encoder name.
+        decoder_channels: U-Net decoder widths (default smp's).
         freeze_encoder: train the decoder and head only (encoder weights and batch-norm
             statistics stay as loaded).
         linear_probe: train the segmentation head only (a linear map of the decoder's
@@ -46,6 +47,7 @@ class SegmentationTask(BaseTask):
         band_std: list[float],
         arch: str = "unet",
         encoder: str = "resnet18",
+        decoder_channels: list[int] | None = None,
         freeze_encoder: bool = False,
         linear_probe: bool = False,
         lr: float = 1e-3,
@@ -56,7 +58,8 @@ class SegmentationTask(BaseTask):
     def configure_models(self) -> None:
         """The network, normalisation and joint image/mask augmentation."""
         h = self.hparams
-        self.network = SegmentationNetwork(h["in_channels"], h["num_classes"], arch=h["arch"], encoder=h["encoder"])
+        self.network = SegmentationNetwork(h["in_channels"], h["num_classes"], arch=h["arch"], encoder=h["encoder"],
+                                           decoder_channels=h.get("decoder_channels"))
         for module in self.frozen():
             module.requires_grad_(False)
         self.normalise = BandStats(torch.tensor(h["band_mean"]), torch.tensor(h["band_std"]))

@@ -52,7 +52,8 @@ class SSCCLTask(BaseTask):
         band_std: per-band standard deviation.
         rgb: whether bands 1–3 are red, green, blue (enables grayscale augmentation).
         arch: ``"unet"`` or ``"deeplabv3plus"``.
-        encoder: ``"resnet18"``, ``"resnet34"`` or ``"resnet50"``.
+        encoder: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` or ``"mobilenet_v2"``.
+        decoder_channels: U-Net decoder widths (default smp's).
         view_size: side of each view, pixels (a multiple of 32).
         dense_stride: decoder stride the dense features are taken at.
         grid_size: k, points per side of the overlap grid.
@@ -78,6 +79,7 @@ class SSCCLTask(BaseTask):
         rgb: bool = False,
         arch: str = "unet",
         encoder: str = "resnet18",
+        decoder_channels: list[int] | None = None,
         view_size: int = 128,
         dense_stride: int = 4,
         grid_size: int = 8,
@@ -105,7 +107,8 @@ class SSCCLTask(BaseTask):
     def configure_models(self) -> None:
         """Online network and heads, their momentum copies, the queue."""
         h = self.hparams
-        self.network = SegmentationNetwork(h["in_channels"], arch=h["arch"], encoder=h["encoder"])
+        self.network = SegmentationNetwork(h["in_channels"], arch=h["arch"], encoder=h["encoder"],
+                                           decoder_channels=h.get("decoder_channels"))
         dense = h["spatial_weight"] > 0 or h["semantic_weight"] > 0
         for module in self.network.modules_beyond(h["dense_stride"] if dense else None):
             module.requires_grad_(False)  # never reached by these losses

@@ -1,0 +1,43 @@
+"""The "geosscl" Processing provider and its setting: where the geosscl executable is."""
+
+from qgis.core import QgsProcessingProvider
+
+from .algorithm import SegmentRasterAlgorithm
+from .runner import EXECUTABLE_SETTING
+
+
+class GeossclProvider(QgsProcessingProvider):
+    def id(self):
+        return "geosscl"
+
+    def name(self):
+        return "geosscl"
+
+    def longName(self):  # noqa: N802
+        return "geosscl (self-supervised segmentation)"
+
+    def load(self):
+        try:  # the Processing plugin's settings dialog; absent in some headless set-ups
+            from processing.core.ProcessingConfig import ProcessingConfig, Setting
+
+            ProcessingConfig.settingIcons[self.name()] = self.icon()
+            ProcessingConfig.addSetting(Setting(
+                self.name(), EXECUTABLE_SETTING, "geosscl executable (empty: GEOSSCL_EXECUTABLE, then PATH)", "",
+                valuetype=Setting.FILE,
+            ))
+            ProcessingConfig.readSettings()
+        except ImportError:
+            pass
+        self.refreshAlgorithms()
+        return True
+
+    def unload(self):
+        try:
+            from processing.core.ProcessingConfig import ProcessingConfig
+
+            ProcessingConfig.removeSetting(EXECUTABLE_SETTING)
+        except (ImportError, KeyError):
+            pass
+
+    def loadAlgorithms(self):  # noqa: N802
+        self.addAlgorithm(SegmentRasterAlgorithm())

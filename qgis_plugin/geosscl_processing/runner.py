@@ -1,0 +1,145 @@
+"""Running ``geosscl predict`` as a subprocess and following its progress.
+
+Kept free of QGIS imports so that it is plain Python to read and to test. QGIS's own
+Python usually has no PyTorch, so the plugin never imports geosscl: it runs the
+``geosscl`` executable of the environment where geosscl is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+
+#: Processing setting and environment variable naming the geosscl executable.
+EXECUTABLE_SETTING = "GEOSSCL_EXECUTABLE"
+#: Variables QGIS sets for its own Python and GDAL; inherited, they make the
+#: subprocess's Python or rasterio load QGIS's modules and PROJ/GDAL data.
+QGIS_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "GDAL_DRIVER_PATH")
+
+
+class RunError(Exception):
+    """geosscl could not be found or failed; the message is for the user."""
+
+
+class Cancelled(RunError):
+    """The user cancelled; the subprocess was stopped and left no output."""
+
+
+def find_executable(configured: str | None = None) -> str:
+    """The geosscl executable: the Processing setting, else ``$GEOSSCL_EXECUTABLE``, else ``geosscl`` on PATH."""
+    for source, candidate in (("Processing setting", configured), (EXECUTABLE_SETTING, os.environ.get(EXECUTABLE_SETTING))):
+        if candidate:
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                return candidate
+            raise RunError(f"geosscl executable {candidate} (from the {source}) does not exist or cannot be run")
+    found = shutil.which("geosscl")
+    if found is None:
+        raise RunError(
+            "geosscl not found: install it (pip install geosscl) and set its path in Processing > Options > "
+            f"Providers > geosscl, or in the {EXECUTABLE_SETTING} environment variable"
+        )
+    return found
+
+
+def clean_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of the environment without what QGIS set for its own Python and GDAL."""
+    env = dict(os.environ if environ is None else environ)
+    for name in QGIS_VARIABLES:
+        env.pop(name, None)
+    return env
+
+
+def predict_command(
+    executable: str, scene: str, model: str, output: str, *, bands: list[int] | None = None,
+    tile_size: int | None = None, overlap: int | None = None, batch_size: int = 8, device: str = "auto",
+    probabilities: str | None = None, vector: str | None = None,
+) -> list[str]:
+    """The ``geosscl predict`` command line (outputs are replaced, as Processing destinations are)."""
+    command = [executable, "predict", scene, "-m", model, "-o", output, "--batch-size", str(batch_size),
+               "--device", device, "--progress", "jsonl", "--overwrite"]
+    if bands:
+        command += ["--bidx", ",".join(str(b) for b in bands)]
+    if tile_size:
+        command += ["--tile-size", str(tile_size)]
+    if overlap is not None:
+        command += ["--overlap", str(overlap)]
+    if probabilities:
+        command += ["--probabilities", probabilities]
+    if vector:
+        command += ["--vector", vector]
+    return command
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM if QGIS (or qgis_process) dies, so geosscl stops and cleans up."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def run(
+    command: list[str],
+    progress: Callable[[float], None],
+    log: Callable[[str], None],
+    cancelled: Callable[[], bool],
+    env: dict[str, str] | None = None,
+) -> dict:
+    """Run ``command``; report progress (0-100) and stderr lines; stop it when ``cancelled()``.
+
+    Returns the last JSON object geosscl printed (the outputs). Raises :class:`Cancelled`
+    or :class:`RunError` (with geosscl's one-line error) on failure.
+    """
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                               env=clean_environment() if env is None else env, preexec_fn=_die_with_parent)
+    lines: queue.Queue = queue.Queue()
+
+    def pump(stream, name):
+        for line in stream:
+            lines.put((name, line.rstrip("\n")))
+        lines.put((name, None))
+
+    for stream, name in ((process.stdout, "out"), (process.stderr, "err")):
+        threading.Thread(target=pump, args=(stream, name), daemon=True).start()
+    open_streams, errors, result = 2, [], {}
+    while open_streams:
+        if cancelled():
+            process.terminate()  # geosscl unwinds on SIGTERM and removes its temporary files
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            raise Cancelled("cancelled: geosscl was stopped and wrote no output")
+        try:
+            name, line = lines.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if line is None:
+            open_streams -= 1
+        elif name == "err":
+            if line.strip():
+                errors.append(line)
+                log(line)
+        else:
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                log(line)
+                continue
+            if "total" in message and message["total"]:
+                progress(100.0 * message["done"] / message["total"])
+            else:
+                result = message
+    if process.wait() != 0:
+        reported = [e for e in errors if e.startswith("Error:")]
+        raise RunError(reported[-1][len("Error:"):].strip() if reported else
+                       (errors[-1] if errors else f"geosscl exited with status {process.returncode}"))
+    return result

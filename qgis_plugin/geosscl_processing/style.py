@@ -1,0 +1,34 @@
+"""Paletted rendering of a geosscl class map: colours and class names from the file itself."""
+
+from __future__ import annotations
+
+import json
+
+from osgeo import gdal
+from qgis.core import QgsPalettedRasterRenderer
+from qgis.PyQt.QtGui import QColor
+
+
+def class_table(path: str) -> list[tuple[int, QColor, str]]:
+    """``(class id, colour, name)`` of every class, from the map's colour table and ``class_names`` tag."""
+    dataset = gdal.Open(path)
+    if dataset is None:
+        return []
+    names = json.loads(dataset.GetMetadataItem("class_names") or "[]")
+    colours = dataset.GetRasterBand(1).GetColorTable()
+    table = []
+    for value, name in enumerate(names):
+        entry = colours.GetColorEntry(value) if colours is not None and value < colours.GetCount() else (128, 128, 128, 255)
+        table.append((value, QColor(*entry[:3]), name))
+    return table
+
+
+def style_class_map(layer) -> bool:
+    """Give ``layer`` a paletted renderer with class names; False if the file carries none."""
+    table = class_table(layer.source())
+    if not table:
+        return False
+    classes = [QgsPalettedRasterRenderer.Class(value, colour, name) for value, colour, name in table]
+    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
+    layer.triggerRepaint()
+    return True

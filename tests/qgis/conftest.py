@@ -1,0 +1,47 @@
+"""Runs inside QGIS's own Python (a venv with --system-site-packages and pytest-qgis).
+
+The main test suite starts this one (tests/test_qgis_plugin.py); GEOSSCL_EXECUTABLE
+then names the geosscl of the project's venv.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "qgis_plugin"))
+SCENE = ROOT / "sample_data" / "nc_landsat" / "lsat7_2000.vrt"
+MODEL = ROOT / "sample_data" / "models" / "nc_landuse.safetensors"
+NAIP = ROOT / "sample_data" / "naip" / "m_4709963_se_14_1_20200831.tif"
+
+
+@pytest.fixture(scope="session")
+def provider(qgis_app, qgis_processing):
+    from qgis.core import QgsApplication
+
+    from geosscl_processing.provider import GeossclProvider
+
+    provider = GeossclProvider()
+    assert QgsApplication.processingRegistry().addProvider(provider)
+    yield provider
+    QgsApplication.processingRegistry().removeProvider(provider)
+
+
+@pytest.fixture(scope="session")
+def processing(provider):
+    """QGIS's processing module (on sys.path once pytest-qgis has initialised Processing)."""
+    import processing
+
+    return processing
+
+
+def geosscl_predict(*args: str) -> subprocess.CompletedProcess:
+    """The CLI, run as the plugin runs it (same executable, cleaned environment)."""
+    from geosscl_processing.runner import clean_environment, find_executable
+
+    return subprocess.run([find_executable(), "predict", *args], capture_output=True, text=True,
+                          env=clean_environment(), timeout=600)

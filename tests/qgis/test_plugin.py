@@ -1,0 +1,139 @@
+"""The geosscl Processing provider in real QGIS (headless): same output as geosscl predict, styling, cancel, errors."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputLayerDefinition,
+    QgsProject,
+    QgsRasterLayer,
+)
+
+from conftest import MODEL, NAIP, SCENE, geosscl_predict
+
+
+ALG = "geosscl:segment_raster"
+
+
+def read(path):
+    dataset = gdal.Open(str(path))
+    assert dataset is not None, path
+    return dataset.GetRasterBand(1).ReadAsArray(), dataset.GetGeoTransform(), dataset.GetProjection()
+
+
+def test_algorithm_is_registered_headless(provider):
+    from qgis.core import QgsApplication
+
+    algorithm = QgsApplication.processingRegistry().algorithmById(ALG)
+    assert algorithm is not None and algorithm.displayName() == "Segment raster"
+    names = {p.name() for p in algorithm.parameterDefinitions()}
+    assert names >= {"INPUT", "MODEL", "BANDS", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE", "OUTPUT",
+                     "OUTPUT_PROBABILITIES", "OUTPUT_POLYGONS"}
+
+
+def test_output_equals_geosscl_predict(processing, tmp_path):
+    layer = QgsRasterLayer(str(SCENE), "nc")
+    assert layer.isValid()
+    out = tmp_path / "qgis.tif"
+    polygons = tmp_path / "classes.gpkg"
+    result = processing.run(ALG, {"INPUT": layer, "MODEL": str(MODEL), "OUTPUT": str(out),
+                                  "OUTPUT_POLYGONS": str(polygons)})
+    assert result["OUTPUT"] == str(out) and result["OUTPUT_POLYGONS"] == str(polygons)
+    reference = tmp_path / "cli.tif"
+    cli = geosscl_predict(str(SCENE), "-m", str(MODEL), "-o", str(reference), "-q")
+    assert cli.returncode == 0, cli.stderr
+    got, want = read(out), read(reference)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1] == want[1] and got[2] == want[2]
+    assert got[1] == gdal.Open(str(SCENE)).GetGeoTransform()
+    assert len(np.unique(got[0])) >= 3
+    assert polygons.stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.gpkg", "cli.tif", "qgis.tif"]
+
+
+def test_output_layer_is_paletted_with_class_names(processing, tmp_path):
+    out = tmp_path / "styled.tif"
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    context.setProject(QgsProject.instance())
+    definition = QgsProcessingOutputLayerDefinition(str(out), QgsProject.instance())
+    processing.run(ALG, {"INPUT": str(SCENE), "MODEL": str(MODEL), "OUTPUT": definition}, context=context,
+                   feedback=feedback)
+    details = context.layerToLoadOnCompletionDetails(str(out))
+    assert details.postProcessor() is not None  # set when the result is loaded into a project
+    layer = QgsRasterLayer(str(out), "classes")
+    details.postProcessor().postProcessLayer(layer, context, feedback)
+    renderer = layer.renderer()
+    assert renderer.type() == "paletted"
+    labels = {c.value: c.label for c in renderer.classes()}
+    assert labels[1] == "developed" and labels[5] == "forest" and labels[6] == "water"
+    colour = {c.value: c.color for c in renderer.classes()}[1]
+    assert (colour.red(), colour.green(), colour.blue()) == (230, 25, 75)
+
+
+def test_cancel_stops_geosscl_and_leaves_no_file(processing, tmp_path):
+    source = gdal.Open(str(SCENE))
+    big = tmp_path / "big.tif"
+    # A bigger real scene: the NC bands tiled 3 × 3.
+    data = np.tile(source.ReadAsArray(), (1, 3, 3))
+    target = gdal.GetDriverByName("GTiff").Create(str(big), data.shape[2], data.shape[1], data.shape[0], gdal.GDT_Float32)
+    target.SetGeoTransform(source.GetGeoTransform())
+    target.SetProjection(source.GetProjection())
+    for i in range(data.shape[0]):
+        target.GetRasterBand(i + 1).WriteArray(data[i])
+        target.GetRasterBand(i + 1).SetNoDataValue(-99999)
+    target = None
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    feedback = QgsProcessingFeedback()
+    seen = []
+
+    def cancel_on_progress(value):
+        seen.append(value)
+        if value > 0:
+            feedback.cancel()
+
+    feedback.progressChanged.connect(cancel_on_progress)
+    with pytest.raises(QgsProcessingException, match="cancelled"):
+        processing.run(ALG, {"INPUT": str(big), "MODEL": str(MODEL), "OUTPUT": str(out_dir / "c.tif"),
+                             "TILE_SIZE": 64, "OVERLAP": 16}, feedback=feedback)
+    assert seen and 0 < max(seen) < 100
+    assert list(out_dir.iterdir()) == []
+
+
+def test_clear_errors(processing, tmp_path, monkeypatch):
+    out = tmp_path / "o.tif"
+
+    def fails(message, **parameters):
+        with pytest.raises(QgsProcessingException, match=message):
+            processing.run(ALG, {"INPUT": str(SCENE), "MODEL": str(MODEL), "OUTPUT": str(out), **parameters})
+        assert not out.exists()
+
+    fails("model file .*missing.safetensors does not exist", MODEL=str(tmp_path / "missing.safetensors"))
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_text("not a model")
+    fails("geosscl: .*bogus.safetensors: not a geosscl model file", MODEL=str(bogus))
+    fails("geosscl: .*has 4 band\\(s\\); the model reads bands 1,2,3,4,5,6", INPUT=str(NAIP))
+    fails("--bidx picks 2 band\\(s\\); the model takes 6", BANDS=[1, 2])
+    no_crs = tmp_path / "nocrs.tif"
+    gdal.GetDriverByName("GTiff").Create(str(no_crs), 64, 64, 6, gdal.GDT_Float32).FlushCache()
+    fails("has no CRS", INPUT=str(no_crs))
+    monkeypatch.setenv("GEOSSCL_EXECUTABLE", str(tmp_path / "nowhere" / "geosscl"))
+    fails("geosscl: geosscl executable .*nowhere/geosscl .*does not exist")
+
+
+def test_layer_that_is_not_a_plain_raster_file(processing, tmp_path):
+    envi = tmp_path / "scene.dat"
+    gdal.Translate(str(envi), str(SCENE), format="ENVI")
+    layer = QgsRasterLayer(str(envi), "envi")
+    assert layer.isValid()
+    out = tmp_path / "from_envi.tif"
+    processing.run(ALG, {"INPUT": layer, "MODEL": str(MODEL), "OUTPUT": str(out)})
+    reference = tmp_path / "cli.tif"
+    assert geosscl_predict(str(SCENE), "-m", str(MODEL), "-o", str(reference), "-q").returncode == 0
+    np.testing.assert_array_equal(read(out)[0], read(reference)[0])

@@ -1,0 +1,149 @@
+"""The QGIS plugin in real QGIS: its own test suite inside QGIS's Python, and qgis_process.
+
+QGIS comes from Debian (installed here when missing; the CI machine is root). The
+plugin's tests (tests/qgis) run in a venv made from QGIS's Python with
+--system-site-packages and pytest-qgis 2.1.0 (the last one for QGIS 3.22); they call
+the geosscl of this venv, as a user's QGIS would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from conftest import SAMPLES, write_raster
+
+ROOT = Path(__file__).resolve().parent.parent
+QGIS_PROCESS = "/usr/bin/qgis_process.bin"
+SYSTEM_PYTHON = "/usr/bin/python3"
+SCENE = SAMPLES / "nc_landsat" / "lsat7_2000.vrt"
+MODEL = SAMPLES / "models" / "nc_landuse.safetensors"
+GEOSSCL = str(Path(sys.executable).parent / "geosscl")
+
+
+def _environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "GDAL_DRIVER_PATH")}
+    # GDAL_PAM_ENABLED=NO: QGIS would leave .aux.xml statistics files beside the bundled rasters.
+    env.update(QT_QPA_PLATFORM="offscreen", GEOSSCL_EXECUTABLE=GEOSSCL, GDAL_PAM_ENABLED="NO", **extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def qgis() -> None:
+    """Debian's QGIS, installed when missing."""
+    have = os.path.exists(QGIS_PROCESS) and subprocess.run([SYSTEM_PYTHON, "-c", "import qgis.core"],
+                                                          capture_output=True).returncode == 0
+    if not have:
+        if os.geteuid() != 0:
+            pytest.fail("QGIS is not installed and installing it needs root: apt-get install -y qgis python3-qgis qgis-providers")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "qgis", "python3-qgis", "qgis-providers"], check=True, env=env,
+                       capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def qgis_python(qgis) -> str:
+    """A venv of QGIS's Python (system site packages) with pytest-qgis."""
+    venv = ROOT / ".venv-qgis"
+    python = venv / "bin" / "python"
+    stamp = venv / ".ready"
+    if not stamp.exists():
+        subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "pytest-qgis==2.1.0",
+                        "pytest>=7,<9"], check=True, env=_environment())
+        stamp.touch()
+    return str(python)
+
+
+def test_plugin_suite_inside_qgis(qgis_python):
+    result = subprocess.run(
+        [qgis_python, "-m", "pytest", "-c", str(ROOT / "tests" / "qgis" / "pytest.ini"), str(ROOT / "tests" / "qgis"),
+         "-q", "--qgis_disable_gui"],
+        capture_output=True, text=True, env=_environment(), cwd=ROOT, timeout=1500,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+@pytest.fixture(scope="session")
+def plugin_zip(tmp_path_factory) -> Path:
+    """The plugin as users install it: ``make plugin``'s zip, extracted into a plugin folder."""
+    built = subprocess.run(["make", "-s", "plugin", f"PYTHON={sys.executable}"], cwd=ROOT, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    folder = tmp_path_factory.mktemp("plugins")
+    with zipfile.ZipFile(ROOT / "dist" / "geosscl_processing.zip") as archive:
+        names = archive.namelist()
+        assert "geosscl_processing/metadata.txt" in names and not any("__pycache__" in n for n in names)
+        archive.extractall(folder)
+    metadata = (folder / "geosscl_processing" / "metadata.txt").read_text()
+    assert "hasProcessingProvider=yes" in metadata and "qgisMinimumVersion=3.22" in metadata
+    return folder
+
+
+@pytest.fixture()
+def qgis_process(qgis, plugin_zip, tmp_path):
+    """Runs qgis_process with the installed plugin enabled in a throw-away profile."""
+    env = _environment(QGIS_PLUGINPATH=str(plugin_zip), QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"))
+    enabled = subprocess.run([QGIS_PROCESS, "plugins", "enable", "geosscl_processing"], capture_output=True, text=True,
+                             env=env, timeout=300)
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+
+    def run(*args: str, **kwargs):
+        return subprocess.run([QGIS_PROCESS, *args], capture_output=True, text=True, env=env, timeout=600, **kwargs)
+
+    run.env = env
+    return run
+
+
+def test_qgis_process_smoke(qgis_process, tmp_path):
+    out = tmp_path / "classes.tif"
+    result = qgis_process("run", "geosscl:segment_raster", "--", f"INPUT={SCENE}", f"MODEL={MODEL}", f"OUTPUT={out}",
+                          "BATCH_SIZE=4")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    reference = tmp_path / "reference.tif"
+    cli = subprocess.run([GEOSSCL, "predict", str(SCENE), "-m", str(MODEL), "-o", str(reference), "-q"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    with rasterio.open(out) as got, rasterio.open(reference) as want:
+        np.testing.assert_array_equal(got.read(1), want.read(1))
+        assert got.crs == want.crs and got.transform == want.transform
+        assert json.loads(got.tags()["class_names"])[5] == "forest"
+    failing = qgis_process("run", "geosscl:segment_raster", "--", f"INPUT={SCENE}", f"MODEL={tmp_path / 'nope.safetensors'}",
+                           f"OUTPUT={tmp_path / 'failed.tif'}")
+    assert failing.returncode != 0 and "does not exist" in failing.stdout + failing.stderr
+    assert not (tmp_path / "failed.tif").exists()
+
+
+def test_killed_qgis_process_leaves_nothing(qgis_process, tmp_path):
+    with rasterio.open(SCENE) as src:
+        big = write_raster(tmp_path / "big.tif", np.tile(src.read(), (1, 3, 3)), crs=src.crs, transform=src.transform,
+                           nodata=src.nodata)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    process = subprocess.Popen(
+        [QGIS_PROCESS, "run", "geosscl:segment_raster", "--", f"INPUT={big}", f"MODEL={MODEL}",
+         f"OUTPUT={out_dir / 'c.tif'}", "TILE_SIZE=64", "OVERLAP=16"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=qgis_process.env,
+    )
+    deadline = time.time() + 300
+    while not any(out_dir.iterdir()) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)  # geosscl has started writing (temporary files)
+    assert any(out_dir.iterdir()), "geosscl never started"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) != 0
+    deadline = time.time() + 60
+    while any(out_dir.iterdir()) and time.time() < deadline:
+        time.sleep(0.2)  # the orphaned geosscl got SIGTERM too, and cleans up
+    assert list(out_dir.iterdir()) == []
