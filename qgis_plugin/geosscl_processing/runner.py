@@ -102,12 +102,17 @@ def run(
     lines: queue.Queue = queue.Queue()
 
     def pump(stream, name):
-        for line in stream:
-            lines.put((name, line.rstrip("\n")))
+        with stream:  # closed at end of file, by the thread that reads it
+            for line in stream:
+                lines.put((name, line.rstrip("\n")))
         lines.put((name, None))
 
     for stream, name in ((process.stdout, "out"), (process.stderr, "err")):
         threading.Thread(target=pump, args=(stream, name), daemon=True).start()
+    return _follow(process, lines, progress, log, cancelled)
+
+
+def _follow(process, lines, progress, log, cancelled) -> dict:
     open_streams, errors, result = 2, [], {}
     while open_streams:
         if cancelled():
