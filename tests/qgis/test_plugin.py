@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 
 import numpy as np
 import pytest
@@ -123,8 +124,27 @@ def test_clear_errors(processing, tmp_path, monkeypatch):
     no_crs = tmp_path / "nocrs.tif"
     gdal.GetDriverByName("GTiff").Create(str(no_crs), 64, 64, 6, gdal.GDT_Float32).FlushCache()
     fails("has no CRS", INPUT=str(no_crs))
+    executable = os.environ["GEOSSCL_EXECUTABLE"]
     monkeypatch.setenv("GEOSSCL_EXECUTABLE", str(tmp_path / "nowhere" / "geosscl"))
-    fails("geosscl: geosscl executable .*nowhere/geosscl .*does not exist")
+    fails("geosscl: geosscl executable .*nowhere/geosscl \\(from the GEOSSCL_EXECUTABLE\\) does not exist")
+    monkeypatch.delenv("GEOSSCL_EXECUTABLE")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    fails("geosscl: geosscl not found: install it")
+    # The provider's Processing setting comes first.
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    from geosscl_processing.runner import EXECUTABLE_SETTING
+
+    not_a_program = tmp_path / "geosscl.txt"
+    not_a_program.write_text("")
+    ProcessingConfig.setSettingValue(EXECUTABLE_SETTING, str(not_a_program))
+    try:
+        fails("geosscl executable .*geosscl.txt \\(from the Processing setting\\) does not exist or cannot be run")
+        ProcessingConfig.setSettingValue(EXECUTABLE_SETTING, executable)
+        processing.run(ALG, {"INPUT": str(SCENE), "MODEL": str(MODEL), "OUTPUT": str(out)})  # no PATH, no variable
+        assert out.exists()
+    finally:
+        ProcessingConfig.setSettingValue(EXECUTABLE_SETTING, "")
 
 
 def test_layer_that_is_not_a_plain_raster_file(processing, tmp_path):
