@@ -277,6 +277,9 @@ def test_interrupt_leaves_nothing(model, stack, tmp_path, sig):
         [sys.executable, "-m", "geosscl", "predict", str(big), "-m", model, "-o", str(out_dir / "c.tif"),
          "--probabilities", str(out_dir / "p.tif"), "--tile-size", "64", "--overlap", "16", "--progress", "jsonl"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As in a terminal: a job started in the background by a shell inherits SIGINT
+        # ignored, and Python then leaves it ignored (nohup semantics).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     first = process.stdout.readline()
     assert json.loads(first)["done"] == 1, first + process.stderr.read()
