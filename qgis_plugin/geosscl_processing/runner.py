@@ -77,12 +77,19 @@ def predict_command(
     return command
 
 
+# Loaded here, not in the forked child: QGIS has many threads, and a child of a
+# multi-threaded process must not load libraries before exec.
+_LIBC = None
+if sys.platform.startswith("linux"):
+    import ctypes
+
+    _LIBC = ctypes.CDLL(None)
+
+
 def _die_with_parent() -> None:
     """In the child: receive SIGTERM if QGIS (or qgis_process) dies, so geosscl stops and cleans up."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if _LIBC is not None:
+        _LIBC.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
 def run(
