@@ -108,7 +108,11 @@ def _extent(mosaic: Mosaic) -> tuple[float, float, float, float]:
 
 
 def _model(model: Model) -> tuple[SegmentationNetwork, ModelInfo]:
-    return model if isinstance(model, tuple) else load_model(model)
+    network, info = model if isinstance(model, tuple) else load_model(model)
+    if info.num_classes > NODATA_CLASS:
+        raise GeossclError(f"{model if not isinstance(model, tuple) else 'model'}: {info.num_classes} classes do not fit "
+                           f"a uint8 class map with {NODATA_CLASS} as nodata (at most {NODATA_CLASS})")
+    return network, info
 
 
 def segment(

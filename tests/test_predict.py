@@ -297,3 +297,14 @@ def test_a_vrt_is_a_scene(model, tmp_path):
     with rasterio.open(from_vrt) as a, rasterio.open(from_files) as b:
         np.testing.assert_array_equal(a.read(1), b.read(1))
         assert a.transform == b.transform and a.crs == b.crs
+
+
+def test_too_many_classes_for_a_uint8_map(tmp_path):
+    from geosscl.modelfile import ModelInfo, default_colors
+    from geosscl.models import SegmentationNetwork
+
+    info = ModelInfo(arch="unet", encoder="resnet18", bands=list(range(1, 7)), band_mean=[0.0] * 6, band_std=[1.0] * 6,
+                     class_names=[str(i) for i in range(300)], class_colors=default_colors(300), res=[28.5, 28.5])
+    with pytest.raises(GeossclError, match="300 classes do not fit a uint8 class map"):
+        predict(BANDS, (SegmentationNetwork(6, 300), info), tmp_path / "o.tif")
+    assert list(tmp_path.iterdir()) == []
