@@ -35,11 +35,15 @@ def losses(run: Path) -> dict[int, dict[str, float]]:
     return out
 
 
+SHORT_RUN_STEPS = 150  # 60 steps left the instance loss where a random init put it, for some inits
+
+
 def test_short_run_lowers_instance_and_consistency_losses():
     mosaic = Mosaic(NAIP)
     mean, std = band_statistics(mosaic)
     held_out = OverlappingPairSampler(mosaic, 64, length=32, generator=torch.Generator().manual_seed(123))
     held = DataLoader(PairDataset(mosaic, 64), sampler=held_out, batch_size=16, collate_fn=stack_samples)
+    torch.manual_seed(0)  # the same initial weights every run: 60 steps move the instance loss by a few hundredths
     task = SSCCLTask(4, mean, std, rgb=True, view_size=64, queue_size=64, lr=1e-3)
 
     def evaluate() -> dict[str, float]:
@@ -51,9 +55,9 @@ def test_short_run_lowers_instance_and_consistency_losses():
     from geosscl.data.module import PairDataModule
 
     pl.seed_everything(0, verbose=False)
-    trainer = pl.Trainer(max_steps=60, max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_steps=SHORT_RUN_STEPS, max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
-    trainer.fit(task, datamodule=PairDataModule(mosaic, view_size=64, batch_size=16, steps=60))
+    trainer.fit(task, datamodule=PairDataModule(mosaic, view_size=64, batch_size=16, steps=SHORT_RUN_STEPS))
     after = evaluate()
     for term in ("val_loss_instance", "val_loss_spatial", "val_loss_semantic"):
         assert after[term] < before[term], (term, before[term], after[term])
