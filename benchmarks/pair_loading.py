@@ -1,14 +1,23 @@
 """Pairs per second of geosscl's pair loading against its peers, in one process.
 
-Peers, on the same pairs of 128 px views from the bundled NAIP scene:
+Peers, on the same pairs of 128 px views from the bundled NAIP scene, at two levels.
 
-* geosscl: ``PairDataset[pair]`` (one read of the union at the native grid, two
-  resampled views);
+Per pair, the dataset alone (the issue's targets):
+
+* geosscl: ``PairDataset[pair]``: one read of the union of both boxes, as stored
+  (uint8 here) with its validity mask. The views are cut from it later, batched, on
+  the training device (:func:`geosscl.data.cut_views`);
 * TorchGeo 0.8.1: a ``RasterDataset`` over the same file, reading each view as its own
   query ``ds[xmin:xmax:res, ymin:ymax:res]`` at the view's resolution (how a TorchGeo
   pipeline reads two views);
 * the bare limit: rasterio reading the union window of each pair from an open
   handle, with the window computed arithmetically, and nothing else.
+
+Per batch of 32, what a DataLoader worker does (``worker_*``): the above plus the
+collate function (:func:`~geosscl.data.collate_pairs`; TorchGeo's ``stack_samples``
+of its two views). ``cut_views_*`` time the cut on the CPU (and on CUDA when
+present); ``cpu_pipeline_pairs_per_s`` is a worker plus the CPU cut: the rate of a
+pipeline with no GPU, views ready to augment.
 
 It also times single 128 px windows read through each dataset's TorchGeo interface
 (``Mosaic[query]`` against ``RasterDataset[query]``).
@@ -26,13 +35,14 @@ from pathlib import Path
 import rasterio
 import torch
 from rasterio.windows import Window
-from torchgeo.datasets import RasterDataset
+from torchgeo.datasets import RasterDataset, stack_samples
 
-from geosscl.data import Mosaic, PairDataset
+from geosscl.data import Mosaic, PairDataset, collate_pairs, cut_views
 from samplers import OverlappingPairSampler
 
 NAIP = Path(__file__).resolve().parent.parent / "sample_data" / "naip" / "m_4709963_se_14_1_20200831.tif"
 VIEW = 128
+BATCH = 32
 
 
 class NAIPFile(RasterDataset):
@@ -41,11 +51,24 @@ class NAIPFile(RasterDataset):
     filename_glob = NAIP.name
 
 
-def rate(read, pairs) -> float:
-    start = time.perf_counter()
-    for pair in pairs:
-        read(pair)
-    return len(pairs) / (time.perf_counter() - start)
+def cut_rate(dataset: PairDataset, pairs, device: str, rounds: int, batch: int = BATCH) -> float:
+    """Pairs per second of :func:`cut_views` on ``device``, batches of ``batch`` collated pairs."""
+    batches = []
+    for i in range(0, min(len(pairs), 10 * batch), batch):
+        collated = collate_pairs([dataset[p] for p in pairs[i : i + batch]])
+        batches.append({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in collated.items()})
+    cut_views(batches[0], VIEW)  # warm up
+    best = 0.0
+    for _ in range(rounds):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for b in batches:
+            cut_views(b, VIEW)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, sum(len(b["box_a"]) for b in batches) / (time.perf_counter() - start))
+    return best
 
 
 def main() -> None:
@@ -69,13 +92,24 @@ def main() -> None:
     src = rasterio.open(NAIP)
     t = src.transform
 
+    batches = [pairs[i : i + BATCH] for i in range(0, len(pairs), BATCH)]
+
     def geosscl_read(pair):
         dataset[pair]
 
-    def torchgeo_read(pair):
+    def geosscl_worker(batch):
+        collate_pairs([dataset[pair] for pair in batch])
+
+    def torchgeo_views(pair):
+        views = []
         for box in (pair.box_a, pair.box_b):
             res = (box[2] - box[0]) / VIEW
-            torchgeo[box[0] : box[2] : res, box[1] : box[3] : res]
+            views.append(torchgeo[box[0] : box[2] : res, box[1] : box[3] : res])
+        return views
+
+    def torchgeo_worker(batch):
+        views = [torchgeo_views(pair) for pair in batch]
+        stack_samples([a for a, _ in views]), stack_samples([b for _, b in views])
 
     def union_read(pair):
         x0, y0, x1, y1 = pair.union
@@ -93,16 +127,31 @@ def main() -> None:
     def torchgeo_window(query):
         torchgeo[query]
 
-    for read, items in ((geosscl_read, pairs), (torchgeo_read, pairs), (union_read, pairs),
-                        (mosaic_window, windows), (torchgeo_window, windows)):  # warm caches and handles
+    torchgeo_batches = batches[: max(1, args.torchgeo_pairs // BATCH)]
+    peers = {
+        "geosscl": (geosscl_read, pairs, None),
+        "torchgeo": (torchgeo_views, pairs[: args.torchgeo_pairs], None),
+        "union": (union_read, pairs, None),
+        "worker": (geosscl_worker, batches, len),
+        "torchgeo_worker": (torchgeo_worker, torchgeo_batches, len),
+        "mosaic_window": (mosaic_window, windows, None),
+        "torchgeo_window": (torchgeo_window, windows, None),
+    }
+    for read, items, _ in peers.values():  # warm caches and handles
         read(items[0])
-    best = {"geosscl": 0.0, "torchgeo": 0.0, "union": 0.0, "mosaic_window": 0.0, "torchgeo_window": 0.0}
+    best = dict.fromkeys(peers, 0.0)
     for _ in range(args.rounds):
-        best["geosscl"] = max(best["geosscl"], rate(geosscl_read, pairs))
-        best["torchgeo"] = max(best["torchgeo"], rate(torchgeo_read, pairs[: args.torchgeo_pairs]))
-        best["union"] = max(best["union"], rate(union_read, pairs))
-        best["mosaic_window"] = max(best["mosaic_window"], rate(mosaic_window, windows))
-        best["torchgeo_window"] = max(best["torchgeo_window"], rate(torchgeo_window, windows))
+        for name, (read, items, per_item) in peers.items():
+            start = time.perf_counter()
+            for item in items:
+                read(item)
+            count = sum(per_item(i) for i in items) if per_item else len(items)
+            best[name] = max(best[name], count / (time.perf_counter() - start))
+
+    cut = {"cpu": cut_rate(dataset, pairs, "cpu", args.rounds)}
+    if torch.cuda.is_available():
+        cut["cuda"] = cut_rate(dataset, pairs, "cuda", args.rounds)
+    cpu_pipeline = 1.0 / (1.0 / best["worker"] + 1.0 / cut["cpu"])
 
     print(f"# {len(pairs)} pairs of {VIEW} px views, overlap 0.3-0.8, scale {scale[0]:g}-{scale[1]:g}, "
           f"torch threads {torch.get_num_threads()}")
@@ -111,9 +160,17 @@ def main() -> None:
     print(f"pairs_per_s={best['geosscl']:.1f}")
     print(f"torchgeo_pairs_per_s={best['torchgeo']:.1f}")
     print(f"union_read_pairs_per_s={best['union']:.1f}")
+    print(f"worker_pairs_per_s={best['worker']:.1f}")
+    print(f"torchgeo_worker_pairs_per_s={best['torchgeo_worker']:.1f}")
+    for device, value in cut.items():
+        print(f"cut_views_{device}_pairs_per_s={value:.1f}")
+    print(f"cpu_pipeline_pairs_per_s={cpu_pipeline:.1f}")
     print(f"mosaic_windows_per_s={best['mosaic_window']:.1f}")
     print(f"torchgeo_windows_per_s={best['torchgeo_window']:.1f}")
     print(f"window_ratio_vs_torchgeo={best['mosaic_window'] / best['torchgeo_window']:.2f}")
+    print(f"worker_ratio_vs_torchgeo={best['worker'] / best['torchgeo_worker']:.2f}")
+    print(f"worker_ratio_vs_union_read={best['worker'] / best['union']:.2f}")
+    print(f"cpu_pipeline_ratio_vs_torchgeo={cpu_pipeline / best['torchgeo_worker']:.2f}")
     print(f"ratio_vs_torchgeo={best['geosscl'] / best['torchgeo']:.2f}")
     print(f"ratio_vs_union_read={best['geosscl'] / best['union']:.2f}")
 

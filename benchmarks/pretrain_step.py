@@ -22,10 +22,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
-from torchgeo.datasets import stack_samples
 from torchgeo.trainers import MoCoTask
 
 from geosscl import Mosaic, PairDataset
+from geosscl.data import collate_pairs, cut_views
 from geosscl.data.stats import band_statistics
 from geosscl.tasks import SSCCLTask
 from samplers import OverlappingPairSampler
@@ -54,7 +54,7 @@ def images_per_s(task: pl.LightningModule, batches: list, warmup: int) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(task, train_dataloaders=DataLoader(batches, batch_size=None))
-    batch = len(batches[0]["image"]) if "image" in batches[0] else len(batches[0]["image_a"])
+    batch = len(batches[0]["image"]) if "image" in batches[0] else len(batches[0]["box_a"])
     return batch * len(timer.times) / sum(timer.times)
 
 
@@ -74,11 +74,12 @@ def main() -> None:
                                      generator=torch.Generator().manual_seed(0))
     dataset = PairDataset(mosaic, args.crop)
     pairs = list(sampler)
-    ssccl_batches = [stack_samples([dataset[p] for p in pairs[i : i + args.batch]])
+    # SSCCL gets what its data module gives (unions; it cuts the views itself, as in training).
+    ssccl_batches = [collate_pairs([dataset[p] for p in pairs[i : i + args.batch]])
                      for i in range(0, len(pairs), args.batch)]
     # MoCo gets the same imagery, normalised the same way, NaN-free, one image a sample.
     norm = lambda x: ((x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)).nan_to_num(0)
-    moco_batches = [{"image": norm(b["image_a"])} for b in ssccl_batches]
+    moco_batches = [{"image": norm(cut_views(b, args.crop)["image_a"])} for b in ssccl_batches]
 
     common = dict(in_channels=4, band_mean=mean, band_std=std, rgb=True, view_size=args.crop, queue_size=1024,
                   dense_stride=args.dense_stride)

@@ -2,8 +2,9 @@
 
 Data flow (see ``docs``): :class:`geosscl.data.Mosaic` reads a mosaic,
 :class:`samplers.OverlappingPairSampler` draws view pairs that overlap in map
-coordinates and :class:`geosscl.data.PairDataset` turns each pair into two
-image tensors.
+coordinates, :class:`geosscl.data.PairDataset` reads the union of each pair once
+and :func:`geosscl.data.cut_views` resamples both views from it on the training
+device.
 """
 
 from .data import Mosaic, PairDataset

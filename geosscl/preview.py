@@ -30,11 +30,11 @@ def display_rgb(images: Sequence[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
-def plot_pairs(samples: Sequence[dict[str, Any]], path: str, title: str = "") -> None:
+def plot_pairs(views: dict[str, Any], path: str, title: str = "") -> None:
     """Write a PNG with one row per pair: view A | view B, the overlap outlined.
 
     Args:
-        samples: items of :class:`geosscl.data.PairDataset`.
+        views: a batch of both views, from :func:`geosscl.data.cut_views`.
         path: PNG file to write.
         title: figure title.
     """
@@ -44,13 +44,13 @@ def plot_pairs(samples: Sequence[dict[str, Any]], path: str, title: str = "") ->
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    rows = len(samples)
+    rows = len(views["box_a"])
     fig, axes = plt.subplots(rows, 2, figsize=(6, 3 * rows + 0.6), squeeze=False)
-    for row, sample in enumerate(samples):
-        images = [sample["image_a"].numpy(), sample["image_b"].numpy()]
-        overlap = sample["overlap"].tolist()
+    for row in range(rows):
+        images = [views["image_a"][row].cpu().numpy(), views["image_b"][row].cpu().numpy()]
+        overlap = views["overlap"][row].tolist()
         for col, (rgb, key) in enumerate(zip(display_rgb(images), ("box_a", "box_b"))):
-            box = sample[key].tolist()
+            box = views[key][row].tolist()
             ax = axes[row, col]
             ax.imshow(rgb, interpolation="nearest")
             size = rgb.shape[1]

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from affine import Affine
-from torchgeo.datasets import stack_samples
 
 from geosscl import Mosaic, PairDataset
 from geosscl.augment import PairAugmentation
@@ -40,8 +39,7 @@ def ramp_error(mosaic: Mosaic, augment: PairAugmentation, scale, use_matrix: boo
     size = 64
     torch.manual_seed(seed)
     sampler = OverlappingPairSampler(mosaic, size, scale=scale, length=16, generator=torch.Generator().manual_seed(seed))
-    dataset = PairDataset(mosaic, size)
-    batch = stack_samples([dataset[p] for p in sampler])
+    batch = PairDataset(mosaic, size).views(sampler)
     points = overlap_grid(batch["overlap"], 8)
     expected = torch.stack([(points[..., 0] - ORIGIN[0]) / 1000, (points[..., 1] - ORIGIN[1]) / 1000], dim=1)
     worst = 0.0
@@ -81,8 +79,7 @@ def test_real_imagery_equal_scale_views_agree_at_mapped_points():
     size = 64
     torch.manual_seed(0)
     sampler = OverlappingPairSampler(mosaic, size, scale=(1, 1), length=16, generator=torch.Generator().manual_seed(1))
-    dataset = PairDataset(mosaic, size)
-    batch = stack_samples([dataset[p] for p in sampler])
+    batch = PairDataset(mosaic, size).views(sampler)
     # Grid points on pixel centres of the native grid, so no interpolation happens at all.
     res = mosaic.res[0]
     k = 8

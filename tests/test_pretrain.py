@@ -13,7 +13,7 @@ import pytest
 import torch
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
-from torchgeo.datasets import stack_samples
+from geosscl.data import collate_pairs
 
 from geosscl import GeossclError, Mosaic, PairDataset
 from geosscl.data.stats import band_statistics
@@ -42,7 +42,7 @@ def test_short_run_lowers_instance_and_consistency_losses():
     mosaic = Mosaic(NAIP)
     mean, std = band_statistics(mosaic)
     held_out = OverlappingPairSampler(mosaic, 64, length=32, generator=torch.Generator().manual_seed(123))
-    held = DataLoader(PairDataset(mosaic, 64), sampler=held_out, batch_size=16, collate_fn=stack_samples)
+    held = DataLoader(PairDataset(mosaic, 64), sampler=held_out, batch_size=16, collate_fn=collate_pairs)
     torch.manual_seed(0)  # the same initial weights every run
     task = SSCCLTask(4, mean, std, rgb=True, view_size=64, queue_size=64, lr=1e-3)
 

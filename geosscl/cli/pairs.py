@@ -41,11 +41,10 @@ def pairs(imagery, output, count, view_size, overlap, scale, max_nodata, bands, 
         mosaic, view_size, overlap=overlap, scale=scale, length=count, max_nodata=max_nodata,
         generator=torch.Generator().manual_seed(seed),
     )
-    dataset = PairDataset(mosaic, view_size)
     drawn = list(sampler)
-    samples = [dataset[pair] for pair in drawn]
+    views = PairDataset(mosaic, view_size).views(drawn)
     with atomic_output(output, overwrite) as tmp:
-        plot_pairs(samples, tmp, title=f"{len(samples)} pairs, overlap {overlap}, scale {scale}, seed {seed}")
+        plot_pairs(views, tmp, title=f"{len(drawn)} pairs, overlap {overlap}, scale {scale}, seed {seed}")
     if not quiet:
         click.echo(str(mosaic))
         for i, pair in enumerate(drawn):

@@ -2,10 +2,10 @@
 
 from .files import find_rasters, open_raster
 from .labels import IGNORE_INDEX, RasterLabels, VectorLabels, open_labels
-from .mosaic import Bounds, Mosaic
-from .pairs import PairDataset, resample_views
+from .mosaic import Bounds, Mosaic, RawWindow
+from .pairs import PairDataset, collate_pairs, cut_views
 
 __all__ = [
-    "IGNORE_INDEX", "Bounds", "Mosaic", "PairDataset", "RasterLabels", "VectorLabels",
-    "find_rasters", "open_labels", "open_raster", "resample_views",
+    "IGNORE_INDEX", "Bounds", "Mosaic", "PairDataset", "RasterLabels", "RawWindow", "VectorLabels",
+    "collate_pairs", "cut_views", "find_rasters", "open_labels", "open_raster",
 ]

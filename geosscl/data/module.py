@@ -5,17 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.accelerators import CUDAAccelerator
 import torch
 from torch.utils.data import DataLoader, Sampler
-from torchgeo.datasets import stack_samples
 
 from .mosaic import Mosaic
-from .pairs import PairDataset
+from .pairs import PairDataset, collate_pairs
 
 
 class PairDataModule(pl.LightningDataModule):
     """Batches of overlapping view pairs from a mosaic, for pretraining.
 
+    Workers read each pair's union as stored and batch them with
+    :func:`~geosscl.data.collate_pairs`; the task cuts the views on its device.
     Each pair is drawn independently by :class:`samplers.OverlappingPairSampler` (a
     file weighted by area, a location uniform in it), so a batch spreads over the
     whole mosaic rather than one neighbourhood. The sampler splits its stream by
@@ -67,9 +69,11 @@ class PairDataModule(pl.LightningDataModule):
             sampler=_ContinuedStream(self, self.sampler),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
-            collate_fn=stack_samples,
+            collate_fn=collate_pairs,
             drop_last=True,
             persistent_workers=self.num_workers > 0,
+            # Page-locked batches reach a GPU without a staging copy.
+            pin_memory=self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator),
             # Worker seeds from their own generator, not from the global RNG that
             # drives augmentation: a resumed run then augments as the whole run did.
             generator=torch.Generator().manual_seed(self.seed),

@@ -6,7 +6,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,25 @@ Bounds = tuple[float, float, float, float]
 # Grid alignment tolerance, in pixels: offsets closer than this to an integer count
 # as aligned, so a read at the native grid is a plain window read.
 _ALIGN_TOL = 1e-6
+
+
+class RawWindow(NamedTuple):
+    """Pixels of a mosaic as stored (:meth:`Mosaic.read_raw`).
+
+    A pixel holds data where ``valid`` is True (when there is a mask) and ``image``
+    differs from ``nodata`` in every band (when there is a value). Non-finite float
+    values are masked (and set to 0).
+    """
+
+    image: np.ndarray
+    """``C×H×W`` in :attr:`Mosaic.dtype`."""
+    valid: np.ndarray | None
+    """``H×W`` bool mask (True = data), or None when the file has no mask."""
+    nodata: float | int | None
+    """Value marking nodata, in ``image``'s type; None when the file declares none
+    or the window holds none."""
+    transform: Affine
+    """Of the pixel grid: pixel (0, 0) at ``(minx, maxy)``."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +176,19 @@ class Mosaic(MapGrid, RasterDataset):
         self.bands = [str(b) for b in bands]
 
         self._sources = [self._make_source(layout) for layout in layouts]
+        band_dtypes = {
+            (part.path, part.bidx): {np.dtype(open_raster(part.path).dtypes[b - 1]) for b in part.bidx}
+            for source in self._sources for part in source.reads
+        }
+        self._dtype = np.result_type(*set().union(*band_dtypes.values()))
+        # Reads that need no conversion: asking rasterio for the type a file already
+        # has still costs a copy (a third of a small window's read time).
+        self._as_stored = {key for key, kinds in band_dtypes.items() if kinds == {self._dtype}}
+        self._nodata_values = {
+            (part.path, part.bidx): self._nodata_value(part.nodata) for source in self._sources for part in source.reads
+        }
+        # Reads of every band in order: rasterio reads those faster without an index list.
+        self._all_bands = {key for key in band_dtypes if key[1] == tuple(range(1, open_raster(key[0]).count + 1))}
 
         if res is None:
             res = self._native_res(self._sources[0])
@@ -256,6 +288,11 @@ class Mosaic(MapGrid, RasterDataset):
         return self._resampling
 
     @property
+    def dtype(self) -> np.dtype:
+        """The data type that holds every selected band of every file (numpy's promotion)."""
+        return self._dtype
+
+    @property
     def num_bands(self) -> int:
         """Number of bands (channels) of every image read."""
         return len(self.band_indexes)
@@ -304,6 +341,10 @@ class Mosaic(MapGrid, RasterDataset):
     # -- reading --------------------------------------------------------------
 
     def _intersecting(self, bounds: Bounds) -> np.ndarray:
+        if len(self._sources) == 1:  # numpy's fixed cost is most of a pair's budget here
+            b = self._sources[0].bounds
+            hit = b[0] < bounds[2] and b[2] > bounds[0] and b[1] < bounds[3] and b[3] > bounds[1]
+            return np.arange(1 if hit else 0)
         b = self._bounds
         hit = (b[:, 0] < bounds[2]) & (b[:, 2] > bounds[0]) & (b[:, 1] < bounds[3]) & (b[:, 3] > bounds[1])
         return np.flatnonzero(hit)
@@ -369,6 +410,66 @@ class Mosaic(MapGrid, RasterDataset):
                 else:
                     self._read_warped(part, transform, out)
         return out, transform, not np.isnan(out).any()
+
+    def read_raw(self, bounds: Bounds) -> RawWindow:
+        """Read the pixels covering ``bounds`` at :attr:`res` as stored, nodata as a value or a mask.
+
+        The cheapest read there is: where one file covers ``bounds`` on its own grid, a
+        single window read with no type conversion and no pass over the pixels; its
+        nodata is then the file's value (or its mask band). It is what
+        :class:`~geosscl.data.PairDataset` reads, leaving every per-pixel step
+        (conversion to float, the nodata test, resampling) to the training device.
+        Other reads (warped, several files) come back with a mask.
+
+        Args:
+            bounds: ``(minx, miny, maxx, maxy)`` in the mosaic CRS.
+
+        Returns:
+            a :class:`RawWindow`.
+        """
+        rx, ry = self.res
+        minx, miny, maxx, maxy = bounds
+        width, height = max(1, round((maxx - minx) / rx)), max(1, round((maxy - miny) / ry))
+        transform = Affine(rx, 0.0, minx, 0.0, -ry, maxy)
+        hits = self._intersecting(bounds)
+        if len(hits) == 1:
+            source = self._sources[hits[0]]
+            origin = self._aligned_window(source, transform)
+            if origin is not None and len(source.reads) == 1 and self._covers(source, bounds):
+                part = source.reads[0]
+                src = open_raster(part.path, part.stamp)
+                window = Window(origin[0], origin[1], width, height)
+                key = (part.path, part.bidx)
+                data = src.read(None if key in self._all_bands else part.bidx, window=window,
+                                out_dtype=None if key in self._as_stored else self._dtype)
+                if part.use_mask:
+                    return RawWindow(data, src.read_masks(part.bidx[0], window=window) != 0, None, transform)
+                return self._flag_nodata(data, self._nodata_values[key], transform)
+        image, transform, _ = self.read(bounds)
+        valid = np.isfinite(image).all(axis=0)
+        if np.issubdtype(self._dtype, np.integer):
+            info = np.iinfo(self._dtype)
+            image = np.clip(np.rint(image), info.min, info.max)
+        return RawWindow(np.where(valid, image, 0).astype(self._dtype), valid, None, transform)
+
+    @staticmethod
+    def _flag_nodata(data: np.ndarray, nodata: float | int | None, transform: Affine) -> RawWindow:
+        """``data`` with its nodata value, if the window holds it; non-finite floats masked."""
+        lo, hi = data.min(), data.max()  # two reductions: a fraction of a per-pixel mask's cost
+        if nodata is not None and not lo <= nodata <= hi:
+            nodata = None  # most windows hold none: the device then skips the test
+        if data.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
+            valid = np.isfinite(data).all(axis=0)
+            data[:, ~valid] = 0
+            return RawWindow(data, valid, nodata, transform)
+        return RawWindow(data, None, nodata, transform)
+
+    def _nodata_value(self, nodata: float | None) -> float | int | None:
+        """``nodata`` as a value of :attr:`dtype`; None if it has none (or none can occur)."""
+        if nodata is None or math.isnan(nodata):
+            return None  # NaN nodata is found by a finiteness test, which float data always gets
+        value = np.asarray(nodata).astype(self._dtype)
+        return value.item() if value == nodata else None
 
     @staticmethod
     def _covers(source: _Source, bounds: Bounds) -> bool:

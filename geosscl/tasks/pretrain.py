@@ -15,6 +15,7 @@ from torchgeo.trainers import BaseTask
 from .. import __version__
 from ..augment import BandStats, PairAugmentation
 from ..correspondence import map_to_view, overlap_grid, sample_at, usable
+from ..data.pairs import cut_views
 from ..errors import GeossclError
 from ..losses import MaskedInfoNCE, boxes_intersect, points_near
 from ..models import DenseHead, InstanceHead, SegmentationNetwork
@@ -142,7 +143,9 @@ class SSCCLTask(BaseTask):
     # -- data on the device -----------------------------------------------------
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Normalise and augment both views on the training device, batched."""
+        """Cut both views from the pairs' unions, normalise and augment them on the training device, batched."""
+        if "union" in batch:
+            batch = cut_views(batch, self.hparams["view_size"])
         for view in ("a", "b"):
             images, valid = self.normalise(batch[f"image_{view}"])
             images, valid, matrix = self.augment(images, valid)
