@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--probe-steps", type=int, default=150, help="linear-probe steps (0: no probe rows)")
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--dense-stride", type=int, default=4, help="decoder stage of SSCCL's dense features (4, 8, 16)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     parser.add_argument("--workdir", default=None, help="reused between invocations: finished budgets are kept")
     args = parser.parse_args()
@@ -75,16 +76,18 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="geosscl-label-efficiency-"))
     work.mkdir(parents=True, exist_ok=True)
     common = dict(crop_size=args.crop, batch_size=args.batch, num_workers=0 if args.threads == 1 else 2, quiet=True)
+    pretrain_common = dict(common, dense_stride=args.dense_stride)  # instance-only has no dense branch: same run
     final: dict[str, float] = {}
     print(f"# NC Landsat, {args.threads} torch thread(s); fine-tuning: {args.steps} steps, probe: {args.probe_steps} "
-          f"steps, crop {args.crop}, batch {args.batch}, seeds {seeds}; work in {work}", flush=True)
+          f"steps, crop {args.crop}, batch {args.batch}, seeds {seeds}, SSCCL dense stride {args.dense_stride}; "
+          f"work in {work}", flush=True)
     modes = [("", False)] + ([(" (probe)", True)] if args.probe_steps else [])
     for budget in budgets:
         inits = {"random": "random"}
         reached = []
         for name, weights in OBJECTIVES.items():
             start = time.time()
-            inits[name] = str(pretrain_to(work / f"pretrain-{name}", budget, weights, common))
+            inits[name] = str(pretrain_to(work / f"pretrain-{name}", budget, weights, pretrain_common))
             steps = load_checkpoint(inits[name])["global_step"]
             reached.append(f"{name} {steps} steps")
             final[f"pretrain_steps_{name}_{budget:g}min"] = steps

@@ -18,7 +18,7 @@ import lightning.pytorch as pl
 import shapely
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 from torchgeo.datasets import IntersectionDataset, stack_samples
@@ -112,7 +112,7 @@ def finetune(config: FinetuneConfig) -> str:
     from samplers import RegionSampler
 
     from .tasks import SegmentationTask
-    from .training import load_checkpoint, quiet_lightning
+    from .training import load_checkpoint, progress_bar, quiet_lightning
 
     # -- check everything before writing anything ------------------------------------
     out = check_output(config.out, config.overwrite)
@@ -189,7 +189,7 @@ def finetune(config: FinetuneConfig) -> str:
     )
     with tempfile.TemporaryDirectory(prefix=".geosscl-finetune-", dir=os.path.dirname(os.path.abspath(out))) as tmp:
         best = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_miou", mode="max", save_top_k=1)
-        callbacks: list[pl.Callback] = [best] + ([] if config.quiet else [RichProgressBar(leave=True)])
+        callbacks: list[pl.Callback] = [best] + ([] if config.quiet else [progress_bar("finetune")])
         with quiet_lightning(config.quiet):
             trainer = pl.Trainer(
                 max_steps=steps if config.max_steps else -1, max_epochs=-1,

@@ -121,7 +121,7 @@ def pretrain(config: PretrainConfig) -> str:
     Raises:
         GeossclError: for bad input, before anything is written.
     """
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     from samplers import OverlappingPairSampler
@@ -178,7 +178,7 @@ def pretrain(config: PretrainConfig) -> str:
         _Throughput(config.batch_size),
     ]
     if not config.quiet:
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(progress_bar("pretrain"))
     metrics = os.path.join(out, "metrics.csv")
     previous = metrics + ".previous"
     if lead and checkpoint is not None and os.path.exists(metrics):
@@ -230,6 +230,21 @@ def quiet_lightning(quiet: bool = False) -> Iterator[None]:
         finally:
             for logger, level in zip(loggers, levels):
                 logger.setLevel(level)
+
+
+def progress_bar(label: str) -> pl.Callback:
+    """Lightning's rich progress bar, its line headed by ``label`` and the epoch.
+
+    Lightning heads it "Epoch N/max_epochs - 1", which reads "Epoch 0/-2" for runs
+    ended by steps or time (``max_epochs=-1``), as all of geosscl's are.
+    """
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class _Bar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:  # Lightning's hook for the heading
+            return f"{label} (epoch {current_epoch})" if current_epoch else label
+
+    return _Bar(leave=True)
 
 
 class _Throughput(pl.Callback):
