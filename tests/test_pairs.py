@@ -173,6 +173,7 @@ def test_views_across_two_files_in_two_crs(naip_halves):
 def test_nodata_is_nan_and_does_not_spread(tmp_path):
     data = np.arange(40 * 40, dtype=np.float32).reshape(1, 40, 40)
     data[:, :, :20] = -9999
+    data[:, 30:32, 25:27] = np.nan  # NaN is nodata too, beside the declared value
     path = write_raster(tmp_path / "half.tif", data, nodata=-9999)
     mosaic = Mosaic(path)
     xmin, ymin, xmax, ymax = mosaic.index.total_bounds
@@ -181,9 +182,11 @@ def test_nodata_is_nan_and_does_not_spread(tmp_path):
     sample = view(PairDataset(mosaic, 20), pair)
     a = sample["image_a"][0].numpy()
     assert np.isnan(a[:, :10]).all()
+    assert np.isnan(a[10:12, 15:17]).all()
     np.testing.assert_allclose(a[:, 10:], data[0, 20:, 20:30], rtol=1e-6)  # float32 rounding of the grid
     b = sample["image_b"][0].numpy()
-    assert np.isnan(b[:, :5]).all() and np.isfinite(b[:, 5:]).all()
+    assert np.isnan(b[:, :5]).all() and np.isnan(b[10:12, 10:12]).all()
+    assert np.isfinite(b[:, 5:]).sum() == b[:, 5:].size - 4
 
 
 def test_mask_band_and_nodata_value_and_no_nodata_mix_in_one_batch(tmp_path):

@@ -456,9 +456,10 @@ class Mosaic(MapGrid, RasterDataset):
     def _flag_nodata(data: np.ndarray, nodata: float | int | None, transform: Affine) -> RawWindow:
         """``data`` with its nodata value, if the window holds it; non-finite floats masked."""
         lo, hi = data.min(), data.max()  # two reductions: a fraction of a per-pixel mask's cost
-        if nodata is not None and not lo <= nodata <= hi:
+        finite = data.dtype.kind != "f" or bool(np.isfinite(lo) and np.isfinite(hi))
+        if nodata is not None and finite and not lo <= nodata <= hi:
             nodata = None  # most windows hold none: the device then skips the test
-        if data.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
+        if not finite:
             valid = np.isfinite(data).all(axis=0)
             data[:, ~valid] = 0
             return RawWindow(data, valid, nodata, transform)
