@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--dense-stride", type=int, default=4, help="decoder stage of SSCCL's dense features (4, 8, 16)")
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="pretraining objectives to compare")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     parser.add_argument("--workdir", default=None, help="reused between invocations: finished budgets are kept")
     args = parser.parse_args()
@@ -85,7 +86,8 @@ def main() -> None:
     for budget in budgets:
         inits = {"random": "random"}
         reached = []
-        for name, weights in OBJECTIVES.items():
+        for name in args.objectives.split(","):
+            weights = OBJECTIVES[name]
             start = time.time()
             inits[name] = str(pretrain_to(work / f"pretrain-{name}", budget, weights, pretrain_common))
             steps = load_checkpoint(inits[name])["global_step"]
