@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="reused between invocations: finished budgets are kept")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    unknown = set(args.objectives.split(",")) - set(OBJECTIVES)
+    if unknown:
+        parser.error(f"--objectives: unknown {', '.join(sorted(unknown))}; choose from {', '.join(OBJECTIVES)}")
     budgets = sorted(float(b) for b in args.budgets.split(","))
     fractions = [float(f) for f in args.fractions.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
