@@ -187,6 +187,9 @@ def cut_views(batch: dict[str, Any], size: int) -> dict[str, Any]:
         ``image_a``, ``image_b``: float32 ``B×C×size×size`` (NaN = nodata), with the
         batch's ``box_a``, ``box_b``, ``overlap`` and ``crs``.
     """
+    # Not Kornia's crop_and_resize: it takes box corners as pixel centres (map boxes
+    # give pixel edges), solves a homography per box for what is an axis-aligned
+    # scale and shift, and knows no nodata. The sampling grid is a few lines.
     union = batch["union"]
     batch_size, channels = union.shape[:2]
     grid = _view_grid(batch["union_box"], batch["box_a"], batch["box_b"], size)
