@@ -124,19 +124,13 @@ def collate_pairs(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     valid = valid_t.numpy() if valid_t is not None else None
     boxes = []
     for i, s in enumerate(samples):
-        image, mask = s["union"], s["union_valid"]
-        h, w = image.shape[1:]
-        for out, item in ((union[i], image), (valid[i] if masked else None, mask)):
-            if out is None:
-                continue
-            if item is None:
-                out[: h + 1, : w + 1] = True
-                continue
-            out[..., :h, :w] = item
-            if w < width:
-                out[..., :h, w] = item[..., :, w - 1]
-            if h < height:
-                out[..., h, : w + 1] = out[..., h - 1, : w + 1]
+        h, w = s["union"].shape[1:]
+        _place(union[i], s["union"])
+        if valid is not None:
+            if s["union_valid"] is None:
+                valid[i, : h + 1, : w + 1] = True
+            else:
+                _place(valid[i], s["union_valid"])
         minx, miny, maxx, maxy = s["union_box"]
         boxes.append((minx, maxy - (maxy - miny) / h * height, minx + (maxx - minx) / w * width, maxy))
     values = [s["nodata"] for s in samples]
@@ -152,6 +146,16 @@ def collate_pairs(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch[key] = torch.tensor([s[key] for s in samples], dtype=torch.float64)
     batch["crs"] = [s["crs"] for s in samples]
     return batch
+
+
+def _place(out: np.ndarray, item: np.ndarray) -> None:
+    """Copy ``item`` (``...×h×w``) to the top-left of ``out``, its last column and row repeated once beyond."""
+    h, w = item.shape[-2:]
+    out[..., :h, :w] = item
+    if w < out.shape[-1]:
+        out[..., :h, w] = item[..., :, w - 1]
+    if h < out.shape[-2]:
+        out[..., h, : w + 1] = out[..., h - 1, : w + 1]
 
 
 def _zeros(shape: tuple[int, ...], dtype: np.dtype) -> Tensor:
