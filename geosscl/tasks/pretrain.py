@@ -144,8 +144,7 @@ class SSCCLTask(BaseTask):
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Cut both views from the pairs' unions, normalise and augment them on the training device, batched."""
-        if "union" in batch:
-            batch = cut_views(batch, self.hparams["view_size"])
+        batch = cut_views(batch, self.hparams["view_size"])
         for view in ("a", "b"):
             images, valid = self.normalise(batch[f"image_{view}"])
             images, valid, matrix = self.augment(images, valid)
