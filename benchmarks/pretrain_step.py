@@ -6,7 +6,13 @@ CPU (or the GPU when present):
 
 * ``MoCoTask`` (TorchGeo 0.8.1, MoCo v2, its own augmentations on the batch);
 * SSCCL instance-only (weights instance=1, spatial=0, semantic=0): encoder only;
-* SSCCL full (instance + spatial + semantic): encoder and decoder to stride 4.
+* SSCCL full (instance + spatial + semantic): encoder and decoder to stride 4;
+* ``MoCoTask`` again with its network in channels-last memory format (as geosscl's
+  networks are), to show how much of the ratio that format accounts for.
+
+It also counts the floating-point operations of the decoder stages the consistency
+branch runs against the encoder's (``decoder_flops_vs_encoder``): where a step's time
+follows its convolutions, that ratio is what the branch costs, whatever the losses do.
 
 Images per second count the samples of a batch (a pair, or an image MoCo turns
 into two views). Usage: ``python benchmarks/pretrain_step.py [--batch 16] [--crop 128] [--steps 12]``.
@@ -22,11 +28,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 from torchgeo.trainers import MoCoTask
 
 from geosscl import Mosaic, PairDataset
 from geosscl.data import collate_pairs, cut_views
 from geosscl.data.stats import band_statistics
+from geosscl.models import SegmentationNetwork
 from geosscl.tasks import SSCCLTask
 from samplers import OverlappingPairSampler
 
@@ -34,17 +42,22 @@ NAIP = Path(__file__).resolve().parent.parent / "sample_data" / "naip" / "m_4709
 
 
 class StepTimer(pl.Callback):
-    """Wall time of the steps after ``warmup``."""
+    """Wall time of the steps after ``warmup``, end of one step to end of the next.
+
+    Measured end to end, not from ``on_train_batch_start``: Lightning calls the
+    task's ``on_after_batch_transfer`` (where SSCCL cuts and augments its views)
+    before that hook, while MoCoTask augments inside ``training_step``; timing from
+    the start hook would leave SSCCL's augmentation out and MoCo's in.
+    """
 
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.times, self.start = warmup, [], 0.0
-
-    def on_train_batch_start(self, *args) -> None:
-        self.start = time.perf_counter()
+        self.warmup, self.times, self.last = warmup, [], 0.0
 
     def on_train_batch_end(self, trainer, *args) -> None:
+        now = time.perf_counter()
         if trainer.global_step > self.warmup:
-            self.times.append(time.perf_counter() - self.start)
+            self.times.append(now - self.last)
+        self.last = now
 
 
 def images_per_s(task: pl.LightningModule, batches: list, warmup: int) -> float:
@@ -56,6 +69,19 @@ def images_per_s(task: pl.LightningModule, batches: list, warmup: int) -> float:
         trainer.fit(task, train_dataloaders=DataLoader(batches, batch_size=None))
     batch = len(batches[0]["image"]) if "image" in batches[0] else len(batches[0]["box_a"])
     return batch * len(timer.times) / sum(timer.times)
+
+
+def decoder_flops_vs_encoder(crop: int, stride: int) -> float:
+    """FLOPs of the decoder up to ``stride`` over the encoder's, one forward pass."""
+    network = SegmentationNetwork(4)
+    x = torch.zeros(1, 4, crop, crop)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            features = network.encode(x)
+        encoder = counter.get_total_flops()
+        with FlopCounterMode(display=False) as counter:
+            network.decode(features, stride)
+    return counter.get_total_flops() / encoder
 
 
 def main() -> None:
@@ -90,6 +116,8 @@ def main() -> None:
     rates["instance"] = images_per_s(
         SSCCLTask(**common, instance_weight=1, spatial_weight=0, semantic_weight=0), ssccl_batches, args.warmup)
     rates["ssccl"] = images_per_s(SSCCLTask(**common), ssccl_batches, args.warmup)
+    moco = MoCoTask(model="resnet18", in_channels=4, version=2, size=args.crop, memory_bank_size=1024, lr=0.01)
+    rates["moco_nhwc"] = images_per_s(moco.to(memory_format=torch.channels_last), moco_batches, args.warmup)
 
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"# ResNet-18 U-Net, dense stride {args.dense_stride}, {args.crop} px, batch {args.batch}, "
@@ -98,6 +126,9 @@ def main() -> None:
     print(f"moco_images_per_s={rates['moco']:.2f}")
     print(f"instance_only_images_per_s={rates['instance']:.2f}")
     print(f"images_per_s={rates['ssccl']:.2f}")
+    print(f"moco_channels_last_images_per_s={rates['moco_nhwc']:.2f}")
+    print(f"ratio_vs_moco_channels_last={rates['ssccl'] / rates['moco_nhwc']:.3f}")
+    print(f"decoder_flops_vs_encoder={decoder_flops_vs_encoder(args.crop, args.dense_stride):.3f}")
     print(f"ratio_vs_moco={rates['ssccl'] / rates['moco']:.3f}")
     print(f"consistency_overhead={rates['instance'] / rates['ssccl'] - 1:.3f}")
 

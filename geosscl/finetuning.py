@@ -59,6 +59,8 @@ class FinetuneConfig:
     decoder_channels: list[int] | None = None
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    pretrained_lr_factor: float = 1.0
+    warmup_steps: int = 0
     devices: int | str = "auto"
     num_workers: int = 2
     seed: int = 0
@@ -120,6 +122,8 @@ def finetune(config: FinetuneConfig) -> str:
         raise GeossclError("max_steps: give --max-steps or --max-time")
     if config.crop_size % 32:
         raise GeossclError(f"crop_size: {config.crop_size} is not a multiple of 32 (the encoder's total stride)")
+    if config.pretrained_lr_factor < 0 or config.warmup_steps < 0:
+        raise GeossclError(f"pretrained_lr_factor / warmup_steps: must not be negative, got {config.pretrained_lr_factor} / {config.warmup_steps}")
     mosaic = Mosaic(config.imagery, bands=config.bands)
     arch, encoder, decoder, checkpoint = config.arch, config.encoder, config.decoder_channels, None
     if config.init != "random":
@@ -171,9 +175,10 @@ def finetune(config: FinetuneConfig) -> str:
     # -- run ------------------------------------------------------------------------
     pl.seed_everything(config.seed, workers=True, verbose=False)
     task = SegmentationTask(mosaic.num_bands, num_classes, mean, std, arch=arch, encoder=encoder,
-                            decoder_channels=decoder, freeze_encoder=config.freeze_encoder, linear_probe=config.linear_probe, lr=config.lr, weight_decay=config.weight_decay)
+                            decoder_channels=decoder, freeze_encoder=config.freeze_encoder, linear_probe=config.linear_probe, lr=config.lr, weight_decay=config.weight_decay,
+                            pretrained_lr_factor=config.pretrained_lr_factor, warmup_steps=config.warmup_steps)
     if checkpoint is not None:
-        task.load_pretrained(checkpoint["state_dict"])
+        task.load_pretrained(checkpoint["state_dict"], checkpoint["hyper_parameters"])
     train_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(labelled))
     val_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(val_region))
     steps = config.max_steps or 10**7

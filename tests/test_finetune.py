@@ -57,8 +57,13 @@ def test_fine_tuning_starts_from_the_checkpoint_weights(pretrained):
     ssccl = SSCCLTask(**hp)
     ssccl.load_state_dict(checkpoint["state_dict"])
     task = SegmentationTask(8, 6, hp["band_mean"], hp["band_std"])
-    copied = task.load_pretrained(checkpoint["state_dict"])
+    copied = task.load_pretrained(checkpoint["state_dict"], hp)
     assert copied > 100
+    # Trained to stride 4: the encoder and the first three decoder blocks, not the finer ones or the head.
+    blocks = {name.split(".")[2] for name in task.pretrained if name.startswith("decoder.blocks.")}
+    assert blocks == {"0", "1", "2"}
+    assert any(name.startswith("encoder.") for name in task.pretrained)
+    assert not any(name.startswith("segmentation_head") for name in task.pretrained)
     x = torch.randn(2, 8, 64, 64)
     ssccl.eval(), task.eval()
     with torch.no_grad():
@@ -67,6 +72,48 @@ def test_fine_tuning_starts_from_the_checkpoint_weights(pretrained):
     fresh = SegmentationTask(8, 6, hp["band_mean"], hp["band_std"]).eval()
     with torch.no_grad():
         assert not torch.allclose(fresh.network.encode(x)[-1], ssccl.network.encode(x)[-1])
+
+
+def test_instance_only_runs_lend_their_encoder_only(tmp_path):
+    run = pretrain(PretrainConfig(imagery=[STACK], out=str(tmp_path / "run"), max_steps=1, queue_size=32,
+                                  weights={"instance": 1, "spatial": 0, "semantic": 0}, **FAST))
+    checkpoint = load_checkpoint(os.path.join(run, "last.ckpt"))
+    hp = checkpoint["hyper_parameters"]
+    task = SegmentationTask(8, 6, hp["band_mean"], hp["band_std"])
+    task.load_pretrained(checkpoint["state_dict"], hp)
+    assert task.pretrained and all(name.startswith("encoder.") for name in task.pretrained)
+
+
+def test_pretrained_layers_train_at_their_own_rate(tmp_path, pretrained):
+    state = load_checkpoint(pretrained)["state_dict"]
+    moved = {}
+    for factor in (0.0, 1.0):
+        out = tmp_path / f"factor{factor:g}.safetensors"
+        finetune(FinetuneConfig(imagery=[STACK], labels=[POLYGONS], class_column="id", out=str(out), init=pretrained,
+                                pretrained_lr_factor=factor, max_steps=3, val_fraction=0.3, **FAST))
+        network, info = load_model(out)
+        assert info.provenance["settings"]["pretrained_lr_factor"] == factor
+        weights = dict(network.net.named_parameters())
+        moved[factor] = {name for name in ("encoder.conv1.weight", "decoder.blocks.2.conv2.0.weight")
+                         if not torch.equal(weights[name], state["network.net." + name])}
+        # The layers the run never trained are new: they learn at the full rate either way.
+        assert not torch.equal(weights["decoder.blocks.3.conv1.0.weight"], state["network.net.decoder.blocks.3.conv1.0.weight"])
+    assert moved == {0.0: set(), 1.0: {"encoder.conv1.weight", "decoder.blocks.2.conv2.0.weight"}}
+
+
+def test_learning_rates_warm_up_linearly(pretrained):
+    checkpoint = load_checkpoint(pretrained)
+    hp = checkpoint["hyper_parameters"]
+    task = SegmentationTask(8, 6, hp["band_mean"], hp["band_std"], lr=1e-3, pretrained_lr_factor=0.1, warmup_steps=4)
+    task.load_pretrained(checkpoint["state_dict"], hp)
+    configured = task.configure_optimizers()
+    optimizer, ramp = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    assert configured["lr_scheduler"]["interval"] == "step"
+    seen = []
+    for _ in range(6):
+        seen.append([round(group["lr"], 8) for group in optimizer.param_groups])
+        optimizer.step(), ramp.step()
+    assert seen == [[2.5e-4, 2.5e-5], [5e-4, 5e-5], [7.5e-4, 7.5e-5], [1e-3, 1e-4], [1e-3, 1e-4], [1e-3, 1e-4]]
 
 
 def test_raster_labels_and_cli(tmp_path):
@@ -99,6 +146,7 @@ def test_bad_input_fails_before_writing(tmp_path, pretrained):
     expect("no column 'label'", class_column="label")
     expect("vector labels need --class-column", class_column=None)
     expect("label_fraction: .* leaves no labelled block|holds no labelled polygon", label_fraction=0.001)
+    expect("pretrained_lr_factor / warmup_steps: must not be negative", pretrained_lr_factor=-0.1)
     everything = tmp_path / "all.geojson"
     gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1e7, 1e7)], crs="EPSG:32615").to_file(everything)
     expect("holdout region covers all the labelled imagery", holdout_region=str(everything))
@@ -152,17 +200,22 @@ def test_linear_probe_trains_the_head_only(tmp_path, pretrained):
                             linear_probe=True, max_steps=5, **FAST))
     network, info = load_model(out)
     assert info.provenance["linear_probe"] is True
-    pretrained_state = load_checkpoint(pretrained)["state_dict"]
-    for name, value in network.net.state_dict().items():
-        if name.startswith(("encoder.", "decoder.")):  # weights and batch-norm statistics as loaded
-            torch.testing.assert_close(value, pretrained_state["network.net." + name], msg=name)
-    # The head did train: it moved away from the initialisation the same seed gives.
+    # What fine-tuning starts from with the same seed: the checkpoint's trained layers, fresh ones elsewhere.
     import lightning.pytorch as pl
 
     pl.seed_everything(0, verbose=False)
-    hp = load_checkpoint(pretrained)["hyper_parameters"]
-    initial = SegmentationTask(8, 6, hp["band_mean"], hp["band_std"]).network.net.segmentation_head[0].weight
-    assert not torch.allclose(network.net.segmentation_head[0].weight, initial)
+    checkpoint = load_checkpoint(pretrained)
+    hp = checkpoint["hyper_parameters"]
+    initial = SegmentationTask(8, 6, hp["band_mean"], hp["band_std"])
+    initial.load_pretrained(checkpoint["state_dict"], hp)
+    start = initial.network.net.state_dict()
+    for name, value in network.net.state_dict().items():
+        if name.startswith(("encoder.", "decoder.")):  # weights and batch-norm statistics as they started
+            torch.testing.assert_close(value, start[name], msg=name)
+            if name.startswith("encoder."):
+                torch.testing.assert_close(value, checkpoint["state_dict"]["network.net." + name], msg=name)
+    # The head did train: it moved away from its initialisation.
+    assert not torch.allclose(network.net.segmentation_head[0].weight, start["segmentation_head.0.weight"])
 
 
 def _confusion_worker(rank: int, world: int, out: str) -> None:

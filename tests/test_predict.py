@@ -29,6 +29,7 @@ from conftest import NC_BANDS, SAMPLES, write_raster
 
 BANDS = [str(p) for p in NC_BANDS]
 NC = SAMPLES / "nc_landsat"
+BUNDLED_MODEL = str(SAMPLES / "models" / "nc_landuse.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +71,10 @@ def test_one_tile_equals_a_full_forward_pass(model):
     assert len(np.unique(expected)) >= 3  # a model that says one thing would prove nothing
 
 
-def test_tiles_and_blocks_agree_with_one_pass_away_from_borders(model):
-    network, info = load_model(model)
+def test_tiles_and_blocks_agree_with_one_pass_away_from_borders():
+    # The bundled model, not the 25-step fixture: how far a U-Net's view reaches past a
+    # tile margin depends on its weights, and a barely trained one swings between runs.
+    network, info = load_model(BUNDLED_MODEL)
     mosaic = Mosaic(BANDS)
     x0, y1 = mosaic.bounds[0].start + 40 * 28.5, mosaic.bounds[1].stop - 30 * 28.5
     window = (x0, y1 - 384 * 28.5, x0 + 384 * 28.5, y1)
@@ -83,9 +86,9 @@ def test_tiles_and_blocks_agree_with_one_pass_away_from_borders(model):
         col, row = round((block.bounds[0] - x0) / 28.5), round((y1 - block.bounds[3]) / 28.5)
         tiled[:, row : row + block.classes.shape[0], col : col + block.classes.shape[1]] = block.probabilities
     inner = (slice(None), slice(32, -32), slice(32, -32))
-    # Not equal: a U-Net sees farther than any tile margin. Close, for a briefly trained model.
-    assert (whole[inner] - tiled[inner]).abs().mean() < 0.05
-    assert (whole.argmax(0)[inner[1:]] == tiled.argmax(0)[inner[1:]]).float().mean() > 0.9
+    # Not equal: a U-Net sees farther than any tile margin. Close (measured: 0.0027 and 98.9 %).
+    assert (whole[inner] - tiled[inner]).abs().mean() < 0.01
+    assert (whole.argmax(0)[inner[1:]] == tiled.argmax(0)[inner[1:]]).float().mean() > 0.97
 
 
 def test_predict_writes_a_cloud_optimised_class_map(model, tmp_path):

@@ -20,6 +20,10 @@ from .options import bidx_opt, overwrite_opt, quiet_opt
 @click.option("--freeze-encoder", is_flag=True, help="Train the decoder and head only.")
 @click.option("--linear-probe", is_flag=True,
               help="Train the segmentation head only (encoder and decoder frozen): measures the representation.")
+@click.option("--pretrained-lr-factor", type=float, default=1.0, show_default=True,
+              help="Learning rate of the layers taken from --init, as a multiple of the new layers' rate.")
+@click.option("--warmup-steps", type=int, default=0, show_default=True,
+              help="Steps over which the learning rates rise linearly to their values.")
 @click.option("--crop-size", type=int, default=128, show_default=True, help="Training crop side, pixels (multiple of 32).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--max-steps", type=int, default=None, help="Stop after N steps.  [default: 500]")
@@ -35,7 +39,8 @@ from .options import bidx_opt, overwrite_opt, quiet_opt
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, label blocks and training.")
 @overwrite_opt
 @quiet_opt
-def finetune(imagery, labels, out, classes, class_column, init, label_fraction, freeze_encoder, linear_probe, crop_size, batch_size,
+def finetune(imagery, labels, out, classes, class_column, init, label_fraction, freeze_encoder, linear_probe, pretrained_lr_factor, warmup_steps,
+             crop_size, batch_size,
              max_steps, max_time, val_region, holdout_region, val_fraction, block_size, bands, devices, num_workers, seed, overwrite, quiet):
     """Fine-tune a segmenter on IMAGERY with --labels; write one model file."""
     from ..finetuning import FinetuneConfig, finetune as run
@@ -44,7 +49,8 @@ def finetune(imagery, labels, out, classes, class_column, init, label_fraction, 
         max_steps = 500
     path = run(FinetuneConfig(
         imagery=list(imagery), labels=list(labels), out=out, classes=classes, class_column=class_column, init=init,
-        label_fraction=label_fraction, freeze_encoder=freeze_encoder, linear_probe=linear_probe, crop_size=crop_size, batch_size=batch_size,
+        label_fraction=label_fraction, freeze_encoder=freeze_encoder, linear_probe=linear_probe,
+        pretrained_lr_factor=pretrained_lr_factor, warmup_steps=warmup_steps, crop_size=crop_size, batch_size=batch_size,
         max_steps=max_steps, max_time=max_time, val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
         block_size=block_size, bands=bands, devices=int(devices) if str(devices).isdigit() else devices,
         num_workers=num_workers, seed=seed, overwrite=overwrite, quiet=quiet,

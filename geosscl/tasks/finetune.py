@@ -33,6 +33,10 @@ class SegmentationTask(BaseTask):
             last features): a direct measure of what pretraining learnt.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        pretrained_lr_factor: learning rate of the layers :meth:`load_pretrained`
+            loaded, as a multiple of ``lr`` (new layers train at ``lr``).
+        warmup_steps: steps over which every learning rate rises linearly from
+            ``1/warmup_steps`` of its value (0: none).
     """
 
     ignore = ()
@@ -52,8 +56,12 @@ class SegmentationTask(BaseTask):
         linear_probe: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
+        pretrained_lr_factor: float = 1.0,
+        warmup_steps: int = 0,
     ) -> None:
         super().__init__()
+        #: Names (in ``network.net``) of the parameters load_pretrained filled.
+        self.pretrained: set[str] = set()
 
     def configure_models(self) -> None:
         """The network, normalisation and joint image/mask augmentation."""
@@ -77,25 +85,48 @@ class SegmentationTask(BaseTask):
         self.confusion = ConfusionMatrix(self.hparams["num_classes"])
 
     def configure_optimizers(self) -> Any:
-        """AdamW over the trainable parameters."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        return AdamW(params, lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"])
+        """AdamW over the trainable parameters, pretrained ones at their own rate; optional linear warm-up."""
+        h = self.hparams
+        loaded, new = [], []
+        for name, p in self.network.net.named_parameters():
+            if p.requires_grad:
+                (loaded if name in self.pretrained else new).append(p)
+        groups = [{"params": new, "lr": h["lr"]}]
+        if loaded:
+            groups.append({"params": loaded, "lr": h["lr"] * h.get("pretrained_lr_factor", 1.0)})
+        optimizer = AdamW(groups, lr=h["lr"], weight_decay=h["weight_decay"])
+        warmup = h.get("warmup_steps", 0)
+        if not warmup:
+            return optimizer
+        ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": ramp, "interval": "step"}}
 
-    def load_pretrained(self, state_dict: dict[str, Tensor]) -> int:
-        """Copy encoder and decoder weights from an SSCCL checkpoint's ``state_dict``.
+    def load_pretrained(self, state_dict: dict[str, Tensor], hyper_parameters: dict[str, Any] | None = None) -> int:
+        """Copy the encoder and decoder weights an SSCCL run trained from its checkpoint.
 
-        The segmentation head is new (the classes differ). Returns the number of
-        tensors copied.
+        The segmentation head is new (the classes differ). Given the run's
+        ``hyper_parameters``, modules its losses never reached (the decoder of an
+        instance-only run, the stages finer than ``dense_stride``) are not copied: they
+        hold the run's random initialisation, and would otherwise count as pretrained
+        for ``pretrained_lr_factor``. Returns the number of tensors copied.
         """
         prefix = "network.net."
-        own = self.network.net.state_dict()
+        net = self.network.net
+        skip = ("segmentation_head.",)
+        if hyper_parameters is not None:
+            hp = hyper_parameters
+            dense = hp.get("spatial_weight", 0) > 0 or hp.get("semantic_weight", 0) > 0
+            unused = self.network.modules_beyond(hp.get("dense_stride", 4) if dense else None)
+            skip = tuple(f"{name}." for name, module in net.named_modules() if any(module is u for u in unused))
+        own = net.state_dict()
         taken = {
             key[len(prefix):]: value
             for key, value in state_dict.items()
-            if key.startswith(prefix) and not key.startswith(prefix + "segmentation_head")
+            if key.startswith(prefix) and not key[len(prefix):].startswith(skip)
             and key[len(prefix):] in own and own[key[len(prefix):]].shape == value.shape
         }
-        self.network.net.load_state_dict(taken, strict=False)
+        net.load_state_dict(taken, strict=False)
+        self.pretrained = {name for name, _ in net.named_parameters() if name in taken}
         return len(taken)
 
     def frozen(self) -> list[nn.Module]:
