@@ -160,6 +160,8 @@ def pretrain(config: PretrainConfig) -> str:
         semantic_weight=weights["semantic"], temperature=config.temperature, queue_size=config.queue_size,
         momentum=config.momentum, lr=config.lr, weight_decay=config.weight_decay,
     )
+    if checkpoint is not None:
+        _check_same_run(config.resume, checkpoint.get("hyper_parameters", {}), dict(task.hparams))
 
     # -- run ------------------------------------------------------------------------
     os.makedirs(out, exist_ok=True)
@@ -181,8 +183,12 @@ def pretrain(config: PretrainConfig) -> str:
         callbacks.append(progress_bar("pretrain"))
     metrics = os.path.join(out, "metrics.csv")
     previous = metrics + ".previous"
-    if lead and checkpoint is not None and os.path.exists(metrics):
-        os.replace(metrics, previous)  # Lightning's CSV logger starts the file afresh
+    if lead and checkpoint is not None:
+        if os.path.exists(previous):
+            # A resumed run was stopped (killed, preempted) before merging its rows back.
+            _prepend_metrics(previous, metrics, before_step=_first_step(metrics))
+        if os.path.exists(metrics):
+            os.replace(metrics, previous)  # Lightning's CSV logger starts the file afresh
     with quiet_lightning(config.quiet):
         trainer = pl.Trainer(
             max_steps=steps if config.max_steps else -1,
@@ -271,7 +277,35 @@ class _FinalCheckpoint(pl.Callback):
         trainer.save_checkpoint(self.path, weights_only=False)  # full state: a run can resume from it
 
 
-def _prepend_metrics(previous: str, metrics: str, before_step: int) -> None:
+def _check_same_run(path: str, saved: dict[str, Any], asked: dict[str, Any]) -> None:
+    """Fail clearly when a resume asks for a model or objective other than the checkpoint's.
+
+    The network, heads, queue and optimiser state must fit the checkpoint, and a
+    changed loss or learning rate would not be the run that was started.
+    """
+    differ = [f"{key}={saved[key]!r} (asked {value!r})" for key, value in asked.items()
+              if key in saved and key not in ("band_mean", "band_std") and _plain(saved[key]) != _plain(value)]
+    if differ:
+        run = os.path.dirname(path) or "."
+        raise GeossclError(f"{path}: the run was started with {', '.join(differ)}; resume with its settings "
+                           f"(they are in {os.path.join(run, 'config.yaml')}, which `geosscl pretrain --resume` reads)")
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _first_step(metrics: str) -> float:
+    """The first step logged in ``metrics`` (infinity when it holds none)."""
+    import csv
+
+    if not os.path.exists(metrics):
+        return float("inf")
+    with open(metrics) as f:
+        return min((int(row["step"]) for row in csv.DictReader(f)), default=float("inf"))
+
+
+def _prepend_metrics(previous: str, metrics: str, before_step: float) -> None:
     """Put the rows of the run before the resume (steps < before_step) back in metrics.csv."""
     import csv
 

@@ -7,6 +7,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,45 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
             assert b[step][name] == pytest.approx(a[step][name], rel=1e-4, abs=1e-5), (step, name)
     checkpoint = load_checkpoint(os.path.join(resumed, "last.ckpt"))
     assert checkpoint["global_step"] == 6
+
+
+def test_a_stopped_resumed_run_keeps_its_loss_history(tmp_path):
+    run = Path(pretrain(PretrainConfig(imagery=[str(NAIP)], out=str(tmp_path / "run"), max_steps=4, seed=3, **FAST)))
+    last = run / "last.ckpt"
+    written = last.stat().st_mtime_ns
+    # Settings that do not fit the checkpoint fail clearly, before anything is rewritten.
+    config = (run / "config.yaml").read_text()
+    with pytest.raises(GeossclError, match=r"started with queue_size=64 \(asked 4096\); resume with its settings"):
+        pretrain(PretrainConfig(imagery=[str(NAIP)], out=str(run), max_steps=8, resume=str(last), **{**FAST, "queue_size": 4096}))
+    assert (run / "config.yaml").read_text() == config and last.stat().st_mtime_ns == written
+    # Resume from the command line (the run's settings come from its config.yaml), then kill the
+    # process hard (as the OOM killer or a preempted node does; Lightning finishes gracefully on
+    # SIGTERM) once it has saved a checkpoint (every 10 steps of 40; Lightning writes them atomically).
+    resumed = subprocess.Popen(
+        [sys.executable, "-m", "geosscl", "pretrain", "--resume", str(last), "--max-steps", "40"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while resumed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            if last.stat().st_mtime_ns != written:
+                written = last.stat().st_mtime_ns
+                time.sleep(1.0)  # let the write finish
+                if load_checkpoint(str(last))["global_step"] > 4:
+                    break
+    finally:
+        resumed.kill()
+        resumed.wait(timeout=60)
+    assert resumed.returncode == -9
+    stopped_at = load_checkpoint(str(last))["global_step"]
+    assert stopped_at > 4
+    # Resuming again must keep every step, before the first resume and after it, once.
+    pretrain(PretrainConfig(imagery=[str(NAIP)], out=str(run), max_steps=stopped_at + 2, seed=3, resume=str(last), **FAST))
+    with open(run / "metrics.csv") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("loss")]
+    assert steps == list(range(stopped_at + 2))
+    assert not (run / "metrics.csv.previous").exists()
 
 
 def test_run_directory_contents(tmp_path):

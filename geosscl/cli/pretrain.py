@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from .options import bidx_opt, float_pair, int_list, quiet_opt
@@ -54,6 +56,11 @@ def pretrain(imagery, out, config_path, bands, rgb, crop_size, overlap, scale, b
     }
     if max_time is not None and max_steps is None:
         flags["max_steps"] = 0  # time-limited run
+    if not config_path and resume:
+        # Continue the run as it was set up (imagery, model, objective); flags still override.
+        saved = os.path.join(os.path.dirname(os.path.abspath(resume)), "config.yaml")
+        if os.path.isfile(saved):
+            config_path = saved
     if config_path:
         config = PretrainConfig.from_yaml(config_path, **flags)
     else:
