@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import tempfile
@@ -44,16 +45,21 @@ OBJECTIVES = {
 }
 
 
-def pretrain_to(run: Path, budget: float, weights: dict[str, float], common: dict) -> Path:
-    """Train (or resume) ``run`` until ``budget`` minutes in all; keep a copy of the checkpoint of that budget."""
-    kept = run / f"budget-{budget:g}min.ckpt"
+def pretrain_to(run: Path, budget: float, weights: dict[str, float], common: dict, steps: int | None = None) -> Path:
+    """Train (or resume) ``run`` until ``budget`` minutes in all (or ``steps``, if sooner); keep a copy of that checkpoint."""
+    kept = run / (f"budget-{budget:g}min.ckpt" if steps is None else f"steps-{steps}.ckpt")
     if kept.exists():
         return kept
     last = run / "last.ckpt"
-    pretrain(PretrainConfig(imagery=BANDS, out=str(run), max_steps=None, max_time=budget, weights=weights, seed=0,
+    # With a step budget the time limit stays set, so that the run's clock is saved and carries on.
+    pretrain(PretrainConfig(imagery=BANDS, out=str(run), max_steps=steps, max_time=budget, weights=weights, seed=0,
                             resume=str(last) if last.exists() else None, **common))
     shutil.copyfile(last, kept)
     return kept
+
+
+def steps_of(checkpoint: Path) -> int:
+    return load_checkpoint(str(checkpoint))["global_step"]
 
 
 def main() -> None:
@@ -69,6 +75,11 @@ def main() -> None:
     parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="pretraining objectives to compare")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     parser.add_argument("--workdir", default=None, help="reused between invocations: finished budgets are kept")
+    parser.add_argument("--pretrained-lr-factor", type=float, default=1.0,
+                        help="fine-tuning learning rate of pretrained layers, times that of new ones")
+    parser.add_argument("--warmup-steps", type=int, default=0, help="fine-tuning warm-up steps")
+    parser.add_argument("--equal-steps", action="store_true",
+                        help="also fine-tune instance-only from the step count SSCCL reached at each budget")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     unknown = set(args.objectives.split(",")) - set(OBJECTIVES)
@@ -83,17 +94,29 @@ def main() -> None:
     pretrain_common = dict(common, dense_stride=args.dense_stride)  # instance-only has no dense branch: same run
     final: dict[str, float] = {}
     print(f"# NC Landsat, {args.threads} torch thread(s); fine-tuning: {args.steps} steps, probe: {args.probe_steps} "
-          f"steps, crop {args.crop}, batch {args.batch}, seeds {seeds}, SSCCL dense stride {args.dense_stride}; "
+          f"steps, crop {args.crop}, batch {args.batch}, seeds {seeds}, SSCCL dense stride {args.dense_stride}, "
+          f"pretrained-layer lr x{args.pretrained_lr_factor:g}, warm-up {args.warmup_steps} steps; "
           f"work in {work}", flush=True)
+    recipe = "".join([f"-lrf{args.pretrained_lr_factor:g}" if args.pretrained_lr_factor != 1 else "",
+                      f"-warmup{args.warmup_steps}" if args.warmup_steps else ""])  # keeps cached models apart
     modes = [("", False)] + ([(" (probe)", True)] if args.probe_steps else [])
     for budget in budgets:
         inits = {"random": "random"}
         reached = []
-        for name in args.objectives.split(","):
+        # SSCCL first: with --equal-steps, instance-only stops on its way at SSCCL's step count.
+        for name in sorted(args.objectives.split(","), key=lambda n: n != "SSCCL"):
             weights = OBJECTIVES[name]
             start = time.time()
-            inits[name] = str(pretrain_to(work / f"pretrain-{name}", budget, weights, pretrain_common))
-            steps = load_checkpoint(inits[name])["global_step"]
+            run = work / f"pretrain-{name}"
+            if args.equal_steps and name != "SSCCL" and "SSCCL" in inits:
+                target = steps_of(Path(inits["SSCCL"]))
+                last = run / "last.ckpt"
+                if (run / f"steps-{target}.ckpt").exists() or not last.exists() or steps_of(last) < target:
+                    inits[f"{name} @ SSCCL steps"] = str(pretrain_to(run, budget, weights, pretrain_common, steps=target))
+                else:
+                    print(f"# {name}: already past {target} steps; no equal-step row", flush=True)
+            inits[name] = str(pretrain_to(run, budget, weights, pretrain_common))
+            steps = steps_of(Path(inits[name]))
             reached.append(f"{name} {steps} steps")
             final[f"pretrain_steps_{name}_{budget:g}min"] = steps
             print(f"# {name}: pretrained to {budget:g} min ({time.time() - start:.0f} s in this invocation)", flush=True)
@@ -109,11 +132,14 @@ def main() -> None:
                     mious, oas = [], []
                     for seed in seeds:
                         tag = f"{name}-{budget:g}" if name != "random" else name
-                        out = work / f"{tag}{'-probe' if probe else ''}-{fraction:g}-{seed}.safetensors"
+                        if name.endswith(" @ SSCCL steps"):
+                            tag = f"{name.split()[0]}-{steps_of(Path(init))}steps"
+                        out = work / f"{tag}{recipe}{'-probe' if probe else ''}-{fraction:g}-{seed}.safetensors"
                         if not out.exists():
                             finetune(FinetuneConfig(
                                 imagery=BANDS, labels=LABELS, classes=CLASSES, out=str(out), init=init,
-                                label_fraction=fraction, linear_probe=probe,
+                                label_fraction=fraction, linear_probe=probe, warmup_steps=args.warmup_steps,
+                                pretrained_lr_factor=args.pretrained_lr_factor,
                                 max_steps=args.probe_steps if probe else args.steps, holdout_region=TEST, seed=seed,
                                 **common,
                             ))
@@ -127,7 +153,7 @@ def main() -> None:
                 print(f"| {name}{suffix} | " + " | ".join(cells) + " |", flush=True)
     print()
     for key, value in final.items():
-        print(f"{key.replace('-', '_').replace('.', 'p')}={value:.2f}")
+        print(f"{re.sub(r'[^0-9A-Za-z]+', '_', key.replace('.', 'p'))}={value:.2f}")
 
 
 if __name__ == "__main__":
