@@ -22,8 +22,9 @@ import lightning.pytorch as pl
 import torch
 import yaml
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from .errors import GeossclError
+from .errors import GeossclError, RunStopped
 
 DEFAULT_WEIGHTS = {"instance": 1.0, "spatial": 1.0, "semantic": 0.5}
 
@@ -199,11 +200,18 @@ def pretrain(config: PretrainConfig) -> str:
             use_distributed_sampler=False, enable_progress_bar=not config.quiet,
             enable_model_summary=not config.quiet, deterministic=False,
         )
-        trainer.fit(task, datamodule=datamodule, ckpt_path=config.resume, weights_only=True if config.resume else None)
+        try:
+            trainer.fit(task, datamodule=datamodule, ckpt_path=config.resume, weights_only=True if config.resume else None)
+            stopped = False
+        except SIGTERMException:
+            stopped = True  # a scheduler's notice (preemption, time limit): _FinalCheckpoint saved the state
     if trainer.is_global_zero:
         if os.path.exists(previous):
             _prepend_metrics(previous, metrics, before_step=checkpoint["global_step"])
         plot_losses(metrics, os.path.join(out, "loss_curves.png"))
+    if stopped:
+        raise RunStopped(f"{out}: stopped by SIGTERM at step {trainer.global_step}; continue with "
+                         f"geosscl pretrain --resume {os.path.join(out, 'last.ckpt')}")
     return out
 
 
@@ -268,13 +276,24 @@ class _Throughput(pl.Callback):
 
 
 class _FinalCheckpoint(pl.Callback):
-    """``last.ckpt`` at the very last step too, whatever the checkpoint interval."""
+    """``last.ckpt`` at the very last step too, whatever the checkpoint interval, and on SIGTERM.
+
+    Lightning stops at a step boundary on SIGTERM (what schedulers send before
+    preempting a job) but saves nothing; saving here makes the resume lose no step.
+    Not ``ModelCheckpoint(save_on_exception=True)``: that saves after any exception,
+    a failed step's included, and writes its monitored file (``best.ckpt``) whether
+    or not the state is the best.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
 
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # full state: a run can resume from it
+
+    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.path, weights_only=False)
 
 
 def _check_same_run(path: str, saved: dict[str, Any], asked: dict[str, Any]) -> None:

@@ -117,6 +117,32 @@ def test_a_stopped_resumed_run_keeps_its_loss_history(tmp_path):
     assert not (run / "metrics.csv.previous").exists()
 
 
+def test_sigterm_saves_the_run_and_says_how_to_continue(tmp_path):
+    run = tmp_path / "run"
+    job = subprocess.Popen(
+        [sys.executable, "-m", "geosscl", "pretrain", str(NAIP), "--out", str(run), "--max-steps", "400",
+         "--crop-size", "64", "--batch-size", "8", "--num-workers", "0", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 300
+    while job.poll() is None and time.monotonic() < deadline:  # a few steps, none of them a checkpoint step (50)
+        time.sleep(0.2)
+        if (run / "metrics.csv").exists() and (run / "metrics.csv").read_text().count("\n") > 4:
+            break
+    job.terminate()  # SIGTERM, as a scheduler sends before preempting a job
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 143, stderr[-2000:]
+    message = stderr.strip().splitlines()[-1]
+    stopped_at = load_checkpoint(str(run / "last.ckpt"))["global_step"]
+    assert 0 < stopped_at < 50
+    assert message == f"Error: {run}: stopped by SIGTERM at step {stopped_at}; continue with geosscl pretrain --resume {run / 'last.ckpt'}"
+    pretrain(PretrainConfig(imagery=[str(NAIP)], out=str(run), max_steps=stopped_at + 1, resume=str(run / "last.ckpt"),
+                            **{**FAST, "queue_size": 4096}))
+    with open(run / "metrics.csv") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("loss")]
+    assert steps == list(range(stopped_at + 1))
+
+
 def test_run_directory_contents(tmp_path):
     run = Path(pretrain(PretrainConfig(imagery=[str(NAIP)], out=str(tmp_path / "run"), max_steps=3, **FAST)))
     for name in ("config.yaml", "band_stats.json", "metrics.csv", "loss_curves.png", "last.ckpt", "best.ckpt"):

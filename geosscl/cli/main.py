@@ -20,7 +20,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except GeossclError as exc:
-            raise click.ClickException(str(exc)) from None
+            error = click.ClickException(str(exc))
+            error.exit_code = getattr(exc, "exit_code", 1)
+            raise error from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
