@@ -74,7 +74,7 @@ def test_fine_tuning_starts_from_the_checkpoint_weights(pretrained):
         assert not torch.allclose(fresh.network.encode(x)[-1], ssccl.network.encode(x)[-1])
 
 
-def test_instance_only_runs_lend_their_encoder_only(tmp_path):
+def test_instance_only_runs_count_their_encoder_only_as_pretrained(tmp_path):
     run = pretrain(PretrainConfig(imagery=[STACK], out=str(tmp_path / "run"), max_steps=1, queue_size=32,
                                   weights={"instance": 1, "spatial": 0, "semantic": 0}, **FAST))
     checkpoint = load_checkpoint(os.path.join(run, "last.ckpt"))

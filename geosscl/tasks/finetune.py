@@ -102,31 +102,31 @@ class SegmentationTask(BaseTask):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": ramp, "interval": "step"}}
 
     def load_pretrained(self, state_dict: dict[str, Tensor], hyper_parameters: dict[str, Any] | None = None) -> int:
-        """Copy the encoder and decoder weights an SSCCL run trained from its checkpoint.
+        """Copy encoder and decoder weights from an SSCCL checkpoint's ``state_dict``.
 
         The segmentation head is new (the classes differ). Given the run's
-        ``hyper_parameters``, modules its losses never reached (the decoder of an
-        instance-only run, the stages finer than ``dense_stride``) are not copied: they
-        hold the run's random initialisation, and would otherwise count as pretrained
-        for ``pretrained_lr_factor``. Returns the number of tensors copied.
+        ``hyper_parameters``, only the modules its losses reached count as pretrained
+        (for ``pretrained_lr_factor``): not the decoder of an instance-only run, nor the
+        stages finer than ``dense_stride``. Those are copied all the same (they hold the
+        run's initialisation). Returns the number of tensors copied.
         """
         prefix = "network.net."
         net = self.network.net
-        skip = ("segmentation_head.",)
-        if hyper_parameters is not None:
-            hp = hyper_parameters
-            dense = hp.get("spatial_weight", 0) > 0 or hp.get("semantic_weight", 0) > 0
-            unused = self.network.modules_beyond(hp.get("dense_stride", 4) if dense else None)
-            skip = tuple(f"{name}." for name, module in net.named_modules() if any(module is u for u in unused))
         own = net.state_dict()
         taken = {
             key[len(prefix):]: value
             for key, value in state_dict.items()
-            if key.startswith(prefix) and not key[len(prefix):].startswith(skip)
+            if key.startswith(prefix) and not key.startswith(prefix + "segmentation_head")
             and key[len(prefix):] in own and own[key[len(prefix):]].shape == value.shape
         }
         net.load_state_dict(taken, strict=False)
-        self.pretrained = {name for name, _ in net.named_parameters() if name in taken}
+        untrained: tuple[str, ...] = ()
+        if hyper_parameters is not None:
+            hp = hyper_parameters
+            dense = hp.get("spatial_weight", 0) > 0 or hp.get("semantic_weight", 0) > 0
+            unused = self.network.modules_beyond(hp.get("dense_stride", 4) if dense else None)
+            untrained = tuple(f"{name}." for name, module in net.named_modules() if any(module is u for u in unused))
+        self.pretrained = {name for name, _ in net.named_parameters() if name in taken and not name.startswith(untrained)}
         return len(taken)
 
     def frozen(self) -> list[nn.Module]:
