@@ -6,9 +6,7 @@ CPU (or the GPU when present):
 
 * ``MoCoTask`` (TorchGeo 0.8.1, MoCo v2, its own augmentations on the batch);
 * SSCCL instance-only (weights instance=1, spatial=0, semantic=0): encoder only;
-* SSCCL full (instance + spatial + semantic): encoder and decoder to stride 4;
-* ``MoCoTask`` again with its network in channels-last memory format (as geosscl's
-  networks are), to show how much of the ratio that format accounts for.
+* SSCCL full (instance + spatial + semantic): encoder and decoder to stride 4.
 
 It also counts the floating-point operations of the decoder stages the consistency
 branch runs against the encoder's (``decoder_flops_vs_encoder``): where a step's time
@@ -116,8 +114,6 @@ def main() -> None:
     rates["instance"] = images_per_s(
         SSCCLTask(**common, instance_weight=1, spatial_weight=0, semantic_weight=0), ssccl_batches, args.warmup)
     rates["ssccl"] = images_per_s(SSCCLTask(**common), ssccl_batches, args.warmup)
-    moco = MoCoTask(model="resnet18", in_channels=4, version=2, size=args.crop, memory_bank_size=1024, lr=0.01)
-    rates["moco_nhwc"] = images_per_s(moco.to(memory_format=torch.channels_last), moco_batches, args.warmup)
 
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"# ResNet-18 U-Net, dense stride {args.dense_stride}, {args.crop} px, batch {args.batch}, "
@@ -126,8 +122,6 @@ def main() -> None:
     print(f"moco_images_per_s={rates['moco']:.2f}")
     print(f"instance_only_images_per_s={rates['instance']:.2f}")
     print(f"images_per_s={rates['ssccl']:.2f}")
-    print(f"moco_channels_last_images_per_s={rates['moco_nhwc']:.2f}")
-    print(f"ratio_vs_moco_channels_last={rates['ssccl'] / rates['moco_nhwc']:.3f}")
     print(f"decoder_flops_vs_encoder={decoder_flops_vs_encoder(args.crop, args.dense_stride):.3f}")
     print(f"ratio_vs_moco={rates['ssccl'] / rates['moco']:.3f}")
     print(f"consistency_overhead={rates['instance'] / rates['ssccl'] - 1:.3f}")

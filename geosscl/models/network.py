@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import segmentation_models_pytorch as smp
-import torch
 from torch import Tensor, nn
 
 from ..errors import GeossclError
@@ -47,9 +46,6 @@ class SegmentationNetwork(nn.Module):
         self.net = smp.create_model(
             arch, encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes, **extra
         )
-        # NHWC: oneDNN's convolutions on the CPU (and cuDNN's under mixed precision) run
-        # faster on it; benchmarks/pretrain_step.py measures the gain.
-        self.net.to(memory_format=torch.channels_last)
 
     @property
     def encoder_channels(self) -> int:
@@ -89,11 +85,11 @@ class SegmentationNetwork(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``B×C×H×W`` → ``B×num_classes×H×W`` logits (H, W multiples of 32)."""
-        return self.net(x.contiguous(memory_format=torch.channels_last))
+        return self.net(x)
 
     def encode(self, x: Tensor) -> list[Tensor]:
         """Encoder feature maps, finest first (strides 1, 2, 4, …, 32)."""
-        return self.net.encoder(x.contiguous(memory_format=torch.channels_last))
+        return self.net.encoder(x)
 
     def decode(self, features: list[Tensor], stride: int) -> Tensor:
         """Decoder features at ``stride``: ``B×D×H/stride×W/stride``."""
