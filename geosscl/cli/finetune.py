@@ -21,7 +21,7 @@ from .options import bidx_opt, overwrite_opt, quiet_opt
 @click.option("--linear-probe", is_flag=True,
               help="Train the segmentation head only (encoder and decoder frozen): measures the representation.")
 @click.option("--pretrained-lr-factor", type=float, default=1.0, show_default=True,
-              help="Learning rate of the layers taken from --init, as a multiple of the new layers' rate.")
+              help="Learning rate of the layers the --init run trained, as a multiple of the others' rate.")
 @click.option("--warmup-steps", type=int, default=0, show_default=True,
               help="Steps over which the learning rates rise linearly to their values.")
 @click.option("--crop-size", type=int, default=128, show_default=True, help="Training crop side, pixels (multiple of 32).")

@@ -33,8 +33,8 @@ class SegmentationTask(BaseTask):
             last features): a direct measure of what pretraining learnt.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
-        pretrained_lr_factor: learning rate of the layers :meth:`load_pretrained`
-            loaded, as a multiple of ``lr`` (new layers train at ``lr``).
+        pretrained_lr_factor: learning rate of the layers the SSCCL run trained (see
+            :meth:`load_pretrained`), as a multiple of ``lr``; the others train at ``lr``.
         warmup_steps: steps over which every learning rate rises linearly from
             ``1/warmup_steps`` of its value (0: none).
     """
@@ -60,7 +60,7 @@ class SegmentationTask(BaseTask):
         warmup_steps: int = 0,
     ) -> None:
         super().__init__()
-        #: Names (in ``network.net``) of the parameters load_pretrained filled.
+        #: Names (in ``network.net``) of the parameters load_pretrained filled with trained weights.
         self.pretrained: set[str] = set()
 
     def configure_models(self) -> None:
