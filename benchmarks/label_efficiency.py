@@ -102,6 +102,7 @@ def main() -> None:
     modes = [("", False)] + ([(" (probe)", True)] if args.probe_steps else [])
     for budget in budgets:
         inits = {"random": "random"}
+        tags = {"random": "random"}  # file-name stem of each init's fine-tuned models
         reached = []
         # SSCCL first: with --equal-steps, instance-only stops on its way at SSCCL's step count.
         for name in sorted(args.objectives.split(","), key=lambda n: n != "SSCCL"):
@@ -113,9 +114,11 @@ def main() -> None:
                 last = run / "last.ckpt"
                 if (run / f"steps-{target}.ckpt").exists() or not last.exists() or steps_of(last) < target:
                     inits[f"{name} @ SSCCL steps"] = str(pretrain_to(run, budget, weights, pretrain_common, steps=target))
+                    tags[f"{name} @ SSCCL steps"] = f"{name}-{target}steps"
                 else:
                     print(f"# {name}: already past {target} steps; no equal-step row", flush=True)
             inits[name] = str(pretrain_to(run, budget, weights, pretrain_common))
+            tags[name] = f"{name}-{budget:g}"
             steps = steps_of(Path(inits[name]))
             reached.append(f"{name} {steps} steps")
             final[f"pretrain_steps_{name}_{budget:g}min"] = steps
@@ -131,10 +134,7 @@ def main() -> None:
                 for fraction in fractions:
                     mious, oas = [], []
                     for seed in seeds:
-                        tag = f"{name}-{budget:g}" if name != "random" else name
-                        if name.endswith(" @ SSCCL steps"):
-                            tag = f"{name.split()[0]}-{steps_of(Path(init))}steps"
-                        out = work / f"{tag}{recipe}{'-probe' if probe else ''}-{fraction:g}-{seed}.safetensors"
+                        out = work / f"{tags[name]}{recipe}{'-probe' if probe else ''}-{fraction:g}-{seed}.safetensors"
                         if not out.exists():
                             finetune(FinetuneConfig(
                                 imagery=BANDS, labels=LABELS, classes=CLASSES, out=str(out), init=init,
