@@ -52,6 +52,8 @@ class StepTimer(pl.Callback):
         self.warmup, self.times, self.last = warmup, [], 0.0
 
     def on_train_batch_end(self, trainer, *args) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # kernels run asynchronously: count a step when its work is done
         now = time.perf_counter()
         if trainer.global_step > self.warmup:
             self.times.append(now - self.last)

@@ -61,6 +61,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     pretrained_lr_factor: float = 1.0
     warmup_steps: int = 0
+    accelerator: str = "auto"
     devices: int | str = "auto"
     num_workers: int = 2
     seed: int = 0
@@ -114,12 +115,13 @@ def finetune(config: FinetuneConfig) -> str:
     from samplers import RegionSampler
 
     from .tasks import SegmentationTask
-    from .training import load_checkpoint, progress_bar, quiet_lightning
+    from .training import check_accelerator, load_checkpoint, progress_bar, quiet_lightning
 
     # -- check everything before writing anything ------------------------------------
     out = check_output(config.out, config.overwrite)
     if config.max_steps is None and config.max_time is None:
         raise GeossclError("max_steps: give --max-steps or --max-time")
+    check_accelerator(config.accelerator)
     if config.crop_size % 32:
         raise GeossclError(f"crop_size: {config.crop_size} is not a multiple of 32 (the encoder's total stride)")
     if config.pretrained_lr_factor < 0 or config.warmup_steps < 0:
@@ -200,7 +202,7 @@ def finetune(config: FinetuneConfig) -> str:
                 max_steps=steps if config.max_steps else -1, max_epochs=-1,
                 max_time={"minutes": config.max_time} if config.max_time else None,
                 val_check_interval=max(1, min(100, steps // 5)), check_val_every_n_epoch=None,
-                accelerator="auto", devices=config.devices, logger=False, callbacks=callbacks,
+                accelerator=config.accelerator, devices=config.devices, logger=False, callbacks=callbacks,
                 enable_progress_bar=not config.quiet, enable_model_summary=not config.quiet, num_sanity_val_steps=0,
             )
             trainer.fit(task, train_dataloaders=train_loader, val_dataloaders=val_loader)

@@ -58,7 +58,8 @@ class TiledSegmenter:
     """Runs a segmentation network over any area of a mosaic, tile by tile.
 
     Args:
-        network: the model (from :func:`geosscl.modelfile.load_model`).
+        network: the model (from :func:`geosscl.modelfile.load_model`); moved to
+            ``device`` and put in eval mode, in place, as ``nn.Module.to`` does.
         info: its metadata (bands, normalisation, tile size, overlap).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         tile_size: tile side in pixels (default: the model's), a multiple of 32.

@@ -54,6 +54,7 @@ class PretrainConfig:
     momentum: float = 0.99
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"
     num_nodes: int = 1
@@ -97,6 +98,21 @@ def parse_weights(text: str) -> dict[str, float]:
     return weights
 
 
+ACCELERATORS = ("auto", "cpu", "gpu")
+
+
+def check_accelerator(accelerator: str) -> None:
+    """Refuse, before anything is written, an accelerator this machine lacks.
+
+    Lightning would refuse it too, but only once the run directory exists and with
+    a multi-line message.
+    """
+    if accelerator not in ACCELERATORS:
+        raise GeossclError(f"accelerator: {accelerator!r} is not one of {', '.join(ACCELERATORS)}")
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise GeossclError("accelerator: gpu requested but no CUDA device is available")
+
+
 def load_checkpoint(path: str) -> dict[str, Any]:
     """Load a geosscl pretraining checkpoint without executing code.
 
@@ -135,6 +151,7 @@ def pretrain(config: PretrainConfig) -> str:
     # -- check everything before writing anything ------------------------------------
     if config.max_steps is None and config.max_time is None:
         raise GeossclError("max_steps: give --max-steps or --max-time")
+    check_accelerator(config.accelerator)
     checkpoint = load_checkpoint(config.resume) if config.resume else None
     out = os.path.abspath(config.out)
     # Under DDP Lightning relaunches this command once per extra process: only rank 0
@@ -195,7 +212,7 @@ def pretrain(config: PretrainConfig) -> str:
             max_steps=steps if config.max_steps else -1,
             max_epochs=-1,  # the pair stream is sized to the run; steps or time end it
             max_time={"minutes": config.max_time} if config.max_time else None,
-            accelerator="auto", devices=config.devices, strategy=config.strategy, num_nodes=config.num_nodes,
+            accelerator=config.accelerator, devices=config.devices, strategy=config.strategy, num_nodes=config.num_nodes,
             logger=CSVLogger(out, name="", version=""), callbacks=callbacks, log_every_n_steps=1,
             use_distributed_sampler=False, enable_progress_bar=not config.quiet,
             enable_model_summary=not config.quiet, deterministic=False,

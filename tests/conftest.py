@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from affine import Affine
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
@@ -17,6 +18,10 @@ NC_BANDS = sorted((SAMPLES / "nc_landsat").glob("lsat7_2000_*.tif"))
 TUTORIAL = SAMPLES / "landsat_tutorial"
 TUTORIAL_STACK = TUTORIAL / "LE70220491999322EDC01_stack.gtif"  # 8 bands, EPSG:32615
 TUTORIAL_POLYGONS = TUTORIAL / "training_data.shp"  # sparse labels, column `id` 1..5
+
+# Device-dependent code (resampling, augmentation, grid sampling) is tested on every
+# device this machine has; CI has no GPU, so there the CUDA cases show as skipped.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 
 
 def write_raster(path: Path, data: np.ndarray, crs="EPSG:32614", transform=None, nodata=None, **extra) -> Path:

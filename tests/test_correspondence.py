@@ -11,7 +11,7 @@ from geosscl import Mosaic, PairDataset
 from geosscl.augment import PairAugmentation
 from geosscl.correspondence import map_to_view, overlap_grid, sample_at, usable
 from samplers import OverlappingPairSampler
-from conftest import NAIP, write_raster
+from conftest import DEVICES, NAIP, write_raster
 
 RES = 10.0
 ORIGIN = (500000.0, 5000000.0)
@@ -34,12 +34,13 @@ def geometric_only(**kwargs) -> PairAugmentation:
     return augment
 
 
-def ramp_error(mosaic: Mosaic, augment: PairAugmentation, scale, use_matrix: bool = True, seed: int = 0) -> float:
+def ramp_error(mosaic: Mosaic, augment: PairAugmentation, scale, use_matrix: bool = True, seed: int = 0,
+               device: str = "cpu") -> float:
     """Largest error, in native pixels, of the map coordinates read back at mapped grid points."""
     size = 64
     torch.manual_seed(seed)
     sampler = OverlappingPairSampler(mosaic, size, scale=scale, length=16, generator=torch.Generator().manual_seed(seed))
-    batch = PairDataset(mosaic, size).views(sampler)
+    batch = PairDataset(mosaic, size).views(sampler, device)
     points = overlap_grid(batch["overlap"], 8)
     expected = torch.stack([(points[..., 0] - ORIGIN[0]) / 1000, (points[..., 1] - ORIGIN[1]) / 1000], dim=1)
     worst = 0.0
@@ -64,22 +65,25 @@ def ramp_error(mosaic: Mosaic, augment: PairAugmentation, scale, use_matrix: boo
     ],
 )
 @pytest.mark.parametrize("scale", [(1.0, 1.0), (0.6, 1.6)])
-def test_ramp_reads_back_its_map_coordinates(ramp_mosaic, name, kwargs, scale):
+@pytest.mark.parametrize("device", DEVICES)
+def test_ramp_reads_back_its_map_coordinates(ramp_mosaic, name, kwargs, scale, device):
     for seed in range(3):
-        assert ramp_error(ramp_mosaic, geometric_only(**kwargs), scale, seed=seed) < 0.05
+        assert ramp_error(ramp_mosaic, geometric_only(**kwargs), scale, seed=seed, device=device) < 0.05
 
 
-def test_ignoring_the_augmentation_matrix_is_caught(ramp_mosaic):
+@pytest.mark.parametrize("device", DEVICES)
+def test_ignoring_the_augmentation_matrix_is_caught(ramp_mosaic, device):
     augment = geometric_only(flips=True, rotate90=True, affine_degrees=0)
-    assert ramp_error(ramp_mosaic, augment, (1.0, 1.0), use_matrix=False) > 5
+    assert ramp_error(ramp_mosaic, augment, (1.0, 1.0), use_matrix=False, device=device) > 5
 
 
-def test_real_imagery_equal_scale_views_agree_at_mapped_points():
+@pytest.mark.parametrize("device", DEVICES)
+def test_real_imagery_equal_scale_views_agree_at_mapped_points(device):
     mosaic = Mosaic(NAIP)
     size = 64
     torch.manual_seed(0)
     sampler = OverlappingPairSampler(mosaic, size, scale=(1, 1), length=16, generator=torch.Generator().manual_seed(1))
-    batch = PairDataset(mosaic, size).views(sampler)
+    batch = PairDataset(mosaic, size).views(sampler, device)
     # Grid points on pixel centres of the native grid, so no interpolation happens at all.
     res = mosaic.res[0]
     k = 8

@@ -147,6 +147,8 @@ def test_bad_input_fails_before_writing(tmp_path, pretrained):
     expect("vector labels need --class-column", class_column=None)
     expect("label_fraction: .* leaves no labelled block|holds no labelled polygon", label_fraction=0.001)
     expect("pretrained_lr_factor / warmup_steps: must not be negative", pretrained_lr_factor=-0.1)
+    if not torch.cuda.is_available():
+        expect("accelerator: gpu requested but no CUDA device is available", accelerator="gpu")
     everything = tmp_path / "all.geojson"
     gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1e7, 1e7)], crs="EPSG:32615").to_file(everything)
     expect("holdout region covers all the labelled imagery", holdout_region=str(everything))
@@ -242,7 +244,7 @@ def test_two_process_ddp_fine_tuning_on_cpu(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "geosscl", "finetune", STACK, "--labels", POLYGONS, "--class-column", "id",
          "--out", str(out), "--crop-size", "64", "--batch-size", "4", "--max-steps", "3", "--num-workers", "0",
-         "--devices", "2", "-q"],
+         "--accelerator", "cpu", "--devices", "2", "-q"],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -63,8 +63,9 @@ def test_one_tile_equals_a_full_forward_pass(model):
     classes, profile = segment(mosaic, (network, info), window, tile_size=256, overlap=0)
     image, _, _ = mosaic.read(window)
     normalised, valid = BandStats(torch.tensor(info.band_mean), torch.tensor(info.band_std))(torch.from_numpy(image)[None])
+    device = next(network.parameters()).device  # segment() ran it on CUDA where there is one
     with torch.no_grad():
-        expected = network(normalised).argmax(1)[0].numpy()
+        expected = network(normalised.to(device)).argmax(1)[0].cpu().numpy()
     expected = np.where(valid[0, 0].numpy() > 0, expected, 255)
     assert profile["transform"] == Affine(28.5, 0, x0, 0, -28.5, y1)
     np.testing.assert_array_equal(classes, expected)

@@ -34,6 +34,8 @@ from .options import bidx_opt, overwrite_opt, quiet_opt
 @click.option("--val-fraction", type=float, default=0.2, show_default=True, help="Share of blocks for validation.")
 @click.option("--block-size", type=int, help="Side of split blocks, pixels.  [default: crop size]")
 @bidx_opt
+@click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="Where to train (auto: the GPU if there is one).")
 @click.option("--devices", default="auto", show_default=True, help="Devices (a number or 'auto').")
 @click.option("--num-workers", type=int, default=2, show_default=True, help="DataLoader workers.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, label blocks and training.")
@@ -41,7 +43,7 @@ from .options import bidx_opt, overwrite_opt, quiet_opt
 @quiet_opt
 def finetune(imagery, labels, out, classes, class_column, init, label_fraction, freeze_encoder, linear_probe, pretrained_lr_factor, warmup_steps,
              crop_size, batch_size,
-             max_steps, max_time, val_region, holdout_region, val_fraction, block_size, bands, devices, num_workers, seed, overwrite, quiet):
+             max_steps, max_time, val_region, holdout_region, val_fraction, block_size, bands, accelerator, devices, num_workers, seed, overwrite, quiet):
     """Fine-tune a segmenter on IMAGERY with --labels; write one model file."""
     from ..finetuning import FinetuneConfig, finetune as run
 
@@ -52,7 +54,7 @@ def finetune(imagery, labels, out, classes, class_column, init, label_fraction, 
         label_fraction=label_fraction, freeze_encoder=freeze_encoder, linear_probe=linear_probe,
         pretrained_lr_factor=pretrained_lr_factor, warmup_steps=warmup_steps, crop_size=crop_size, batch_size=batch_size,
         max_steps=max_steps, max_time=max_time, val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
-        block_size=block_size, bands=bands, devices=int(devices) if str(devices).isdigit() else devices,
+        block_size=block_size, bands=bands, accelerator=accelerator, devices=int(devices) if str(devices).isdigit() else devices,
         num_workers=num_workers, seed=seed, overwrite=overwrite, quiet=quiet,
     ))
     if not quiet:

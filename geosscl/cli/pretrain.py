@@ -29,6 +29,7 @@ from .options import bidx_opt, float_pair, int_list, quiet_opt
 @click.option("--weights", "weights_text", metavar="instance=1,spatial=1,semantic=0.5",
               help="Loss weights; 0 switches a term off.")
 @click.option("--num-workers", type=int, help="DataLoader workers.  [default: 2]")
+@click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu"]), help="Where to train.  [default: auto: the GPU if there is one]")
 @click.option("--devices", help="Devices per node (a number or 'auto').  [default: auto]")
 @click.option("--strategy", help="Lightning strategy, e.g. ddp.  [default: auto]")
 @click.option("--num-nodes", type=int, help="Nodes.  [default: 1]")
@@ -36,7 +37,7 @@ from .options import bidx_opt, float_pair, int_list, quiet_opt
 @click.option("--seed", type=int, help="Random seed.  [default: 0]")  # no default: must not override --config
 @quiet_opt
 def pretrain(imagery, out, config_path, bands, rgb, crop_size, overlap, scale, batch_size, max_steps, max_time, arch,
-             encoder, decoder_channels, dense_stride, weights_text, num_workers, devices, strategy, num_nodes, resume, seed, quiet):
+             encoder, decoder_channels, dense_stride, weights_text, num_workers, accelerator, devices, strategy, num_nodes, resume, seed, quiet):
     """Pretrain an encoder + decoder on IMAGERY with SSCCL.
 
     IMAGERY is GeoTIFF files, directories or glob patterns, read as one mosaic.
@@ -51,7 +52,7 @@ def pretrain(imagery, out, config_path, bands, rgb, crop_size, overlap, scale, b
         "decoder_channels": decoder_channels,
         "dense_stride": dense_stride,
         "weights": parse_weights(weights_text) if weights_text else None, "num_workers": num_workers,
-        "devices": int(devices) if devices and devices.isdigit() else devices, "strategy": strategy,
+        "accelerator": accelerator, "devices": int(devices) if devices and devices.isdigit() else devices, "strategy": strategy,
         "num_nodes": num_nodes, "resume": resume, "seed": seed, "quiet": quiet or None,
     }
     if max_time is not None and max_steps is None:
