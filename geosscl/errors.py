@@ -10,9 +10,12 @@ class GeossclError(ValueError):
 
 
 class RunStopped(GeossclError):
-    """A run stopped before its end (a termination signal); its last checkpoint resumes it.
+    """A run stopped before its end (a signal); its last checkpoint resumes it.
 
-    The CLI exits with ``exit_code`` (128 + SIGTERM, as a shell reports a terminated process).
+    The CLI exits with ``exit_code``: 128 + the signal's number, as a shell reports a
+    process the signal ended (143 for SIGTERM, 130 for SIGINT, i.e. Ctrl-C).
     """
 
-    exit_code = 143
+    def __init__(self, message: str, exit_code: int = 143) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

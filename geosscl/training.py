@@ -12,6 +12,9 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -197,6 +200,8 @@ def pretrain(config: PretrainConfig) -> str:
         _FinalCheckpoint(os.path.join(out, "last.ckpt")),
         _Throughput(config.batch_size),
     ]
+    interrupt = _StopOnInterrupt()
+    callbacks.append(interrupt)
     if not config.quiet:
         callbacks.append(progress_bar("pretrain"))
     metrics = os.path.join(out, "metrics.csv")
@@ -226,9 +231,10 @@ def pretrain(config: PretrainConfig) -> str:
         if os.path.exists(previous):
             _prepend_metrics(previous, metrics, before_step=checkpoint["global_step"])
         plot_losses(metrics, os.path.join(out, "loss_curves.png"))
-    if stopped:
-        raise RunStopped(f"{out}: stopped by SIGTERM at step {trainer.global_step}; continue with "
-                         f"geosscl pretrain --resume {os.path.join(out, 'last.ckpt')}")
+    how = "stopped by SIGTERM" if stopped else "interrupted (Ctrl-C)" if interrupt.stopped else None
+    if how:
+        raise RunStopped(f"{out}: {how} at step {trainer.global_step}; continue with "
+                         f"geosscl pretrain --resume {os.path.join(out, 'last.ckpt')}", exit_code=143 if stopped else 130)
     return out
 
 
@@ -311,6 +317,44 @@ class _FinalCheckpoint(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             trainer.save_checkpoint(self.path, weights_only=False)
+
+
+class _StopOnInterrupt(pl.Callback):
+    """Ctrl-C ends the run at the end of the current step, saved; a second Ctrl-C aborts.
+
+    Lightning turns a KeyboardInterrupt into exit status 1 wherever it lands (inside
+    an optimiser step, say) and saves nothing; a checkpoint taken there could hold
+    half-updated weights. Here SIGINT only asks for a stop, and the run stops at the
+    next step boundary, where the state is whole (``_FinalCheckpoint`` saves it at
+    the end of training). Under DDP every rank gets the terminal's SIGINT at its own
+    moment, so the request is reduced across ranks and all stop at the same step.
+    """
+
+    def __init__(self) -> None:
+        self.asked = self.stopped = False
+        self._previous: Any = None
+        self._lead = True
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._lead = trainer.is_global_zero
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            previous = signal.signal(signal.SIGINT, self._ask)
+            self._previous = signal.default_int_handler if previous is None else previous  # None: set outside Python
+
+    def _ask(self, signum: int, frame: Any) -> None:
+        self.asked = True
+        signal.signal(signal.SIGINT, self._previous)  # the next Ctrl-C interrupts at once
+        if self._lead:
+            print("\nCtrl-C: stopping after this step and saving (Ctrl-C again: stop now, unsaved)", file=sys.stderr)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.strategy.reduce_boolean_decision(self.asked, all=False):
+            self.stopped = trainer.should_stop = True
+
+    def teardown(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _check_same_run(path: str, saved: dict[str, Any], asked: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -144,6 +145,31 @@ def test_sigterm_saves_the_run_and_says_how_to_continue(tmp_path):
     with open(run / "metrics.csv") as f:
         steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("loss")]
     assert steps == list(range(stopped_at + 1))
+
+
+def test_ctrl_c_stops_after_the_step_saves_and_says_how_to_continue(tmp_path):
+    run = tmp_path / "run"
+    # Its own process group, as a terminal's foreground job: Ctrl-C reaches the loader workers too.
+    job = subprocess.Popen(
+        [sys.executable, "-m", "geosscl", "pretrain", str(NAIP), "--out", str(run), "--max-steps", "400",
+         "--crop-size", "64", "--batch-size", "8", "--num-workers", "2", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if (run / "metrics.csv").exists() and (run / "metrics.csv").read_text().count("\n") > 4:
+            break
+    os.killpg(job.pid, signal.SIGINT)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 130, stderr[-2000:]
+    stopped_at = load_checkpoint(str(run / "last.ckpt"))["global_step"]
+    assert 0 < stopped_at < 50  # saved where it stopped, not at the last interval checkpoint
+    assert "Ctrl-C: stopping after this step" in stderr
+    assert stderr.strip().splitlines()[-1] == (f"Error: {run}: interrupted (Ctrl-C) at step {stopped_at}; continue "
+                                               f"with geosscl pretrain --resume {run / 'last.ckpt'}")
+    with open(run / "metrics.csv") as f:
+        assert max(int(row["step"]) for row in csv.DictReader(f) if row.get("loss")) == stopped_at - 1
 
 
 def test_run_directory_contents(tmp_path):

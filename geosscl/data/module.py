@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import lightning.pytorch as pl
@@ -77,7 +78,18 @@ class PairDataModule(pl.LightningDataModule):
             # Worker seeds from their own generator, not from the global RNG that
             # drives augmentation: a resumed run then augments as the whole run did.
             generator=torch.Generator().manual_seed(self.seed),
+            worker_init_fn=_ignore_sigint,
         )
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Leave Ctrl-C to the main process, which ends the run after the current step.
+
+    A terminal sends SIGINT to the whole process group: workers that died of it
+    would break the step the main process is finishing. They end when it closes the
+    loader.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _ContinuedStream(Sampler):
