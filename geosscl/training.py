@@ -224,17 +224,17 @@ def pretrain(config: PretrainConfig) -> str:
         )
         try:
             trainer.fit(task, datamodule=datamodule, ckpt_path=config.resume, weights_only=True if config.resume else None)
-            stopped = False
+            terminated = False
         except SIGTERMException:
-            stopped = True  # a scheduler's notice (preemption, time limit): _FinalCheckpoint saved the state
+            terminated = True  # a scheduler's notice (preemption, time limit): _FinalCheckpoint saved the state
     if trainer.is_global_zero:
         if os.path.exists(previous):
             _prepend_metrics(previous, metrics, before_step=checkpoint["global_step"])
         plot_losses(metrics, os.path.join(out, "loss_curves.png"))
-    how = "stopped by SIGTERM" if stopped else "interrupted (Ctrl-C)" if interrupt.stopped else None
+    how = "stopped by SIGTERM" if terminated else "interrupted (Ctrl-C)" if interrupt.stopped else None
     if how:
         raise RunStopped(f"{out}: {how} at step {trainer.global_step}; continue with "
-                         f"geosscl pretrain --resume {os.path.join(out, 'last.ckpt')}", exit_code=143 if stopped else 130)
+                         f"geosscl pretrain --resume {os.path.join(out, 'last.ckpt')}", exit_code=143 if terminated else 130)
     return out
 
 
@@ -337,7 +337,9 @@ class _StopOnInterrupt(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._lead = trainer.is_global_zero
-        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        # Signal handlers live in the main thread only; and a program that calls pretrain()
+        # after setting SIGINT to be ignored keeps it ignored.
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             previous = signal.signal(signal.SIGINT, self._ask)
             self._previous = signal.default_int_handler if previous is None else previous  # None: set outside Python
 
