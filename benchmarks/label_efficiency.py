@@ -71,7 +71,9 @@ def main() -> None:
     parser.add_argument("--probe-steps", type=int, default=150, help="linear-probe steps (0: no probe rows)")
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--dense-stride", type=int, default=4, help="decoder stage of SSCCL's dense features (4, 8, 16)")
+    parser.add_argument("--dense-stride", type=int, default=16, help="decoder stage of SSCCL's dense features (4, 8, 16)")
+    parser.add_argument("--jitter", default="band", choices=["band", "image", "none"],
+                        help="pretraining brightness/contrast jitter: per band, per image, none")
     parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="pretraining objectives to compare")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     parser.add_argument("--workdir", default=None, help="reused between invocations: finished budgets are kept")
@@ -91,10 +93,10 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="geosscl-label-efficiency-"))
     work.mkdir(parents=True, exist_ok=True)
     common = dict(crop_size=args.crop, batch_size=args.batch, num_workers=0 if args.threads == 1 else 2, quiet=True)
-    pretrain_common = dict(common, dense_stride=args.dense_stride)  # instance-only has no dense branch: same run
+    pretrain_common = dict(common, dense_stride=args.dense_stride, jitter=args.jitter)  # instance-only has no dense branch: same run
     final: dict[str, float] = {}
     print(f"# NC Landsat, {args.threads} torch thread(s); fine-tuning: {args.steps} steps, probe: {args.probe_steps} "
-          f"steps, crop {args.crop}, batch {args.batch}, seeds {seeds}, SSCCL dense stride {args.dense_stride}, "
+          f"steps, crop {args.crop}, batch {args.batch}, seeds {seeds}, SSCCL dense stride {args.dense_stride}, jitter {args.jitter}, "
           f"pretrained-layer lr x{args.pretrained_lr_factor:g}, warm-up {args.warmup_steps} steps; "
           f"work in {work}", flush=True)
     recipe = "".join([f"-lrf{args.pretrained_lr_factor:g}" if args.pretrained_lr_factor != 1 else "",

@@ -6,14 +6,14 @@ CPU (or the GPU when present):
 
 * ``MoCoTask`` (TorchGeo 0.8.1, MoCo v2, its own augmentations on the batch);
 * SSCCL instance-only (weights instance=1, spatial=0, semantic=0): encoder only;
-* SSCCL full (instance + spatial + semantic): encoder and decoder to stride 4.
+* SSCCL full (instance + spatial + semantic): encoder and decoder to ``--dense-stride`` (16).
 
 It also counts the floating-point operations of the decoder stages the consistency
 branch runs against the encoder's (``decoder_flops_vs_encoder``): where a step's time
 follows its convolutions, that ratio is what the branch costs, whatever the losses do.
 
 Images per second count the samples of a batch (a pair, or an image MoCo turns
-into two views). Usage: ``python benchmarks/pretrain_step.py [--batch 16] [--crop 128] [--steps 12]``.
+into two views). Usage: ``python benchmarks/pretrain_step.py [--batch 16] [--crop 128] [--steps 12] [--dense-stride 16]``.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--dense-stride", type=int, default=4)
+    parser.add_argument("--dense-stride", type=int, default=16, help="decoder stride of the dense features (geosscl's default: 16)")
     args = parser.parse_args()
 
     torch.manual_seed(0)

@@ -39,7 +39,7 @@ class BandStats(nn.Module):
 
 
 class BandJitter(nn.Module):
-    """Random brightness and contrast, per band and per image, for any band count.
+    """Random brightness and contrast, per image, for any band count.
 
     Kornia's colour jitter is defined for RGB (or grey) images only; multispectral
     imagery needs the same idea per band. Works on normalised images: contrast
@@ -49,15 +49,18 @@ class BandJitter(nn.Module):
         brightness: shifts are drawn from ``U(-brightness, brightness)``.
         contrast: factors are drawn from ``U(1 - contrast, 1 + contrast)``.
         p: probability of jittering an image.
+        per_band: draw each band's shift and factor on its own (as colour jitter
+            does), which changes the spectral signature; False draws one shift and
+            one factor per image and applies them to all its bands alike.
     """
 
-    def __init__(self, brightness: float = 0.4, contrast: float = 0.4, p: float = 0.8) -> None:
+    def __init__(self, brightness: float = 0.4, contrast: float = 0.4, p: float = 0.8, per_band: bool = True) -> None:
         super().__init__()
-        self.brightness, self.contrast, self.p = brightness, contrast, p
+        self.brightness, self.contrast, self.p, self.per_band = brightness, contrast, p, per_band
 
     def forward(self, images: Tensor) -> Tensor:
         b, c = images.shape[:2]
-        shape, kw = (b, c, 1, 1), {"device": images.device, "dtype": images.dtype}
+        shape, kw = (b, c if self.per_band else 1, 1, 1), {"device": images.device, "dtype": images.dtype}
         apply = (torch.rand(b, 1, 1, 1, device=images.device) < self.p).to(images.dtype)
         factor = 1.0 + apply * (torch.rand(shape, **kw) * 2 - 1) * self.contrast
         shift = apply * (torch.rand(shape, **kw) * 2 - 1) * self.brightness
@@ -65,11 +68,17 @@ class BandJitter(nn.Module):
         return (images - mean) * factor + mean + shift
 
 
+#: Choices of :class:`PairAugmentation`'s ``jitter``.
+JITTERS = ("band", "image", "none")
+
+
 class PairAugmentation(nn.Module):
     """Photometric then geometric augmentation of one view of each pair.
 
     Args:
         rgb: whether the first three bands are red, green, blue (enables grayscale).
+        jitter: brightness/contrast jitter drawn per ``"band"``, once per ``"image"``
+            for all its bands alike, or ``"none"``.
         flips: random horizontal and vertical flips.
         rotate90: random multiples of 90°.
         affine_degrees: range of a small random rotation (0 disables the affine warp).
@@ -86,6 +95,7 @@ class PairAugmentation(nn.Module):
     def __init__(
         self,
         rgb: bool = False,
+        jitter: str = "band",
         flips: bool = True,
         rotate90: bool = True,
         affine_degrees: float = 10.0,
@@ -94,7 +104,9 @@ class PairAugmentation(nn.Module):
         noise: float = 0.05,
     ) -> None:
         super().__init__()
-        photometric: list[nn.Module] = [BandJitter()]
+        if jitter not in JITTERS:
+            raise ValueError(f"jitter: {jitter!r} is not one of {', '.join(JITTERS)}")
+        photometric: list[nn.Module] = [] if jitter == "none" else [BandJitter(per_band=jitter == "band")]
         if rgb:
             photometric.append(K.RandomGrayscale(p=0.2))
         if blur > 0:

@@ -44,7 +44,8 @@ class ModelInfo:
         res: ground sampling distance ``(xres, yres)`` of the training imagery, map units.
         crs: CRS of the training imagery (WKT), for reference.
         decoder_channels: U-Net decoder widths (None: smp's default).
-        tile_size: tile side for prediction, pixels.
+        tile_size: tile side for prediction, pixels (``geosscl finetune`` writes its
+            crop size: what the network was trained and validated on).
         tile_overlap: overlap of prediction tiles, pixels.
         provenance: how the model was made (init, data, settings, metrics).
     """

@@ -40,6 +40,7 @@ class PretrainConfig:
     out: str
     bands: list[int] | None = None
     rgb: bool = False
+    jitter: str = "band"
     crop_size: int = 128
     overlap: tuple[float, float] = (0.3, 0.8)
     scale: tuple[float, float] = (0.75, 1.5)
@@ -49,7 +50,7 @@ class PretrainConfig:
     arch: str = "unet"
     encoder: str = "resnet18"
     decoder_channels: list[int] | None = None
-    dense_stride: int = 4
+    dense_stride: int | None = None
     grid_size: int = 8
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     temperature: float = 0.2
@@ -175,7 +176,7 @@ def pretrain(config: PretrainConfig) -> str:
     weights = {**DEFAULT_WEIGHTS, **config.weights}
     pl.seed_everything(config.seed, workers=True, verbose=False)  # weights, queue and augmentations
     task = SSCCLTask(
-        in_channels=mosaic.num_bands, band_mean=mean, band_std=std, rgb=config.rgb, arch=config.arch,
+        in_channels=mosaic.num_bands, band_mean=mean, band_std=std, rgb=config.rgb, jitter=config.jitter, arch=config.arch,
         encoder=config.encoder, decoder_channels=config.decoder_channels, view_size=config.crop_size, dense_stride=config.dense_stride,
         grid_size=config.grid_size, instance_weight=weights["instance"], spatial_weight=weights["spatial"],
         semantic_weight=weights["semantic"], temperature=config.temperature, queue_size=config.queue_size,

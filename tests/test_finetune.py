@@ -28,8 +28,9 @@ FAST = dict(crop_size=64, batch_size=8, num_workers=0, quiet=True)
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> str:
+    # Dense features at stride 4 (not the default 16): three decoder blocks pretrained, two not.
     run = pretrain(PretrainConfig(imagery=[STACK], out=str(tmp_path_factory.mktemp("ssccl") / "run"), max_steps=3,
-                                  queue_size=32, **FAST))
+                                  queue_size=32, dense_stride=4, **FAST))
     return os.path.join(run, "last.ckpt")
 
 
@@ -44,6 +45,7 @@ def test_finetune_writes_a_self_describing_model(tmp_path, pretrained):
     assert info.class_colors[1] == [0, 100, 0]
     assert info.bands == list(range(1, 9)) and info.res == [30.0, 30.0]
     assert info.provenance["init"] == pretrained and info.provenance["steps"] == 20
+    assert (info.tile_size, info.tile_overlap) == (64, 16)  # predicts on what it was trained and validated on
     assert 0 <= info.provenance["validation"]["miou"] <= 1
     with torch.no_grad():
         logits = network(torch.zeros(1, 8, 64, 64))

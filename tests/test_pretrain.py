@@ -192,6 +192,8 @@ def test_every_ablation_runs(tmp_path, weights, arch):
     run = Path(pretrain(PretrainConfig(imagery=[str(p) for p in NC_BANDS], out=str(tmp_path / "run"), max_steps=2,
                                        weights=weights, arch=arch, **FAST)))
     logged = losses(run)[1]
+    # Unasked, dense features come from U-Net's first decoder stage; DeepLabV3+ has one, at stride 4.
+    assert load_checkpoint(str(run / "last.ckpt"))["hyper_parameters"]["dense_stride"] == (4 if arch == "deeplabv3plus" else 16)
     for term, weight in weights.items():
         assert (f"loss_{term}" in logged) == (weight > 0), (term, logged)
     assert torch.isfinite(torch.tensor(logged["loss"]))
@@ -252,13 +254,14 @@ def test_cli_pretrain_with_yaml_config(tmp_path):
     config.write_text(f"imagery: [{NAIP}]\ncrop_size: 64\nbatch_size: 4\nmax_steps: 2\nnum_workers: 0\nqueue_size: 32\nseed: 7\n")
     out = tmp_path / "run"
     result = subprocess.run([sys.executable, "-m", "geosscl", "pretrain", "--config", str(config), "--out", str(out),
-                             "--weights", "semantic=0"], capture_output=True, text=True, timeout=300)
+                             "--weights", "semantic=0", "--jitter", "image"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     # The progress bar is headed by the job, not by Lightning's "Epoch 0/-2" of a run ended by steps.
     shown = result.stdout + result.stderr
     assert "pretrain" in shown and "2/2" in shown and "pairs_per_s" in shown and "Epoch" not in shown, shown[-2000:]
     saved = (out / "config.yaml").read_text()
-    assert "crop_size: 64" in saved and "semantic: 0.0" in saved and "seed: 7" in saved
+    assert "crop_size: 64" in saved and "semantic: 0.0" in saved and "seed: 7" in saved and "jitter: image" in saved
+    assert load_checkpoint(str(out / "last.ckpt"))["hyper_parameters"]["jitter"] == "image"
     bad = subprocess.run([sys.executable, "-m", "geosscl", "pretrain", str(NAIP), "--out", str(tmp_path / "x"),
                           "--weights", "instance=0,spatial=0,semantic=0"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1

@@ -15,6 +15,8 @@ from .options import bidx_opt, float_pair, int_list, quiet_opt
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file of options; flags override it.")
 @bidx_opt
 @click.option("--rgb", is_flag=True, default=None, help="Bands 1-3 are red, green, blue (enables grayscale augmentation).")
+@click.option("--jitter", type=click.Choice(["band", "image", "none"]),
+              help="Brightness/contrast jitter: drawn per band, once per image for all bands, or none.  [default: band]")
 @click.option("--crop-size", type=int, help="Side of each view, pixels (multiple of 32).  [default: 128]")
 @click.option("--overlap", callback=float_pair, metavar="LO,HI", help="Overlap fraction range.  [default: 0.3,0.8]")
 @click.option("--scale", callback=float_pair, metavar="LO,HI", help="Scale factor range of each view.  [default: 0.75,1.5]")
@@ -25,7 +27,7 @@ from .options import bidx_opt, float_pair, int_list, quiet_opt
 @click.option("--encoder", type=click.Choice(["resnet18", "resnet34", "resnet50", "mobilenet_v2"]),
               help="Encoder.  [default: resnet18]")
 @click.option("--decoder-channels", metavar="256,128,64,32,16", callback=int_list, help="U-Net decoder widths, deepest first.")
-@click.option("--dense-stride", type=int, help="Decoder stride of the dense features.  [default: 4]")
+@click.option("--dense-stride", type=int, help="Decoder stride of the dense features.  [default: 16 for unet, 4 for deeplabv3plus]")
 @click.option("--weights", "weights_text", metavar="instance=1,spatial=1,semantic=0.5",
               help="Loss weights; 0 switches a term off.")
 @click.option("--num-workers", type=int, help="DataLoader workers.  [default: 2]")
@@ -36,7 +38,7 @@ from .options import bidx_opt, float_pair, int_list, quiet_opt
 @click.option("--resume", type=click.Path(dir_okay=False), help="Continue from RUN_DIR/last.ckpt.")
 @click.option("--seed", type=int, help="Random seed.  [default: 0]")  # no default: must not override --config
 @quiet_opt
-def pretrain(imagery, out, config_path, bands, rgb, crop_size, overlap, scale, batch_size, max_steps, max_time, arch,
+def pretrain(imagery, out, config_path, bands, rgb, jitter, crop_size, overlap, scale, batch_size, max_steps, max_time, arch,
              encoder, decoder_channels, dense_stride, weights_text, num_workers, accelerator, devices, strategy, num_nodes, resume, seed, quiet):
     """Pretrain an encoder + decoder on IMAGERY with SSCCL.
 
@@ -46,7 +48,7 @@ def pretrain(imagery, out, config_path, bands, rgb, crop_size, overlap, scale, b
     from ..training import PretrainConfig, parse_weights, pretrain as run
 
     flags = {
-        "imagery": list(imagery) or None, "out": out, "bands": bands, "rgb": rgb, "crop_size": crop_size,
+        "imagery": list(imagery) or None, "out": out, "bands": bands, "rgb": rgb, "jitter": jitter, "crop_size": crop_size,
         "overlap": overlap, "scale": scale, "batch_size": batch_size, "max_steps": max_steps, "max_time": max_time,
         "arch": arch, "encoder": encoder,
         "decoder_channels": decoder_channels,

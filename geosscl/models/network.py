@@ -9,6 +9,11 @@ from ..errors import GeossclError
 
 ARCHITECTURES = ("unet", "deeplabv3plus")
 ENCODERS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
+#: Decoder stride of pretraining's dense features when none is asked: U-Net's first
+#: decoder stage (its cost fits the consistency branch's budget; the finer stages cost
+#: about three times more with no measured gain after fine-tuning, see the README),
+#: DeepLabV3+'s only one.
+DEFAULT_DENSE_STRIDE = {"unet": 16, "deeplabv3plus": 4}
 
 
 class SegmentationNetwork(nn.Module):

@@ -13,12 +13,12 @@ from torch.optim import AdamW
 from torchgeo.trainers import BaseTask
 
 from .. import __version__
-from ..augment import BandStats, PairAugmentation
+from ..augment import JITTERS, BandStats, PairAugmentation
 from ..correspondence import map_to_view, overlap_grid, sample_at, usable
 from ..data.pairs import cut_views
 from ..errors import GeossclError
 from ..losses import MaskedInfoNCE, boxes_intersect, points_near
-from ..models import DenseHead, InstanceHead, SegmentationNetwork
+from ..models import DEFAULT_DENSE_STRIDE, DenseHead, InstanceHead, SegmentationNetwork
 
 #: Marks checkpoints written by this task (checked before resuming).
 CHECKPOINT_KIND = "geosscl-pretrain"
@@ -52,11 +52,14 @@ class SSCCLTask(BaseTask):
         band_mean: per-band mean of the mosaic (normalisation).
         band_std: per-band standard deviation.
         rgb: whether bands 1–3 are red, green, blue (enables grayscale augmentation).
+        jitter: brightness/contrast jitter per ``"band"``, per ``"image"`` or ``"none"``
+            (see :class:`~geosscl.augment.PairAugmentation`).
         arch: ``"unet"`` or ``"deeplabv3plus"``.
         encoder: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` or ``"mobilenet_v2"``.
         decoder_channels: U-Net decoder widths (default smp's).
         view_size: side of each view, pixels (a multiple of 32).
-        dense_stride: decoder stride the dense features are taken at.
+        dense_stride: decoder stride the dense features are taken at (None: U-Net 16,
+            DeepLabV3+ 4; see ``DEFAULT_DENSE_STRIDE``).
         grid_size: k, points per side of the overlap grid.
         instance_weight: weight of the instance term.
         spatial_weight: weight of the spatial consistency term.
@@ -78,11 +81,12 @@ class SSCCLTask(BaseTask):
         band_mean: list[float],
         band_std: list[float],
         rgb: bool = False,
+        jitter: str = "band",
         arch: str = "unet",
         encoder: str = "resnet18",
         decoder_channels: list[int] | None = None,
         view_size: int = 128,
-        dense_stride: int = 4,
+        dense_stride: int | None = None,
         grid_size: int = 8,
         instance_weight: float = 1.0,
         spatial_weight: float = 1.0,
@@ -94,6 +98,8 @@ class SSCCLTask(BaseTask):
         weight_decay: float = 1e-4,
         projection_dim: int = 128,
     ) -> None:
+        if dense_stride is None:
+            dense_stride = DEFAULT_DENSE_STRIDE.get(arch, 4)  # saved as the number (hyperparameters are read from here)
         weights = (instance_weight, spatial_weight, semantic_weight)
         if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
             raise GeossclError(f"weights: need at least one positive weight and none negative, got instance={instance_weight}, spatial={spatial_weight}, semantic={semantic_weight}")
@@ -101,6 +107,8 @@ class SSCCLTask(BaseTask):
             raise GeossclError(f"crop_size: {view_size} is not a multiple of 32 (the encoder's total stride)")
         if len(band_mean) != in_channels or len(band_std) != in_channels:
             raise GeossclError(f"band statistics: {len(band_mean)} means for {in_channels} bands")
+        if jitter not in JITTERS:
+            raise GeossclError(f"jitter: {jitter!r} is not one of {', '.join(JITTERS)}")
         super().__init__()
 
     # -- BaseTask hooks ---------------------------------------------------------
@@ -121,7 +129,7 @@ class SSCCLTask(BaseTask):
         self.momentum_instance_head = copy.deepcopy(self.instance_head).requires_grad_(False)
         self.momentum_dense_head = copy.deepcopy(self.dense_head).requires_grad_(False)
         self.normalise = BandStats(torch.tensor(h["band_mean"]), torch.tensor(h["band_std"]))
-        self.augment = PairAugmentation(rgb=h["rgb"])
+        self.augment = PairAugmentation(rgb=h["rgb"], jitter=h.get("jitter", "band"))
         queue = torch.nn.functional.normalize(torch.randn(h["queue_size"], h["projection_dim"]), dim=1)
         self.register_buffer("queue", queue)
         # Union box of the pair each queued key came from; NaN boxes intersect nothing.
