@@ -40,6 +40,7 @@ def main() -> None:
     network = dict(encoder="mobilenet_v2", decoder_channels=[128, 64, 32, 16, 16])
     run = pretrain(PretrainConfig(imagery=BANDS, out=str(work / "pretrain"), max_steps=None,
                                   max_time=args.pretrain_minutes, crop_size=64, batch_size=16, num_workers=0, seed=0,
+                                  dense_stride=4,  # the shipped file's recipe (made before the default became 16)
                                   quiet=True, **network))
     trained = finetune(FinetuneConfig(
         imagery=BANDS, labels=[str(DATA / "strata.tif")], classes=str(DATA / "classes.yaml"),
