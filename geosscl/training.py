@@ -188,7 +188,8 @@ def pretrain(config: PretrainConfig) -> str:
     # -- run ------------------------------------------------------------------------
     os.makedirs(out, exist_ok=True)
     if lead:
-        _write_yaml(os.path.join(out, "config.yaml"), {**dataclasses.asdict(config), "out": out})
+        _write_yaml(os.path.join(out, "config.yaml"),
+                    {**dataclasses.asdict(config), "out": out, "dense_stride": task.hparams["dense_stride"]})
         _write_json(stats_path, {"bands": mosaic.band_indexes, "mean": mean, "std": std})
     steps = config.max_steps or 10**7
     datamodule = PairDataModule(

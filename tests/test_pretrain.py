@@ -261,6 +261,7 @@ def test_cli_pretrain_with_yaml_config(tmp_path):
     assert "pretrain" in shown and "2/2" in shown and "pairs_per_s" in shown and "Epoch" not in shown, shown[-2000:]
     saved = (out / "config.yaml").read_text()
     assert "crop_size: 64" in saved and "semantic: 0.0" in saved and "seed: 7" in saved and "jitter: image" in saved
+    assert "dense_stride: 16" in saved  # resolved, not the unset default
     assert load_checkpoint(str(out / "last.ckpt"))["hyper_parameters"]["jitter"] == "image"
     bad = subprocess.run([sys.executable, "-m", "geosscl", "pretrain", str(NAIP), "--out", str(tmp_path / "x"),
                           "--weights", "instance=0,spatial=0,semantic=0"], capture_output=True, text=True, timeout=300)
