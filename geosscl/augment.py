@@ -39,7 +39,7 @@ class BandStats(nn.Module):
 
 
 class BandJitter(nn.Module):
-    """Random brightness and contrast, per image, for any band count.
+    """Random brightness and contrast of each image, for any band count.
 
     Kornia's colour jitter is defined for RGB (or grey) images only; multispectral
     imagery needs the same idea per band. Works on normalised images: contrast
