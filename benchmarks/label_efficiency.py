@@ -7,8 +7,9 @@ the budgets are points on one training curve (wall-clock minutes with ``--thread
 torch threads; Lightning's timer carries over a resume). At every budget, for each
 label fraction and seed, random / instance-only / SSCCL initialisations are
 fine-tuned with the same recipe and step budget, and linearly probed (encoder and
-decoder frozen, head trained: a direct measure of the representation). The eastern
-third (`test_region.geojson`) is kept out of training and validation, and evaluated.
+decoder frozen, head trained). The test region (``--test``: the eastern third, or a
+third of the scene in seeded blocks; see ``nc_scene.py``) is kept out of training and
+validation, and evaluated.
 
 Prints one Markdown table per budget (mean ± std over seeds), the pretraining steps
 each objective reached (equal wall-clock is not equal steps), and ends with
@@ -33,12 +34,8 @@ import torch
 from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
+from nc_scene import BANDS, CLASSES, LABELS, TESTS, test_region
 
-DATA = Path(__file__).resolve().parent.parent / "sample_data" / "nc_landsat"
-BANDS = [str(DATA / f"lsat7_2000_{b}.tif") for b in (10, 20, 30, 40, 50, 70)]
-LABELS = [str(DATA / "strata.tif")]
-TEST = str(DATA / "test_region.geojson")
-CLASSES = str(DATA / "classes.yaml")
 OBJECTIVES = {
     "instance-only": {"instance": 1, "spatial": 0, "semantic": 0},
     "SSCCL": {"instance": 1, "spatial": 1, "semantic": 0.5},
@@ -80,6 +77,7 @@ def main() -> None:
     parser.add_argument("--pretrained-lr-factor", type=float, default=1.0,
                         help="fine-tuning learning rate of pretrained layers, times that of new ones")
     parser.add_argument("--warmup-steps", type=int, default=0, help="fine-tuning warm-up steps")
+    parser.add_argument("--test", default="east", choices=TESTS, help="test region: the eastern third, or seeded blocks")
     parser.add_argument("--equal-steps", action="store_true",
                         help="also fine-tune instance-only from the step count SSCCL reached at each budget")
     args = parser.parse_args()
@@ -92,15 +90,16 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="geosscl-label-efficiency-"))
     work.mkdir(parents=True, exist_ok=True)
+    test = test_region(args.test, work)
     common = dict(crop_size=args.crop, batch_size=args.batch, num_workers=0 if args.threads == 1 else 2, quiet=True)
     pretrain_common = dict(common, dense_stride=args.dense_stride, jitter=args.jitter)  # instance-only has no dense branch: same run
     final: dict[str, float] = {}
     print(f"# NC Landsat, {args.threads} torch thread(s); fine-tuning: {args.steps} steps, probe: {args.probe_steps} "
           f"steps, crop {args.crop}, batch {args.batch}, seeds {seeds}, SSCCL dense stride {args.dense_stride}, jitter {args.jitter}, "
-          f"pretrained-layer lr x{args.pretrained_lr_factor:g}, warm-up {args.warmup_steps} steps; "
+          f"pretrained-layer lr x{args.pretrained_lr_factor:g}, warm-up {args.warmup_steps} steps, test region {args.test}; "
           f"work in {work}", flush=True)
     recipe = "".join([f"-lrf{args.pretrained_lr_factor:g}" if args.pretrained_lr_factor != 1 else "",
-                      f"-warmup{args.warmup_steps}" if args.warmup_steps else ""])  # keeps cached models apart
+                      f"-warmup{args.warmup_steps}" if args.warmup_steps else "", "-blocks" if args.test == "blocks" else ""])  # keeps cached models apart
     modes = [("", False)] + ([(" (probe)", True)] if args.probe_steps else [])
     for budget in budgets:
         inits = {"random": "random"}
@@ -142,10 +141,10 @@ def main() -> None:
                                 imagery=BANDS, labels=LABELS, classes=CLASSES, out=str(out), init=init,
                                 label_fraction=fraction, linear_probe=probe, warmup_steps=args.warmup_steps,
                                 pretrained_lr_factor=args.pretrained_lr_factor,
-                                max_steps=args.probe_steps if probe else args.steps, holdout_region=TEST, seed=seed,
+                                max_steps=args.probe_steps if probe else args.steps, holdout_region=test, seed=seed,
                                 **common,
                             ))
-                        scores, _ = evaluate(str(out), BANDS, LABELS, region=TEST)
+                        scores, _ = evaluate(str(out), BANDS, LABELS, region=test)
                         mious.append(100 * scores.miou)
                         oas.append(100 * scores.overall_accuracy)
                     key = f"miou_{name}{'_probe' if probe else ''}_{budget:g}min_{fraction:g}"

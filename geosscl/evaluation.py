@@ -62,11 +62,11 @@ def evaluate(
     return matrix.scores(), info
 
 
-def format_table(scores: Scores, info: ModelInfo) -> str:
+def format_table(scores: Scores, class_names: list[str]) -> str:
     """Per-class IoU and F1, then the summary scores, as a plain-text table."""
-    width = max(len(n) for n in info.class_names)
+    width = max(len(n) for n in class_names)
     lines = [f"{'class':<{width}}  {'IoU':>6}  {'F1':>6}  {'pixels':>9}"]
-    for i, name in enumerate(info.class_names):
+    for i, name in enumerate(class_names):
         pixels = sum(scores.confusion[i])
         if pixels == 0 and scores.iou[i] != scores.iou[i]:
             continue
@@ -80,11 +80,22 @@ def _pct(value: float) -> str:
     return "   n/a" if value != value else f"{100 * value:6.1f}"
 
 
-def write_json(scores: Scores, info: ModelInfo, path: str, overwrite: bool = True) -> None:
-    """Scores and class names as JSON (atomically)."""
-    data: dict[str, Any] = {"classes": info.class_names, **scores.__dict__}
+def write_json(scores: Scores, class_names: list[str], path: str, overwrite: bool = True, **extra: Any) -> None:
+    """Scores, class names and ``extra`` items as JSON (atomically)."""
+    data: dict[str, Any] = {"classes": class_names, **scores.__dict__, **extra}
     with atomic_output(path, overwrite) as tmp, open(tmp, "w") as f:
-        json.dump(data, f, indent=1, default=lambda v: None)
+        json.dump(_no_nan(data), f, indent=1, allow_nan=False)
+
+
+def _no_nan(value: Any) -> Any:
+    """NaN (a class never seen) as null: JSON has no NaN, and strict readers refuse Python's."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 def plot_confusion(scores: Scores, info: ModelInfo, path: str, overwrite: bool = True) -> None:

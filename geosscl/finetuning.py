@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import shapely
+from shapely.geometry.base import BaseGeometry
 import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -24,12 +25,12 @@ from torch.utils.data import DataLoader
 from torchgeo.datasets import IntersectionDataset, stack_samples
 from torchgeo.samplers import GridGeoSampler
 
-from .data import Mosaic, VectorLabels, open_labels
+from .data import Mosaic, RasterLabels, VectorLabels, open_labels
 from .data.stats import band_statistics
 from .errors import GeossclError
 from .modelfile import ModelInfo, default_colors, save_model
 from .output import check_output
-from .splits import KeepRegion, block_split, label_fraction, read_region
+from .splits import KeepRegion, block_split, label_fraction, polygonal, read_region
 
 
 @dataclass
@@ -106,26 +107,34 @@ def read_classes(path: str) -> tuple[list[str], list[list[int]] | None]:
     raise GeossclError(f"{path}: expected a list of class names or a mapping of id to name")
 
 
-def finetune(config: FinetuneConfig) -> str:
-    """Fine-tune a segmenter and write its model file; return the model file's path.
+@dataclass
+class Setup:
+    """What a fine-tuning run (or a probe of one) reads and where it may use labels."""
+
+    mosaic: Mosaic
+    labels: RasterLabels | VectorLabels
+    checkpoint: dict[str, Any] | None
+    arch: str
+    encoder: str
+    decoder_channels: list[int] | None
+    band_mean: list[float]
+    band_std: list[float]
+    class_names: list[str]
+    class_colors: list[list[int]]
+    num_classes: int
+    area: BaseGeometry  #: the labelled imagery
+    labelled: BaseGeometry  #: the training blocks whose labels are used
+    val_region: BaseGeometry
+
+
+def prepare(config: FinetuneConfig) -> Setup:
+    """Open the imagery, labels and checkpoint of ``config`` and draw its regions.
 
     Raises:
-        GeossclError: for bad input, before anything is written.
+        GeossclError: for bad input (nothing is written).
     """
-    from samplers import RegionSampler
+    from .training import load_checkpoint
 
-    from .tasks import SegmentationTask
-    from .training import check_accelerator, load_checkpoint, progress_bar, quiet_lightning
-
-    # -- check everything before writing anything ------------------------------------
-    out = check_output(config.out, config.overwrite)
-    if config.max_steps is None and config.max_time is None:
-        raise GeossclError("max_steps: give --max-steps or --max-time")
-    check_accelerator(config.accelerator)
-    if config.crop_size % 32:
-        raise GeossclError(f"crop_size: {config.crop_size} is not a multiple of 32 (the encoder's total stride)")
-    if config.pretrained_lr_factor < 0 or config.warmup_steps < 0:
-        raise GeossclError(f"pretrained_lr_factor / warmup_steps: must not be negative, got {config.pretrained_lr_factor} / {config.warmup_steps}")
     mosaic = Mosaic(config.imagery, bands=config.bands)
     arch, encoder, decoder, checkpoint = config.arch, config.encoder, config.decoder_channels, None
     if config.init != "random":
@@ -152,19 +161,19 @@ def finetune(config: FinetuneConfig) -> str:
         train_data = IntersectionDataset(mosaic, labels)
     except RuntimeError:
         raise GeossclError(f"{config.labels[0]}: labels do not overlap the imagery") from None
-    overlap = shapely.union_all(train_data.index.geometry.values)
+    area = overlap = shapely.union_all(train_data.index.geometry.values)
     if config.holdout_region:
         # A test region: neither trained nor validated on.
-        overlap = overlap.difference(read_region(config.holdout_region, mosaic.crs))
+        overlap = polygonal(overlap.difference(read_region(config.holdout_region, mosaic.crs)))
         if overlap.is_empty:
             raise GeossclError(f"{config.holdout_region}: holdout region covers all the labelled imagery")
     res = mosaic.res[0]
     block = (config.block_size or config.crop_size) * res
     if config.val_region:
-        val_region = read_region(config.val_region, mosaic.crs).intersection(overlap)
+        val_region = polygonal(read_region(config.val_region, mosaic.crs).intersection(overlap))
         if val_region.is_empty:
             raise GeossclError(f"{config.val_region}: validation region does not overlap the labelled imagery")
-        train_region = overlap.difference(val_region)
+        train_region = polygonal(overlap.difference(val_region))
     else:
         split = block_split(overlap, block, {"train": 1 - config.val_fraction, "val": config.val_fraction}, seed=config.seed)
         train_region, val_region = split["train"], split["val"]
@@ -173,6 +182,35 @@ def finetune(config: FinetuneConfig) -> str:
         labelled = label_fraction(train_region, config.label_fraction, block_size=config.crop_size * res, seed=config.seed)
     if isinstance(labels, VectorLabels) and not labels.covers_any(labelled):
         raise GeossclError(f"label_fraction: the {config.label_fraction} of the training region drawn holds no labelled polygon; raise it or change --seed")
+
+    return Setup(mosaic, labels, checkpoint, arch, encoder, decoder, list(mean), list(std), names, colors, num_classes,
+                 area, labelled, val_region)
+
+
+def finetune(config: FinetuneConfig) -> str:
+    """Fine-tune a segmenter and write its model file; return the model file's path.
+
+    Raises:
+        GeossclError: for bad input, before anything is written.
+    """
+    from samplers import RegionSampler
+
+    from .tasks import SegmentationTask
+    from .training import check_accelerator, progress_bar, quiet_lightning
+
+    # -- check everything before writing anything ------------------------------------
+    out = check_output(config.out, config.overwrite)
+    if config.max_steps is None and config.max_time is None:
+        raise GeossclError("max_steps: give --max-steps or --max-time")
+    check_accelerator(config.accelerator)
+    if config.crop_size % 32:
+        raise GeossclError(f"crop_size: {config.crop_size} is not a multiple of 32 (the encoder's total stride)")
+    if config.pretrained_lr_factor < 0 or config.warmup_steps < 0:
+        raise GeossclError(f"pretrained_lr_factor / warmup_steps: must not be negative, got {config.pretrained_lr_factor} / {config.warmup_steps}")
+    setup = prepare(config)
+    mosaic, labels, checkpoint = setup.mosaic, setup.labels, setup.checkpoint
+    arch, encoder, decoder, mean, std = setup.arch, setup.encoder, setup.decoder_channels, setup.band_mean, setup.band_std
+    names, colors, num_classes, labelled, val_region = setup.class_names, setup.class_colors, setup.num_classes, setup.labelled, setup.val_region
 
     # -- run ------------------------------------------------------------------------
     pl.seed_everything(config.seed, workers=True, verbose=False)

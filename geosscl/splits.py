@@ -16,12 +16,26 @@ import rasterio.features
 import torch
 from affine import Affine
 import shapely
+from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from .data.labels import IGNORE_INDEX
 from .errors import GeossclError
 
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+
+
+def polygonal(geometry: BaseGeometry) -> BaseGeometry:
+    """The polygons of ``geometry``, without the lines and points that clipping leaves.
+
+    Intersections and differences of regions that share an edge (blocks of a split,
+    a holdout region of blocks) come back as geometry collections with slivers of
+    zero area; TorchGeo's samplers (through ``GeoDataFrame.clip``) accept polygons only.
+    """
+    if isinstance(geometry, (Polygon, MultiPolygon)):
+        return geometry
+    parts = [p for p in shapely.get_parts(geometry) if isinstance(p, (Polygon, MultiPolygon)) and not p.is_empty]
+    return shapely.union_all(parts) if parts else Polygon()
 
 
 def blocks(region: BaseGeometry, block_size: float) -> list[BaseGeometry]:
@@ -35,7 +49,7 @@ def blocks(region: BaseGeometry, block_size: float) -> list[BaseGeometry]:
     xx, yy = np.meshgrid(x0, y0)
     squares = shapely.box(xx.ravel(), yy.ravel(), xx.ravel() + block_size, yy.ravel() + block_size)
     clipped = shapely.intersection(squares, region)
-    return [g for g in clipped if not g.is_empty and g.area > 0]
+    return [polygonal(g) for g in clipped if not g.is_empty and g.area > 0]
 
 
 def block_split(
@@ -120,7 +134,7 @@ def read_region(path: str, crs: Any) -> BaseGeometry:
         raise GeossclError(f"{path}: not a readable vector layer ({str(exc).splitlines()[0]})") from None
     if frame.crs is None:
         raise GeossclError(f"{path}: region layer has no CRS")
-    return shapely.union_all(frame.to_crs(crs).geometry.values)
+    return polygonal(shapely.union_all(frame.to_crs(crs).geometry.values))
 
 
 class KeepRegion:

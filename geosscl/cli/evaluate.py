@@ -27,11 +27,11 @@ def evaluate(model, imagery, labels, class_column, region, json_path, png_path, 
     scores, info = run(model, list(imagery), list(labels), class_column=class_column, region=region,
                        device=device, batch_size=batch_size)
     if json_path:
-        write_json(scores, info, json_path)
+        write_json(scores, info.class_names, json_path)
     if png_path:
         plot_confusion(scores, info, png_path)
     if not quiet:
-        click.echo(format_table(scores, info))
+        click.echo(format_table(scores, info.class_names))
 
 
 @click.command()

@@ -10,6 +10,7 @@ from .evaluate import evaluate, export, info
 from .finetune import finetune
 from .pairs import pairs
 from .predict import predict
+from .probe import probe
 from .pretrain import pretrain
 
 
@@ -35,6 +36,7 @@ cli.add_command(pairs)
 cli.add_command(pretrain)
 cli.add_command(finetune)
 cli.add_command(evaluate)
+cli.add_command(probe)
 cli.add_command(predict)
 cli.add_command(info)
 cli.add_command(export)

@@ -1,0 +1,83 @@
+"""Linear probes of frozen encoders: what pretraining put into the features, free of fine-tuning noise.
+
+On the bundled NC Landsat scene and its land-use classes, for each encoder (random, or
+pretraining checkpoints given as NAME=PATH) and each set of encoder stages, a
+multinomial logistic regression is fitted to the features of the labelled pixels of
+the label blocks (:func:`geosscl.probing.linear_probe`: the blocks fine-tuning draws
+for the same fraction and seed; L2 weight chosen on the validation blocks) and scored
+in the test region (``--test``: the eastern third, or a third of the scene in seeded
+blocks; see ``nc_scene.py``). A row of the bands alone is the per-pixel spectral floor.
+
+Prints a Markdown table (mean ± std over seeds, per seed in brackets) and ``name=value`` lines.
+
+Usage: ``python benchmarks/encoder_probe.py SSCCL=run/last.ckpt instance=run2/last.ckpt --fractions 0.05,0.2 --seeds 0,1,2,3,4 --stages all,1,2``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from geosscl.finetuning import FinetuneConfig
+from geosscl.probing import linear_probe
+from nc_scene import BANDS, CLASSES, LABELS, TESTS, test_region
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("encoders", nargs="*", metavar="NAME=CHECKPOINT", help="pretraining checkpoints to probe")
+    parser.add_argument("--fractions", default="0.05,0.2")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--stages", default="all", help="comma-separated stage sets: 'all', or stages joined by '+', e.g. all,1,1+2")
+    parser.add_argument("--crop", type=int, default=64, help="label-block side, pixels (fine-tuning's crop size)")
+    parser.add_argument("--test", default="east", choices=TESTS, help="test region: the eastern third, or seeded blocks")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    encoders = {"random": "random"}
+    for item in args.encoders:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            parser.error(f"{item}: expected NAME=CHECKPOINT")
+        encoders[name] = path
+    fractions = [float(f) for f in args.fractions.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    stage_sets = [None if s == "all" else [int(i) for i in s.split("+")] for s in args.stages.split(",")]
+    scratch = tempfile.TemporaryDirectory(prefix="geosscl-probe-")  # removed at exit
+    test = test_region(args.test, Path(scratch.name))
+    print(f"# NC Landsat, test region {args.test}; label blocks of {args.crop} px; seeds {seeds}; {args.threads} torch thread(s)")
+    print("\n| features | stages | " + " | ".join(f"{f:.0%} labels: mIoU | OA" for f in fractions) + " |")
+    print("|---|---|" + "---|---|" * len(fractions), flush=True)
+    rows = [("bands only", "random", "bands", None)]
+    rows += [(name, path, "encoder", stages) for name, path in encoders.items() for stages in stage_sets]
+    final = {}
+    for name, init, features, stages in rows:
+        start, cells = time.time(), []
+        label = "–" if features == "bands" else ("all" if stages is None else "+".join(map(str, stages)))
+        for fraction in fractions:
+            mious, oas = [], []
+            for seed in seeds:
+                config = FinetuneConfig(imagery=BANDS, labels=LABELS, classes=CLASSES, out=os.devnull, init=init,
+                                        label_fraction=fraction, crop_size=args.crop, holdout_region=test, seed=seed)
+                result = linear_probe(config, features=features, stages=stages, device="cpu")
+                mious.append(100 * result.scores.miou)
+                oas.append(100 * result.scores.overall_accuracy)
+            final[f"probe_miou_{name}_{label}_{fraction:g}"] = statistics.mean(mious)
+            cells.append(f"{statistics.mean(mious):.1f} ± {statistics.pstdev(mious):.1f} [{' '.join(f'{m:.1f}' for m in mious)}] | "
+                         f"{statistics.mean(oas):.1f} ± {statistics.pstdev(oas):.1f}")
+        print(f"| {name} | {label} | " + " | ".join(cells) + f" |  <!-- {time.time() - start:.0f} s -->", flush=True)
+    print()
+    for key, value in final.items():
+        print(f"{re.sub(r'[^0-9A-Za-z]+', '_', key.replace('.', 'p'))}={value:.2f}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    main()

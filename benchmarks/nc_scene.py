@@ -1,0 +1,34 @@
+"""The bundled NC Landsat scene and its land-use classes, as the benchmarks use them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import shapely
+
+from geosscl.data import Mosaic
+from geosscl.splits import block_split
+
+DATA = Path(__file__).resolve().parent.parent / "sample_data" / "nc_landsat"
+BANDS = [str(DATA / f"lsat7_2000_{b}.tif") for b in (10, 20, 30, 40, 50, 70)]
+LABELS = [str(DATA / "strata.tif")]
+CLASSES = str(DATA / "classes.yaml")
+#: Test regions: the eastern third (one piece of ground, whose class mix differs from the
+#: west's: 56 % developed against 17 %, water and sediment about 120 pixels each), or a
+#: third of the scene in 96 px blocks drawn with a fixed seed (the scene's class mix).
+TESTS = ("east", "blocks")
+
+
+def test_region(kind: str, folder: Path) -> str:
+    """Path of the test region ``kind`` (the blocks are written into ``folder`` once)."""
+    if kind == "east":
+        return str(DATA / "test_region.geojson")
+    path = folder / "test_blocks.gpkg"
+    if not path.exists():
+        mosaic = Mosaic(BANDS)
+        x, y, _ = mosaic.bounds
+        area = shapely.box(x.start, y.start, x.stop, y.stop)
+        blocks = block_split(area, 96 * mosaic.res[0], {"test": 1 / 3, "rest": 2 / 3}, seed=123)["test"]
+        gpd.GeoDataFrame(geometry=[blocks], crs=mosaic.crs).to_file(path)
+    return str(path)

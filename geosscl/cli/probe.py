@@ -1,0 +1,71 @@
+"""``geosscl probe``: how well a linear classifier reads the classes from a frozen encoder."""
+
+from __future__ import annotations
+
+import click
+
+from .options import bidx_opt, int_list, quiet_opt
+
+
+@click.command()
+@click.argument("imagery", nargs=-1, required=True, metavar="IMAGERY...")
+@click.option("--labels", "labels", multiple=True, required=True,
+              help="Class rasters, or one vector layer (with --class-column). Repeatable.")
+@click.option("--holdout-region", required=True, type=click.Path(dir_okay=False),
+              help="Polygons the probe is scored in, kept out of its training and validation.")
+@click.option("--init", default="random", show_default=True, help="RUN_DIR/last.ckpt of geosscl pretrain, or 'random'.")
+@click.option("--bands-only", is_flag=True, help="Probe the normalised bands alone (the per-pixel spectral floor).")
+@click.option("--stages", callback=int_list, metavar="1,2,...",
+              help="Encoder stages of the features, 1 (stride 2) to 5 (stride 32).  [default: all]")
+@click.option("--classes", type=click.Path(dir_okay=False), help="YAML/JSON class names (and colours) by id.")
+@click.option("--class-column", help="Column of the vector layer holding class ids or names.")
+@click.option("--label-fraction", type=float, default=1.0, show_default=True,
+              help="Share of the training region whose labels are used (whole blocks, as finetune draws them).")
+@click.option("--crop-size", type=int, default=128, show_default=True,
+              help="Side of the label blocks, pixels (finetune's crop size, to draw the same blocks).")
+@click.option("--val-region", type=click.Path(dir_okay=False), help="Polygons of the validation region (else blocks).")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True, help="Share of blocks for validation.")
+@click.option("--block-size", type=int, help="Side of split blocks, pixels.  [default: crop size]")
+@click.option("--max-pixels", type=int, default=100_000, show_default=True, help="About this many pixels per split, at most.")
+@bidx_opt
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, label blocks and a random encoder.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the scores as JSON.")
+@quiet_opt
+def probe(imagery, labels, holdout_region, init, bands_only, stages, classes, class_column, label_fraction, crop_size,
+          val_region, val_fraction, block_size, max_pixels, bands, device, seed, json_path, quiet):
+    """Score a linear classifier on the frozen encoder of --init (no fine-tuning): a quick, repeatable
+    measure of a pretraining run, on the labels of IMAGERY, in --holdout-region."""
+    import os
+
+    from ..evaluation import format_table, write_json
+    from ..finetuning import FinetuneConfig
+    from ..probing import linear_probe
+
+    config = FinetuneConfig(imagery=list(imagery), labels=list(labels), out=os.devnull, classes=classes,
+                            class_column=class_column, init=init, label_fraction=label_fraction, crop_size=crop_size,
+                            val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
+                            block_size=block_size, bands=bands, seed=seed)
+    options = dict(features="bands" if bands_only else "encoder", stages=stages, max_pixels=max_pixels, device=device)
+    if quiet:
+        result = linear_probe(config, **options)
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      transient=True) as bar:
+            tasks: dict[str, int] = {}
+
+            def report(step: str, done: int, total: int) -> None:
+                if step not in tasks:
+                    tasks[step] = bar.add_task(step, total=total)
+                bar.update(tasks[step], completed=done, total=total)
+
+            result = linear_probe(config, progress=report, **options)
+    if json_path:
+        write_json(result.scores, result.class_names, json_path, init=init, features="bands" if bands_only else "encoder",
+                   stages=stages, weight_decay=result.weight_decay, val_miou=result.val_miou, pixels=result.pixels)
+    if not quiet:
+        click.echo(format_table(result.scores, result.class_names))
+        click.echo(f"L2 weight {result.weight_decay:g} (validation mIoU {100 * result.val_miou:.1f}); labelled pixels: "
+                   + ", ".join(f"{k} {v}" for k, v in result.pixels.items()))

@@ -1,0 +1,239 @@
+"""``geosscl.probing``: a linear classifier on frozen encoder features, a direct measure of a representation.
+
+Fine-tuning scores mix what pretraining learnt with the fine-tuning recipe, and on few
+labels they swing by several mIoU with the random crops and the optimiser's path. The
+probe removes both: every labelled pixel of the training blocks is described by the
+frozen encoder's features at that pixel (a hypercolumn: the bands and every encoder
+stage, bilinearly sampled at the pixel centre), a multinomial logistic regression is fitted
+to them by full-batch L-BFGS from zero weights (deterministic), its L2 weight is chosen
+on the validation blocks, and it is scored on the held-out region. The splits and label
+blocks are those :func:`geosscl.finetuning.finetune` draws from the same settings, so a
+probe and a fine-tuning run of one seed see the same labels.
+
+``features="bands"`` fits the same classifier to the normalised bands alone: the score a
+per-pixel spectral classifier reaches, the floor a representation must clear.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from shapely.geometry.base import BaseGeometry
+from torch import Tensor
+
+from .augment import BandStats
+from .data import IGNORE_INDEX, Mosaic, RasterLabels, VectorLabels
+from .errors import GeossclError
+from .finetuning import FinetuneConfig, Setup, prepare
+from .inference import resolve_device
+from .metrics import ConfusionMatrix, Scores
+from .models import SegmentationNetwork
+from .splits import KeepRegion, polygonal, read_region
+
+FEATURES = ("encoder", "bands")
+#: L2 weights tried; the one with the best validation mIoU is kept.
+WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
+#: Encoder context read around each block, pixels (a multiple of 32).
+MARGIN = 64
+
+
+@dataclass
+class ProbeResult:
+    """Scores of a probe on the held-out region, and how it was fitted."""
+
+    scores: Scores
+    weight_decay: float
+    val_miou: float
+    pixels: dict[str, int]  #: labelled pixels used per split (train, val, test)
+    class_names: list[str]
+
+
+def hypercolumns(network: SegmentationNetwork | None, image: Tensor, rows: Tensor, cols: Tensor,
+                 stages: Sequence[int] | None = None) -> Tensor:
+    """Features at pixels: the image's bands and encoder stages, sampled at pixel centres.
+
+    Args:
+        network: the encoder's network (``None``: the bands only).
+        image: ``1×C×H×W`` normalised image, ``H`` and ``W`` multiples of 32.
+        rows: pixel rows, ``N`` (int64).
+        cols: pixel columns, ``N``.
+        stages: encoder stages to include, 1 (stride 2) to 5 (stride 32) for a
+            ResNet; default all.
+
+    Returns:
+        ``N×F`` float32, ``F = C`` plus the channels of the stages (1024 more for all
+        five of a ResNet-18). Stage maps are sampled bilinearly at ``(row + 0.5) ·
+        H_stage / H - 0.5`` (clamped to the map), as upsampling them to the image with
+        ``align_corners=False`` would, without building the upsampled maps.
+    """
+    height, width = image.shape[-2:]
+    maps = [image]
+    if network is not None:
+        with torch.no_grad():
+            encoded = network.encode(image)  # stage 0 is the image itself
+        maps += [encoded[i] for i in (stages if stages is not None else range(1, len(encoded)))]
+    grid = torch.stack([(cols.to(image.dtype) + 0.5) / width * 2 - 1, (rows.to(image.dtype) + 0.5) / height * 2 - 1], dim=-1)
+    grid = grid.to(image.device).view(1, 1, -1, 2)
+    columns = [F.grid_sample(m, grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0].T for m in maps]
+    return torch.cat(columns, dim=1)
+
+
+def frozen_encoder(setup: Setup, seed: int = 0) -> SegmentationNetwork:
+    """The network whose encoder a probe reads, in eval mode: the checkpoint's, or one drawn from ``seed``."""
+    torch.manual_seed(seed)  # a random encoder is drawn from the seed, as fine-tuning draws its own
+    network = SegmentationNetwork(setup.mosaic.num_bands, setup.num_classes, arch=setup.arch, encoder=setup.encoder,
+                                  decoder_channels=setup.decoder_channels)
+    if setup.checkpoint is not None:
+        prefix = "network.net.encoder."
+        state = {k[len(prefix):]: v for k, v in setup.checkpoint["state_dict"].items() if k.startswith(prefix)}
+        network.net.encoder.load_state_dict(state)
+    return network.eval().requires_grad_(False)
+
+
+def fit_probe(train: tuple[Tensor, Tensor], num_classes: int, weight_decay: float, iterations: int = 200) -> torch.nn.Linear:
+    """Multinomial logistic regression by full-batch L-BFGS from zero weights (deterministic).
+
+    Args:
+        train: standardised features ``N×F`` and class ids ``N``.
+        weight_decay: weight of the L2 penalty on the weights (not the biases).
+    """
+    x, y = train
+    linear = torch.nn.Linear(x.shape[1], num_classes).to(x.device)
+    torch.nn.init.zeros_(linear.weight)
+    torch.nn.init.zeros_(linear.bias)
+    optimiser = torch.optim.LBFGS(linear.parameters(), lr=1, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimiser.zero_grad()
+        loss = F.cross_entropy(linear(x), y) + weight_decay * linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return linear
+
+
+def _score(linear: torch.nn.Linear, data: tuple[Tensor, Tensor], num_classes: int) -> Scores:
+    matrix = ConfusionMatrix(num_classes)
+    with torch.no_grad():
+        matrix.update(linear(data[0]).argmax(dim=1), data[1])
+    return matrix.scores()
+
+
+def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequence[int] | None = None,
+                 max_pixels: int = 100_000, block_size: int = 1024, device: str = "auto",
+                 progress: Callable[[str, int, int], None] | None = None) -> ProbeResult:
+    """Probe the encoder of ``config.init`` (a pretraining checkpoint, or ``"random"``) on few labels.
+
+    Args:
+        config: fine-tuning settings: imagery, labels, classes, ``init``,
+            ``label_fraction``, ``crop_size`` (the label-block size), ``seed``,
+            ``val_fraction`` / ``val_region``, and ``holdout_region`` (required: the
+            probe is scored there).
+        features: ``"encoder"`` (hypercolumns) or ``"bands"``.
+        stages: the encoder stages of the hypercolumns (default all); see
+            :func:`hypercolumns`.
+        max_pixels: at most about this many pixels per split (a random subset, drawn
+            with the seed, where a split holds more).
+        block_size: the imagery is read and encoded in blocks of this many pixels a
+            side (plus :data:`MARGIN` of context), a multiple of 32.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        progress: called with ``(step, done, total)``, step ``"encoding blocks"`` then
+            ``"fitting"``.
+
+    Raises:
+        GeossclError: for bad input, or a split without labelled pixels.
+    """
+    if features not in FEATURES:
+        raise GeossclError(f"features: {features!r} is not one of {', '.join(FEATURES)}")
+    if block_size % 32 or block_size <= 0:
+        raise GeossclError(f"block_size: {block_size} is not a positive multiple of 32")
+    if stages is not None and (not stages or any(not 1 <= s <= 5 for s in stages)):
+        raise GeossclError(f"stages: {list(stages)} must be encoder stages 1 to 5")
+    if not config.holdout_region:
+        raise GeossclError("holdout_region: the probe is scored on a held-out region; give one")
+    setup = prepare(config)
+    test = polygonal(read_region(config.holdout_region, setup.mosaic.crs).intersection(setup.area))
+    if test.is_empty:
+        raise GeossclError(f"{config.holdout_region}: holdout region does not overlap the labelled imagery")
+    network = frozen_encoder(setup, config.seed).to(resolve_device(device)) if features == "encoder" else None
+    regions = {"train": setup.labelled, "val": setup.val_region, "test": test}
+    data = _gather(setup.mosaic, setup.labels, network, BandStats(torch.tensor(setup.band_mean), torch.tensor(setup.band_std)),
+                   regions, max_pixels, block_size, config.seed, resolve_device(device), stages, progress)
+    for name, (x, _) in data.items():
+        if not len(x):
+            raise GeossclError(f"{config.labels[0]}: no labelled pixel in the {name} region")
+    mean, std = data["train"][0].mean(0), data["train"][0].std(0).clamp_min(1e-6)
+    data = {name: ((x - mean) / std, y) for name, (x, y) in data.items()}
+    fits = []
+    for done, decay in enumerate(WEIGHT_DECAYS):
+        if progress:
+            progress("fitting", done, len(WEIGHT_DECAYS))
+        linear = fit_probe(data["train"], setup.num_classes, decay)
+        miou = _score(linear, data["val"], setup.num_classes).miou
+        fits.append((miou if miou == miou else -1.0, -decay, linear))  # ties: the stronger penalty
+    if progress:
+        progress("fitting", len(WEIGHT_DECAYS), len(WEIGHT_DECAYS))
+    val_miou, decay, linear = max(fits, key=lambda f: f[:2])
+    return ProbeResult(_score(linear, data["test"], setup.num_classes), -decay, val_miou,
+                       {name: len(y) for name, (_, y) in data.items()}, setup.class_names)
+
+
+def _gather(mosaic: Mosaic, labels: RasterLabels | VectorLabels, network: SegmentationNetwork | None, normalise: BandStats,
+            regions: dict[str, BaseGeometry], max_pixels: int, block_size: int, seed: int,
+            device: torch.device, stages: Sequence[int] | None,
+            progress: Callable[[str, int, int], None] | None) -> dict[str, tuple[Tensor, Tensor]]:
+    """Features and class ids of the labelled pixels of each region, block by block."""
+    rx, ry = mosaic.res
+    keep = {name: KeepRegion(region) for name, region in regions.items()}
+    # Keep each pixel with the probability that leaves about max_pixels of a split
+    # (its area bounds its labelled pixels), so that no split is held in full first.
+    chance = {name: min(1.0, max_pixels / max(1.0, region.area / (rx * ry))) for name, region in regions.items()}
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in regions}
+    minx, miny, maxx, maxy = mosaic.snap(_union_bounds(regions.values()))
+    step_x, step_y = block_size * rx, block_size * ry
+    normalise = normalise.to(device)
+    grid = [(r, c) for r in range(math.ceil((maxy - miny) / step_y - 1e-9)) for c in range(math.ceil((maxx - minx) / step_x - 1e-9))]
+    for done, (row, col) in enumerate(grid):
+        if progress:
+            progress("encoding blocks", done, len(grid))
+        x0, y1 = minx + col * step_x, maxy - row * step_y
+        x1, y0 = min(maxx, x0 + step_x), max(miny, y1 - step_y)
+        found = {}
+        for name in regions:
+            mask = keep[name](labels[x0:x1:rx, y0:y1:ry])["mask"].squeeze()
+            pick = (mask != IGNORE_INDEX).numpy() & (rng.random(tuple(mask.shape)) < chance[name])
+            if pick.any():
+                ys, xs = np.nonzero(pick)
+                found[name] = (torch.from_numpy(ys), torch.from_numpy(xs), mask)
+        if not found:
+            continue
+        # Read the block with context on every side, padded up to a multiple of 32.
+        height, width = round((y1 - y0) / ry), round((x1 - x0) / rx)
+        pad_y, pad_x = MARGIN + (-height) % 32, MARGIN + (-width) % 32
+        image, _, _ = mosaic.read((x0 - MARGIN * rx, y0 - pad_y * ry, x1 + pad_x * rx, y1 + MARGIN * ry))
+        image, valid = normalise(torch.from_numpy(image)[None].to(device))
+        for name, (ys, xs, mask) in found.items():
+            ok = valid[0, 0, ys + MARGIN, xs + MARGIN].cpu() > 0  # no input, no verdict
+            ys, xs = ys[ok], xs[ok]
+            columns = hypercolumns(network, image, ys + MARGIN, xs + MARGIN, stages)
+            parts[name].append((columns.cpu(), mask[ys, xs].to(torch.int64)))
+    if progress:
+        progress("encoding blocks", len(grid), len(grid))
+    out = {}
+    for name in regions:
+        xs = [x for x, _ in parts[name]]
+        ys = [y for _, y in parts[name]]
+        out[name] = (torch.cat(xs) if xs else torch.zeros(0, 0), torch.cat(ys) if ys else torch.zeros(0, dtype=torch.int64))
+    return out
+
+
+def _union_bounds(regions: Iterable[BaseGeometry]) -> tuple[float, float, float, float]:
+    bounds = np.array([r.bounds for r in regions if not r.is_empty])
+    return float(bounds[:, 0].min()), float(bounds[:, 1].min()), float(bounds[:, 2].max()), float(bounds[:, 3].max())

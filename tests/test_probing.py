@@ -1,0 +1,116 @@
+"""The frozen-encoder linear probe, on the real NC Landsat scene and its land-use classes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import rasterio
+import torch
+import torch.nn.functional as F
+
+from geosscl import GeossclError
+from geosscl.finetuning import FinetuneConfig, prepare
+from geosscl.models import SegmentationNetwork
+from geosscl.probing import frozen_encoder, hypercolumns, linear_probe
+from geosscl.tasks import SSCCLTask
+from geosscl.training import PretrainConfig, load_checkpoint, pretrain
+from conftest import NC_BANDS, SAMPLES
+
+NC = SAMPLES / "nc_landsat"
+BANDS = [str(p) for p in NC_BANDS]
+
+
+def config(**extra) -> FinetuneConfig:
+    settings = dict(imagery=BANDS, labels=[str(NC / "strata.tif")], classes=str(NC / "classes.yaml"), out=os.devnull,
+                    label_fraction=0.2, crop_size=64, holdout_region=str(NC / "test_region.geojson"), seed=0)
+    return FinetuneConfig(**{**settings, **extra})
+
+
+def test_hypercolumns_sample_each_stage_as_upsampling_would():
+    crops = []
+    for path in NC_BANDS:
+        with rasterio.open(path) as src:
+            crops.append(torch.from_numpy(src.read(1, window=((100, 164), (200, 264))).astype("float32")))
+    bands = torch.stack(crops)
+    image = ((bands - bands.mean((1, 2), keepdim=True)) / bands.std((1, 2), keepdim=True))[None]
+    torch.manual_seed(0)
+    network = SegmentationNetwork(6, 8).eval()
+    rows, cols = torch.tensor([0, 5, 31, 63, 40]), torch.tensor([0, 60, 17, 63, 2])
+    columns = hypercolumns(network, image, rows, cols)
+    with torch.no_grad():
+        maps = [image] + [F.interpolate(m, size=(64, 64), mode="bilinear", align_corners=False) for m in network.encode(image)[1:]]
+    expected = torch.cat([m[0][:, rows, cols].T for m in maps], dim=1)
+    assert columns.shape == (5, 6 + 64 + 64 + 128 + 256 + 512)
+    torch.testing.assert_close(columns, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(hypercolumns(network, image, rows, cols, stages=[2]), torch.cat([maps[0], maps[2]], 1)[0][:, rows, cols].T,
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(hypercolumns(None, image, rows, cols), image[0][:, rows, cols].T)
+
+
+def test_band_probe_beats_the_majority_class_and_repeats_exactly():
+    result = linear_probe(config(), features="bands")
+    counts = torch.tensor(result.scores.confusion).sum(1)
+    majority = float(counts.max() / counts.sum()) / int((counts > 0).sum())  # mIoU of always answering the commonest class
+    assert result.scores.miou > 2 * majority
+    assert result.pixels["train"] > 1000 and result.pixels["test"] > 10000
+    assert sum(counts.tolist()) == result.pixels["test"]
+    again = linear_probe(config(), features="bands")
+    assert again.scores.confusion == result.scores.confusion and again.weight_decay == result.weight_decay
+    # More labels: more training pixels from the same scene; another seed: other blocks.
+    assert linear_probe(config(label_fraction=0.05), features="bands").pixels["train"] < result.pixels["train"]
+
+
+def test_probe_reads_the_checkpoint_encoder(tmp_path):
+    run = pretrain(PretrainConfig(imagery=BANDS, out=str(tmp_path / "run"), max_steps=2, crop_size=64, batch_size=4,
+                                  queue_size=16, num_workers=0, quiet=True))
+    checkpoint = load_checkpoint(os.path.join(run, "last.ckpt"))
+    ssccl = SSCCLTask(**checkpoint["hyper_parameters"])
+    ssccl.load_state_dict(checkpoint["state_dict"])
+    ssccl.eval()
+    setup = prepare(config(init=os.path.join(run, "last.ckpt")))
+    probed = frozen_encoder(setup, seed=3)
+    x = torch.randn(1, 6, 64, 64)
+    with torch.no_grad():
+        for ours, theirs in zip(probed.encode(x), ssccl.network.encode(x)):
+            torch.testing.assert_close(ours, theirs)
+        assert not torch.allclose(frozen_encoder(prepare(config()), seed=3).encode(x)[-1], ssccl.network.encode(x)[-1])
+    result = linear_probe(config(init=os.path.join(run, "last.ckpt")), stages=[1], max_pixels=3000)
+    assert 0 <= result.scores.miou <= 1 and result.pixels["train"] <= 4500
+
+
+def test_probe_input_errors():
+    with pytest.raises(GeossclError, match="holdout_region"):
+        linear_probe(config(holdout_region=None))
+    with pytest.raises(GeossclError, match="stages"):
+        linear_probe(config(), stages=[6])
+    with pytest.raises(GeossclError, match="features"):
+        linear_probe(config(), features="pixels")
+
+
+def test_probe_cli_prints_scores_and_writes_strict_json(tmp_path):
+    nc = [str(p) for p in NC_BANDS]
+    common = [sys.executable, "-m", "geosscl", "probe", *nc, "--labels", str(NC / "strata.tif"), "--classes", str(NC / "classes.yaml"),
+              "--crop-size", "64", "--label-fraction", "0.2"]
+    out = tmp_path / "probe.json"
+    result = subprocess.run([*common, "--holdout-region", str(NC / "test_region.geojson"), "--bands-only", "--json", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "forest" in result.stdout and "mIoU" in result.stdout and "labelled pixels: train" in result.stdout
+    data = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert data["features"] == "bands" and data["iou"][0] is None  # class 0 is never in strata.tif
+    expected = linear_probe(config(), features="bands")
+    assert data["confusion"] == expected.scores.confusion
+    # A holdout region off the imagery: one line naming the file, exit 1, no JSON.
+    far = tmp_path / "far.geojson"
+    far.write_text('{"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:4326"}}, "features": '
+                   '[{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": '
+                   '[[[10, 10], [10.1, 10], [10.1, 10.1], [10, 10.1], [10, 10]]]}}]}')
+    bad = subprocess.run([*common, "--holdout-region", str(far), "--json", str(tmp_path / "bad.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().count("\n") == 0 and "far.geojson" in bad.stderr, bad.stderr
+    assert not (tmp_path / "bad.json").exists()
