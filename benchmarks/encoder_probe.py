@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import tempfile
 import time
@@ -28,6 +27,7 @@ import torch
 from geosscl.finetuning import FinetuneConfig
 from geosscl.probing import linear_probe
 from nc_scene import BANDS, CLASSES, LABELS, TESTS, test_region
+from report import print_values
 
 
 def main() -> None:
@@ -73,9 +73,7 @@ def main() -> None:
             cells.append(f"{statistics.mean(mious):.1f} ± {statistics.pstdev(mious):.1f} [{' '.join(f'{m:.1f}' for m in mious)}] | "
                          f"{statistics.mean(oas):.1f} ± {statistics.pstdev(oas):.1f}")
         print(f"| {name} | {label} | " + " | ".join(cells) + f" |  <!-- {time.time() - start:.0f} s -->", flush=True)
-    print()
-    for key, value in final.items():
-        print(f"{re.sub(r'[^0-9A-Za-z]+', '_', key.replace('.', 'p'))}={value:.2f}")
+    print_values(final)
 
 
 if __name__ == "__main__":

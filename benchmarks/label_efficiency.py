@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import tempfile
@@ -35,6 +34,7 @@ from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
 from nc_scene import BANDS, CLASSES, LABELS, TESTS, test_region
+from report import print_values
 
 OBJECTIVES = {
     "instance-only": {"instance": 1, "spatial": 0, "semantic": 0},
@@ -152,9 +152,7 @@ def main() -> None:
                     cells.append(f"{statistics.mean(mious):.1f} ± {statistics.pstdev(mious):.1f} | "
                                  f"{statistics.mean(oas):.1f} ± {statistics.pstdev(oas):.1f}")
                 print(f"| {name}{suffix} | " + " | ".join(cells) + " |", flush=True)
-    print()
-    for key, value in final.items():
-        print(f"{re.sub(r'[^0-9A-Za-z]+', '_', key.replace('.', 'p'))}={value:.2f}")
+    print_values(final)
 
 
 if __name__ == "__main__":
