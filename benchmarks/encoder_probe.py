@@ -64,7 +64,7 @@ def main() -> None:
         for fraction in fractions:
             mious, oas = [], []
             for seed in seeds:
-                config = FinetuneConfig(imagery=BANDS, labels=LABELS, classes=CLASSES, out=os.devnull, init=init,
+                config = FinetuneConfig(imagery=BANDS, labels=LABELS, classes=CLASSES, init=init,
                                         label_fraction=fraction, crop_size=args.crop, holdout_region=test, seed=seed)
                 result = linear_probe(config, features=features, stages=stages, device="cpu")
                 mious.append(100 * result.scores.miou)

@@ -135,7 +135,8 @@ def main() -> None:
                 for fraction in fractions:
                     mious, oas = [], []
                     for seed in seeds:
-                        out = work / f"{tags[name]}{recipe}{'-probe' if probe else ''}-{fraction:g}-{seed}.safetensors"
+                        n = args.probe_steps if probe else args.steps
+                        out = work / f"{tags[name]}{recipe}{'-probe' if probe else ''}{f'-{n}steps' if n != 150 else ''}-{fraction:g}-{seed}.safetensors"
                         if not out.exists():
                             finetune(FinetuneConfig(
                                 imagery=BANDS, labels=LABELS, classes=CLASSES, out=str(out), init=init,

@@ -39,7 +39,7 @@ class FinetuneConfig:
 
     imagery: list[str]
     labels: list[str]
-    out: str
+    out: str = ""  #: the model file (not needed to probe)
     classes: str | None = None
     class_column: str | None = None
     init: str = "random"
@@ -199,6 +199,8 @@ def finetune(config: FinetuneConfig) -> str:
     from .training import check_accelerator, progress_bar, quiet_lightning
 
     # -- check everything before writing anything ------------------------------------
+    if not config.out:
+        raise GeossclError("out: give the model file to write")
     out = check_output(config.out, config.overwrite)
     if config.max_steps is None and config.max_time is None:
         raise GeossclError("max_steps: give --max-steps or --max-time")

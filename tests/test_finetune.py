@@ -142,6 +142,7 @@ def test_bad_input_fails_before_writing(tmp_path, pretrained):
         assert not out.exists()
 
     expect("labels do not overlap the imagery", imagery=[str(NAIP)], init="random", bands=[1, 2, 3, 4])
+    expect("out: give the model file", out="")
     three = tmp_path / "three.yaml"
     three.write_text("[a, b, c]\n")
     expect(r"class id\(s\) \[3, 4, 5\] are outside the 3 classes", classes=str(three))

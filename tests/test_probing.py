@@ -25,8 +25,7 @@ BANDS = [str(p) for p in NC_BANDS]
 
 
 def config(**extra) -> FinetuneConfig:
-    settings = dict(imagery=BANDS, labels=[str(NC / "strata.tif")], classes=str(NC / "classes.yaml"), out=os.devnull,
-                    label_fraction=0.2, crop_size=64, holdout_region=str(NC / "test_region.geojson"), seed=0)
+    settings = dict(imagery=BANDS, labels=[str(NC / "strata.tif")], classes=str(NC / "classes.yaml"), label_fraction=0.2, crop_size=64, holdout_region=str(NC / "test_region.geojson"), seed=0)
     return FinetuneConfig(**{**settings, **extra})
 
 

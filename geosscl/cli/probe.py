@@ -36,13 +36,11 @@ def probe(imagery, labels, holdout_region, init, bands_only, stages, classes, cl
           val_region, val_fraction, block_size, max_pixels, bands, device, seed, json_path, quiet):
     """Score a linear classifier on the frozen encoder of --init (no fine-tuning): a quick, repeatable
     measure of a pretraining run, on the labels of IMAGERY, in --holdout-region."""
-    import os
-
     from ..evaluation import format_table, write_json
     from ..finetuning import FinetuneConfig
     from ..probing import linear_probe
 
-    config = FinetuneConfig(imagery=list(imagery), labels=list(labels), out=os.devnull, classes=classes,
+    config = FinetuneConfig(imagery=list(imagery), labels=list(labels), classes=classes,
                             class_column=class_column, init=init, label_fraction=label_fraction, crop_size=crop_size,
                             val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
                             block_size=block_size, bands=bands, seed=seed)
