@@ -206,8 +206,9 @@ def _gather(mosaic: Mosaic, labels: RasterLabels | VectorLabels, network: Segmen
         x0, y1 = minx + col * step_x, maxy - row * step_y
         x1, y0 = min(maxx, x0 + step_x), max(miny, y1 - step_y)
         found = {}
+        sample = labels[x0:x1:rx, y0:y1:ry]
         for name in regions:
-            mask = keep[name](labels[x0:x1:rx, y0:y1:ry])["mask"].squeeze()
+            mask = keep[name](dict(sample))["mask"].squeeze()  # KeepRegion replaces the copy's mask, not the sample's
             pick = (mask != IGNORE_INDEX).numpy() & (rng.random(tuple(mask.shape)) < chance[name])
             if pick.any():
                 ys, xs = np.nonzero(pick)
