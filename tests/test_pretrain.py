@@ -154,6 +154,9 @@ def test_ctrl_c_stops_after_the_step_saves_and_says_how_to_continue(tmp_path):
         [sys.executable, "-m", "geosscl", "pretrain", str(NAIP), "--out", str(run), "--max-steps", "400",
          "--crop-size", "64", "--batch-size", "8", "--num-workers", "2", "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # A terminal's foreground job takes SIGINT; a test run started in the background by a
+        # shell has it ignored, and the child would inherit that (geosscl keeps an ignored SIGINT ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 300
     while job.poll() is None and time.monotonic() < deadline:
