@@ -210,28 +210,26 @@ def finetune(config: FinetuneConfig) -> str:
     if config.pretrained_lr_factor < 0 or config.warmup_steps < 0:
         raise GeossclError(f"pretrained_lr_factor / warmup_steps: must not be negative, got {config.pretrained_lr_factor} / {config.warmup_steps}")
     setup = prepare(config)
-    mosaic, labels, checkpoint = setup.mosaic, setup.labels, setup.checkpoint
-    arch, encoder, decoder, mean, std = setup.arch, setup.encoder, setup.decoder_channels, setup.band_mean, setup.band_std
-    names, colors, num_classes, labelled, val_region = setup.class_names, setup.class_colors, setup.num_classes, setup.labelled, setup.val_region
+    mosaic, labels = setup.mosaic, setup.labels
 
     # -- run ------------------------------------------------------------------------
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    task = SegmentationTask(mosaic.num_bands, num_classes, mean, std, arch=arch, encoder=encoder,
-                            decoder_channels=decoder, freeze_encoder=config.freeze_encoder, linear_probe=config.linear_probe, lr=config.lr, weight_decay=config.weight_decay,
+    task = SegmentationTask(mosaic.num_bands, setup.num_classes, setup.band_mean, setup.band_std, arch=setup.arch, encoder=setup.encoder,
+                            decoder_channels=setup.decoder_channels, freeze_encoder=config.freeze_encoder, linear_probe=config.linear_probe, lr=config.lr, weight_decay=config.weight_decay,
                             pretrained_lr_factor=config.pretrained_lr_factor, warmup_steps=config.warmup_steps)
-    if checkpoint is not None:
-        task.load_pretrained(checkpoint["state_dict"], checkpoint["hyper_parameters"])
-    train_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(labelled))
-    val_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(val_region))
+    if setup.checkpoint is not None:
+        task.load_pretrained(setup.checkpoint["state_dict"], setup.checkpoint["hyper_parameters"])
+    train_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(setup.labelled))
+    val_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(setup.val_region))
     steps = config.max_steps or 10**7
     train_loader = DataLoader(
-        train_set, sampler=RegionSampler(train_set, config.crop_size, labelled, length=steps * config.batch_size,
+        train_set, sampler=RegionSampler(train_set, config.crop_size, setup.labelled, length=steps * config.batch_size,
                                          generator=torch.Generator().manual_seed(config.seed)),
         batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
         generator=torch.Generator().manual_seed(config.seed),
     )
     val_loader = DataLoader(
-        val_set, sampler=GridGeoSampler(val_set, config.crop_size, config.crop_size, roi=val_region),
+        val_set, sampler=GridGeoSampler(val_set, config.crop_size, config.crop_size, roi=setup.val_region),
         batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
     )
     with tempfile.TemporaryDirectory(prefix=".geosscl-finetune-", dir=os.path.dirname(os.path.abspath(out))) as tmp:
@@ -252,8 +250,9 @@ def finetune(config: FinetuneConfig) -> str:
             validation = trainer.validate(task, dataloaders=val_loader, verbose=False)[0]
     if rank_zero_only.rank == 0:
         info = ModelInfo(
-            arch=arch, encoder=encoder, decoder_channels=decoder, bands=mosaic.band_indexes, band_mean=list(mean), band_std=list(std),
-            class_names=names, class_colors=colors, res=list(mosaic.res), crs=mosaic.crs.to_wkt(),
+            arch=setup.arch, encoder=setup.encoder, decoder_channels=setup.decoder_channels, bands=mosaic.band_indexes,
+            band_mean=setup.band_mean, band_std=setup.band_std,
+            class_names=setup.class_names, class_colors=setup.class_colors, res=list(mosaic.res), crs=mosaic.crs.to_wkt(),
             # Predict on tiles of the size it was trained and validated on: a network
             # fine-tuned on small crops can fail on larger tiles (measured on the NC
             # scene: 64 px crops, 256 px tiles, test mIoU 1.8 where 64 px tiles give 14.9).

@@ -85,14 +85,14 @@ def hypercolumns(network: SegmentationNetwork | None, image: Tensor, rows: Tenso
 
 def frozen_encoder(setup: Setup, seed: int = 0) -> SegmentationNetwork:
     """The network whose encoder a probe reads, in eval mode: the checkpoint's, or one drawn from ``seed``."""
+    from .tasks import SegmentationTask
+
     torch.manual_seed(seed)  # a random encoder is drawn from the seed, as fine-tuning draws its own
-    network = SegmentationNetwork(setup.mosaic.num_bands, setup.num_classes, arch=setup.arch, encoder=setup.encoder,
-                                  decoder_channels=setup.decoder_channels)
+    task = SegmentationTask(setup.mosaic.num_bands, setup.num_classes, setup.band_mean, setup.band_std, arch=setup.arch,
+                            encoder=setup.encoder, decoder_channels=setup.decoder_channels)
     if setup.checkpoint is not None:
-        prefix = "network.net.encoder."
-        state = {k[len(prefix):]: v for k, v in setup.checkpoint["state_dict"].items() if k.startswith(prefix)}
-        network.net.encoder.load_state_dict(state)
-    return network.eval().requires_grad_(False)
+        task.load_pretrained(setup.checkpoint["state_dict"], setup.checkpoint["hyper_parameters"])
+    return task.network.eval().requires_grad_(False)
 
 
 def fit_probe(train: tuple[Tensor, Tensor], num_classes: int, weight_decay: float, iterations: int = 200) -> torch.nn.Linear:
@@ -161,10 +161,11 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     test = polygonal(read_region(config.holdout_region, setup.mosaic.crs).intersection(setup.area))
     if test.is_empty:
         raise GeossclError(f"{config.holdout_region}: holdout region does not overlap the labelled imagery")
-    network = frozen_encoder(setup, config.seed).to(resolve_device(device)) if features == "encoder" else None
+    where = resolve_device(device)
+    network = frozen_encoder(setup, config.seed).to(where) if features == "encoder" else None
     regions = {"train": setup.labelled, "val": setup.val_region, "test": test}
     data = _gather(setup.mosaic, setup.labels, network, BandStats(torch.tensor(setup.band_mean), torch.tensor(setup.band_std)),
-                   regions, max_pixels, block_size, config.seed, resolve_device(device), stages, progress)
+                   regions, max_pixels, block_size, config.seed, where, stages, progress)
     for name, (x, _) in data.items():
         if not len(x):
             raise GeossclError(f"{config.labels[0]}: no labelled pixel in the {name} region")
