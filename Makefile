@@ -37,6 +37,10 @@ demo: $(STAMP)
 		--json $(DEMO_OUT)/metrics.json --png $(DEMO_OUT)/confusion.png
 	$(BIN)/geosscl predict $(NC_SCENE) -m $(DEMO_OUT)/model.safetensors -o $(DEMO_OUT)/classes.tif \
 		--preview $(DEMO_OUT)/classes.png --preview-rgb 3,2,1 --overwrite
+	$(BIN)/geosscl probe $(NC_BANDS) --labels sample_data/nc_landsat/strata.tif \
+		--classes sample_data/nc_landsat/classes.yaml --init $(DEMO_OUT)/pretrain/last.ckpt \
+		--holdout-region sample_data/nc_landsat/test_region.geojson --label-fraction 0.2 --crop-size 64 --seed 0 \
+		--stages 1 --output $(DEMO_OUT)/stage1.safetensors --overwrite
 	$(BIN)/geosscl predict $(NC_SCENE) -m $(BUNDLED_MODEL) -o $(DEMO_OUT)/bundled_classes.tif \
 		--vector $(DEMO_OUT)/bundled_classes.gpkg --preview $(DEMO_OUT)/bundled_classes.png --preview-rgb 3,2,1 --overwrite
 	@echo
@@ -46,6 +50,7 @@ demo: $(STAMP)
 	@echo "  model.safetensors          the segmenter fine-tuned from it with 20 % of the labels"
 	@echo "  metrics.json, confusion.png  its scores on the held-out eastern third"
 	@echo "  classes.tif, classes.png   its class map of the scene (COG) and preview"
+	@echo "  stage1.safetensors         a linear classifier of the run's stride-2 encoder stage, same labels (geosscl probe -o)"
 	@echo "  bundled_classes.{tif,gpkg,png}  the same with the bundled model ($(BUNDLED_MODEL))"
 
 test: $(STAMP)

@@ -7,6 +7,9 @@ the label blocks (:func:`geosscl.probing.linear_probe`: the blocks fine-tuning d
 for the same fraction and seed; L2 weight chosen on the validation blocks) and scored
 in the test region (``--test``: the eastern third, or a third of the scene in seeded
 blocks; see ``nc_scene.py``). A row of the bands alone is the per-pixel spectral floor.
+With ``--evaluate`` each fitted probe is written as a model file (``geosscl probe -o``)
+and scored by :func:`geosscl.evaluation.evaluate`, the tiled whole-scene inference that
+scores fine-tuned models, so that the two kinds of model compare on one footing.
 
 Prints a Markdown table (mean ± std over seeds, per seed in brackets) and ``name=value`` lines.
 
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig
 from geosscl.probing import linear_probe
 from nc_scene import BANDS, CLASSES, LABELS, TESTS, test_region
@@ -39,6 +43,9 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=64, help="label-block side, pixels (fine-tuning's crop size)")
     parser.add_argument("--test", default="east", choices=TESTS, help="test region: the eastern third, or seeded blocks")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="score each probe's model file by tiled whole-scene inference (as fine-tuned models are scored)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     encoders = {"random": "random"}
@@ -52,7 +59,8 @@ def main() -> None:
     stage_sets = [None if s == "all" else [int(i) for i in s.split("+")] for s in args.stages.split(",")]
     scratch = tempfile.TemporaryDirectory(prefix="geosscl-probe-")  # removed at exit
     test = test_region(args.test, Path(scratch.name))
-    print(f"# NC Landsat, test region {args.test}; label blocks of {args.crop} px; seeds {seeds}; {args.threads} torch thread(s)")
+    print(f"# NC Landsat, test region {args.test}; label blocks of {args.crop} px; seeds {seeds}; {args.threads} torch thread(s); "
+          f"scored {'by evaluate() on the model files' if args.evaluate else 'by the probe'}")
     print("\n| features | stages | " + " | ".join(f"{f:.0%} labels: mIoU | OA" for f in fractions) + " |")
     print("|---|---|" + "---|---|" * len(fractions), flush=True)
     rows = [("bands only", "random", "bands", None)]
@@ -64,11 +72,14 @@ def main() -> None:
         for fraction in fractions:
             mious, oas = [], []
             for seed in seeds:
-                config = FinetuneConfig(imagery=BANDS, labels=LABELS, classes=CLASSES, init=init,
+                model = str(Path(scratch.name) / "probe.safetensors") if args.evaluate else ""
+                config = FinetuneConfig(imagery=BANDS, labels=LABELS, classes=CLASSES, init=init, out=model, overwrite=True,
                                         label_fraction=fraction, crop_size=args.crop, holdout_region=test, seed=seed)
-                result = linear_probe(config, features=features, stages=stages, device="cpu")
-                mious.append(100 * result.scores.miou)
-                oas.append(100 * result.scores.overall_accuracy)
+                scores = linear_probe(config, features=features, stages=stages, device=args.device).scores
+                if args.evaluate:
+                    scores, _ = evaluate(model, BANDS, LABELS, region=test, device=args.device)
+                mious.append(100 * scores.miou)
+                oas.append(100 * scores.overall_accuracy)
             final[f"probe_miou_{name}_{label}_{fraction:g}"] = statistics.mean(mious)
             cells.append(f"{statistics.mean(mious):.1f} ± {statistics.pstdev(mious):.1f} [{' '.join(f'{m:.1f}' for m in mious)}] | "
                          f"{statistics.mean(oas):.1f} ± {statistics.pstdev(oas):.1f}")

@@ -34,7 +34,8 @@ class ModelInfo:
     """What a model needs besides its weights.
 
     Attributes:
-        arch: ``"unet"`` or ``"deeplabv3plus"``.
+        arch: ``"unet"``, ``"deeplabv3plus"`` or ``"hypercolumn"`` (a linear classifier
+            of frozen encoder stages, written by ``geosscl probe --output``).
         encoder: encoder name.
         bands: 1-based band indexes of the imagery, in input order.
         band_mean: per-band mean used to normalise inputs.
@@ -44,6 +45,7 @@ class ModelInfo:
         res: ground sampling distance ``(xres, yres)`` of the training imagery, map units.
         crs: CRS of the training imagery (WKT), for reference.
         decoder_channels: U-Net decoder widths (None: smp's default).
+        stages: the encoder stages a hypercolumn classifier reads (None for other architectures).
         tile_size: tile side for prediction, pixels (``geosscl finetune`` writes its
             crop size: what the network was trained and validated on).
         tile_overlap: overlap of prediction tiles, pixels.
@@ -60,6 +62,7 @@ class ModelInfo:
     res: list[float]
     crs: str = ""
     decoder_channels: list[int] | None = None
+    stages: list[int] | None = None
     tile_size: int = 512
     tile_overlap: int = 64
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -144,7 +147,7 @@ def load_model(path: str | os.PathLike) -> tuple[SegmentationNetwork, ModelInfo]
         return load_onnx(path)  # type: ignore[return-value]
     info = read_info(path)
     network = SegmentationNetwork(info.in_channels, info.num_classes, arch=info.arch, encoder=info.encoder,
-                                  decoder_channels=info.decoder_channels)
+                                  decoder_channels=info.decoder_channels, stages=info.stages)
     try:
         state = load_file(os.fspath(path))
         network.load_state_dict(state)

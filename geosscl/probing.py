@@ -12,13 +12,21 @@ probe and a fine-tuning run of one seed see the same labels.
 
 ``features="bands"`` fits the same classifier to the normalised bands alone: the score a
 per-pixel spectral classifier reaches, the floor a representation must clear.
+
+With ``config.out`` the fitted classifier is also written as a model file (architecture
+``hypercolumn``: the frozen encoder's stages up to the deepest one read, and the
+classifier as a 1×1 convolution with the feature standardisation folded in), which
+``geosscl predict``, ``evaluate``, ``export`` and the QGIS plugin use like any other.
+With a few labels it can be the better model: on the bundled NC scene a stride-2-stage
+classifier scores 4–5 mIoU above a U-Net fine-tuned on the same label blocks (README).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -32,7 +40,9 @@ from .errors import GeossclError
 from .finetuning import FinetuneConfig, Setup, prepare
 from .inference import resolve_device
 from .metrics import ConfusionMatrix, Scores
-from .models import SegmentationNetwork
+from .modelfile import ModelInfo, save_model
+from .models import HYPERCOLUMN, SegmentationNetwork
+from .output import check_output
 from .splits import KeepRegion, polygonal, read_region
 
 FEATURES = ("encoder", "bands")
@@ -51,6 +61,7 @@ class ProbeResult:
     val_miou: float
     pixels: dict[str, int]  #: labelled pixels used per split (train, val, test)
     class_names: list[str]
+    model: str | None = None  #: the model file written (``config.out``), if any
 
 
 def hypercolumns(network: SegmentationNetwork | None, image: Tensor, rows: Tensor, cols: Tensor,
@@ -133,8 +144,9 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     Args:
         config: fine-tuning settings: imagery, labels, classes, ``init``,
             ``label_fraction``, ``crop_size`` (the label-block size), ``seed``,
-            ``val_fraction`` / ``val_region``, and ``holdout_region`` (required: the
-            probe is scored there).
+            ``val_fraction`` / ``val_region``, ``holdout_region`` (required: the
+            probe is scored there), and ``out`` / ``overwrite``: a model file to
+            write the fitted classifier to (optional).
         features: ``"encoder"`` (hypercolumns) or ``"bands"``.
         stages: the encoder stages of the hypercolumns (default all); see
             :func:`hypercolumns`.
@@ -157,7 +169,13 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
         raise GeossclError(f"stages: {list(stages)} must be encoder stages 1 to 5")
     if not config.holdout_region:
         raise GeossclError("holdout_region: the probe is scored on a held-out region; give one")
+    if config.out:
+        check_output(config.out, config.overwrite)
     setup = prepare(config)
+    chosen = [] if features == "bands" else sorted(stages) if stages is not None else [1, 2, 3, 4, 5]
+    if config.out and setup.arch != "unet" and 5 in chosen:
+        # DeepLabV3+ dilates the last stage (stride 16); the model file's encoder has the plain one.
+        raise GeossclError(f"{config.init}: a {setup.arch} encoder's stage 5 cannot be written as a hypercolumn model; leave stage 5 out")
     test = polygonal(read_region(config.holdout_region, setup.mosaic.crs).intersection(setup.area))
     if test.is_empty:
         raise GeossclError(f"{config.holdout_region}: holdout region does not overlap the labelled imagery")
@@ -181,8 +199,43 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     if progress:
         progress("fitting", len(WEIGHT_DECAYS), len(WEIGHT_DECAYS))
     val_miou, decay, linear = max(fits, key=lambda f: f[:2])
-    return ProbeResult(_score(linear, data["test"], setup.num_classes), -decay, val_miou,
-                       {name: len(y) for name, (_, y) in data.items()}, setup.class_names)
+    scores = _score(linear, data["test"], setup.num_classes)
+    pixels = {name: len(y) for name, (_, y) in data.items()}
+    if config.out:
+        classifier = _classifier(setup, network, chosen, linear, mean, std)
+        info = ModelInfo(
+            arch=HYPERCOLUMN, encoder=setup.encoder, stages=chosen, bands=setup.mosaic.band_indexes,
+            band_mean=setup.band_mean, band_std=setup.band_std, class_names=setup.class_names,
+            class_colors=setup.class_colors, res=list(setup.mosaic.res), crs=setup.mosaic.crs.to_wkt(),
+            tile_size=512, tile_overlap=MARGIN,
+            provenance={
+                "made_by": "geosscl probe (multinomial logistic regression by L-BFGS on frozen features)",
+                "init": config.init, "imagery": setup.mosaic.files, "labels": list(config.labels),
+                "label_fraction": config.label_fraction, "seed": config.seed, "weight_decay": -decay, "pixels": pixels,
+                "validation": {"miou": val_miou},
+                "holdout": {"miou": scores.miou, "overall_accuracy": scores.overall_accuracy},
+                "settings": json.loads(json.dumps(asdict(config), default=str)),
+            },
+        )
+        save_model(config.out, classifier, info, overwrite=config.overwrite)
+    return ProbeResult(scores, -decay, val_miou, pixels, setup.class_names, config.out or None)
+
+
+def _classifier(setup: Setup, network: SegmentationNetwork | None, stages: list[int], linear: torch.nn.Linear,
+                mean: Tensor, std: Tensor) -> SegmentationNetwork:
+    """The fitted probe as a network: the encoder's stages it read, the linear map on raw hypercolumns."""
+    model = SegmentationNetwork(setup.mosaic.num_bands, setup.num_classes, arch=HYPERCOLUMN, encoder=setup.encoder, stages=stages)
+    net = model.net
+    with torch.no_grad():
+        if net.encoder is not None and network is not None:
+            own = net.encoder.state_dict()
+            net.encoder.load_state_dict({k: v for k, v in network.net.encoder.state_dict().items() if k in own}, strict=True)
+        # The probe standardised each feature: w·(x − m)/s + b = (w/s)·x + (b − w·m/s).
+        weight = (linear.weight / std.to(linear.weight.device)).cpu()
+        bias = (linear.bias - (linear.weight * (mean / std).to(linear.weight.device)).sum(dim=1)).cpu()
+        net.segmentation_head.weight.copy_(weight[:, :, None, None])
+        net.segmentation_head.bias.copy_(bias)
+    return model.eval()
 
 
 def _gather(mosaic: Mosaic, labels: RasterLabels | VectorLabels, network: SegmentationNetwork | None, normalise: BandStats,

@@ -375,10 +375,6 @@ def _check_same_run(path: str, saved: dict[str, Any], asked: dict[str, Any]) -> 
                            f"(they are in {os.path.join(run, 'config.yaml')}, which `geosscl pretrain --resume` reads)")
 
 
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
 def _first_step(metrics: str) -> float:
     """The first step logged in ``metrics`` (infinity when it holds none)."""
     import csv

@@ -113,3 +113,76 @@ def test_probe_cli_prints_scores_and_writes_strict_json(tmp_path):
     assert bad.returncode == 1
     assert bad.stderr.strip().count("\n") == 0 and "far.geojson" in bad.stderr, bad.stderr
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_the_fitted_probe_as_a_network_gives_the_probe_logits():
+    """The model file's network equals the probe: linear map of standardised hypercolumns, at every pixel."""
+    from geosscl.probing import _classifier
+
+    setup = prepare(config())
+    encoder = frozen_encoder(setup, seed=1)
+    bands = []
+    for path in NC_BANDS:
+        with rasterio.open(path) as src:
+            bands.append(torch.from_numpy(src.read(1, window=((40, 168), (300, 428))).astype("float32")))
+    image = torch.stack(bands)
+    image = ((image - torch.tensor(setup.band_mean)[:, None, None]) / torch.tensor(setup.band_std)[:, None, None])[None]
+    rows, cols = torch.meshgrid(torch.arange(128), torch.arange(128), indexing="ij")
+    rows, cols = rows.flatten(), cols.flatten()
+    torch.manual_seed(0)
+    for stages in ([1], [1, 3, 5], []):
+        columns = hypercolumns(encoder if stages else None, image, rows, cols, stages)
+        mean, std = columns.mean(0), columns.std(0).clamp_min(1e-6)
+        linear = torch.nn.Linear(columns.shape[1], setup.num_classes)
+        model = _classifier(setup, encoder if stages else None, stages, linear, mean, std)
+        with torch.no_grad():
+            expected = linear((columns - mean) / std)
+            logits = model(image)[0].permute(1, 2, 0).reshape(-1, setup.num_classes)
+        torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+        # Only the encoder layers the stages need travel in the model file.
+        assert (model.net.encoder is None) == (not stages)
+        if stages == [1]:
+            assert sum(p.numel() for p in model.parameters()) < 25_000  # the stem alone; a ResNet-18 has 11 M
+
+
+def test_probe_output_is_a_model_that_evaluate_and_predict_use(tmp_path):
+    """`geosscl probe -o` writes a model whose whole-scene evaluation matches the probe's own scores."""
+    from geosscl.evaluation import evaluate
+    from geosscl.modelfile import read_info
+
+    model = tmp_path / "stage1.safetensors"
+    nc = [str(p) for p in NC_BANDS]
+    common = [sys.executable, "-m", "geosscl", "probe", *nc, "--labels", str(NC / "strata.tif"), "--classes",
+              str(NC / "classes.yaml"), "--crop-size", "64", "--label-fraction", "0.2", "--stages", "1",
+              "--holdout-region", str(NC / "test_region.geojson"), "-q"]
+    result = subprocess.run([*common, "-o", str(model), "--json", str(tmp_path / "probe.json")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    probed = json.loads((tmp_path / "probe.json").read_text())
+    info = read_info(model)
+    assert info.arch == "hypercolumn" and info.stages == [1] and info.class_names[1] == "developed"
+    assert info.provenance["holdout"]["miou"] == pytest.approx(probed["miou"])
+    scores, _ = evaluate(str(model), nc, [str(NC / "strata.tif")], region=str(NC / "test_region.geojson"))
+    # Tiles blend class probabilities near their edges; the probe scored single logits: close, not equal.
+    assert abs(scores.miou - probed["miou"]) < 0.02 and abs(scores.overall_accuracy - probed["overall_accuracy"]) < 0.02
+    predicted = tmp_path / "classes.tif"
+    run = subprocess.run([sys.executable, "-m", "geosscl", "predict", nc[0], *nc[1:], "-m", str(model), "-o", str(predicted), "-q"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    with rasterio.open(predicted) as src, rasterio.open(NC_BANDS[0]) as ref:
+        assert src.shape == ref.shape and src.crs == ref.crs
+        assert set(src.read(1).flatten().tolist()) <= set(range(1, 8)) | {src.nodata}
+    # Exported to ONNX it gives the same probabilities, on tiles of any size.
+    from geosscl.modelfile import load_model
+    from geosscl.onnx import export_onnx
+
+    export_onnx(model, tmp_path / "stage1.onnx")
+    network, _ = load_model(model)
+    exported, _ = load_model(tmp_path / "stage1.onnx")
+    x = torch.randn(2, 6, 96, 160)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.softmax(exported(x), 1), torch.softmax(network(x), 1), rtol=1e-4, atol=1e-4)
+    # The model file exists: refused without --overwrite, nothing changed.
+    before = model.read_bytes()
+    again = subprocess.run([*common, "-o", str(model)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1 and "already exists" in again.stderr and again.stderr.strip().count("\n") == 0
+    assert model.read_bytes() == before

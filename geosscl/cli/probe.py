@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import bidx_opt, int_list, quiet_opt
+from .options import bidx_opt, int_list, overwrite_opt, quiet_opt
 
 
 @click.command()
@@ -31,11 +31,17 @@ from .options import bidx_opt, int_list, quiet_opt
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, label blocks and a random encoder.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the scores as JSON.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Also write the fitted classifier as a model file (for predict, evaluate, export, QGIS).")
+@overwrite_opt
 @quiet_opt
 def probe(imagery, labels, holdout_region, init, bands_only, stages, classes, class_column, label_fraction, crop_size,
-          val_region, val_fraction, block_size, max_pixels, bands, device, seed, json_path, quiet):
+          val_region, val_fraction, block_size, max_pixels, bands, device, seed, json_path, output, overwrite, quiet):
     """Score a linear classifier on the frozen encoder of --init (no fine-tuning): a quick, repeatable
-    measure of a pretraining run, on the labels of IMAGERY, in --holdout-region."""
+    measure of a pretraining run, on the labels of IMAGERY, in --holdout-region.
+
+    With -o, the classifier is kept as a model: with few labels, a classifier of the early stages
+    (--stages 1) can segment better than a fine-tuned network."""
     from ..evaluation import format_table, write_json
     from ..finetuning import FinetuneConfig
     from ..probing import linear_probe
@@ -43,7 +49,7 @@ def probe(imagery, labels, holdout_region, init, bands_only, stages, classes, cl
     config = FinetuneConfig(imagery=list(imagery), labels=list(labels), classes=classes,
                             class_column=class_column, init=init, label_fraction=label_fraction, crop_size=crop_size,
                             val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
-                            block_size=block_size, bands=bands, seed=seed)
+                            block_size=block_size, bands=bands, seed=seed, out=output or "", overwrite=overwrite)
     options = dict(features="bands" if bands_only else "encoder", stages=stages, max_pixels=max_pixels, device=device)
     if quiet:
         result = linear_probe(config, **options)
@@ -67,3 +73,5 @@ def probe(imagery, labels, holdout_region, init, bands_only, stages, classes, cl
         click.echo(format_table(result.scores, result.class_names))
         click.echo(f"L2 weight {result.weight_decay:g} (validation mIoU {100 * result.val_miou:.1f}); labelled pixels: "
                    + ", ".join(f"{k} {v}" for k, v in result.pixels.items()))
+        if result.model:
+            click.echo(f"model: {result.model}")
