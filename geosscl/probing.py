@@ -18,7 +18,7 @@ With ``config.out`` the fitted classifier is also written as a model file (archi
 classifier as a 1×1 convolution with the feature standardisation folded in), which
 ``geosscl predict``, ``evaluate``, ``export`` and the QGIS plugin use like any other.
 With a few labels it can be the better model: on the bundled NC scene a stride-2-stage
-classifier scores 4–5 mIoU above a U-Net fine-tuned on the same label blocks (README).
+classifier scored 2–10 mIoU above U-Nets fine-tuned on the same label blocks (README).
 """
 
 from __future__ import annotations
