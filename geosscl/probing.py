@@ -6,7 +6,7 @@ probe removes both: every labelled pixel of the training blocks is described by 
 frozen encoder's features at that pixel (a hypercolumn: the bands and every encoder
 stage, bilinearly sampled at the pixel centre), a multinomial logistic regression is fitted
 to them by full-batch L-BFGS from zero weights (deterministic), its L2 weight is chosen
-on the validation blocks, and it is scored on the held-out region. The splits and label
+on the validation blocks, and it is scored on the held-out region (if one is given). The splits and label
 blocks are those :func:`geosscl.finetuning.finetune` draws from the same settings, so a
 probe and a fine-tuning run of one seed see the same labels.
 
@@ -54,13 +54,14 @@ MARGIN = 64
 
 @dataclass
 class ProbeResult:
-    """Scores of a probe on the held-out region, and how it was fitted."""
+    """Scores of a probe (in the held-out region, or without one the validation region) and how it was fitted."""
 
-    scores: Scores
+    scores: Scores  #: in ``region``
     weight_decay: float
     val_miou: float
-    pixels: dict[str, int]  #: labelled pixels used per split (train, val, test)
+    pixels: dict[str, int]  #: labelled pixels used per split (train, val, and test with a holdout region)
     class_names: list[str]
+    region: str = "holdout"  #: where ``scores`` were counted: ``"holdout"``, or ``"validation"`` without one
     model: str | None = None  #: the model file written (``config.out``), if any
 
 
@@ -144,9 +145,10 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     Args:
         config: fine-tuning settings: imagery, labels, classes, ``init``,
             ``label_fraction``, ``crop_size`` (the label-block size), ``seed``,
-            ``val_fraction`` / ``val_region``, ``holdout_region`` (required: the
-            probe is scored there), and ``out`` / ``overwrite``: a model file to
-            write the fitted classifier to (optional).
+            ``val_fraction`` / ``val_region``, ``holdout_region`` (where the probe
+            is scored; without one it is scored in the validation region, where its
+            L2 weight was chosen, so optimistically), and ``out`` / ``overwrite``: a
+            model file to write the fitted classifier to (optional).
         features: ``"encoder"`` (hypercolumns) or ``"bands"``.
         stages: the encoder stages of the hypercolumns (default all); see
             :func:`hypercolumns`.
@@ -167,8 +169,6 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
         raise GeossclError(f"block_size: {block_size} is not a positive multiple of 32")
     if stages is not None and (not stages or any(not 1 <= s <= 5 for s in stages)):
         raise GeossclError(f"stages: {list(stages)} must be encoder stages 1 to 5")
-    if not config.holdout_region:
-        raise GeossclError("holdout_region: the probe is scored on a held-out region; give one")
     if config.out:
         check_output(config.out, config.overwrite)
     setup = prepare(config)
@@ -176,12 +176,14 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     if config.out and setup.arch != "unet" and 5 in chosen:
         # DeepLabV3+ dilates the last stage (stride 16); the model file's encoder has the plain one.
         raise GeossclError(f"{config.init}: a {setup.arch} encoder's stage 5 cannot be written as a hypercolumn model; leave stage 5 out")
-    test = polygonal(read_region(config.holdout_region, setup.mosaic.crs).intersection(setup.area))
-    if test.is_empty:
-        raise GeossclError(f"{config.holdout_region}: holdout region does not overlap the labelled imagery")
+    regions = {"train": setup.labelled, "val": setup.val_region}
+    if config.holdout_region:
+        test = polygonal(read_region(config.holdout_region, setup.mosaic.crs).intersection(setup.area))
+        if test.is_empty:
+            raise GeossclError(f"{config.holdout_region}: holdout region does not overlap the labelled imagery")
+        regions["test"] = test
     where = resolve_device(device)
     network = frozen_encoder(setup, config.seed).to(where) if features == "encoder" else None
-    regions = {"train": setup.labelled, "val": setup.val_region, "test": test}
     data = _gather(setup.mosaic, setup.labels, network, BandStats(torch.tensor(setup.band_mean), torch.tensor(setup.band_std)),
                    regions, max_pixels, block_size, config.seed, where, stages, progress)
     for name, (x, _) in data.items():
@@ -199,7 +201,8 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     if progress:
         progress("fitting", len(WEIGHT_DECAYS), len(WEIGHT_DECAYS))
     val_miou, decay, linear = max(fits, key=lambda f: f[:2])
-    scores = _score(linear, data["test"], setup.num_classes)
+    region = "holdout" if "test" in data else "validation"
+    scores = _score(linear, data["test" if "test" in data else "val"], setup.num_classes)
     pixels = {name: len(y) for name, (_, y) in data.items()}
     if config.out:
         classifier = _classifier(setup, network, chosen, linear, mean, std)
@@ -213,12 +216,12 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
                 "init": config.init, "imagery": setup.mosaic.files, "labels": list(config.labels),
                 "label_fraction": config.label_fraction, "seed": config.seed, "weight_decay": -decay, "pixels": pixels,
                 "validation": {"miou": val_miou},
-                "holdout": {"miou": scores.miou, "overall_accuracy": scores.overall_accuracy},
+                **({"holdout": {"miou": scores.miou, "overall_accuracy": scores.overall_accuracy}} if region == "holdout" else {}),
                 "settings": json.loads(json.dumps(asdict(config), default=str)),
             },
         )
         save_model(config.out, classifier, info, overwrite=config.overwrite)
-    return ProbeResult(scores, -decay, val_miou, pixels, setup.class_names, config.out or None)
+    return ProbeResult(scores, -decay, val_miou, pixels, setup.class_names, region, config.out or None)
 
 
 def _classifier(setup: Setup, network: SegmentationNetwork | None, stages: list[int], linear: torch.nn.Linear,

@@ -81,9 +81,18 @@ def test_probe_reads_the_checkpoint_encoder(tmp_path):
     assert 0 <= result.scores.miou <= 1 and result.pixels["train"] <= 4500
 
 
+def test_without_a_holdout_region_the_probe_scores_its_validation_region():
+    held = linear_probe(config(), features="bands")
+    result = linear_probe(config(holdout_region=None), features="bands")
+    assert result.region == "validation" and held.region == "holdout"
+    # The scene is no longer short of the eastern third: more blocks to train and validate on.
+    assert "test" not in result.pixels and result.pixels["val"] > held.pixels["val"]
+    assert result.scores.miou == pytest.approx(result.val_miou)
+    counts = torch.tensor(result.scores.confusion).sum(1)
+    assert int(counts.sum()) == result.pixels["val"]
+
+
 def test_probe_input_errors():
-    with pytest.raises(GeossclError, match="holdout_region"):
-        linear_probe(config(holdout_region=None))
     with pytest.raises(GeossclError, match="stages"):
         linear_probe(config(), stages=[6])
     with pytest.raises(GeossclError, match="features"):

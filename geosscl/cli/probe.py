@@ -11,8 +11,9 @@ from .options import bidx_opt, int_list, overwrite_opt, quiet_opt
 @click.argument("imagery", nargs=-1, required=True, metavar="IMAGERY...")
 @click.option("--labels", "labels", multiple=True, required=True,
               help="Class rasters, or one vector layer (with --class-column). Repeatable.")
-@click.option("--holdout-region", required=True, type=click.Path(dir_okay=False),
-              help="Polygons the probe is scored in, kept out of its training and validation.")
+@click.option("--holdout-region", type=click.Path(dir_okay=False),
+              help="Polygons the probe is scored in, kept out of its training and validation.  "
+                   "[default: none; scored in the validation region, optimistically]")
 @click.option("--init", default="random", show_default=True, help="RUN_DIR/last.ckpt of geosscl pretrain, or 'random'.")
 @click.option("--bands-only", is_flag=True, help="Probe the normalised bands alone (the per-pixel spectral floor).")
 @click.option("--stages", callback=int_list, metavar="1,2,...",
@@ -38,7 +39,8 @@ from .options import bidx_opt, int_list, overwrite_opt, quiet_opt
 def probe(imagery, labels, holdout_region, init, bands_only, stages, classes, class_column, label_fraction, crop_size,
           val_region, val_fraction, block_size, max_pixels, bands, device, seed, json_path, output, overwrite, quiet):
     """Score a linear classifier on the frozen encoder of --init (no fine-tuning): a quick, repeatable
-    measure of a pretraining run, on the labels of IMAGERY, in --holdout-region.
+    measure of a pretraining run, on the labels of IMAGERY, in --holdout-region (without one, in the
+    validation region, where the classifier's L2 weight is chosen: an optimistic score).
 
     With -o, the classifier is kept as a model: with few labels, a classifier of the early stages
     (--stages 1) can segment better than a fine-tuned network."""
@@ -68,8 +70,11 @@ def probe(imagery, labels, holdout_region, init, bands_only, stages, classes, cl
             result = linear_probe(config, progress=report, **options)
     if json_path:
         write_json(result.scores, result.class_names, json_path, init=init, features="bands" if bands_only else "encoder",
-                   stages=stages, weight_decay=result.weight_decay, val_miou=result.val_miou, pixels=result.pixels)
+                   stages=stages, weight_decay=result.weight_decay, val_miou=result.val_miou, pixels=result.pixels,
+                   region=result.region)
     if not quiet:
+        if result.region != "holdout":
+            click.echo("no --holdout-region: scores in the validation region, where the L2 weight was chosen (optimistic)")
         click.echo(format_table(result.scores, result.class_names))
         click.echo(f"L2 weight {result.weight_decay:g} (validation mIoU {100 * result.val_miou:.1f}); labelled pixels: "
                    + ", ".join(f"{k} {v}" for k, v in result.pixels.items()))
