@@ -238,6 +238,9 @@ def finetune(config: FinetuneConfig) -> str:
             max_time={"minutes": config.max_time} if config.max_time else None,
             val_check_interval=max(1, min(100, steps // 5)), check_val_every_n_epoch=None,
             accelerator=config.accelerator, devices=config.devices, logger=False, callbacks=callbacks,
+            # _KeepBest holds the weights; Lightning's default checkpointing would write the whole
+            # training state into ./checkpoints of wherever the user runs the command.
+            enable_checkpointing=False,
             enable_progress_bar=not config.quiet, enable_model_summary=not config.quiet, num_sanity_val_steps=0,
         )
         trainer.fit(task, train_dataloaders=train_loader, val_dataloaders=val_loader)

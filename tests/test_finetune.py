@@ -34,7 +34,8 @@ def pretrained(tmp_path_factory) -> str:
     return os.path.join(run, "last.ckpt")
 
 
-def test_finetune_writes_a_self_describing_model(tmp_path, pretrained):
+def test_finetune_writes_a_self_describing_model(tmp_path, pretrained, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory but what was asked
     classes = tmp_path / "classes.yaml"
     classes.write_text("1: {name: forest, color: [0, 100, 0]}\n2: water\n3: herbaceous\n4: barren\n5: urban\n")
     out = tmp_path / "model.safetensors"
@@ -53,7 +54,7 @@ def test_finetune_writes_a_self_describing_model(tmp_path, pretrained):
     with torch.no_grad():
         logits = network(torch.zeros(1, 8, 64, 64))
     assert logits.shape == (1, 6, 64, 64)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.yaml", "model.safetensors"]  # no checkpoint, no temporary
 
 
 def test_fine_tuning_starts_from_the_checkpoint_weights(pretrained):
