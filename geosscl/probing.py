@@ -172,7 +172,9 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     if config.out:
         check_output(config.out, config.overwrite)
     setup = prepare(config)
-    chosen = [] if features == "bands" else sorted(stages) if stages is not None else [1, 2, 3, 4, 5]
+    # One resolution of the stages for the features and the model file: the model's head
+    # takes its inputs in stage order, so the features are gathered in that order too.
+    chosen = [] if features == "bands" else sorted(set(stages)) if stages is not None else [1, 2, 3, 4, 5]
     if config.out and setup.arch != "unet" and 5 in chosen:
         # DeepLabV3+ dilates the last stage (stride 16); the model file's encoder has the plain one.
         raise GeossclError(f"{config.init}: a {setup.arch} encoder's stage 5 cannot be written as a hypercolumn model; leave stage 5 out")
@@ -185,7 +187,7 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     where = resolve_device(device)
     network = frozen_encoder(setup, config.seed).to(where) if features == "encoder" else None
     data = _gather(setup.mosaic, setup.labels, network, BandStats(torch.tensor(setup.band_mean), torch.tensor(setup.band_std)),
-                   regions, max_pixels, block_size, config.seed, where, stages, progress)
+                   regions, max_pixels, block_size, config.seed, where, chosen, progress)
     for name, (x, _) in data.items():
         if not len(x):
             raise GeossclError(f"{config.labels[0]}: no labelled pixel in the {name} region")

@@ -92,6 +92,20 @@ def test_without_a_holdout_region_the_probe_scores_its_validation_region():
     assert int(counts.sum()) == result.pixels["val"]
 
 
+def test_stages_in_any_order_make_the_same_classifier(tmp_path):
+    """The model file's head takes stages in order; the probe's features must come in that order too."""
+    from geosscl.modelfile import read_info
+
+    ordered = linear_probe(config(), stages=[1, 3], max_pixels=5000)
+    shuffled = linear_probe(config(out=str(tmp_path / "m.safetensors")), stages=[3, 1], max_pixels=5000)
+    assert shuffled.scores.confusion == ordered.scores.confusion
+    assert read_info(tmp_path / "m.safetensors").stages == [1, 3]
+    from geosscl.evaluation import evaluate
+
+    scores, _ = evaluate(str(tmp_path / "m.safetensors"), BANDS, [str(NC / "strata.tif")], region=str(NC / "test_region.geojson"))
+    assert abs(scores.miou - shuffled.scores.miou) < 0.02 and abs(scores.overall_accuracy - shuffled.scores.overall_accuracy) < 0.02
+
+
 def test_probe_input_errors():
     with pytest.raises(GeossclError, match="stages"):
         linear_probe(config(), stages=[6])
