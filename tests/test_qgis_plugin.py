@@ -126,6 +126,28 @@ def test_qgis_process_smoke(qgis_process, tmp_path):
     assert not (tmp_path / "failed.tif").exists()
 
 
+def test_qgis_process_runs_a_probe_classifier(qgis_process, tmp_path):
+    """A model written by ``geosscl probe -o`` (the hypercolumn classifier) segments in QGIS as on the command line."""
+    model = tmp_path / "stage1.safetensors"
+    made = subprocess.run([GEOSSCL, "probe", str(SCENE), "--labels", str(SAMPLES / "nc_landsat" / "strata.tif"),
+                           "--classes", str(SAMPLES / "nc_landsat" / "classes.yaml"), "--stages", "1", "--crop-size", "64",
+                           "--label-fraction", "0.2", "-o", str(model), "-q"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "classes.tif"
+    result = qgis_process("run", "geosscl:segment_raster", "--", f"INPUT={SCENE}", f"MODEL={model}", f"OUTPUT={out}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    reference = tmp_path / "reference.tif"
+    cli = subprocess.run([GEOSSCL, "predict", str(SCENE), "-m", str(model), "-o", str(reference), "-q"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    with rasterio.open(out) as got, rasterio.open(reference) as want, rasterio.open(SCENE) as scene:
+        classes = got.read(1)
+        np.testing.assert_array_equal(classes, want.read(1))
+        assert got.crs == scene.crs and got.transform == scene.transform and got.shape == scene.shape
+        assert json.loads(got.tags()["class_names"])[5] == "forest"
+    assert len(np.unique(classes[classes > 0])) >= 3  # a land-use map, not one class
+
+
 def test_killed_qgis_process_leaves_nothing(qgis_process, tmp_path):
     with rasterio.open(SCENE) as src:
         big = write_raster(tmp_path / "big.tif", np.tile(src.read(), (1, 3, 3)), crs=src.crs, transform=src.transform,
