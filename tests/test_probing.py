@@ -106,6 +106,24 @@ def test_stages_in_any_order_make_the_same_classifier(tmp_path):
     assert abs(scores.miou - shuffled.scores.miou) < 0.02 and abs(scores.overall_accuracy - shuffled.scores.overall_accuracy) < 0.02
 
 
+def test_a_deeplab_encoder_makes_a_classifier_without_its_dilated_stage(tmp_path):
+    """DeepLabV3+ dilates stage 5 (stride 16): written as a plain-encoder model it would compute other features."""
+    from geosscl.evaluation import evaluate
+    from geosscl.modelfile import read_info
+
+    run = pretrain(PretrainConfig(imagery=BANDS, out=str(tmp_path / "run"), max_steps=2, crop_size=64, batch_size=4,
+                                  queue_size=16, num_workers=0, arch="deeplabv3plus", quiet=True))
+    init = os.path.join(run, "last.ckpt")
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(GeossclError, match="stage 5 cannot be written"):
+        linear_probe(config(init=init, out=str(out)), stages=[1, 5], max_pixels=3000)
+    assert not out.exists()
+    result = linear_probe(config(init=init, out=str(out)), stages=[1, 4], max_pixels=5000)
+    assert read_info(out).stages == [1, 4]
+    scores, _ = evaluate(str(out), BANDS, [str(NC / "strata.tif")], region=str(NC / "test_region.geojson"))
+    assert abs(scores.miou - result.scores.miou) < 0.02 and abs(scores.overall_accuracy - result.scores.overall_accuracy) < 0.02
+
+
 def test_probe_input_errors():
     with pytest.raises(GeossclError, match="stages"):
         linear_probe(config(), stages=[6])
