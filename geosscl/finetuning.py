@@ -224,11 +224,13 @@ def finetune(config: FinetuneConfig) -> str:
         train_set, sampler=RegionSampler(train_set, config.crop_size, setup.labelled, length=steps * config.batch_size,
                                          generator=torch.Generator().manual_seed(config.seed)),
         batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
-        generator=torch.Generator().manual_seed(config.seed),
+        generator=torch.Generator().manual_seed(config.seed), persistent_workers=config.num_workers > 0,
     )
     val_loader = DataLoader(
         val_set, sampler=GridGeoSampler(val_set, config.crop_size, config.crop_size, roi=setup.val_region),
         batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
+        # Kept between validations: else each one starts its workers again (and re-opens the rasters).
+        persistent_workers=config.num_workers > 0,
     )
     best = _KeepBest()
     callbacks: list[pl.Callback] = [best] + ([] if config.quiet else [progress_bar("finetune")])
