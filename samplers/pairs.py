@@ -207,7 +207,7 @@ class OverlappingPairSampler(GeoSampler):
             raise GeossclError(f"rank: {self.rank} not in 0..{self.world_size - 1}")
 
         self.max_nodata = max_nodata
-        self._valid_sum: np.ndarray | None = None
+        self._coverage: list[tuple[np.ndarray, tuple[float, float, float, float]]] | None = None
         if max_nodata is not None:
             self._coverage_grid(dataset)
         self.geometry_redraws = 0
@@ -320,7 +320,7 @@ class OverlappingPairSampler(GeoSampler):
         box_b = np.hstack([origin + b[:2] * res, origin + b[2:] * res])
         ok = shapely.covers(self.footprint, shapely.box(*box_a.T))
         ok &= shapely.covers(self.footprint, shapely.box(*box_b.T))
-        if self._valid_sum is not None:
+        if self._coverage is not None:
             ok &= self._valid_fraction(box_a) >= 1.0 - self.max_nodata
             ok &= self._valid_fraction(box_b) >= 1.0 - self.max_nodata
         hits = np.flatnonzero(ok)
@@ -332,26 +332,48 @@ class OverlappingPairSampler(GeoSampler):
     # -- nodata ---------------------------------------------------------------
 
     def _coverage_grid(self, dataset: GeoDataset) -> None:
-        """Summed-area table of valid pixels on a grid of cells ``size / 8``."""
+        """Summed-area tables of valid pixels on cells ``size / 8``, one per place of the footprint.
+
+        One table per connected part, not one over the footprint's bounds: the places of a
+        mosaic may lie a continent apart, and a grid over their common bounds is mostly empty
+        (scenes in North Carolina and Brazil took over 20 GB).
+        """
         read = getattr(dataset, "read", None)
         if read is None:
             raise GeossclError("max_nodata: the dataset has no read(bounds, res) method; use geosscl.data.Mosaic")
         cell = (self.size[1] / 8.0, self.size[0] / 8.0)
-        x0, y0, x1, y1 = self.footprint.bounds
-        width = max(1, math.ceil((x1 - x0) / cell[0]))
-        height = max(1, math.ceil((y1 - y0) / cell[1]))
-        bounds = (x0, y1 - height * cell[1], x0 + width * cell[0], y1)
-        image = read(bounds, cell)[0]
-        valid = ~np.isnan(image).any(axis=0)
-        table = np.zeros((height + 1, width + 1), dtype=np.float64)
-        table[1:, 1:] = valid.cumsum(0).cumsum(1)
-        self._valid_sum = table
-        self._grid = (bounds[0], bounds[3], cell[0], cell[1])
+        places = [g for g in shapely.get_parts(self.footprint) if g.area > 0]
+        self._coverage = []
+        for place in places:
+            x0, y0, x1, y1 = place.bounds
+            width = max(1, math.ceil((x1 - x0) / cell[0]))
+            height = max(1, math.ceil((y1 - y0) / cell[1]))
+            bounds = (x0, y1 - height * cell[1], x0 + width * cell[0], y1)
+            image = read(bounds, cell)[0]
+            valid = ~np.isnan(image).any(axis=0)
+            table = np.zeros((height + 1, width + 1), dtype=np.float64)
+            table[1:, 1:] = valid.cumsum(0).cumsum(1)
+            self._coverage.append((table, (bounds[0], bounds[3], cell[0], cell[1])))
+        self._places = shapely.STRtree(places)
 
     def _valid_fraction(self, boxes: np.ndarray) -> np.ndarray:
-        """Fraction of valid grid cells in each box (rows ``minx, miny, maxx, maxy``)."""
-        x0, top, cw, ch = self._grid
-        table = self._valid_sum
+        """Fraction of valid grid cells in each box (rows ``minx, miny, maxx, maxy``).
+
+        A box the footprint covers lies in one place, the one holding its centre; a box
+        whose centre is in none gets 0.
+        """
+        centres = shapely.points((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2)
+        hit, place = self._places.query(centres, predicate="intersects")
+        which = np.full(len(boxes), -1)
+        which[hit] = place
+        fraction = np.zeros(len(boxes))
+        for p in np.unique(which[which >= 0]):
+            rows = which == p
+            fraction[rows] = self._fraction_in(p, boxes[rows])
+        return fraction
+
+    def _fraction_in(self, place: int, boxes: np.ndarray) -> np.ndarray:
+        table, (x0, top, cw, ch) = self._coverage[place]
         h, w = table.shape[0] - 1, table.shape[1] - 1
         c0 = np.clip(np.floor((boxes[:, 0] - x0) / cw).astype(int), 0, w)
         c1 = np.clip(np.ceil((boxes[:, 2] - x0) / cw).astype(int), 0, w)

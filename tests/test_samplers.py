@@ -200,6 +200,39 @@ def test_max_nodata_rejects_mostly_empty_views(tmp_path):
     assert abs(f_free.mean() - f_strict.mean()) < 0.05
 
 
+def test_max_nodata_in_places_far_apart(tmp_path):
+    """Two scenes 200 km apart in one CRS: the nodata check holds in both, at the memory of two scenes."""
+    import tracemalloc
+
+    import rasterio
+    from affine import Affine
+
+    with rasterio.open(NAIP) as src:
+        data, profile = src.read(), src.profile
+    here, there = data.copy(), data.copy()
+    here[:, :, data.shape[2] // 2 :] = 0  # right half nodata
+    there[:, :, : data.shape[2] // 2] = 0  # left half nodata
+    t = profile["transform"]
+    far = Affine(t.a, t.b, t.c + 200_000, t.d, t.e, t.f - 200_000)
+    write_raster(tmp_path / "here.tif", here, crs=profile["crs"], transform=t, nodata=0)
+    write_raster(tmp_path / "there.tif", there, crs=profile["crs"], transform=far, nodata=0)
+    mosaic = Mosaic(tmp_path)
+    tracemalloc.start()
+    try:
+        sampler = OverlappingPairSampler(mosaic, 64, length=200, generator=seeded(3), max_nodata=0.1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # A table over both scenes' common bounds would hold about 5,000 x 5,000 cells (about 1 GB with its read).
+    assert peak < 50e6
+    pairs = list(sampler)
+    views = PairDataset(mosaic, 64).views(pairs)
+    empty = torch.stack([torch.isnan(views[k]).any(1).flatten(1).float().mean(1) for k in ("image_a", "image_b")], 1)
+    assert float(empty.max()) <= 0.1 + 2 / 8
+    in_far_scene = np.array([p.box_a[0] > t.c + 100_000 for p in pairs])
+    assert 0.2 < in_far_scene.mean() < 0.8  # both places are drawn from
+
+
 def test_size_in_map_units(naip):
     pair = next(iter(OverlappingPairSampler(naip, 400.0, units=Units.CRS, length=1, generator=seeded(17))))
     assert pair.box_a[2] - pair.box_a[0] == pytest.approx(400.0)
