@@ -39,6 +39,8 @@ class PretrainConfig:
     imagery: list[str]
     out: str
     bands: list[int] | None = None
+    crs: str | None = None  #: of the mosaic (default: the first file's, in sorted path order)
+    res: float | None = None  #: of the mosaic, in CRS units (default: the first file's)
     rgb: bool = False
     jitter: str = "band"
     crop_size: int = 128
@@ -163,7 +165,7 @@ def pretrain(config: PretrainConfig) -> str:
     lead = rank_zero_only.rank == 0
     if lead and os.path.exists(out) and os.listdir(out) and checkpoint is None:
         raise GeossclError(f"{config.out}: run directory exists and is not empty; pass --resume {config.out}/last.ckpt or choose another --out")
-    mosaic = Mosaic(config.imagery, bands=config.bands)
+    mosaic = Mosaic(config.imagery, bands=config.bands, crs=config.crs, res=config.res)
     OverlappingPairSampler(mosaic, config.crop_size, overlap=config.overlap, scale=config.scale, length=1)
     stats_path = os.path.join(out, "band_stats.json")
     if checkpoint is not None:

@@ -235,6 +235,8 @@ def test_bad_input_fails_before_writing(tmp_path):
     expect("size: a view of .* is larger than the region", crop_size=4096)
     expect("weights: need at least one positive weight", weights={"instance": 0, "spatial": 0, "semantic": 0})
     expect("crop_size: 48 is not a multiple of 32", crop_size=48)
+    expect("crs: 'EPSG:999999' is not a CRS", crs="EPSG:999999")
+    expect("size: a view of .* is larger than the region", res=100.0)  # 64 px of 100 m on a 4.7 km scene: --res reaches the grid
     expect("accelerator: 'tpu' is not one of auto, cpu, gpu", accelerator="tpu")
     if not torch.cuda.is_available():
         expect("accelerator: gpu requested but no CUDA device is available", accelerator="gpu")
@@ -250,6 +252,21 @@ def test_bad_input_fails_before_writing(tmp_path):
     assert not exploit.marker.exists()
     other_bands = pretrain(PretrainConfig(imagery=[str(p) for p in NC_BANDS], out=str(tmp_path / "nc"), max_steps=1, **FAST))
     expect("checkpoint has 6 bands, the imagery 4", resume=os.path.join(other_bands, "last.ckpt"))
+
+
+def test_a_two_crs_mosaic_pretrains_in_the_crs_asked_for(tmp_path):
+    """The real NAIP pair (EPSG:26914 and EPSG:4326, two places): --crs picks the grid the views are drawn on."""
+    from conftest import NAIP_4326
+
+    result = subprocess.run([sys.executable, "-m", "geosscl", "pretrain", str(NAIP), str(NAIP_4326), "--crs", "EPSG:32614",
+                             "--res", "6", "--out", str(tmp_path / "run"), "--max-steps", "1", "--crop-size", "64",
+                             "--batch-size", "4", "--num-workers", "0", "-q"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["crs"] == "EPSG:32614" and saved["res"] == 6.0
+    assert (tmp_path / "run" / "last.ckpt").exists()
 
 
 def test_cli_pretrain_with_yaml_config(tmp_path):

@@ -51,6 +51,6 @@ bidx_opt = click.option(
     "-b", "--bidx", "--bands", "bands", callback=band_list, metavar="1,2,3",
     help="1-based band indexes to read, in order (default: all).",
 )
-crs_opt = click.option("--crs", default=None, help="CRS of the mosaic, e.g. EPSG:32614 (default: the first file's).")
+crs_opt = click.option("--crs", default=None, help="CRS of the mosaic, e.g. EPSG:32614 (default: the first file's, in sorted path order).")
 res_opt = click.option("--res", type=float, default=None, help="Resolution in CRS units (default: the first file's).")
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")

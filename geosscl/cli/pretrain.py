@@ -6,7 +6,7 @@ import os
 
 import click
 
-from .options import bidx_opt, float_pair, int_list, quiet_opt
+from .options import bidx_opt, crs_opt, float_pair, int_list, quiet_opt, res_opt
 
 
 @click.command()
@@ -14,6 +14,8 @@ from .options import bidx_opt, float_pair, int_list, quiet_opt
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (created).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file of options; flags override it.")
 @bidx_opt
+@crs_opt
+@res_opt
 @click.option("--rgb", is_flag=True, default=None, help="Bands 1-3 are red, green, blue (enables grayscale augmentation).")
 @click.option("--jitter", type=click.Choice(["band", "image", "none"]),
               help="Brightness/contrast jitter: drawn per band, once per image for all bands, or none.  [default: band]")
@@ -38,7 +40,7 @@ from .options import bidx_opt, float_pair, int_list, quiet_opt
 @click.option("--resume", type=click.Path(dir_okay=False), help="Continue from RUN_DIR/last.ckpt.")
 @click.option("--seed", type=int, help="Random seed.  [default: 0]")  # no default: must not override --config
 @quiet_opt
-def pretrain(imagery, out, config_path, bands, rgb, jitter, crop_size, overlap, scale, batch_size, max_steps, max_time, arch,
+def pretrain(imagery, out, config_path, bands, crs, res, rgb, jitter, crop_size, overlap, scale, batch_size, max_steps, max_time, arch,
              encoder, decoder_channels, dense_stride, weights_text, num_workers, accelerator, devices, strategy, num_nodes, resume, seed, quiet):
     """Pretrain an encoder + decoder on IMAGERY with SSCCL.
 
@@ -48,7 +50,7 @@ def pretrain(imagery, out, config_path, bands, rgb, jitter, crop_size, overlap, 
     from ..training import PretrainConfig, parse_weights, pretrain as run
 
     flags = {
-        "imagery": list(imagery) or None, "out": out, "bands": bands, "rgb": rgb, "jitter": jitter, "crop_size": crop_size,
+        "imagery": list(imagery) or None, "out": out, "bands": bands, "crs": crs, "res": res, "rgb": rgb, "jitter": jitter, "crop_size": crop_size,
         "overlap": overlap, "scale": scale, "batch_size": batch_size, "max_steps": max_steps, "max_time": max_time,
         "arch": arch, "encoder": encoder,
         "decoder_channels": decoder_channels,
