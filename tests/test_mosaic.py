@@ -216,3 +216,61 @@ def test_per_band_nodata_of_a_vrt():
     b, _, _ = files.read((x.start, y.start, x.stop, y.stop))
     assert np.isnan(a[5]).sum() > np.isnan(a[0]).sum() > 0
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("files, crs, res", [
+    (NC_BANDS[::5], "EPSG:3857", 28.5),  # float32 with nodata -99999, int16 with -32768
+    ([NAIP], "EPSG:3857", 5.0),  # uint8 with nodata 0
+    ([NAIP_4326], "EPSG:26914", None),  # uint8, geographic to UTM, at its own resolution there
+])
+def test_warped_reads_on_the_grid_match_a_reprojection_whatever_the_window(files, crs, res):
+    """Reads on the mosaic grid through a CRS change: the file as warped whole onto the grid, whatever the window."""
+    from affine import Affine
+    from rasterio.warp import reproject
+
+    mosaic = Mosaic(files, crs=crs, res=res)
+    res = mosaic.res[0]
+    bands = len(files) if len(files) > 1 else 1
+    # The reference: each file re-projected whole onto the mosaic grid, once.
+    left, bottom, right, top = mosaic.snap(tuple(mosaic.index.total_bounds))
+    width, height = round((right - left) / res), round((top - bottom) / res)
+    reference = np.full((bands, height, width), np.nan, np.float32)
+    for i, path in enumerate(files):
+        with rasterio.open(path) as src:
+            band = np.full((1, height, width), np.nan, np.float32)
+            reproject(rasterio.band(src, [1]), band, src_nodata=src.nodata, dst_transform=Affine(res, 0, left, 0, -res, top),
+                      dst_crs=crs, dst_nodata=np.nan, resampling=rasterio.enums.Resampling.bilinear)
+            reference[i] = band[0]
+    # Where a sub-pixel shift moves the values most: the largest step to a neighbour, per pixel.
+    padded = np.pad(reference, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    steps = [np.abs(padded[:, 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width] - reference)
+             for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    slope = np.nanmax(np.stack(steps), axis=0)
+
+    def read(col, row, size):
+        bounds = (left + col * res, top - (row + size) * res, left + (col + size) * res, top - row * res)
+        return mosaic.read(bounds)[0][:bands]
+
+    rng = np.random.default_rng(0)
+    compared = 0
+    for _ in range(12):
+        col, row = int(rng.integers(-10, width - 40)), int(rng.integers(-10, height - 40))
+        size = int(rng.integers(24, 96))
+        image = read(col, row, size)
+        want = np.full_like(image, np.nan)
+        r0, c0, r1, c1 = max(row, 0), max(col, 0), min(row + size, height), min(col + size, width)
+        want[:, r0 - row : r1 - row, c0 - col : c1 - col] = reference[:, r0:r1, c0:c1]
+        assert (np.isnan(image) != np.isnan(want)).mean() < 0.005  # the footprint's edge, within a pixel
+        valid = ~np.isnan(want) & ~np.isnan(image)
+        limit = np.full_like(image, np.nan)
+        limit[:, r0 - row : r1 - row, c0 - col : c1 - col] = slope[:, r0:r1, c0:c1]
+        # Both warps place pixels within GDAL's approximate-transformer tolerance (1/8 px),
+        # fitted per chunk warped: not bit-equal, but never more than a quarter-pixel shift apart.
+        assert (np.abs(image - want)[valid] <= 0.5 * limit[valid] + 1e-3).mean() > 0.995
+        compared += int(valid.sum())
+        # The same pixels read through another window come back unchanged.
+        shifted = read(col + 7, row + 5, size)
+        np.testing.assert_array_equal(shifted[:, : size - 5, : size - 7], image[:, 5:, 7:])
+    assert compared > 5000  # the windows did hold data, the integer files' included (not all nodata)
+
+

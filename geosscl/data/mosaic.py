@@ -23,7 +23,7 @@ from torchgeo.datasets import RasterDataset
 from torchgeo.datasets.utils import GeoSlice
 
 from ..errors import GeossclError
-from .files import file_stamp, find_rasters, open_raster
+from .files import file_stamp, find_rasters, open_raster, warped_raster
 from .grid import MapGrid
 
 Bounds = tuple[float, float, float, float]
@@ -32,6 +32,9 @@ Bounds = tuple[float, float, float, float]
 # Grid alignment tolerance, in pixels: offsets closer than this to an integer count
 # as aligned, so a read at the native grid is a plain window read.
 _ALIGN_TOL = 1e-6
+
+# Where a warped integer file has no data (a float32 value no integer type reaches).
+_NO_DATA_INTEGER = -1e30
 
 
 class RawWindow(NamedTuple):
@@ -408,7 +411,7 @@ class Mosaic(MapGrid, RasterDataset):
                 if origin is not None:
                     self._read_window(part, origin, out)
                 else:
-                    self._read_warped(part, transform, out)
+                    self._read_warped(self._sources[i], part, transform, out)
         return out, transform, not np.isnan(out).any()
 
     def read_raw(self, bounds: Bounds) -> RawWindow:
@@ -518,8 +521,32 @@ class Mosaic(MapGrid, RasterDataset):
         data[hit] = np.nan
         return True
 
-    def _read_warped(self, part: _FileBands, transform: Affine, out: np.ndarray) -> None:
+    def _read_warped(self, source: _Source, part: _FileBands, transform: Affine, out: np.ndarray) -> None:
         src = open_raster(part.path, part.stamp)
+        rx, ry = self.res
+        x0, y0 = self.grid_origin
+        col, row = (transform.c - x0) / rx, (y0 - transform.f) / ry
+        on_grid = (math.isclose(transform.a, rx, rel_tol=1e-9) and math.isclose(-transform.e, ry, rel_tol=1e-9)
+                   and abs(col - round(col)) < _ALIGN_TOL and abs(row - round(row)) < _ALIGN_TOL)
+        if on_grid and not part.use_mask:
+            # On the mosaic's grid (every pair, tile and label read): a window of the file
+            # warped once onto that grid. Files with a mask band keep the general path.
+            left, bottom, right, top = self.snap(source.bounds)
+            width, height = round((right - left) / rx), round((top - bottom) / ry)
+            integer = np.issubdtype(np.dtype(src.dtypes[part.bidx[0] - 1]), np.integer)
+            empty = _NO_DATA_INTEGER if integer else float("nan")  # no integer file holds it
+            vrt = warped_raster(part.path, part.stamp, self._crs, Affine(rx, 0.0, left, 0.0, -ry, top), width, height,
+                                self._resampling, part.nodata, empty)
+            _, out_h, out_w = out.shape
+            col, row = round(col) - round((left - x0) / rx), round(row) - round((y0 - top) / ry)  # in the VRT
+            c0, r0, c1, r1 = max(col, 0), max(row, 0), min(col + out_w, width), min(row + out_h, height)
+            if c1 <= c0 or r1 <= r0:
+                return
+            data = vrt.read(part.bidx, window=Window(c0, r0, c1 - c0, r1 - r0))
+            if integer:
+                data[data == np.float32(empty)] = np.nan
+            self._merge(out, part.channels, slice(r0 - row, r1 - row), slice(c0 - col, c1 - col), data)
+            return
         _, height, width = out.shape
         data = np.full((len(part.bidx), height, width), np.nan, dtype=np.float32)
         reproject(
