@@ -29,6 +29,9 @@ from ..errors import GeossclError
 RASTER_SUFFIXES = (".tif", ".tiff", ".gtif", ".vrt", ".jp2", ".img")
 
 _MAX_OPEN = 256
+# Each warped view holds a handle of its own, on top of open_raster's: kept fewer, so that
+# the two caches of a thread stay well inside a process's file-descriptor limit.
+_MAX_WARPED = 64
 _local = threading.local()
 
 
@@ -145,7 +148,7 @@ def warped_raster(path: str, stamp: tuple[int, int], crs: CRS, transform: Affine
     vrt = WarpedVRT(src, crs=crs, transform=transform, width=width, height=height, resampling=resampling,
                     src_nodata=src_nodata, nodata=nodata, dtype="float32")
     vrts[key] = (src, vrt)
-    if len(vrts) > _MAX_OPEN:
+    if len(vrts) > _MAX_WARPED:
         _, (old_src, old_vrt) = vrts.popitem(last=False)
         old_vrt.close()
         old_src.close()
