@@ -13,7 +13,7 @@ scores fine-tuned models, so that the two kinds of model compare on one footing.
 
 Prints a Markdown table (mean ± std over seeds, per seed in brackets) and ``name=value`` lines.
 
-Usage: ``python benchmarks/encoder_probe.py SSCCL=run/last.ckpt instance=run2/last.ckpt --fractions 0.05,0.2 --seeds 0,1,2,3,4 --stages all,1,2``
+Usage: ``python benchmarks/encoder_probe.py SSCCL=run/last.ckpt instance=run2/last.ckpt --fractions 0.05,0.2 --seeds 0,1,2,3,4 --stages auto,1,1+2``
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def main() -> None:
     parser.add_argument("encoders", nargs="*", metavar="NAME=CHECKPOINT", help="pretraining checkpoints to probe")
     parser.add_argument("--fractions", default="0.05,0.2")
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--stages", default="all", help="comma-separated stage sets: 'all', or stages joined by '+', e.g. all,1,1+2")
+    parser.add_argument("--stages", default="auto",
+                        help="comma-separated stage sets: 'auto' (stage 1 or all, chosen on validation), 'all', or stages joined by '+', e.g. auto,1,1+2")
     parser.add_argument("--crop", type=int, default=64, help="label-block side, pixels (fine-tuning's crop size)")
     parser.add_argument("--test", default="east", choices=TESTS, help="test region: the eastern third, or seeded blocks")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
@@ -56,7 +57,7 @@ def main() -> None:
         encoders[name] = path
     fractions = [float(f) for f in args.fractions.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    stage_sets = [None if s == "all" else [int(i) for i in s.split("+")] for s in args.stages.split(",")]
+    stage_sets = [None if s == "auto" else [1, 2, 3, 4, 5] if s == "all" else [int(i) for i in s.split("+")] for s in args.stages.split(",")]
     scratch = tempfile.TemporaryDirectory(prefix="geosscl-probe-")  # removed at exit
     test = test_region(args.test, Path(scratch.name))
     print(f"# NC Landsat, test region {args.test}; label blocks of {args.crop} px; seeds {seeds}; {args.threads} torch thread(s); "
@@ -68,7 +69,7 @@ def main() -> None:
     final = {}
     for name, init, features, stages in rows:
         start, cells = time.time(), []
-        label = "–" if features == "bands" else ("all" if stages is None else "+".join(map(str, stages)))
+        label = "–" if features == "bands" else ("auto" if stages is None else "+".join(map(str, stages)))
         for fraction in fractions:
             mious, oas = [], []
             for seed in seeds:

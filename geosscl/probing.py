@@ -3,10 +3,11 @@
 Fine-tuning scores mix what pretraining learnt with the fine-tuning recipe, and on few
 labels they swing by several mIoU with the random crops and the optimiser's path. The
 probe removes both: every labelled pixel of the training blocks is described by the
-frozen encoder's features at that pixel (a hypercolumn: the bands and every encoder
-stage, bilinearly sampled at the pixel centre), a multinomial logistic regression is fitted
-to them by full-batch L-BFGS from zero weights (deterministic), its L2 weight is chosen
-on the validation blocks, and it is scored on the held-out region (if one is given). The splits and label
+frozen encoder's features at that pixel (a hypercolumn: the bands and encoder stages,
+bilinearly sampled at the pixel centre), a multinomial logistic regression is fitted
+to them by full-batch L-BFGS from zero weights (deterministic), its L2 weight (and how
+much faster it grows with depth, and by default which stages are read) is chosen on
+the validation blocks, and it is scored on the held-out region (if one is given). The splits and label
 blocks are those :func:`geosscl.finetuning.finetune` draws from the same settings, so a
 probe and a fine-tuning run of one seed see the same labels.
 
@@ -48,6 +49,14 @@ from .splits import KeepRegion, polygonal, read_region
 FEATURES = ("encoder", "bands")
 #: L2 weights tried; the one with the best validation mIoU is kept.
 WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
+#: Growth of the L2 weight with depth, tried with each of WEIGHT_DECAYS: stage s's weights are
+#: penalised ``g ** (s - 1)`` times as much as the bands' and stage 1's. Deep features vary
+#: slowly across a label block, so a few blocks hold few independent samples of them: under
+#: one weight for all features they memorise the blocks (README: all five stages scored 10
+#: mIoU below stage 1 alone) or stage 1 is starved.
+DEPTH_PENALTIES = (1.0, 4.0, 10.0)
+#: The readouts tried when no stages are given: stage 1 alone, or all five stages.
+AUTO_STAGES = ([1], [1, 2, 3, 4, 5])
 #: Encoder context read around each block, pixels (a multiple of 32).
 MARGIN = 64
 
@@ -61,6 +70,8 @@ class ProbeResult:
     val_miou: float
     pixels: dict[str, int]  #: labelled pixels used per split (train, val, and test with a holdout region)
     class_names: list[str]
+    stages: list[int]  #: the encoder stages the kept classifier reads (``[]``: the bands alone)
+    depth_penalty: float  #: its L2 growth per stage (see :data:`DEPTH_PENALTIES`)
     region: str = "holdout"  #: where ``scores`` were counted: ``"holdout"``, or ``"validation"`` without one
     model: str | None = None  #: the model file written (``config.out``), if any
 
@@ -107,22 +118,25 @@ def frozen_encoder(setup: Setup, seed: int = 0) -> SegmentationNetwork:
     return task.network.eval().requires_grad_(False)
 
 
-def fit_probe(train: tuple[Tensor, Tensor], num_classes: int, weight_decay: float, iterations: int = 200) -> torch.nn.Linear:
+def fit_probe(train: tuple[Tensor, Tensor], num_classes: int, weight_decay: float, iterations: int = 200,
+              penalty: Tensor | None = None) -> torch.nn.Linear:
     """Multinomial logistic regression by full-batch L-BFGS from zero weights (deterministic).
 
     Args:
         train: standardised features ``N×F`` and class ids ``N``.
         weight_decay: weight of the L2 penalty on the weights (not the biases).
+        penalty: ``F`` factors of ``weight_decay`` per feature (default 1 each).
     """
     x, y = train
     linear = torch.nn.Linear(x.shape[1], num_classes).to(x.device)
     torch.nn.init.zeros_(linear.weight)
     torch.nn.init.zeros_(linear.bias)
     optimiser = torch.optim.LBFGS(linear.parameters(), lr=1, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe")
+    decay = weight_decay * (penalty.to(x.device) if penalty is not None else torch.ones(x.shape[1], device=x.device))
 
     def closure() -> Tensor:
         optimiser.zero_grad()
-        loss = F.cross_entropy(linear(x), y) + weight_decay * linear.weight.pow(2).sum()
+        loss = F.cross_entropy(linear(x), y) + (decay * linear.weight.pow(2)).sum()
         loss.backward()
         return loss
 
@@ -150,8 +164,9 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
             L2 weight was chosen, so optimistically), and ``out`` / ``overwrite``: a
             model file to write the fitted classifier to (optional).
         features: ``"encoder"`` (hypercolumns) or ``"bands"``.
-        stages: the encoder stages of the hypercolumns (default all); see
-            :func:`hypercolumns`.
+        stages: the encoder stages of the hypercolumns; see :func:`hypercolumns`.
+            Default: chosen on the validation blocks among :data:`AUTO_STAGES`
+            (stage 1 alone, or all five), as the L2 weight is.
         max_pixels: at most about this many pixels per split (a random subset, drawn
             with the seed, where a split holds more).
         block_size: the imagery is read and encoded in blocks of this many pixels a
@@ -174,9 +189,15 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     setup = prepare(config)
     # One resolution of the stages for the features and the model file: the model's head
     # takes its inputs in stage order, so the features are gathered in that order too.
-    chosen = [] if features == "bands" else sorted(set(stages)) if stages is not None else [1, 2, 3, 4, 5]
-    if config.out and setup.arch != "unet" and 5 in chosen:
+    if features == "bands":
+        readouts = [[]]
+    elif stages is not None:
+        readouts = [sorted(set(stages))]
+    else:
         # DeepLabV3+ dilates the last stage (stride 16); the model file's encoder has the plain one.
+        readouts = [[s for s in r if s < 5 or setup.arch == "unet" or not config.out] for r in AUTO_STAGES]
+    chosen = sorted(set().union(*readouts))
+    if config.out and setup.arch != "unet" and 5 in chosen:
         raise GeossclError(f"{config.init}: a {setup.arch} encoder's stage 5 cannot be written as a hypercolumn model; leave stage 5 out")
     regions = {"train": setup.labelled, "val": setup.val_region}
     if config.holdout_region:
@@ -193,16 +214,26 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
             raise GeossclError(f"{config.labels[0]}: no labelled pixel in the {name} region")
     mean, std = data["train"][0].mean(0), data["train"][0].std(0).clamp_min(1e-6)
     data = {name: ((x - mean) / std, y) for name, (x, y) in data.items()}
+    # Which stage each feature comes from: 0 for the bands, then each chosen stage's channels.
+    widths = network.net.encoder.out_channels if network is not None else []
+    stage_of = torch.tensor([0] * setup.mosaic.num_bands + [s for s in chosen for _ in range(widths[s])])
+    candidates = [(readout, growth, decay) for readout in readouts
+                  for growth in (DEPTH_PENALTIES if max(readout, default=0) > 1 else DEPTH_PENALTIES[:1]) for decay in WEIGHT_DECAYS]
     fits = []
-    for done, decay in enumerate(WEIGHT_DECAYS):
+    for done, (readout, growth, decay) in enumerate(candidates):
         if progress:
-            progress("fitting", done, len(WEIGHT_DECAYS))
-        linear = fit_probe(data["train"], setup.num_classes, decay)
-        miou = _score(linear, data["val"], setup.num_classes).miou
-        fits.append((miou if miou == miou else -1.0, -decay, linear))  # ties: the stronger penalty
+            progress("fitting", done, len(candidates))
+        columns = (stage_of == 0) | torch.isin(stage_of, torch.tensor(readout, dtype=stage_of.dtype))
+        penalty = growth ** (stage_of[columns] - 1).clamp_min(0).to(torch.float32)
+        linear = fit_probe((data["train"][0][:, columns], data["train"][1]), setup.num_classes, decay, penalty=penalty)
+        miou = _score(linear, (data["val"][0][:, columns], data["val"][1]), setup.num_classes).miou
+        # Ties: fewer stages, then the stronger penalty.
+        fits.append((miou if miou == miou else -1.0, -len(readout), growth, decay, readout, columns, linear))
     if progress:
-        progress("fitting", len(WEIGHT_DECAYS), len(WEIGHT_DECAYS))
-    val_miou, decay, linear = max(fits, key=lambda f: f[:2])
+        progress("fitting", len(candidates), len(candidates))
+    val_miou, _, growth, decay, chosen, columns, linear = max(fits, key=lambda f: f[:4])
+    data = {name: (x[:, columns], y) for name, (x, y) in data.items()}
+    mean, std = mean[columns], std[columns]
     region = "holdout" if "test" in data else "validation"
     scores = _score(linear, data["test" if "test" in data else "val"], setup.num_classes)
     pixels = {name: len(y) for name, (_, y) in data.items()}
@@ -216,14 +247,15 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
             provenance={
                 "made_by": "geosscl probe (multinomial logistic regression by L-BFGS on frozen features)",
                 "init": config.init, "imagery": setup.mosaic.files, "labels": list(config.labels),
-                "label_fraction": config.label_fraction, "seed": config.seed, "weight_decay": -decay, "pixels": pixels,
+                "label_fraction": config.label_fraction, "seed": config.seed, "weight_decay": decay, "depth_penalty": growth,
+                "pixels": pixels,
                 "validation": {"miou": val_miou},
                 **({"holdout": {"miou": scores.miou, "overall_accuracy": scores.overall_accuracy}} if region == "holdout" else {}),
                 "settings": json.loads(json.dumps(asdict(config), default=str)),
             },
         )
         save_model(config.out, classifier, info, overwrite=config.overwrite)
-    return ProbeResult(scores, -decay, val_miou, pixels, setup.class_names, region, config.out or None)
+    return ProbeResult(scores, decay, val_miou, pixels, setup.class_names, chosen, growth, region, config.out or None)
 
 
 def _classifier(setup: Setup, network: SegmentationNetwork | None, stages: list[int], linear: torch.nn.Linear,

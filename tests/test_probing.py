@@ -124,6 +124,46 @@ def test_a_deeplab_encoder_makes_a_classifier_without_its_dilated_stage(tmp_path
     assert abs(scores.miou - result.scores.miou) < 0.02 and abs(scores.overall_accuracy - result.scores.overall_accuracy) < 0.02
 
 
+def test_the_l2_weight_grows_with_depth_where_the_penalty_says():
+    """A per-feature penalty: of two copies of the same real bands, the heavily penalised copy gets the small weights."""
+    from geosscl.probing import fit_probe
+
+    with rasterio.open(NC / "strata.tif") as src:
+        classes = torch.from_numpy(src.read(1, window=((0, 60), (0, 489))).astype("int64")).flatten()
+    bands = []
+    for path in NC_BANDS:
+        with rasterio.open(path) as src:
+            bands.append(torch.from_numpy(src.read(1, window=((0, 60), (0, 489))).astype("float32")).flatten())
+    x = torch.stack(bands, 1)
+    keep = (classes > 0) & (classes < 8) & (x > -1000).all(1)
+    x, y = x[keep], classes[keep]
+    x = (x - x.mean(0)) / x.std(0)
+    twice = torch.cat([x, x], dim=1)
+    linear = fit_probe((twice, y), 8, 1e-2, penalty=torch.tensor([1.0] * 6 + [100.0] * 6))
+    light, heavy = linear.weight[:, :6].detach(), linear.weight[:, 6:].detach()
+    # At the optimum, copies of one feature split its weight inversely to their penalties: 100 to 1.
+    torch.testing.assert_close(light, 100 * heavy, rtol=0.05, atol=1e-3)
+    same = fit_probe((twice, y), 8, 1e-2)
+    torch.testing.assert_close(same.weight[:, :6], same.weight[:, 6:], rtol=1e-3, atol=1e-4)
+
+
+def test_by_default_the_probe_keeps_stage_1_or_all_stages_whichever_validates_better(tmp_path):
+    from geosscl.modelfile import read_info
+    from geosscl.probing import DEPTH_PENALTIES
+
+    settings = dict(label_fraction=0.05, crop_size=32)
+    one = linear_probe(config(**settings), stages=[1], max_pixels=5000)
+    every = linear_probe(config(**settings), stages=[1, 2, 3, 4, 5], max_pixels=5000)
+    auto = linear_probe(config(**settings, out=str(tmp_path / "m.safetensors")), max_pixels=5000)
+    assert one.stages == [1] and one.depth_penalty == 1.0
+    assert every.stages == [1, 2, 3, 4, 5] and every.depth_penalty in DEPTH_PENALTIES
+    best = max([one, every], key=lambda r: r.val_miou)  # ties: stage 1 alone (max keeps the first)
+    assert auto.val_miou == best.val_miou and auto.stages == best.stages and auto.depth_penalty == best.depth_penalty
+    assert auto.weight_decay == best.weight_decay and auto.scores.confusion == best.scores.confusion
+    info = read_info(tmp_path / "m.safetensors")
+    assert info.stages == auto.stages and info.provenance["depth_penalty"] == auto.depth_penalty
+
+
 def test_probe_input_errors():
     with pytest.raises(GeossclError, match="stages"):
         linear_probe(config(), stages=[6])

@@ -17,7 +17,8 @@ from .options import bidx_opt, int_list, overwrite_opt, quiet_opt
 @click.option("--init", default="random", show_default=True, help="RUN_DIR/last.ckpt of geosscl pretrain, or 'random'.")
 @click.option("--bands-only", is_flag=True, help="Probe the normalised bands alone (the per-pixel spectral floor).")
 @click.option("--stages", callback=int_list, metavar="1,2,...",
-              help="Encoder stages of the features, 1 (stride 2) to 5 (stride 32).  [default: all]")
+              help="Encoder stages of the features, 1 (stride 2) to 5 (stride 32).  "
+                   "[default: stage 1 alone or all five, whichever scores better on the validation blocks]")
 @click.option("--classes", type=click.Path(dir_okay=False), help="YAML/JSON class names (and colours) by id.")
 @click.option("--class-column", help="Column of the vector layer holding class ids or names.")
 @click.option("--label-fraction", type=float, default=1.0, show_default=True,
@@ -70,13 +71,16 @@ def probe(imagery, labels, holdout_region, init, bands_only, stages, classes, cl
             result = linear_probe(config, progress=report, **options)
     if json_path:
         write_json(result.scores, result.class_names, json_path, init=init, features="bands" if bands_only else "encoder",
-                   stages=stages, weight_decay=result.weight_decay, val_miou=result.val_miou, pixels=result.pixels,
+                   stages=result.stages, weight_decay=result.weight_decay, depth_penalty=result.depth_penalty,
+                   val_miou=result.val_miou, pixels=result.pixels,
                    region=result.region)
     if not quiet:
         if result.region != "holdout":
             click.echo("no --holdout-region: scores in the validation region, where the L2 weight was chosen (optimistic)")
         click.echo(format_table(result.scores, result.class_names))
-        click.echo(f"L2 weight {result.weight_decay:g} (validation mIoU {100 * result.val_miou:.1f}); labelled pixels: "
-                   + ", ".join(f"{k} {v}" for k, v in result.pixels.items()))
+        read = f"stages {','.join(map(str, result.stages))}" if result.stages else "bands only"
+        click.echo(f"{read}, L2 weight {result.weight_decay:g}"
+                   + (f" x{result.depth_penalty:g} per stage deeper" if len(result.stages) > 1 or max(result.stages, default=1) > 1 else "")
+                   + f" (validation mIoU {100 * result.val_miou:.1f}); labelled pixels: " + ", ".join(f"{k} {v}" for k, v in result.pixels.items()))
         if result.model:
             click.echo(f"model: {result.model}")
