@@ -189,15 +189,17 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     setup = prepare(config)
     # One resolution of the stages for the features and the model file: the model's head
     # takes its inputs in stage order, so the features are gathered in that order too.
+    # DeepLabV3+ dilates the last stage (stride 16); the model file's encoder has the plain one:
+    # the default leaves it out of what it may write, an explicit request for it is refused.
+    stage_5_writable = setup.arch == "unet" or not config.out
     if features == "bands":
         readouts = [[]]
     elif stages is not None:
         readouts = [sorted(set(stages))]
     else:
-        # DeepLabV3+ dilates the last stage (stride 16); the model file's encoder has the plain one.
-        readouts = [[s for s in r if s < 5 or setup.arch == "unet" or not config.out] for r in AUTO_STAGES]
+        readouts = [[s for s in r if s < 5 or stage_5_writable] for r in AUTO_STAGES]
     chosen = sorted(set().union(*readouts))
-    if config.out and setup.arch != "unet" and 5 in chosen:
+    if 5 in chosen and not stage_5_writable:
         raise GeossclError(f"{config.init}: a {setup.arch} encoder's stage 5 cannot be written as a hypercolumn model; leave stage 5 out")
     regions = {"train": setup.labelled, "val": setup.val_region}
     if config.holdout_region:

@@ -120,6 +120,9 @@ def test_a_deeplab_encoder_makes_a_classifier_without_its_dilated_stage(tmp_path
     assert not out.exists()
     result = linear_probe(config(init=init, out=str(out)), stages=[1, 4], max_pixels=5000)
     assert read_info(out).stages == [1, 4]
+    # By default the readouts tried leave the dilated stage out where a model file is written.
+    chosen = linear_probe(config(init=init, out=str(tmp_path / "auto.safetensors")), max_pixels=5000)
+    assert 5 not in chosen.stages and read_info(tmp_path / "auto.safetensors").stages == chosen.stages
     scores, _ = evaluate(str(out), BANDS, [str(NC / "strata.tif")], region=str(NC / "test_region.geojson"))
     assert abs(scores.miou - result.scores.miou) < 0.02 and abs(scores.overall_accuracy - result.scores.overall_accuracy) < 0.02
 
