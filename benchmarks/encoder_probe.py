@@ -32,6 +32,7 @@ from geosscl.finetuning import FinetuneConfig
 from geosscl.probing import linear_probe
 from nc_scene import BANDS, CLASSES, LABELS, TESTS, test_region
 from report import print_values
+import stage_sets
 
 
 def main() -> None:
@@ -39,8 +40,7 @@ def main() -> None:
     parser.add_argument("encoders", nargs="*", metavar="NAME=CHECKPOINT", help="pretraining checkpoints to probe")
     parser.add_argument("--fractions", default="0.05,0.2")
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--stages", default="auto",
-                        help="comma-separated stage sets: 'auto' (stage 1 or all, chosen on validation), 'all', or stages joined by '+', e.g. auto,1,1+2")
+    parser.add_argument("--stages", default="auto", help=stage_sets.HELP)
     parser.add_argument("--crop", type=int, default=64, help="label-block side, pixels (fine-tuning's crop size)")
     parser.add_argument("--test", default="east", choices=TESTS, help="test region: the eastern third, or seeded blocks")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
@@ -57,7 +57,6 @@ def main() -> None:
         encoders[name] = path
     fractions = [float(f) for f in args.fractions.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    stage_sets = [None if s == "auto" else [1, 2, 3, 4, 5] if s == "all" else [int(i) for i in s.split("+")] for s in args.stages.split(",")]
     scratch = tempfile.TemporaryDirectory(prefix="geosscl-probe-")  # removed at exit
     test = test_region(args.test, Path(scratch.name))
     print(f"# NC Landsat, test region {args.test}; label blocks of {args.crop} px; seeds {seeds}; {args.threads} torch thread(s); "
@@ -65,11 +64,11 @@ def main() -> None:
     print("\n| features | stages | " + " | ".join(f"{f:.0%} labels: mIoU | OA" for f in fractions) + " |")
     print("|---|---|" + "---|---|" * len(fractions), flush=True)
     rows = [("bands only", "random", "bands", None)]
-    rows += [(name, path, "encoder", stages) for name, path in encoders.items() for stages in stage_sets]
+    rows += [(name, path, "encoder", stages) for name, path in encoders.items() for stages in stage_sets.parse(args.stages)]
     final = {}
     for name, init, features, stages in rows:
         start, cells = time.time(), []
-        label = "–" if features == "bands" else ("auto" if stages is None else "+".join(map(str, stages)))
+        label = "–" if features == "bands" else stage_sets.label(stages)
         for fraction in fractions:
             mious, oas = [], []
             for seed in seeds:

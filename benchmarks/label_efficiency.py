@@ -7,15 +7,19 @@ the budgets are points on one training curve (wall-clock minutes with ``--thread
 torch threads; Lightning's timer carries over a resume). At every budget, for each
 label fraction and seed, random / instance-only / SSCCL initialisations are
 fine-tuned with the same recipe and step budget, and linearly probed (encoder and
-decoder frozen, head trained). The test region (``--test``: the eastern third, or a
+decoder frozen, head trained); with ``--encoder-probe`` each encoder is also read by
+the frozen-encoder probe (:func:`geosscl.probing.linear_probe`, ``geosscl probe``) on
+label blocks of ``--label-block`` pixels. The test region (``--test``: the eastern third, or a
 third of the scene in seeded blocks; see ``nc_scene.py``) is kept out of training and
 validation, and evaluated.
 
 Prints one Markdown table per budget (mean ± std over seeds), the pretraining steps
-each objective reached (equal wall-clock is not equal steps), and ends with
-``name=value`` lines.
+each objective reached (equal wall-clock is not equal steps), then the budget curve:
+per label fraction, every reading of every objective against the budget, beside the
+random encoder's; ends with ``name=value`` lines.
 
-Usage: ``python benchmarks/label_efficiency.py --budgets 5,15,40 --fractions 0.05,0.2 --seeds 0,1,2 --steps 150``
+Usage: ``python benchmarks/label_efficiency.py --budgets 5,15,40 --fractions 0.05,0.2 --seeds 0,1,2 --steps 150``;
+the budget curve of the stage-1 probe alone: ``--steps 0 --probe-steps 0 --encoder-probe 1 --label-block 32``.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ import torch
 from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
+from geosscl.probing import linear_probe
 from nc_scene import BANDS, CLASSES, LABELS, TESTS, test_region
 from report import print_values
+import stage_sets
 
 OBJECTIVES = {
     "instance-only": {"instance": 1, "spatial": 0, "semantic": 0},
@@ -64,9 +70,12 @@ def main() -> None:
     parser.add_argument("--budgets", default="2", help="pretraining budgets, minutes, increasing, comma-separated")
     parser.add_argument("--fractions", default="0.05,0.2")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps (same for every run)")
+    parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps (same for every run; 0: no fine-tuned rows)")
     parser.add_argument("--probe-steps", type=int, default=150, help="linear-probe steps (0: no probe rows)")
-    parser.add_argument("--crop", type=int, default=64)
+    parser.add_argument("--crop", type=int, default=64, help="pretraining and fine-tuning crop, pixels")
+    parser.add_argument("--encoder-probe", default="", metavar="STAGES",
+                        help="also read each encoder by the frozen-encoder probe; " + stage_sets.HELP)
+    parser.add_argument("--label-block", type=int, help="label-block side of the encoder probe, pixels [default: --crop]")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--dense-stride", type=int, default=16, help="decoder stage of SSCCL's dense features (4, 8, 16)")
     parser.add_argument("--jitter", default="band", choices=["band", "image", "none"],
@@ -85,6 +94,11 @@ def main() -> None:
     unknown = set(args.objectives.split(",")) - set(OBJECTIVES)
     if unknown:
         parser.error(f"--objectives: unknown {', '.join(sorted(unknown))}; choose from {', '.join(OBJECTIVES)}")
+    # A reading: (row suffix, fine-tuning steps and head-only flag, or None and the probe's stage set).
+    readings = ([("", (args.steps, False))] if args.steps else []) + ([(" (probe)", (args.probe_steps, True))] if args.probe_steps else [])
+    readings += [(f" (encoder probe, stages {stage_sets.label(s)})", (None, s)) for s in stage_sets.parse(args.encoder_probe)]
+    if not readings:
+        parser.error("nothing to measure: give --steps, --probe-steps or --encoder-probe")
     budgets = sorted(float(b) for b in args.budgets.split(","))
     fractions = [float(f) for f in args.fractions.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -96,11 +110,13 @@ def main() -> None:
     final: dict[str, float] = {}
     print(f"# NC Landsat, {args.threads} torch thread(s); fine-tuning: {args.steps} steps, probe: {args.probe_steps} "
           f"steps, crop {args.crop}, batch {args.batch}, seeds {seeds}, SSCCL dense stride {args.dense_stride}, jitter {args.jitter}, "
-          f"pretrained-layer lr x{args.pretrained_lr_factor:g}, warm-up {args.warmup_steps} steps, test region {args.test}; "
+          f"pretrained-layer lr x{args.pretrained_lr_factor:g}, warm-up {args.warmup_steps} steps, test region {args.test}, "
+          f"encoder probe stages {args.encoder_probe or 'none'} on {args.label_block or args.crop} px label blocks; "
           f"work in {work}", flush=True)
     recipe = "".join([f"-lrf{args.pretrained_lr_factor:g}" if args.pretrained_lr_factor != 1 else "",
                       f"-warmup{args.warmup_steps}" if args.warmup_steps else "", "-blocks" if args.test == "blocks" else ""])  # keeps cached models apart
-    modes = [("", False)] + ([(" (probe)", True)] if args.probe_steps else [])
+    curve: dict[tuple[str, float], dict[str, float]] = {}  # (reading, fraction) -> {"init @ budget": mean mIoU}
+    pairs: dict[str, int] = {}  # "init @ budget" -> pretraining pairs
     for budget in budgets:
         inits = {"random": "random"}
         tags = {"random": "random"}  # file-name stem of each init's fine-tuned models
@@ -122,12 +138,13 @@ def main() -> None:
             tags[name] = f"{name}-{budget:g}"
             steps = steps_of(Path(inits[name]))
             reached.append(f"{name} {steps} steps")
+            pairs[f"{name} @ {budget:g}"] = steps * args.batch
             final[f"pretrain_steps_{name}_{budget:g}min"] = steps
             print(f"# {name}: pretrained to {budget:g} min ({time.time() - start:.0f} s in this invocation)", flush=True)
         print(f"\n## pretraining budget {budget:g} minutes ({', '.join(reached)})\n")
         print("| init | " + " | ".join(f"{f:.0%} labels: mIoU | OA" for f in fractions) + " |")
         print("|---|" + "---|---|" * len(fractions), flush=True)
-        for suffix, probe in modes:
+        for suffix, (n, how) in readings:
             for name, init in inits.items():
                 if name == "random" and budget != budgets[0]:
                     continue  # does not depend on the budget: measured once
@@ -135,25 +152,46 @@ def main() -> None:
                 for fraction in fractions:
                     mious, oas = [], []
                     for seed in seeds:
-                        n = args.probe_steps if probe else args.steps
-                        out = work / f"{tags[name]}{recipe}{'-probe' if probe else ''}{f'-{n}steps' if n != 150 else ''}-{fraction:g}-{seed}.safetensors"
-                        if not out.exists():
-                            finetune(FinetuneConfig(
-                                imagery=BANDS, labels=LABELS, classes=CLASSES, out=str(out), init=init,
-                                label_fraction=fraction, linear_probe=probe, warmup_steps=args.warmup_steps,
-                                pretrained_lr_factor=args.pretrained_lr_factor,
-                                max_steps=args.probe_steps if probe else args.steps, holdout_region=test, seed=seed,
-                                **common,
-                            ))
-                        scores, _ = evaluate(str(out), BANDS, LABELS, region=test)
+                        if n is None:  # the encoder probe: deterministic and quick, so not cached
+                            scores = linear_probe(FinetuneConfig(
+                                imagery=BANDS, labels=LABELS, classes=CLASSES, init=init, label_fraction=fraction,
+                                crop_size=args.label_block or args.crop, holdout_region=test, seed=seed), stages=how).scores
+                        else:
+                            out = work / f"{tags[name]}{recipe}{'-probe' if how else ''}{f'-{n}steps' if n != 150 else ''}-{fraction:g}-{seed}.safetensors"
+                            if not out.exists():
+                                finetune(FinetuneConfig(
+                                    imagery=BANDS, labels=LABELS, classes=CLASSES, out=str(out), init=init,
+                                    label_fraction=fraction, linear_probe=how, warmup_steps=args.warmup_steps,
+                                    pretrained_lr_factor=args.pretrained_lr_factor, max_steps=n, holdout_region=test,
+                                    seed=seed, **common,
+                                ))
+                            scores, _ = evaluate(str(out), BANDS, LABELS, region=test)
                         mious.append(100 * scores.miou)
                         oas.append(100 * scores.overall_accuracy)
-                    key = f"miou_{name}{'_probe' if probe else ''}_{budget:g}min_{fraction:g}"
-                    final[key] = statistics.mean(mious)
+                    reading = f"_stages_{stage_sets.label(how)}" if n is None else "_probe" if how else ""
+                    final[f"miou_{name}{reading}_{budget:g}min_{fraction:g}"] = statistics.mean(mious)
+                    curve.setdefault((suffix, fraction), {})[name if name == "random" else f"{name} @ {budget:g}"] = statistics.mean(mious)
                     cells.append(f"{statistics.mean(mious):.1f} ± {statistics.pstdev(mious):.1f} | "
                                  f"{statistics.mean(oas):.1f} ± {statistics.pstdev(oas):.1f}")
                 print(f"| {name}{suffix} | " + " | ".join(cells) + " |", flush=True)
+    print_budget_curve(curve, pairs, budgets, args.objectives.split(","), len(seeds))
     print_values(final)
+
+
+def print_budget_curve(curve: dict[tuple[str, float], dict[str, float]], pairs: dict[str, int], budgets: list[float],
+                       objectives: list[str], n_seeds: int) -> None:
+    """One table per reading and label fraction: each objective's mIoU against the budget, and its margin over random."""
+    for (suffix, fraction), scores in curve.items():
+        random = scores["random"]
+        print(f"\n## budget curve{suffix}, {fraction:.0%} labels: mean mIoU over {n_seeds} seeds, random init {random:.1f}\n")
+        print("| budget, minutes | " + " | ".join(f"{o}: pairs | mIoU | minus random" for o in objectives) + " |")
+        print("|---|" + "---|---|---|" * len(objectives))
+        for budget in budgets:
+            cells = []
+            for o in objectives:
+                key = f"{o} @ {budget:g}"
+                cells.append(f"{pairs[key]:,} | {scores[key]:.1f} | {scores[key] - random:+.1f}" if key in scores else " |  | ")
+            print(f"| {budget:g} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
