@@ -31,8 +31,8 @@ from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig
 from geosscl.probing import linear_probe
 from nc_scene import BANDS, CLASSES, LABELS, TESTS, test_region
-from report import print_values
 import stage_sets
+from report import print_values
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("encoders", nargs="*", metavar="NAME=CHECKPOINT", help="pretraining checkpoints to probe")
     parser.add_argument("--fractions", default="0.05,0.2")
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--stages", default="auto", help=stage_sets.HELP)
+    parser.add_argument("--stages", default="auto", type=stage_sets.parse, help=stage_sets.HELP)
     parser.add_argument("--crop", type=int, default=64, help="label-block side, pixels (fine-tuning's crop size)")
     parser.add_argument("--test", default="east", choices=TESTS, help="test region: the eastern third, or seeded blocks")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
@@ -64,7 +64,7 @@ def main() -> None:
     print("\n| features | stages | " + " | ".join(f"{f:.0%} labels: mIoU | OA" for f in fractions) + " |")
     print("|---|---|" + "---|---|" * len(fractions), flush=True)
     rows = [("bands only", "random", "bands", None)]
-    rows += [(name, path, "encoder", stages) for name, path in encoders.items() for stages in stage_sets.parse(args.stages)]
+    rows += [(name, path, "encoder", stages) for name, path in encoders.items() for stages in args.stages]
     final = {}
     for name, init, features, stages in rows:
         start, cells = time.time(), []

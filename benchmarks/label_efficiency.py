@@ -31,21 +31,33 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig, finetune
-from geosscl.training import PretrainConfig, load_checkpoint, pretrain
 from geosscl.probing import linear_probe
+from geosscl.training import PretrainConfig, load_checkpoint, pretrain
+import stage_sets
 from nc_scene import BANDS, CLASSES, LABELS, TESTS, test_region
 from report import print_values
-import stage_sets
 
 OBJECTIVES = {
     "instance-only": {"instance": 1, "spatial": 0, "semantic": 0},
     "SSCCL": {"instance": 1, "spatial": 1, "semantic": 0.5},
 }
+
+
+class Reading(NamedTuple):
+    """One way of scoring an initialisation: fine-tuned for ``steps`` (the head alone if ``head_only``),
+    or, with ``steps`` None, read by the frozen-encoder probe of ``stages`` (None: its default readout)."""
+
+    suffix: str  # after the init's name in the tables
+    key: str  # in the name=value keys
+    steps: int | None = None
+    head_only: bool = False
+    stages: list[int] | None = None
 
 
 def pretrain_to(run: Path, budget: float, weights: dict[str, float], common: dict, steps: int | None = None) -> Path:
@@ -73,7 +85,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps (same for every run; 0: no fine-tuned rows)")
     parser.add_argument("--probe-steps", type=int, default=150, help="linear-probe steps (0: no probe rows)")
     parser.add_argument("--crop", type=int, default=64, help="pretraining and fine-tuning crop, pixels")
-    parser.add_argument("--encoder-probe", default="", metavar="STAGES",
+    parser.add_argument("--encoder-probe", default="", type=stage_sets.parse, metavar="STAGES",
                         help="also read each encoder by the frozen-encoder probe; " + stage_sets.HELP)
     parser.add_argument("--label-block", type=int, help="label-block side of the encoder probe, pixels [default: --crop]")
     parser.add_argument("--batch", type=int, default=16)
@@ -94,9 +106,10 @@ def main() -> None:
     unknown = set(args.objectives.split(",")) - set(OBJECTIVES)
     if unknown:
         parser.error(f"--objectives: unknown {', '.join(sorted(unknown))}; choose from {', '.join(OBJECTIVES)}")
-    # A reading: (row suffix, fine-tuning steps and head-only flag, or None and the probe's stage set).
-    readings = ([("", (args.steps, False))] if args.steps else []) + ([(" (probe)", (args.probe_steps, True))] if args.probe_steps else [])
-    readings += [(f" (encoder probe, stages {stage_sets.label(s)})", (None, s)) for s in stage_sets.parse(args.encoder_probe)]
+    readings = ([Reading("", "", steps=args.steps)] if args.steps else []) + \
+        ([Reading(" (probe)", "_probe", steps=args.probe_steps, head_only=True)] if args.probe_steps else [])
+    readings += [Reading(f" (encoder probe, stages {stage_sets.label(s)})", f"_stages_{stage_sets.label(s)}", stages=s)
+                 for s in args.encoder_probe]
     if not readings:
         parser.error("nothing to measure: give --steps, --probe-steps or --encoder-probe")
     budgets = sorted(float(b) for b in args.budgets.split(","))
@@ -111,12 +124,12 @@ def main() -> None:
     print(f"# NC Landsat, {args.threads} torch thread(s); fine-tuning: {args.steps} steps, probe: {args.probe_steps} "
           f"steps, crop {args.crop}, batch {args.batch}, seeds {seeds}, SSCCL dense stride {args.dense_stride}, jitter {args.jitter}, "
           f"pretrained-layer lr x{args.pretrained_lr_factor:g}, warm-up {args.warmup_steps} steps, test region {args.test}, "
-          f"encoder probe stages {args.encoder_probe or 'none'} on {args.label_block or args.crop} px label blocks; "
+          f"encoder probe stages {','.join(map(stage_sets.label, args.encoder_probe)) or 'none'} on {args.label_block or args.crop} px label blocks; "
           f"work in {work}", flush=True)
     recipe = "".join([f"-lrf{args.pretrained_lr_factor:g}" if args.pretrained_lr_factor != 1 else "",
                       f"-warmup{args.warmup_steps}" if args.warmup_steps else "", "-blocks" if args.test == "blocks" else ""])  # keeps cached models apart
-    curve: dict[tuple[str, float], dict[str, float]] = {}  # (reading, fraction) -> {"init @ budget": mean mIoU}
-    pairs: dict[str, int] = {}  # "init @ budget" -> pretraining pairs
+    curve: dict[tuple[str, float], dict[tuple[str, float | None], float]] = {}  # (reading, fraction) -> {(init, budget): mean mIoU}
+    pairs: dict[tuple[str, float], int] = {}  # (objective, budget) -> pretraining pairs
     for budget in budgets:
         inits = {"random": "random"}
         tags = {"random": "random"}  # file-name stem of each init's fine-tuned models
@@ -138,13 +151,13 @@ def main() -> None:
             tags[name] = f"{name}-{budget:g}"
             steps = steps_of(Path(inits[name]))
             reached.append(f"{name} {steps} steps")
-            pairs[f"{name} @ {budget:g}"] = steps * args.batch
+            pairs[name, budget] = steps * args.batch
             final[f"pretrain_steps_{name}_{budget:g}min"] = steps
             print(f"# {name}: pretrained to {budget:g} min ({time.time() - start:.0f} s in this invocation)", flush=True)
         print(f"\n## pretraining budget {budget:g} minutes ({', '.join(reached)})\n")
         print("| init | " + " | ".join(f"{f:.0%} labels: mIoU | OA" for f in fractions) + " |")
         print("|---|" + "---|---|" * len(fractions), flush=True)
-        for suffix, (n, how) in readings:
+        for reading in readings:
             for name, init in inits.items():
                 if name == "random" and budget != budgets[0]:
                     continue  # does not depend on the budget: measured once
@@ -152,45 +165,42 @@ def main() -> None:
                 for fraction in fractions:
                     mious, oas = [], []
                     for seed in seeds:
+                        n = reading.steps
                         if n is None:  # the encoder probe: deterministic and quick, so not cached
                             scores = linear_probe(FinetuneConfig(
                                 imagery=BANDS, labels=LABELS, classes=CLASSES, init=init, label_fraction=fraction,
-                                crop_size=args.label_block or args.crop, holdout_region=test, seed=seed), stages=how).scores
+                                crop_size=args.label_block or args.crop, holdout_region=test, seed=seed), stages=reading.stages).scores
                         else:
-                            out = work / f"{tags[name]}{recipe}{'-probe' if how else ''}{f'-{n}steps' if n != 150 else ''}-{fraction:g}-{seed}.safetensors"
+                            out = work / f"{tags[name]}{recipe}{'-probe' if reading.head_only else ''}{f'-{n}steps' if n != 150 else ''}-{fraction:g}-{seed}.safetensors"
                             if not out.exists():
                                 finetune(FinetuneConfig(
                                     imagery=BANDS, labels=LABELS, classes=CLASSES, out=str(out), init=init,
-                                    label_fraction=fraction, linear_probe=how, warmup_steps=args.warmup_steps,
+                                    label_fraction=fraction, linear_probe=reading.head_only, warmup_steps=args.warmup_steps,
                                     pretrained_lr_factor=args.pretrained_lr_factor, max_steps=n, holdout_region=test,
                                     seed=seed, **common,
                                 ))
                             scores, _ = evaluate(str(out), BANDS, LABELS, region=test)
                         mious.append(100 * scores.miou)
                         oas.append(100 * scores.overall_accuracy)
-                    reading = f"_stages_{stage_sets.label(how)}" if n is None else "_probe" if how else ""
-                    final[f"miou_{name}{reading}_{budget:g}min_{fraction:g}"] = statistics.mean(mious)
-                    curve.setdefault((suffix, fraction), {})[name if name == "random" else f"{name} @ {budget:g}"] = statistics.mean(mious)
+                    final[f"miou_{name}{reading.key}_{budget:g}min_{fraction:g}"] = statistics.mean(mious)
+                    curve.setdefault((reading.suffix, fraction), {})[name, None if name == "random" else budget] = statistics.mean(mious)
                     cells.append(f"{statistics.mean(mious):.1f} ± {statistics.pstdev(mious):.1f} | "
                                  f"{statistics.mean(oas):.1f} ± {statistics.pstdev(oas):.1f}")
-                print(f"| {name}{suffix} | " + " | ".join(cells) + " |", flush=True)
+                print(f"| {name}{reading.suffix} | " + " | ".join(cells) + " |", flush=True)
     print_budget_curve(curve, pairs, budgets, args.objectives.split(","), len(seeds))
     print_values(final)
 
 
-def print_budget_curve(curve: dict[tuple[str, float], dict[str, float]], pairs: dict[str, int], budgets: list[float],
-                       objectives: list[str], n_seeds: int) -> None:
+def print_budget_curve(curve: dict[tuple[str, float], dict[tuple[str, float | None], float]],
+                       pairs: dict[tuple[str, float], int], budgets: list[float], objectives: list[str], n_seeds: int) -> None:
     """One table per reading and label fraction: each objective's mIoU against the budget, and its margin over random."""
     for (suffix, fraction), scores in curve.items():
-        random = scores["random"]
+        random = scores["random", None]
         print(f"\n## budget curve{suffix}, {fraction:.0%} labels: mean mIoU over {n_seeds} seeds, random init {random:.1f}\n")
         print("| budget, minutes | " + " | ".join(f"{o}: pairs | mIoU | minus random" for o in objectives) + " |")
         print("|---|" + "---|---|---|" * len(objectives))
         for budget in budgets:
-            cells = []
-            for o in objectives:
-                key = f"{o} @ {budget:g}"
-                cells.append(f"{pairs[key]:,} | {scores[key]:.1f} | {scores[key] - random:+.1f}" if key in scores else " |  | ")
+            cells = [f"{pairs[o, budget]:,} | {scores[o, budget]:.1f} | {scores[o, budget] - random:+.1f}" for o in objectives]
             print(f"| {budget:g} | " + " | ".join(cells) + " |")
 
 
