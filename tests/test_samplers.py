@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -259,3 +261,12 @@ def test_overlap_range_that_whole_pixels_cannot_meet(naip):
     sampler = OverlappingPairSampler(naip, 3, overlap=(0.6, 0.6), length=1, generator=seeded(18))
     with pytest.raises(GeossclError, match="overlap: range .* cannot be met by views of 3 px"):
         list(sampler)
+
+
+def test_samplers_import_first_in_a_fresh_interpreter():
+    # samplers needs geosscl.errors, whose package imports the pair reader, which names
+    # samplers.ViewPair: importing samplers before geosscl must not be circular.
+    code = "from samplers import OverlappingPairSampler, ViewPair; import geosscl; print(ViewPair.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ViewPair"

@@ -13,7 +13,7 @@ imagery travels to the device at a quarter of the bytes of float32 views.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,10 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
-from samplers import ViewPair
-
 from ..errors import GeossclError
 from .mosaic import Mosaic
+
+if TYPE_CHECKING:
+    # samplers imports geosscl.errors, which runs this package's __init__: importing
+    # samplers here at run time would make `import samplers` first a circular import.
+    from samplers import ViewPair
 
 
 class PairDataset(Dataset[dict[str, Any]]):
