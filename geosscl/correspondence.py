@@ -65,33 +65,6 @@ def map_to_view(points: Tensor, box: Tensor, size: int, matrix: Tensor | None = 
     return normalised.reshape(points.shape).to(torch.float32)
 
 
-def exclusion_radius(box_a: Tensor, box_b: Tensor, overlap: Tensor, size: int, stride: int, k: int) -> Tensor:
-    """Distance under which two grid points are the same place to the dense features, map units.
-
-    Features at ``stride`` are bilinear samples of a map whose cells span ``stride``
-    view pixels: two points less than one cell apart (in the coarser of the two
-    views) read nearly the same value and cannot be told apart, so neither may be
-    the other's negative. Never less than half a grid cell, so the same ground point
-    seen in another pair of the batch is never a negative either.
-
-    Args:
-        box_a: ``B×4`` boxes of view A ``(minx, miny, maxx, maxy)``, map units.
-        box_b: ``B×4`` boxes of view B.
-        overlap: ``B×4`` overlap boxes the k×k grid is placed in.
-        size: side of each view, pixels.
-        stride: the dense features' stride, view pixels.
-        k: grid points per side.
-
-    Returns:
-        ``B`` radii (L∞), map units.
-    """
-    def cell(box: Tensor) -> Tensor:
-        return torch.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]) * (stride / size)
-
-    grid_cell = (overlap[:, 2:] - overlap[:, :2]).amin(dim=1) / k
-    return torch.maximum(torch.maximum(cell(box_a), cell(box_b)), grid_cell / 2)
-
-
 def sample_at(features: Tensor, coords: Tensor) -> Tensor:
     """Bilinear samples of ``B×D×h×w`` features at ``B×k×k×2`` normalised coordinates.
 

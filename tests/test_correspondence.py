@@ -9,10 +9,9 @@ from affine import Affine
 
 from geosscl import Mosaic, PairDataset
 from geosscl.augment import PairAugmentation
-from geosscl.correspondence import exclusion_radius, map_to_view, overlap_grid, sample_at, usable
-from geosscl.losses import points_near
+from geosscl.correspondence import map_to_view, overlap_grid, sample_at, usable
 from samplers import OverlappingPairSampler
-from conftest import DEVICES, NAIP, NC_BANDS, write_raster
+from conftest import DEVICES, NAIP, write_raster
 
 RES = 10.0
 ORIGIN = (500000.0, 5000000.0)
@@ -106,45 +105,3 @@ def test_real_imagery_equal_scale_views_agree_at_mapped_points(device):
         values.append(sample_at(views, map_to_view(points, batch[box], size, matrix)))
     torch.testing.assert_close(values[0], values[1], rtol=1e-4, atol=1e-4, equal_nan=True)  # float rounding
     assert torch.isfinite(values[0]).float().mean() > 0.9
-
-
-def test_exclusion_radius_is_a_feature_cell_of_the_coarser_view():
-    # 64 px views of 640 m and 960 m (scale 1 and 1.5 at 10 m); overlap 320 m wide, 8 points a side.
-    box_a = torch.tensor([[0.0, 0.0, 640.0, 640.0]], dtype=torch.float64)
-    box_b = torch.tensor([[320.0, -100.0, 1280.0, 860.0]], dtype=torch.float64)
-    overlap = torch.tensor([[320.0, 0.0, 640.0, 640.0]], dtype=torch.float64)
-    assert exclusion_radius(box_a, box_b, overlap, 64, 16, 8).item() == 240.0  # 16 px of view B
-    assert exclusion_radius(box_a, box_b, overlap, 64, 4, 8).item() == 60.0
-    # Finer than half a grid cell (40 m / 2): half a grid cell, so one point is never its own negative elsewhere.
-    assert exclusion_radius(box_a, box_b, overlap, 64, 1, 8).item() == 20.0
-
-
-@pytest.mark.parametrize("stride", [16, 4])
-def test_only_points_a_feature_cell_apart_are_negatives_on_real_pairs(stride):
-    mosaic = Mosaic(NC_BANDS)
-    size, k = 64, 8
-    pairs = list(OverlappingPairSampler(mosaic, size, scale=(0.75, 1.5), length=16,
-                                        generator=torch.Generator().manual_seed(0)))
-    box_a, box_b, overlap = (torch.tensor([getattr(p, name) for p in pairs], dtype=torch.float64)
-                             for name in ("box_a", "box_b", "overlap"))
-    radius = exclusion_radius(box_a, box_b, overlap, size, stride, k)
-    points = overlap_grid(overlap, k)  # B×k×k×2
-    near = points_near(points.reshape(-1, 2), points.reshape(-1, 2), radius.repeat_interleave(k * k)[:, None])
-    near = near.reshape(len(pairs), k, k, len(pairs), k, k)
-    sides = lambda box: torch.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]) / size  # noqa: E731
-    coarse, fine = torch.maximum(sides(box_a), sides(box_b)), torch.minimum(sides(box_a), sides(box_b))  # m/px
-    for i in range(len(pairs)):
-        own = near[i, :, :, i]  # k×k×k×k: point (r, c) against every point of its own pair
-        p = points[i]
-        distance = (p[:, :, None, None, :] - p[None, None, :, :, :]).abs().amax(dim=-1)  # L∞, map units
-        # Within one feature cell of both views: the same feature to the network, never a negative;
-        # a feature cell of the coarser view or more apart: always a negative.
-        assert own[distance < stride * fine[i]].all()
-        assert not own[distance >= stride * coarse[i]].any()
-        if stride == 16:
-            # A 64 px view's stride-16 map has 4×4 cells; the grid's step is at most 8 px: every
-            # grid neighbour (one step away, diagonals included) reads the same cell.
-            r, c = torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")
-            steps = torch.maximum((r[:, :, None, None] - r[None, None]).abs(), (c[:, :, None, None] - c[None, None]).abs())
-            assert own[steps <= 1].all()
-    assert (~near).any()  # other places of the batch stay negatives

@@ -14,7 +14,7 @@ from torchgeo.trainers import BaseTask
 
 from .. import __version__
 from ..augment import JITTERS, BandStats, PairAugmentation
-from ..correspondence import exclusion_radius, map_to_view, overlap_grid, sample_at, usable
+from ..correspondence import map_to_view, overlap_grid, sample_at, usable
 from ..data.pairs import cut_views
 from ..errors import GeossclError
 from ..losses import MaskedInfoNCE, boxes_intersect, points_near
@@ -43,8 +43,8 @@ class SSCCLTask(BaseTask):
     segmentation head are left for fine-tuning (frozen here).
 
     Negatives that are the same ground location (another pair overlapping this one,
-    a queued key from an overlapping place, a point less than one feature cell away)
-    are excluded. A weight of 0 switches its term off, so instance-only and
+    a queued key from an overlapping place, a point within half a grid cell) are
+    excluded. A weight of 0 switches its term off, so instance-only and
     consistency-only runs are this same code.
 
     Args:
@@ -240,14 +240,9 @@ class SSCCLTask(BaseTask):
                 kb = self.momentum_dense_head(sample_at(dense_key, coords_b)).permute(0, 2, 3, 1)
             if h["spatial_weight"] > 0 and valid.any():
                 where = points[valid]  # N×2
-                # The grid is finer than the feature cells (8×8 points on a 64 px view's 4×4
-                # map at stride 16): without a radius most of a point's negatives would be its
-                # neighbours, which the features cannot tell apart (DenseCL's negatives are
-                # whole cells; PixPro makes such points positives).
-                radius = exclusion_radius(batch["box_a"], batch["box_b"], batch["overlap"], size,
-                                          h["dense_stride"], h["grid_size"])
-                radius = radius[:, None, None].expand(valid.shape)[valid]
-                exclude = points_near(where, where, radius[:, None])
+                cell = (batch["overlap"][:, 2:] - batch["overlap"][:, :2]).amin(dim=1) / h["grid_size"]
+                cell = cell[:, None, None].expand(valid.shape)[valid]
+                exclude = points_near(where, where, cell[:, None] / 2)
                 losses["spatial"] = self.spatial_loss(fa[valid], kb[valid], exclude=exclude)
             if h["semantic_weight"] > 0:
                 counted = valid.flatten(1).any(dim=1)
