@@ -240,6 +240,10 @@ class SSCCLTask(BaseTask):
                 kb = self.momentum_dense_head(sample_at(dense_key, coords_b)).permute(0, 2, 3, 1)
             if h["spatial_weight"] > 0 and valid.any():
                 where = points[valid]  # N×2
+                # Only the same ground point (within half a grid cell, in any pair) is kept out.
+                # Neighbours closer than one feature cell stay negatives although the coarse map
+                # can barely tell them apart: keeping them out was measured worse (README, "The
+                # spatial term's near negatives").
                 cell = (batch["overlap"][:, 2:] - batch["overlap"][:, :2]).amin(dim=1) / h["grid_size"]
                 cell = cell[:, None, None].expand(valid.shape)[valid]
                 exclude = points_near(where, where, cell[:, None] / 2)
