@@ -13,7 +13,7 @@ scores fine-tuned models, so that the two kinds of model compare on one footing.
 
 Prints a Markdown table (mean ± std over seeds, per seed in brackets) and ``name=value`` lines.
 
-Usage: ``python benchmarks/encoder_probe.py SSCCL=run/last.ckpt instance=run2/last.ckpt --fractions 0.05,0.2 --seeds 0,1,2,3,4 --stages auto,1,1+2``
+Usage: ``python benchmarks/encoder_probe.py SSCCL=run/last.ckpt instance=run2/last.ckpt --fractions 0.05,0.2 --seeds 0,1,2,3,4 --stages 1,auto,1+2``
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("encoders", nargs="*", metavar="NAME=CHECKPOINT", help="pretraining checkpoints to probe")
     parser.add_argument("--fractions", default="0.05,0.2")
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--stages", default="auto", type=stage_sets.parse, help=stage_sets.HELP)
+    parser.add_argument("--stages", default="1", type=stage_sets.parse, help=stage_sets.HELP)
     parser.add_argument("--crop", type=int, default=64, help="label-block side, pixels (fine-tuning's crop size)")
     parser.add_argument("--test", default="east", choices=TESTS, help="test region: the eastern third, or seeded blocks")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
@@ -75,7 +75,8 @@ def main() -> None:
                 model = str(Path(scratch.name) / "probe.safetensors") if args.evaluate else ""
                 config = FinetuneConfig(imagery=BANDS, labels=LABELS, classes=CLASSES, init=init, out=model, overwrite=True,
                                         label_fraction=fraction, crop_size=args.crop, holdout_region=test, seed=seed)
-                scores = linear_probe(config, features=features, stages=stages, device=args.device).scores
+                scores = linear_probe(config, features=features, device=args.device,
+                                      **({"stages": stages} if features == "encoder" else {})).scores
                 if args.evaluate:
                     scores, _ = evaluate(model, BANDS, LABELS, region=test, device=args.device)
                 mious.append(100 * scores.miou)

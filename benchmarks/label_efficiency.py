@@ -31,6 +31,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -51,13 +52,13 @@ OBJECTIVES = {
 
 class Reading(NamedTuple):
     """One way of scoring an initialisation: fine-tuned for ``steps`` (the head alone if ``head_only``),
-    or, with ``steps`` None, read by the frozen-encoder probe of ``stages`` (None: its default readout)."""
+    or, with ``steps`` None, read by the frozen-encoder probe of ``stages`` (a list, or ``"auto"``)."""
 
     suffix: str  # after the init's name in the tables
     key: str  # in the name=value keys
     steps: int | None = None
     head_only: bool = False
-    stages: list[int] | None = None
+    stages: Sequence[int] | str = (1,)
 
 
 def pretrain_to(run: Path, budget: float, weights: dict[str, float], common: dict, steps: int | None = None) -> Path:

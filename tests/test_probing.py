@@ -120,8 +120,8 @@ def test_a_deeplab_encoder_makes_a_classifier_without_its_dilated_stage(tmp_path
     assert not out.exists()
     result = linear_probe(config(init=init, out=str(out)), stages=[1, 4], max_pixels=5000)
     assert read_info(out).stages == [1, 4]
-    # By default the readouts tried leave the dilated stage out where a model file is written.
-    chosen = linear_probe(config(init=init, out=str(tmp_path / "auto.safetensors")), max_pixels=5000)
+    # The readouts "auto" tries leave the dilated stage out where a model file is written.
+    chosen = linear_probe(config(init=init, out=str(tmp_path / "auto.safetensors")), stages="auto", max_pixels=5000)
     assert 5 not in chosen.stages and read_info(tmp_path / "auto.safetensors").stages == chosen.stages
     scores, _ = evaluate(str(out), BANDS, [str(NC / "strata.tif")], region=str(NC / "test_region.geojson"))
     assert abs(scores.miou - result.scores.miou) < 0.02 and abs(scores.overall_accuracy - result.scores.overall_accuracy) < 0.02
@@ -152,14 +152,16 @@ def test_the_l2_weight_grows_with_depth_where_the_penalty_says():
     torch.testing.assert_close(same.weight[:, :6], same.weight[:, 6:], rtol=1e-3, atol=1e-4)
 
 
-def test_by_default_the_probe_keeps_stage_1_or_all_stages_whichever_validates_better(tmp_path):
+def test_auto_keeps_stage_1_or_all_stages_whichever_validates_better_and_the_default_is_stage_1(tmp_path):
     from geosscl.modelfile import read_info
     from geosscl.probing import DEPTH_PENALTIES
 
     settings = dict(label_fraction=0.05, crop_size=32)
     one = linear_probe(config(**settings), stages=[1], max_pixels=5000)
     every = linear_probe(config(**settings), stages=[1, 2, 3, 4, 5], max_pixels=5000)
-    auto = linear_probe(config(**settings, out=str(tmp_path / "m.safetensors")), max_pixels=5000)
+    auto = linear_probe(config(**settings, out=str(tmp_path / "m.safetensors")), stages="auto", max_pixels=5000)
+    default = linear_probe(config(**settings), max_pixels=5000)
+    assert default.stages == [1] and default.scores.confusion == one.scores.confusion
     assert one.stages == [1] and one.depth_penalty == 1.0
     assert every.stages == [1, 2, 3, 4, 5] and every.depth_penalty in DEPTH_PENALTIES
     best = max([one, every], key=lambda r: r.val_miou)  # ties: stage 1 alone (max keeps the first)
@@ -172,6 +174,8 @@ def test_by_default_the_probe_keeps_stage_1_or_all_stages_whichever_validates_be
 def test_probe_input_errors():
     with pytest.raises(GeossclError, match="stages"):
         linear_probe(config(), stages=[6])
+    with pytest.raises(GeossclError, match="stages"):
+        linear_probe(config(), stages="all")
     with pytest.raises(GeossclError, match="features"):
         linear_probe(config(), features="pixels")
 
@@ -199,6 +203,8 @@ def test_probe_cli_prints_scores_and_writes_strict_json(tmp_path):
     assert bad.returncode == 1
     assert bad.stderr.strip().count("\n") == 0 and "far.geojson" in bad.stderr, bad.stderr
     assert not (tmp_path / "bad.json").exists()
+    usage = subprocess.run([*common, "--stages", "deep"], capture_output=True, text=True, timeout=300)
+    assert usage.returncode == 2 and "--stages" in usage.stderr and "'deep'" in usage.stderr, usage.stderr
 
 
 def test_the_fitted_probe_as_a_network_gives_the_probe_logits():
@@ -232,14 +238,14 @@ def test_the_fitted_probe_as_a_network_gives_the_probe_logits():
 
 
 def test_probe_output_is_a_model_that_evaluate_and_predict_use(tmp_path):
-    """`geosscl probe -o` writes a model whose whole-scene evaluation matches the probe's own scores."""
+    """`geosscl probe -o` writes a model (by default of stage 1) whose whole-scene evaluation matches the probe's own scores."""
     from geosscl.evaluation import evaluate
     from geosscl.modelfile import read_info
 
     model = tmp_path / "stage1.safetensors"
     nc = [str(p) for p in NC_BANDS]
     common = [sys.executable, "-m", "geosscl", "probe", *nc, "--labels", str(NC / "strata.tif"), "--classes",
-              str(NC / "classes.yaml"), "--crop-size", "64", "--label-fraction", "0.2", "--stages", "1",
+              str(NC / "classes.yaml"), "--crop-size", "64", "--label-fraction", "0.2",
               "--holdout-region", str(NC / "test_region.geojson"), "-q"]
     result = subprocess.run([*common, "-o", str(model), "--json", str(tmp_path / "probe.json")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

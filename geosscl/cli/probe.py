@@ -7,6 +7,10 @@ import click
 from .options import bidx_opt, int_list, overwrite_opt, quiet_opt
 
 
+def _stages(ctx: click.Context, param: click.Parameter, value: str) -> list[int] | str:
+    return value if value == "auto" else int_list(ctx, param, value)
+
+
 @click.command()
 @click.argument("imagery", nargs=-1, required=True, metavar="IMAGERY...")
 @click.option("--labels", "labels", multiple=True, required=True,
@@ -16,9 +20,9 @@ from .options import bidx_opt, int_list, overwrite_opt, quiet_opt
                    "[default: none; scored in the validation region, optimistically]")
 @click.option("--init", default="random", show_default=True, help="RUN_DIR/last.ckpt of geosscl pretrain, or 'random'.")
 @click.option("--bands-only", is_flag=True, help="Probe the normalised bands alone (the per-pixel spectral floor).")
-@click.option("--stages", callback=int_list, metavar="1,2,...",
-              help="Encoder stages of the features, 1 (stride 2) to 5 (stride 32).  "
-                   "[default: stage 1 alone or all five, whichever scores better on the validation blocks]")
+@click.option("--stages", default="1", show_default=True, callback=_stages, metavar="1,2,...|auto",
+              help="Encoder stages of the features, 1 (stride 2) to 5 (stride 32); 'auto': stage 1 alone or all five, "
+                   "whichever scores better on the validation blocks.")
 @click.option("--classes", type=click.Path(dir_okay=False), help="YAML/JSON class names (and colours) by id.")
 @click.option("--class-column", help="Column of the vector layer holding class ids or names.")
 @click.option("--label-fraction", type=float, default=1.0, show_default=True,
