@@ -30,8 +30,8 @@ import shutil
 import statistics
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import torch

@@ -58,7 +58,7 @@ DEPTH_PENALTIES = (1.0, 4.0, 10.0)
 #: The readouts ``stages="auto"`` tries: stage 1 alone, or all five stages. Not the default: on
 #: the NC scene the validation blocks did not tell which of the two scores better on the test
 #: blocks (8 encoders x 10 label draws: correlation 0.12 between the two gains, mean 0.1 mIoU
-#: below stage 1 alone, one draw 9.8 below; README "The probe's readout"), at 8x the fitting time.
+#: below stage 1 alone, one draw 9.8 below; README "Why stage 1 is the default again"), at 8x the fitting time.
 AUTO_STAGES = ([1], [1, 2, 3, 4, 5])
 #: The stages read unless asked otherwise: the stride-2 stage (with the bands).
 DEFAULT_STAGES = (1,)
