@@ -13,7 +13,8 @@ scores fine-tuned models, so that the two kinds of model compare on one footing.
 
 Prints a Markdown table (mean ± std over seeds, per seed in brackets) and ``name=value`` lines.
 
-Usage: ``python benchmarks/encoder_probe.py SSCCL=run/last.ckpt instance=run2/last.ckpt --fractions 0.05,0.2 --seeds 0,1,2,3,4 --stages 1,auto,1+2``
+Usage: ``python benchmarks/encoder_probe.py SSCCL=run/last.ckpt instance=run2/last.ckpt --fractions 0.05,0.2 --seeds 0,1,2,3,4 --stages 1,auto,1+2``;
+``--val-labels same --weight-decay 0.001``: validation labels as few as the training labels, and an L2 weight not chosen on them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig
 from geosscl.probing import linear_probe
-from nc_scene import BANDS, CLASSES, LABELS, TESTS, test_region
+from nc_scene import BANDS, CLASSES, LABELS, TESTS, VAL_LABELS_HELP, test_region, val_label_fraction, val_labels
 import stage_sets
 from report import print_values
 
@@ -43,6 +44,9 @@ def main() -> None:
     parser.add_argument("--stages", default="1", type=stage_sets.parse, help=stage_sets.HELP)
     parser.add_argument("--crop", type=int, default=64, help="label-block side, pixels (fine-tuning's crop size)")
     parser.add_argument("--test", default="east", choices=TESTS, help="test region: the eastern third, or seeded blocks")
+    parser.add_argument("--val-labels", default="all", type=val_labels, help=VAL_LABELS_HELP)
+    parser.add_argument("--weight-decay", default="auto", type=lambda v: v if v == "auto" else float(v),
+                        help="the probe's L2 weight: 'auto' (chosen on the validation blocks) or a number")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     parser.add_argument("--evaluate", action="store_true",
                         help="score each probe's model file by tiled whole-scene inference (as fine-tuned models are scored)")
@@ -60,7 +64,7 @@ def main() -> None:
     scratch = tempfile.TemporaryDirectory(prefix="geosscl-probe-")  # removed at exit
     test = test_region(args.test, Path(scratch.name))
     print(f"# NC Landsat, test region {args.test}; label blocks of {args.crop} px; seeds {seeds}; {args.threads} torch thread(s); "
-          f"scored {'by evaluate() on the model files' if args.evaluate else 'by the probe'}")
+          f"validation labels {args.val_labels}; L2 weight {args.weight_decay}; scored {'by evaluate() on the model files' if args.evaluate else 'by the probe'}")
     print("\n| features | stages | " + " | ".join(f"{f:.0%} labels: mIoU | OA" for f in fractions) + " |")
     print("|---|---|" + "---|---|" * len(fractions), flush=True)
     rows = [("bands only", "random", "bands", None)]
@@ -74,8 +78,10 @@ def main() -> None:
             for seed in seeds:
                 model = str(Path(scratch.name) / "probe.safetensors") if args.evaluate else ""
                 config = FinetuneConfig(imagery=BANDS, labels=LABELS, classes=CLASSES, init=init, out=model, overwrite=True,
-                                        label_fraction=fraction, crop_size=args.crop, holdout_region=test, seed=seed)
+                                        label_fraction=fraction, val_label_fraction=val_label_fraction(args.val_labels, fraction),
+                                        crop_size=args.crop, holdout_region=test, seed=seed)
                 scores = linear_probe(config, features=features, device=args.device,
+                                      weight_decay=None if args.weight_decay == "auto" else args.weight_decay,
                                       **({"stages": stages} if features == "encoder" else {})).scores
                 if args.evaluate:
                     scores, _ = evaluate(model, BANDS, LABELS, region=test, device=args.device)

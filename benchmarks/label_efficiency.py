@@ -41,7 +41,7 @@ from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.probing import linear_probe
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
 import stage_sets
-from nc_scene import BANDS, CLASSES, LABELS, TESTS, test_region
+from nc_scene import BANDS, CLASSES, LABELS, TESTS, VAL_LABELS_HELP, test_region, val_label_fraction, val_labels
 from report import print_values
 
 OBJECTIVES = {
@@ -100,6 +100,7 @@ def main() -> None:
                         help="fine-tuning learning rate of pretrained layers, times that of new ones")
     parser.add_argument("--warmup-steps", type=int, default=0, help="fine-tuning warm-up steps")
     parser.add_argument("--test", default="east", choices=TESTS, help="test region: the eastern third, or seeded blocks")
+    parser.add_argument("--val-labels", default="all", type=val_labels, help=VAL_LABELS_HELP)
     parser.add_argument("--equal-steps", action="store_true",
                         help="also fine-tune instance-only from the step count SSCCL reached at each budget")
     args = parser.parse_args()
@@ -124,11 +125,12 @@ def main() -> None:
     final: dict[str, float] = {}
     print(f"# NC Landsat, {args.threads} torch thread(s); fine-tuning: {args.steps} steps, probe: {args.probe_steps} "
           f"steps, crop {args.crop}, batch {args.batch}, seeds {seeds}, SSCCL dense stride {args.dense_stride}, jitter {args.jitter}, "
-          f"pretrained-layer lr x{args.pretrained_lr_factor:g}, warm-up {args.warmup_steps} steps, test region {args.test}, "
+          f"pretrained-layer lr x{args.pretrained_lr_factor:g}, warm-up {args.warmup_steps} steps, test region {args.test}, validation labels {args.val_labels}, "
           f"encoder probe stages {','.join(map(stage_sets.label, args.encoder_probe)) or 'none'} on {args.label_block or args.crop} px label blocks; "
           f"work in {work}", flush=True)
     recipe = "".join([f"-lrf{args.pretrained_lr_factor:g}" if args.pretrained_lr_factor != 1 else "",
-                      f"-warmup{args.warmup_steps}" if args.warmup_steps else "", "-blocks" if args.test == "blocks" else ""])  # keeps cached models apart
+                      f"-warmup{args.warmup_steps}" if args.warmup_steps else "", "-blocks" if args.test == "blocks" else "",
+                      f"-val{args.val_labels}" if args.val_labels != "all" else ""])  # keeps cached models apart
     curve: dict[tuple[str, float], dict[tuple[str, float | None], float]] = {}  # (reading, fraction) -> {(init, budget): mean mIoU}
     pairs: dict[tuple[str, float], int] = {}  # (objective, budget) -> pretraining pairs
     for budget in budgets:
@@ -170,13 +172,15 @@ def main() -> None:
                         if n is None:  # the encoder probe: deterministic and quick, so not cached
                             scores = linear_probe(FinetuneConfig(
                                 imagery=BANDS, labels=LABELS, classes=CLASSES, init=init, label_fraction=fraction,
+                                val_label_fraction=val_label_fraction(args.val_labels, fraction),
                                 crop_size=args.label_block or args.crop, holdout_region=test, seed=seed), stages=reading.stages).scores
                         else:
                             out = work / f"{tags[name]}{recipe}{'-probe' if reading.head_only else ''}{f'-{n}steps' if n != 150 else ''}-{fraction:g}-{seed}.safetensors"
                             if not out.exists():
                                 finetune(FinetuneConfig(
                                     imagery=BANDS, labels=LABELS, classes=CLASSES, out=str(out), init=init,
-                                    label_fraction=fraction, linear_probe=reading.head_only, warmup_steps=args.warmup_steps,
+                                    label_fraction=fraction, val_label_fraction=val_label_fraction(args.val_labels, fraction),
+                                    linear_probe=reading.head_only, warmup_steps=args.warmup_steps,
                                     pretrained_lr_factor=args.pretrained_lr_factor, max_steps=n, holdout_region=test,
                                     seed=seed, **common,
                                 ))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import geopandas as gpd
@@ -18,6 +19,25 @@ CLASSES = str(DATA / "classes.yaml")
 #: west's: 56 % developed against 17 %, water and sediment about 120 pixels each), or a
 #: third of the scene in 96 px blocks drawn with a fixed seed (the scene's class mix).
 TESTS = ("east", "blocks")
+#: ``--val-labels``: how much of the validation region's labels a run may use.
+VAL_LABELS_HELP = ("labels of the validation region: 'all' (the whole region, 20 %% of the rest of the scene), "
+                   "'same' (the training label fraction, in blocks of the same size), or a fraction")
+
+
+def val_label_fraction(choice: str, fraction: float) -> float:
+    """The ``val_label_fraction`` of a run with training ``fraction`` under ``--val-labels choice``."""
+    return {"all": 1.0, "same": fraction}.get(choice) or float(choice)
+
+
+def val_labels(choice: str) -> str:
+    """argparse type of ``--val-labels``: 'all', 'same' or a fraction in (0, 1]."""
+    if choice not in ("all", "same"):
+        try:
+            if not 0 < float(choice) <= 1:
+                raise ValueError
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected 'all', 'same' or a fraction in (0, 1], got {choice!r}") from None
+    return choice
 
 
 def test_region(kind: str, folder: Path) -> str:

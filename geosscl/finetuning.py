@@ -9,6 +9,7 @@ ignored there (the imagery around them is still seen as context).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,6 +43,10 @@ class FinetuneConfig:
     class_column: str | None = None
     init: str = "random"
     label_fraction: float = 1.0
+    #: share of the validation region whose labels are used (whole blocks, as
+    #: label_fraction draws them): to simulate few labels honestly, validation
+    #: should not hold more labels than a user with that few would have.
+    val_label_fraction: float = 1.0
     freeze_encoder: bool = False
     linear_probe: bool = False
     crop_size: int = 128
@@ -176,10 +181,15 @@ def prepare(config: FinetuneConfig) -> Setup:
         split = block_split(overlap, block, {"train": 1 - config.val_fraction, "val": config.val_fraction}, seed=config.seed)
         train_region, val_region = split["train"], split["val"]
     labelled = train_region
-    if config.label_fraction < 1:
+    if config.label_fraction != 1:
         labelled = label_fraction(train_region, config.label_fraction, block_size=config.crop_size * res, seed=config.seed)
     if isinstance(labels, VectorLabels) and not labels.covers_any(labelled):
         raise GeossclError(f"label_fraction: the {config.label_fraction} of the training region drawn holds no labelled polygon; raise it or change --seed")
+    if config.val_label_fraction != 1:
+        val_region = label_fraction(val_region, config.val_label_fraction, block_size=config.crop_size * res,
+                                    seed=config.seed, option="val_label_fraction", region_name="validation region")
+        if isinstance(labels, VectorLabels) and not labels.covers_any(val_region):
+            raise GeossclError(f"val_label_fraction: the {config.val_label_fraction} of the validation region drawn holds no labelled polygon; raise it or change --seed")
 
     return Setup(mosaic, labels, checkpoint, arch, encoder, decoder, list(mean), list(std), names, colors, num_classes,
                  area, labelled, val_region)
@@ -226,8 +236,12 @@ def finetune(config: FinetuneConfig) -> str:
         batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
         generator=torch.Generator().manual_seed(config.seed), persistent_workers=config.num_workers > 0,
     )
+    val_sampler = GridGeoSampler(val_set, config.crop_size, config.crop_size,
+                                 roi=grid_roi(setup.val_region, config.crop_size, setup.area.bounds, mosaic.res))
+    if len(val_sampler) == 0:
+        raise GeossclError(f"{config.imagery[0]}: the labelled imagery is smaller than one {config.crop_size} px crop; use a smaller --crop-size")
     val_loader = DataLoader(
-        val_set, sampler=GridGeoSampler(val_set, config.crop_size, config.crop_size, roi=setup.val_region),
+        val_set, sampler=val_sampler,
         batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
         # Kept between validations: else each one starts its workers again (and re-opens the rasters).
         persistent_workers=config.num_workers > 0,
@@ -260,7 +274,8 @@ def finetune(config: FinetuneConfig) -> str:
             tile_size=config.crop_size, tile_overlap=config.crop_size // 4,
             provenance={
                 "init": config.init, "imagery": mosaic.files, "labels": list(config.labels),
-                "label_fraction": config.label_fraction, "freeze_encoder": config.freeze_encoder,
+                "label_fraction": config.label_fraction, "val_label_fraction": config.val_label_fraction,
+                "freeze_encoder": config.freeze_encoder,
                 "linear_probe": config.linear_probe,
                 "steps": trainer.global_step, "seed": config.seed,
                 "validation": {"miou": validation.get("val_miou"), "overall_accuracy": validation.get("val_oa"),
@@ -271,6 +286,29 @@ def finetune(config: FinetuneConfig) -> str:
         )
         save_model(out, task.network, info, overwrite=config.overwrite)
     return out
+
+
+def grid_roi(region: BaseGeometry, size: int, bounds: tuple[float, float, float, float],
+             res: tuple[float, float]) -> BaseGeometry:
+    """Where TorchGeo's grid of ``size`` px crops must run to cover ``region``: the region itself,
+    or, where its extent is narrower than one crop, a box of one crop around it.
+
+    :class:`~torchgeo.samplers.GridGeoSampler` yields no crop over a region narrower than
+    one (a few thin validation blocks, a strip of polygons); the box is snapped to the
+    pixel grid and shifted inside ``bounds`` (the labelled imagery). Labels outside the
+    region are the caller's to mask (:class:`~geosscl.splits.KeepRegion`).
+    """
+    xmin, ymin, xmax, ymax = region.bounds
+    box = []
+    for lo, hi, start, stop, step in ((xmin, xmax, bounds[0], bounds[2], res[0]), (ymin, ymax, bounds[1], bounds[3], res[1])):
+        side = size * step
+        if hi - lo < side:
+            lo = start + math.floor((lo - (side - (hi - lo)) / 2 - start) / step) * step
+            lo = max(start, min(lo, stop - side))
+            hi = lo + side
+        box.append((lo, hi))
+    (x0, x1), (y0, y1) = box
+    return region if (x0, x1, y0, y1) == (xmin, xmax, ymin, ymax) else shapely.box(x0, y0, x1, y1)
 
 
 class _KeepBest(pl.Callback):

@@ -158,7 +158,7 @@ def _score(linear: torch.nn.Linear, data: tuple[Tensor, Tensor], num_classes: in
 
 def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequence[int] | str = DEFAULT_STAGES,
                  max_pixels: int = 100_000, block_size: int = 1024, device: str = "auto",
-                 progress: Callable[[str, int, int], None] | None = None) -> ProbeResult:
+                 progress: Callable[[str, int, int], None] | None = None, weight_decay: float | None = None) -> ProbeResult:
     """Probe the encoder of ``config.init`` (a pretraining checkpoint, or ``"random"``) on few labels.
 
     Args:
@@ -179,6 +179,10 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         progress: called with ``(step, done, total)``, step ``"encoding blocks"`` then
             ``"fitting"``.
+        weight_decay: the L2 weight, fixed; default ``None``: chosen on the validation
+            blocks among :data:`WEIGHT_DECAYS`. Choosing needs validation labels: with a
+            few thousand validation pixels it chose worse than a fixed 1e-3 (README
+            "Validation with as few labels"). The depth growth is still chosen.
 
     Raises:
         GeossclError: for bad input, or a split without labelled pixels.
@@ -187,6 +191,8 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
         raise GeossclError(f"features: {features!r} is not one of {', '.join(FEATURES)}")
     if block_size % 32 or block_size <= 0:
         raise GeossclError(f"block_size: {block_size} is not a positive multiple of 32")
+    if weight_decay is not None and not weight_decay >= 0:
+        raise GeossclError(f"weight_decay: must be a non-negative number, got {weight_decay}")
     if isinstance(stages, str) and stages != "auto":
         raise GeossclError(f"stages: {stages!r} is neither 'auto' nor a list of encoder stages")
     if not isinstance(stages, str) and (not stages or any(not 1 <= s <= 5 for s in stages)):
@@ -227,7 +233,8 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     widths = network.net.encoder.out_channels if network is not None else []
     stage_of = torch.tensor([0] * setup.mosaic.num_bands + [s for s in chosen for _ in range(widths[s])])
     candidates = [(readout, growth, decay) for readout in readouts
-                  for growth in (DEPTH_PENALTIES if max(readout, default=0) > 1 else DEPTH_PENALTIES[:1]) for decay in WEIGHT_DECAYS]
+                  for growth in (DEPTH_PENALTIES if max(readout, default=0) > 1 else DEPTH_PENALTIES[:1])
+                  for decay in (WEIGHT_DECAYS if weight_decay is None else (weight_decay,))]
     fits = []
     for done, (readout, growth, decay) in enumerate(candidates):
         if progress:
@@ -256,7 +263,8 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
             provenance={
                 "made_by": "geosscl probe (multinomial logistic regression by L-BFGS on frozen features)",
                 "init": config.init, "imagery": setup.mosaic.files, "labels": list(config.labels),
-                "label_fraction": config.label_fraction, "seed": config.seed, "weight_decay": decay, "depth_penalty": growth,
+                "label_fraction": config.label_fraction, "val_label_fraction": config.val_label_fraction,
+                "seed": config.seed, "weight_decay": decay, "depth_penalty": growth,
                 "pixels": pixels,
                 "validation": {"miou": val_miou},
                 **({"holdout": {"miou": scores.miou, "overall_accuracy": scores.overall_accuracy}} if region == "holdout" else {}),

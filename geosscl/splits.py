@@ -87,27 +87,37 @@ def block_split(
     return out
 
 
-def label_fraction(train: BaseGeometry, fraction: float, block_size: float, seed: int = 0) -> BaseGeometry:
-    """Blocks of the training region holding about ``fraction`` of its area: the labels a run may use.
+def label_fraction(
+    region: BaseGeometry, fraction: float, block_size: float, seed: int = 0, option: str = "label_fraction",
+    region_name: str = "training region",
+) -> BaseGeometry:
+    """Blocks of ``region`` holding about ``fraction`` of its area: the labels a run may use there.
+
+    ``option`` and ``region_name`` only word the errors (the validation region's
+    share is ``val_label_fraction``).
 
     Raises:
         GeossclError: if ``fraction`` is not in (0, 1] or leaves no whole block.
     """
     if not 0 < fraction <= 1:
-        raise GeossclError(f"label_fraction: must lie in (0, 1], got {fraction}")
-    cells = blocks(train, block_size)
+        raise GeossclError(f"{option}: must lie in (0, 1], got {fraction}")
+    cells = blocks(region, block_size)
     order = np.random.default_rng(seed).permutation(len(cells))
-    target = fraction * train.area
+    target = fraction * region.area
     chosen, area = [], 0.0
     for i in order:
         if area >= target:
             break
+        if cells[i].area < 1e-6 * block_size**2:
+            # A float sliver where the region's edges meet the grid: it holds no pixel.
+            # (Dropping it in blocks() would reorder the permutation: other draws.)
+            continue
         if area + cells[i].area <= 1.5 * target:  # a block may overshoot the share by half, no more
             chosen.append(cells[i])
             area += cells[i].area
     if not chosen:
         raise GeossclError(
-            f"label_fraction: {fraction} of the training region leaves no labelled block "
+            f"{option}: {fraction} of the {region_name} leaves no labelled block "
             f"(one block of {block_size:g} map units is larger); use smaller blocks"
         )
     return shapely.union_all(chosen)

@@ -126,13 +126,43 @@ def test_raster_labels_and_cli(tmp_path):
     out = tmp_path / "model.safetensors"
     result = subprocess.run(
         [sys.executable, "-m", "geosscl", "finetune", STACK, "--labels", str(TUTORIAL / "training_data.gtif"),
-         "--out", str(out), "--crop-size", "64", "--batch-size", "8", "--max-steps", "4", "--num-workers", "0", "-q"],
+         "--out", str(out), "--crop-size", "64", "--batch-size", "8", "--max-steps", "4", "--num-workers", "0",
+         "--val-label-fraction", "0.3", "-q"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     info = read_info(out)
     # training_data.gtif: 0 is its nodata, so ids 1..5 are the classes.
     assert len(info.class_names) == 6
+    # 0.3 of the validation blocks is one partial block, 45 px a side: narrower than a crop, TorchGeo's grid
+    # yielded no crop over it (the run ended in an IndexError); it is validated on a crop around it.
+    assert info.provenance["val_label_fraction"] == 0.3
+    assert len(info.provenance["validation"]["history"]) == 4 and info.provenance["validation"]["overall_accuracy"] > 0
+
+
+def test_validation_crops_cover_a_region_narrower_than_one_crop():
+    from torchgeo.samplers import GridGeoSampler
+
+    from geosscl.data import Mosaic
+    from geosscl.finetuning import grid_roi
+
+    mosaic = Mosaic([str(p) for p in sorted((SAMPLES / "nc_landsat").glob("lsat7_2000_*.tif"))])
+    x, y, _ = mosaic.bounds
+    rx, ry = mosaic.res
+    scene = (x.start, y.start, x.stop, y.stop)
+    corner = shapely.box(x.start, y.stop - 32 * ry, x.start + 32 * rx, y.stop)  # a 32 px block in the north-west corner
+    roi = grid_roi(corner, 64, scene, mosaic.res)
+    assert roi.bounds == pytest.approx((x.start, y.stop - 64 * ry, x.start + 64 * rx, y.stop))  # shifted inside the scene
+    crops = list(GridGeoSampler(mosaic, 64, 64, roi=roi))
+    assert len(crops) == 1 and shapely.box(crops[0][0].start, crops[0][1].start, crops[0][0].stop, crops[0][1].stop).covers(corner)
+    strip = shapely.box(x.start + 200 * rx, y.start + 100 * ry, x.start + 210 * rx, y.start + 300 * ry)  # 10 px wide
+    roi = grid_roi(strip, 64, scene, mosaic.res)
+    assert roi.covers(strip) and roi.bounds[2] - roi.bounds[0] == pytest.approx(64 * rx)
+    assert (roi.bounds[1], roi.bounds[3]) == pytest.approx((strip.bounds[1], strip.bounds[3]))  # wide enough that way
+    assert ((roi.bounds[0] - x.start) / rx) == pytest.approx(round((roi.bounds[0] - x.start) / rx))  # on the pixel grid
+    assert len(list(GridGeoSampler(mosaic, 64, 64, roi=roi))) == 4  # 200 px tall: four rows of crops
+    wide = shapely.box(x.start, y.start, x.start + 100 * rx, y.start + 70 * ry)
+    assert grid_roi(wide, 64, scene, mosaic.res) is wide
 
 
 def test_bad_input_fails_before_writing(tmp_path, pretrained):
@@ -277,7 +307,8 @@ def test_a_holdout_region_of_blocks_trains_and_evaluates(tmp_path):
     gpd.GeoDataFrame(geometry=[test], crs=mosaic.crs).to_file(region)
     out = tmp_path / "m.safetensors"
     finetune(FinetuneConfig(imagery=bands, labels=[str(SAMPLES / "nc_landsat" / "strata.tif")], out=str(out), label_fraction=0.2,
-                            holdout_region=str(region), max_steps=2, seed=0, **FAST))
+                            val_label_fraction=0.2, holdout_region=str(region), max_steps=2, seed=0, **FAST))
+    assert read_info(out).provenance["val_label_fraction"] == 0.2  # validated on a fifth of the validation blocks
     inside, _ = evaluate(str(out), bands, [str(SAMPLES / "nc_landsat" / "strata.tif")], region=str(region))
     everywhere, _ = evaluate(str(out), bands, [str(SAMPLES / "nc_landsat" / "strata.tif")])
     share = sum(map(sum, inside.confusion)) / sum(map(sum, everywhere.confusion))

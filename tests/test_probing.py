@@ -171,6 +171,41 @@ def test_auto_keeps_stage_1_or_all_stages_whichever_validates_better_and_the_def
     assert info.stages == auto.stages and info.provenance["depth_penalty"] == auto.depth_penalty
 
 
+def test_validation_labels_can_be_as_few_as_the_training_labels():
+    """val_label_fraction keeps whole blocks of the validation region, away from the training blocks and the test region."""
+    from geosscl.splits import read_region
+
+    full = prepare(config(label_fraction=0.05, crop_size=32))
+    few = prepare(config(label_fraction=0.05, crop_size=32, val_label_fraction=0.2))
+    assert few.labelled.equals(full.labelled)  # the training draw does not depend on it
+    assert full.val_region.buffer(1e-6).covers(few.val_region)
+    assert few.val_region.area / full.val_region.area == pytest.approx(0.2, abs=0.08)
+    assert few.val_region.intersection(few.labelled).area == pytest.approx(0, abs=1e-6)
+    test = read_region(str(NC / "test_region.geojson"), few.mosaic.crs)
+    assert few.val_region.intersection(test).area == pytest.approx(0, abs=1e-6)
+    assert prepare(config(label_fraction=0.05, crop_size=32, val_label_fraction=0.2)).val_region.equals(few.val_region)
+    # The probe chooses its L2 weight on those pixels alone.
+    fewer = linear_probe(config(label_fraction=0.05, crop_size=32, val_label_fraction=0.2), features="bands").pixels
+    everything = linear_probe(config(label_fraction=0.05, crop_size=32), features="bands").pixels
+    assert fewer["train"] == everything["train"] and 0 < fewer["val"] < 0.35 * everything["val"]
+    with pytest.raises(GeossclError, match=r"val_label_fraction: 1e-06 of the validation region leaves no labelled block"):
+        prepare(config(val_label_fraction=1e-6))
+    for option in ("val_label_fraction", "label_fraction"):
+        with pytest.raises(GeossclError, match=rf"^{option}: must lie in \(0, 1\], got 1.5"):
+            prepare(config(**{option: 1.5}))
+
+
+def test_a_fixed_l2_weight_fits_the_classifier_that_weight_makes_when_chosen():
+    chosen = linear_probe(config(), features="bands")
+    fixed = linear_probe(config(), features="bands", weight_decay=chosen.weight_decay)
+    assert fixed.weight_decay == chosen.weight_decay and fixed.scores.confusion == chosen.scores.confusion
+    other = 1e-1 if chosen.weight_decay != 1e-1 else 1e-4
+    weaker = linear_probe(config(), features="bands", weight_decay=other)
+    assert weaker.weight_decay == other and weaker.val_miou < chosen.val_miou  # chosen: the best on validation
+    with pytest.raises(GeossclError, match="weight_decay: must be a non-negative number, got -1"):
+        linear_probe(config(), features="bands", weight_decay=-1)
+
+
 def test_probe_input_errors():
     with pytest.raises(GeossclError, match="stages"):
         linear_probe(config(), stages=[6])
@@ -185,14 +220,14 @@ def test_probe_cli_prints_scores_and_writes_strict_json(tmp_path):
     common = [sys.executable, "-m", "geosscl", "probe", *nc, "--labels", str(NC / "strata.tif"), "--classes", str(NC / "classes.yaml"),
               "--crop-size", "64", "--label-fraction", "0.2"]
     out = tmp_path / "probe.json"
-    result = subprocess.run([*common, "--holdout-region", str(NC / "test_region.geojson"), "--bands-only", "--json", str(out)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run([*common, "--holdout-region", str(NC / "test_region.geojson"), "--bands-only", "--val-label-fraction",
+                             "0.5", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "forest" in result.stdout and "mIoU" in result.stdout and "labelled pixels: train" in result.stdout
     data = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert data["features"] == "bands" and data["iou"][0] is None  # class 0 is never in strata.tif
-    expected = linear_probe(config(), features="bands")
-    assert data["confusion"] == expected.scores.confusion
+    expected = linear_probe(config(val_label_fraction=0.5), features="bands")
+    assert data["confusion"] == expected.scores.confusion and data["pixels"] == expected.pixels
     # A holdout region off the imagery: one line naming the file, exit 1, no JSON.
     far = tmp_path / "far.geojson"
     far.write_text('{"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:4326"}}, "features": '
@@ -205,6 +240,12 @@ def test_probe_cli_prints_scores_and_writes_strict_json(tmp_path):
     assert not (tmp_path / "bad.json").exists()
     usage = subprocess.run([*common, "--stages", "deep"], capture_output=True, text=True, timeout=300)
     assert usage.returncode == 2 and "--stages" in usage.stderr and "'deep'" in usage.stderr, usage.stderr
+    usage = subprocess.run([*common, "--weight-decay", "-1"], capture_output=True, text=True, timeout=300)
+    assert usage.returncode == 2 and "--weight-decay" in usage.stderr and "'-1'" in usage.stderr, usage.stderr
+    fixed = subprocess.run([*common, "--holdout-region", str(NC / "test_region.geojson"), "--bands-only", "--weight-decay",
+                            "0.03", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert fixed.returncode == 0 and "L2 weight 0.03 " in fixed.stdout, fixed.stderr[-2000:]
+    assert json.loads(out.read_text())["weight_decay"] == 0.03
 
 
 def test_the_fitted_probe_as_a_network_gives_the_probe_logits():

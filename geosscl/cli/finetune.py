@@ -17,6 +17,9 @@ from .options import bidx_opt, overwrite_opt, quiet_opt
 @click.option("--init", default="random", show_default=True, help="RUN_DIR/last.ckpt of geosscl pretrain, or 'random'.")
 @click.option("--label-fraction", type=float, default=1.0, show_default=True,
               help="Share of the training region whose labels are used (whole blocks).")
+@click.option("--val-label-fraction", type=float, default=1.0, show_default=True,
+              help="Share of the validation region whose labels are used (whole blocks): with --label-fraction, "
+                   "to simulate few labels without a fully labelled validation region.")
 @click.option("--freeze-encoder", is_flag=True, help="Train the decoder and head only.")
 @click.option("--linear-probe", is_flag=True,
               help="Train the segmentation head only (encoder and decoder frozen): measures the representation.")
@@ -41,7 +44,7 @@ from .options import bidx_opt, overwrite_opt, quiet_opt
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, label blocks and training.")
 @overwrite_opt
 @quiet_opt
-def finetune(imagery, labels, out, classes, class_column, init, label_fraction, freeze_encoder, linear_probe, pretrained_lr_factor, warmup_steps,
+def finetune(imagery, labels, out, classes, class_column, init, label_fraction, val_label_fraction, freeze_encoder, linear_probe, pretrained_lr_factor, warmup_steps,
              crop_size, batch_size,
              max_steps, max_time, val_region, holdout_region, val_fraction, block_size, bands, accelerator, devices, num_workers, seed, overwrite, quiet):
     """Fine-tune a segmenter on IMAGERY with --labels; write one model file."""
@@ -51,7 +54,7 @@ def finetune(imagery, labels, out, classes, class_column, init, label_fraction, 
         max_steps = 500
     path = run(FinetuneConfig(
         imagery=list(imagery), labels=list(labels), out=out, classes=classes, class_column=class_column, init=init,
-        label_fraction=label_fraction, freeze_encoder=freeze_encoder, linear_probe=linear_probe,
+        label_fraction=label_fraction, val_label_fraction=val_label_fraction, freeze_encoder=freeze_encoder, linear_probe=linear_probe,
         pretrained_lr_factor=pretrained_lr_factor, warmup_steps=warmup_steps, crop_size=crop_size, batch_size=batch_size,
         max_steps=max_steps, max_time=max_time, val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
         block_size=block_size, bands=bands, accelerator=accelerator, devices=int(devices) if str(devices).isdigit() else devices,
