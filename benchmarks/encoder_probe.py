@@ -14,7 +14,8 @@ scores fine-tuned models, so that the two kinds of model compare on one footing.
 Prints a Markdown table (mean ± std over seeds, per seed in brackets) and ``name=value`` lines.
 
 Usage: ``python benchmarks/encoder_probe.py SSCCL=run/last.ckpt instance=run2/last.ckpt --fractions 0.05,0.2 --seeds 0,1,2,3,4 --stages 1,auto,1+2``;
-``--val-labels same --weight-decay 0.001``: validation labels as few as the training labels, and an L2 weight not chosen on them.
+``--val-labels same --weight-decay 0.001``: validation labels as few as the training labels, and an L2 weight not chosen
+on them; ``--val-labels none --weight-decay 0.001``: no validation region, every label drawn from the rest of the scene.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig
 from geosscl.probing import linear_probe
-from nc_scene import BANDS, CLASSES, LABELS, TESTS, VAL_LABELS_HELP, test_region, val_label_fraction, val_labels
+from nc_scene import BANDS, CLASSES, LABELS, TESTS, VAL_LABELS_HELP, test_region, val_labels, validation
 import stage_sets
 from report import print_values
 
@@ -78,7 +79,7 @@ def main() -> None:
             for seed in seeds:
                 model = str(Path(scratch.name) / "probe.safetensors") if args.evaluate else ""
                 config = FinetuneConfig(imagery=BANDS, labels=LABELS, classes=CLASSES, init=init, out=model, overwrite=True,
-                                        label_fraction=fraction, val_label_fraction=val_label_fraction(args.val_labels, fraction),
+                                        label_fraction=fraction, **validation(args.val_labels, fraction),
                                         crop_size=args.crop, holdout_region=test, seed=seed)
                 scores = linear_probe(config, features=features, device=args.device,
                                       weight_decay=None if args.weight_decay == "auto" else args.weight_decay,

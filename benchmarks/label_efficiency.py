@@ -41,7 +41,7 @@ from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.probing import linear_probe
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
 import stage_sets
-from nc_scene import BANDS, CLASSES, LABELS, TESTS, VAL_LABELS_HELP, test_region, val_label_fraction, val_labels
+from nc_scene import BANDS, CLASSES, LABELS, TESTS, VAL_LABELS_HELP, test_region, val_labels, validation
 from report import print_values
 
 OBJECTIVES = {
@@ -172,14 +172,14 @@ def main() -> None:
                         if n is None:  # the encoder probe: deterministic and quick, so not cached
                             scores = linear_probe(FinetuneConfig(
                                 imagery=BANDS, labels=LABELS, classes=CLASSES, init=init, label_fraction=fraction,
-                                val_label_fraction=val_label_fraction(args.val_labels, fraction),
+                                **validation(args.val_labels, fraction),
                                 crop_size=args.label_block or args.crop, holdout_region=test, seed=seed), stages=reading.stages).scores
                         else:
                             out = work / f"{tags[name]}{recipe}{'-probe' if reading.head_only else ''}{f'-{n}steps' if n != 150 else ''}-{fraction:g}-{seed}.safetensors"
                             if not out.exists():
                                 finetune(FinetuneConfig(
                                     imagery=BANDS, labels=LABELS, classes=CLASSES, out=str(out), init=init,
-                                    label_fraction=fraction, val_label_fraction=val_label_fraction(args.val_labels, fraction),
+                                    label_fraction=fraction, **validation(args.val_labels, fraction),
                                     linear_probe=reading.head_only, warmup_steps=args.warmup_steps,
                                     pretrained_lr_factor=args.pretrained_lr_factor, max_steps=n, holdout_region=test,
                                     seed=seed, **common,

@@ -21,22 +21,25 @@ CLASSES = str(DATA / "classes.yaml")
 TESTS = ("east", "blocks")
 #: ``--val-labels``: how much of the validation region's labels a run may use.
 VAL_LABELS_HELP = ("labels of the validation region: 'all' (the whole region, 20 %% of the rest of the scene), "
-                   "'same' (the training label fraction, in blocks of the same size), or a fraction")
+                   "'same' (the training label fraction, in blocks of the same size), a fraction, or 'none' (no "
+                   "validation region: the training labels are drawn from the whole rest; needs a fixed L2 weight)")
 
 
-def val_label_fraction(choice: str, fraction: float) -> float:
-    """The ``val_label_fraction`` of a run with training ``fraction`` under ``--val-labels choice``."""
-    return {"all": 1.0, "same": fraction}.get(choice) or float(choice)
+def validation(choice: str, fraction: float) -> dict[str, float]:
+    """The ``FinetuneConfig`` validation settings of a run with training ``fraction`` under ``--val-labels choice``."""
+    if choice == "none":
+        return {"val_fraction": 0.0}
+    return {"val_label_fraction": {"all": 1.0, "same": fraction}.get(choice) or float(choice)}
 
 
 def val_labels(choice: str) -> str:
-    """argparse type of ``--val-labels``: 'all', 'same' or a fraction in (0, 1]."""
-    if choice not in ("all", "same"):
+    """argparse type of ``--val-labels``: 'all', 'same', 'none' or a fraction in (0, 1]."""
+    if choice not in ("all", "same", "none"):
         try:
             if not 0 < float(choice) <= 1:
                 raise ValueError
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected 'all', 'same' or a fraction in (0, 1], got {choice!r}") from None
+            raise argparse.ArgumentTypeError(f"expected 'all', 'same', 'none' or a fraction in (0, 1], got {choice!r}") from None
     return choice
 
 

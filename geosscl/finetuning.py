@@ -185,7 +185,7 @@ def prepare(config: FinetuneConfig) -> Setup:
         labelled = label_fraction(train_region, config.label_fraction, block_size=config.crop_size * res, seed=config.seed)
     if isinstance(labels, VectorLabels) and not labels.covers_any(labelled):
         raise GeossclError(f"label_fraction: the {config.label_fraction} of the training region drawn holds no labelled polygon; raise it or change --seed")
-    if config.val_label_fraction != 1:
+    if config.val_label_fraction != 1 and not val_region.is_empty:
         val_region = label_fraction(val_region, config.val_label_fraction, block_size=config.crop_size * res,
                                     seed=config.seed, option="val_label_fraction", region_name="validation region")
         if isinstance(labels, VectorLabels) and not labels.covers_any(val_region):
@@ -219,6 +219,9 @@ def finetune(config: FinetuneConfig) -> str:
         raise GeossclError(f"pretrained_lr_factor / warmup_steps: must not be negative, got {config.pretrained_lr_factor} / {config.warmup_steps}")
     setup = prepare(config)
     mosaic, labels = setup.mosaic, setup.labels
+    if setup.val_region.is_empty:
+        raise GeossclError("val_fraction: finetune keeps the weights of the best validation mIoU and needs a validation "
+                           "region; give --val-fraction above 0 or --val-region")
 
     # -- run ------------------------------------------------------------------------
     pl.seed_everything(config.seed, workers=True, verbose=False)

@@ -72,7 +72,7 @@ class ProbeResult:
 
     scores: Scores  #: in ``region``
     weight_decay: float
-    val_miou: float
+    val_miou: float | None  #: ``None`` without a validation region (``val_fraction=0``, fixed weights)
     pixels: dict[str, int]  #: labelled pixels used per split (train, val, and test with a holdout region)
     class_names: list[str]
     stages: list[int]  #: the encoder stages the kept classifier reads (``[]``: the bands alone)
@@ -215,6 +215,18 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     if 5 in chosen and not stage_5_writable:
         raise GeossclError(f"{config.init}: a {setup.arch} encoder's stage 5 cannot be written as a hypercolumn model; leave stage 5 out")
     regions = {"train": setup.labelled, "val": setup.val_region}
+    # (the candidates are known before anything is read; checked here, not after minutes of encoding)
+    candidates = [(readout, growth, decay) for readout in readouts
+                  for growth in (DEPTH_PENALTIES if max(readout, default=0) > 1 else DEPTH_PENALTIES[:1])
+                  for decay in (WEIGHT_DECAYS if weight_decay is None else (weight_decay,))]
+    if setup.val_region.is_empty:
+        # With nothing to choose, validation labels are better spent on training.
+        if len(candidates) > 1:
+            raise GeossclError("val_fraction: 0 leaves no validation blocks to choose the classifier on; fix the L2 weight "
+                               "(--weight-decay) and read no stage deeper than 1, or keep a validation fraction")
+        if not config.holdout_region:
+            raise GeossclError("val_fraction: 0 and no holdout region: nothing to score the classifier in")
+        del regions["val"]
     if config.holdout_region:
         test = polygonal(read_region(config.holdout_region, setup.mosaic.crs).intersection(setup.area))
         if test.is_empty:
@@ -232,9 +244,6 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     # Which stage each feature comes from: 0 for the bands, then each chosen stage's channels.
     widths = network.net.encoder.out_channels if network is not None else []
     stage_of = torch.tensor([0] * setup.mosaic.num_bands + [s for s in chosen for _ in range(widths[s])])
-    candidates = [(readout, growth, decay) for readout in readouts
-                  for growth in (DEPTH_PENALTIES if max(readout, default=0) > 1 else DEPTH_PENALTIES[:1])
-                  for decay in (WEIGHT_DECAYS if weight_decay is None else (weight_decay,))]
     fits = []
     for done, (readout, growth, decay) in enumerate(candidates):
         if progress:
@@ -242,12 +251,13 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
         columns = (stage_of == 0) | torch.isin(stage_of, torch.tensor(readout, dtype=stage_of.dtype))
         penalty = growth ** (stage_of[columns] - 1).clamp_min(0).to(torch.float32)
         linear = fit_probe((data["train"][0][:, columns], data["train"][1]), setup.num_classes, decay, penalty=penalty)
-        miou = _score(linear, (data["val"][0][:, columns], data["val"][1]), setup.num_classes).miou
+        miou = _score(linear, (data["val"][0][:, columns], data["val"][1]), setup.num_classes).miou if "val" in data else 0.0
         # Ties: fewer stages, then the stronger penalty.
         fits.append((miou if miou == miou else -1.0, -len(readout), growth, decay, readout, columns, linear))
     if progress:
         progress("fitting", len(candidates), len(candidates))
     val_miou, _, growth, decay, chosen, columns, linear = max(fits, key=lambda f: f[:4])
+    val_miou = val_miou if "val" in data else None
     data = {name: (x[:, columns], y) for name, (x, y) in data.items()}
     mean, std = mean[columns], std[columns]
     region = "holdout" if "test" in data else "validation"

@@ -184,6 +184,7 @@ def test_bad_input_fails_before_writing(tmp_path, pretrained):
     expect("vector labels need --class-column", class_column=None)
     expect("label_fraction: .* leaves no labelled block|holds no labelled polygon", label_fraction=0.001)
     expect("pretrained_lr_factor / warmup_steps: must not be negative", pretrained_lr_factor=-0.1)
+    expect("val_fraction: finetune keeps the weights of the best validation mIoU and needs a validation region", val_fraction=0)
     if not torch.cuda.is_available():
         expect("accelerator: gpu requested but no CUDA device is available", accelerator="gpu")
     everything = tmp_path / "all.geojson"

@@ -206,6 +206,20 @@ def test_a_fixed_l2_weight_fits_the_classifier_that_weight_makes_when_chosen():
         linear_probe(config(), features="bands", weight_decay=-1)
 
 
+def test_without_validation_every_label_trains_a_fixed_classifier():
+    split = linear_probe(config(label_fraction=0.05, crop_size=32), features="bands", weight_decay=1e-3)
+    whole = linear_probe(config(label_fraction=0.05, crop_size=32, val_fraction=0), features="bands", weight_decay=1e-3)
+    assert "val" not in whole.pixels and whole.val_miou is None and whole.region == "holdout"
+    assert whole.pixels["test"] == split.pixels["test"]
+    assert whole.pixels["train"] > 1.1 * split.pixels["train"]  # 5 % of the whole non-test scene, not of 80 % of it
+    with pytest.raises(GeossclError, match="val_fraction: 0 leaves no validation blocks to choose the classifier on"):
+        linear_probe(config(val_fraction=0), features="bands")
+    with pytest.raises(GeossclError, match="val_fraction: 0 leaves no validation blocks"):
+        linear_probe(config(val_fraction=0), stages=[1, 2], weight_decay=1e-3)  # the depth growth is still to choose
+    with pytest.raises(GeossclError, match="val_fraction: 0 and no holdout region: nothing to score"):
+        linear_probe(config(val_fraction=0, holdout_region=None), features="bands", weight_decay=1e-3)
+
+
 def test_probe_input_errors():
     with pytest.raises(GeossclError, match="stages"):
         linear_probe(config(), stages=[6])
@@ -246,6 +260,11 @@ def test_probe_cli_prints_scores_and_writes_strict_json(tmp_path):
                             "0.03", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert fixed.returncode == 0 and "L2 weight 0.03 " in fixed.stdout, fixed.stderr[-2000:]
     assert json.loads(out.read_text())["weight_decay"] == 0.03
+    spent = subprocess.run([*common, "--holdout-region", str(NC / "test_region.geojson"), "--bands-only", "--weight-decay",
+                            "0.001", "--val-fraction", "0", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert spent.returncode == 0 and "(no validation)" in spent.stdout, spent.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["val_miou"] is None and set(data["pixels"]) == {"train", "test"}
 
 
 def test_the_fitted_probe_as_a_network_gives_the_probe_logits():

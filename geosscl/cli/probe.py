@@ -52,7 +52,8 @@ def _weight_decay(ctx: click.Context, param: click.Parameter, value: str) -> flo
 @click.option("--crop-size", type=int, default=128, show_default=True,
               help="Side of the label blocks, pixels (finetune's crop size, to draw the same blocks).")
 @click.option("--val-region", type=click.Path(dir_okay=False), help="Polygons of the validation region (else blocks).")
-@click.option("--val-fraction", type=float, default=0.2, show_default=True, help="Share of blocks for validation.")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True,
+              help="Share of blocks for validation; 0 (with --weight-decay) puts every label into training.")
 @click.option("--block-size", type=int, help="Side of split blocks, pixels.  [default: crop size]")
 @click.option("--max-pixels", type=int, default=100_000, show_default=True, help="About this many pixels per split, at most.")
 @bidx_opt
@@ -109,6 +110,7 @@ def probe(imagery, labels, holdout_region, init, bands_only, stages, weight_deca
         read = f"stages {','.join(map(str, result.stages))}" if result.stages else "bands only"
         click.echo(f"{read}, L2 weight {result.weight_decay:g}"
                    + (f" x{result.depth_penalty:g} per stage deeper" if len(result.stages) > 1 or max(result.stages, default=1) > 1 else "")
-                   + f" (validation mIoU {100 * result.val_miou:.1f}); labelled pixels: " + ", ".join(f"{k} {v}" for k, v in result.pixels.items()))
+                   + (f" (validation mIoU {100 * result.val_miou:.1f})" if result.val_miou is not None else " (no validation)")
+                   + "; labelled pixels: " + ", ".join(f"{k} {v}" for k, v in result.pixels.items()))
         if result.model:
             click.echo(f"model: {result.model}")
