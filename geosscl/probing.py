@@ -77,7 +77,9 @@ class ProbeResult:
     class_names: list[str]
     stages: list[int]  #: the encoder stages the kept classifier reads (``[]``: the bands alone)
     depth_penalty: float  #: its L2 growth per stage (see :data:`DEPTH_PENALTIES`)
-    region: str = "holdout"  #: where ``scores`` were counted: ``"holdout"``, or ``"validation"`` without one
+    #: where ``scores`` were counted: ``"holdout"``; without one ``"validation"``, or with no validation
+    #: region either ``"training"`` (the pixels the classifier was fitted to: no test at all)
+    region: str = "holdout"
     model: str | None = None  #: the model file written (``config.out``), if any
 
 
@@ -166,8 +168,9 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
             ``label_fraction``, ``crop_size`` (the label-block size), ``seed``,
             ``val_fraction`` / ``val_region``, ``holdout_region`` (where the probe
             is scored; without one it is scored in the validation region, where its
-            L2 weight was chosen, so optimistically), and ``out`` / ``overwrite``: a
-            model file to write the fitted classifier to (optional).
+            L2 weight was chosen, so optimistically; with ``val_fraction=0`` either, on
+            its own training pixels), and ``out`` / ``overwrite``: a model file to write
+            the fitted classifier to (optional).
         features: ``"encoder"`` (hypercolumns) or ``"bands"``.
         stages: the encoder stages of the hypercolumns (see :func:`hypercolumns`),
             default stage 1 alone; or ``"auto"``: chosen on the validation blocks
@@ -224,8 +227,6 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
         if len(candidates) > 1:
             raise GeossclError("val_fraction: 0 leaves no validation blocks to choose the classifier on; fix the L2 weight "
                                "(--weight-decay) and read no stage deeper than 1, or keep a validation fraction")
-        if not config.holdout_region:
-            raise GeossclError("val_fraction: 0 and no holdout region: nothing to score the classifier in")
         del regions["val"]
     if config.holdout_region:
         test = polygonal(read_region(config.holdout_region, setup.mosaic.crs).intersection(setup.area))
@@ -260,8 +261,8 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     val_miou = val_miou if "val" in data else None
     data = {name: (x[:, columns], y) for name, (x, y) in data.items()}
     mean, std = mean[columns], std[columns]
-    region = "holdout" if "test" in data else "validation"
-    scores = _score(linear, data["test" if "test" in data else "val"], setup.num_classes)
+    region, split = ("holdout", "test") if "test" in data else ("validation", "val") if "val" in data else ("training", "train")
+    scores = _score(linear, data[split], setup.num_classes)
     pixels = {name: len(y) for name, (_, y) in data.items()}
     if config.out:
         classifier = _classifier(setup, network, chosen, linear, mean, std)

@@ -216,8 +216,11 @@ def test_without_validation_every_label_trains_a_fixed_classifier():
         linear_probe(config(val_fraction=0), features="bands")
     with pytest.raises(GeossclError, match="val_fraction: 0 leaves no validation blocks"):
         linear_probe(config(val_fraction=0), stages=[1, 2], weight_decay=1e-3)  # the depth growth is still to choose
-    with pytest.raises(GeossclError, match="val_fraction: 0 and no holdout region: nothing to score"):
-        linear_probe(config(val_fraction=0, holdout_region=None), features="bands", weight_decay=1e-3)
+    # Without a holdout region either, it still makes the classifier; the scores are then of its own training pixels.
+    fitted = linear_probe(config(label_fraction=0.05, crop_size=32, val_fraction=0, holdout_region=None), features="bands",
+                          weight_decay=1e-3)
+    assert fitted.region == "training" and set(fitted.pixels) == {"train"}
+    assert sum(map(sum, fitted.scores.confusion)) == fitted.pixels["train"] > whole.pixels["train"]  # the holdout's labels too
 
 
 def test_probe_input_errors():

@@ -104,8 +104,10 @@ def probe(imagery, labels, holdout_region, init, bands_only, stages, weight_deca
                    val_miou=result.val_miou, pixels=result.pixels,
                    region=result.region)
     if not quiet:
-        if result.region != "holdout":
+        if result.region == "validation":
             click.echo("no --holdout-region: scores in the validation region, where the classifier was chosen (optimistic)")
+        elif result.region == "training":
+            click.echo("no --holdout-region and no validation: scores on the training pixels the classifier was fitted to (not a test)")
         click.echo(format_table(result.scores, result.class_names))
         read = f"stages {','.join(map(str, result.stages))}" if result.stages else "bands only"
         click.echo(f"{read}, L2 weight {result.weight_decay:g}"
