@@ -239,12 +239,10 @@ def finetune(config: FinetuneConfig) -> str:
         batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
         generator=torch.Generator().manual_seed(config.seed), persistent_workers=config.num_workers > 0,
     )
-    val_sampler = GridGeoSampler(val_set, config.crop_size, config.crop_size,
-                                 roi=grid_roi(setup.val_region, config.crop_size, setup.area.bounds, mosaic.res))
-    if len(val_sampler) == 0:
-        raise GeossclError(f"{config.imagery[0]}: the labelled imagery is smaller than one {config.crop_size} px crop; use a smaller --crop-size")
     val_loader = DataLoader(
-        val_set, sampler=val_sampler,
+        # (imagery smaller than one crop was refused by the RegionSampler above)
+        val_set, sampler=GridGeoSampler(val_set, config.crop_size, config.crop_size,
+                                        roi=grid_roi(setup.val_region, config.crop_size, setup.area.bounds, mosaic.res)),
         batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
         # Kept between validations: else each one starts its workers again (and re-opens the rasters).
         persistent_workers=config.num_workers > 0,

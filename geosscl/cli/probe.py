@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from .options import bidx_opt, overwrite_opt, quiet_opt
+from .options import bidx_opt, int_list, overwrite_opt, quiet_opt
 
 
 def _stages(ctx: click.Context, param: click.Parameter, value: str) -> list[int] | str:
     if value == "auto":
         return value
     try:
-        return [int(v) for v in value.split(",")]
-    except ValueError:
+        return int_list(ctx, param, value)
+    except click.BadParameter:
         raise click.BadParameter(f"expected 'auto' or comma-separated stages 1 to 5, got {value!r}") from None
 
 
