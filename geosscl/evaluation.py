@@ -23,10 +23,14 @@ def evaluate(
     labels: list[str],
     class_column: str | None = None,
     region: str | None = None,
+    label_nodata: float | None = None,
     device: str = "auto",
     batch_size: int = 8,
 ) -> tuple[Scores, ModelInfo]:
     """Scores of ``model`` on the labelled pixels of ``imagery`` (inside ``region`` if given).
+
+    ``label_nodata``: value of the class rasters meaning "unlabelled" where their
+    files do not declare it as nodata.
 
     Raises:
         GeossclError: bad model file, bands the imagery lacks, labels off the imagery.
@@ -34,7 +38,7 @@ def evaluate(
     network, info = load_model(model)
     check_bands(Mosaic(imagery).num_bands, info, str(imagery[0]))
     mosaic = Mosaic(imagery, bands=info.bands, res=tuple(info.res))
-    truth, _ = open_labels(labels, class_column, info.class_names if class_column else None)
+    truth, _ = open_labels(labels, class_column, info.class_names if class_column else None, nodata=label_nodata)
     try:
         paired = IntersectionDataset(mosaic, truth)
     except RuntimeError:

@@ -41,6 +41,8 @@ class FinetuneConfig:
     out: str = ""  #: the model file (not needed to probe)
     classes: str | None = None
     class_column: str | None = None
+    #: value of the class rasters meaning "unlabelled" where their files do not declare it as nodata
+    label_nodata: float | None = None
     init: str = "random"
     label_fraction: float = 1.0
     #: share of the validation region whose labels are used (whole blocks, as
@@ -150,13 +152,14 @@ def prepare(config: FinetuneConfig) -> Setup:
     else:
         mean, std = band_statistics(mosaic)
     names, colors = read_classes(config.classes) if config.classes else (None, None)
-    labels, label_ids = open_labels(config.labels, config.class_column, names)
+    labels, label_ids = open_labels(config.labels, config.class_column, names, nodata=config.label_nodata)
     if names is None and isinstance(labels, VectorLabels) and labels.classes:
         names = labels.classes
     num_classes = len(names) if names else int(max(label_ids)) + 1
     outside = sorted(i for i in label_ids if i >= num_classes)
     if outside:
-        raise GeossclError(f"{config.labels[0]}: class id(s) {outside} are outside the {num_classes} classes of {config.classes}")
+        hint = f"; if {outside[-1]} means unlabelled, pass --label-nodata {outside[-1]}" if config.class_column is None else ""
+        raise GeossclError(f"{config.labels[0]}: class id(s) {outside} are outside the {num_classes} classes of {config.classes}{hint}")
     names = names or [f"class {i}" for i in range(num_classes)]
     colors = colors or default_colors(num_classes)
 

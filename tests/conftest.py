@@ -18,6 +18,9 @@ NC_BANDS = sorted((SAMPLES / "nc_landsat").glob("lsat7_2000_*.tif"))
 TUTORIAL = SAMPLES / "landsat_tutorial"
 TUTORIAL_STACK = TUTORIAL / "LE70220491999322EDC01_stack.gtif"  # 8 bands, EPSG:32615
 TUTORIAL_POLYGONS = TUTORIAL / "training_data.shp"  # sparse labels, column `id` 1..5
+SEN1FLOODS11 = SAMPLES / "sen1floods11"
+S2_CHIP = SEN1FLOODS11 / "Spain_7370579_S2Hand.tif"  # 13 bands, int16, EPSG:4326
+S2_WATER = SEN1FLOODS11 / "Spain_7370579_LabelHand.tif"  # 0 dry, 1 water, -1 unlabelled (not declared nodata)
 
 # Device-dependent code (resampling, augmentation, grid sampling) is tested on every
 # device this machine has; CI has no GPU, so there the CUDA cases show as skipped.

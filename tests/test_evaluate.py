@@ -17,7 +17,7 @@ from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.inference import TiledSegmenter, weight_window
 from geosscl.modelfile import load_model
-from conftest import NAIP, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK
+from conftest import NAIP, S2_CHIP, S2_WATER, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK
 
 STACK, POLYGONS = str(TUTORIAL_STACK), str(TUTORIAL_POLYGONS)
 LABELLED_PIXELS = 383 + 16 + 145 + 106 + 68  # training_data.gtif, classes 1..5
@@ -100,3 +100,40 @@ def test_evaluate_bad_input(model, tmp_path):
     not_model.write_text("nope")
     with pytest.raises(GeossclError, match="not a geosscl model file"):
         evaluate(str(not_model), [STACK], [POLYGONS], class_column="id")
+
+
+def test_labels_with_an_undeclared_unlabelled_value_through_the_cli(tmp_path):
+    """Sen1Floods11's water mask: -1 = unlabelled, not declared as the file's nodata."""
+    out, scores = tmp_path / "water.safetensors", tmp_path / "scores.json"
+
+    def geosscl(*args):
+        return subprocess.run([sys.executable, "-m", "geosscl", *map(str, args)], capture_output=True, text=True,
+                              timeout=300)
+
+    common = ["--crop-size", "64", "--batch-size", "8", "--max-steps", "3", "--num-workers", "0", "-q"]
+    refused = geosscl("finetune", S2_CHIP, "--labels", S2_WATER, "--out", out, *common)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"Error: {S2_WATER}: value(s) -1 are not class ids (class ids are 0 or more); "
+        "if -1 means unlabelled, pass --label-nodata -1")
+    assert not out.exists()
+
+    made = geosscl("finetune", S2_CHIP, "--labels", S2_WATER, "--label-nodata", "-1", "--out", out, *common)
+    assert made.returncode == 0, made.stderr[-2000:]
+    info = load_model(str(out))[1]
+    assert info.class_names == ["class 0", "class 1"]
+    assert info.provenance["settings"]["label_nodata"] == -1
+
+    assert geosscl("evaluate", out, S2_CHIP, "--labels", S2_WATER, "--json", scores).returncode == 1
+    assert not scores.exists()
+    scored = geosscl("evaluate", out, S2_CHIP, "--labels", S2_WATER, "--label-nodata", "-1", "--json", scores)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    # Every dry and water pixel of the file once, none of its 99 unlabelled ones.
+    assert [sum(row) for row in json.loads(scores.read_text())["confusion"]] == [192010, 70035]
+
+    # probe reads them the same way: water is plain in Sentinel-2's bands, so even 5 % of the labels separate it.
+    probe = tmp_path / "probe.json"
+    probed = geosscl("probe", S2_CHIP, "--labels", S2_WATER, "--label-nodata", "-1", "--bands-only", "--crop-size", "64",
+                     "--label-fraction", "0.05", "--json", probe, "-q")
+    assert probed.returncode == 0, probed.stderr[-2000:]
+    assert json.loads(probe.read_text())["miou"] > 0.8

@@ -20,7 +20,7 @@ from geosscl.metrics import ConfusionMatrix
 from geosscl.modelfile import load_model, read_info
 from geosscl.tasks import SegmentationTask, SSCCLTask
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
-from conftest import NAIP, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, run_distributed
+from conftest import NAIP, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, run_distributed, write_raster
 
 STACK, POLYGONS = str(TUTORIAL_STACK), str(TUTORIAL_POLYGONS)
 FAST = dict(crop_size=64, batch_size=8, num_workers=0, quiet=True)
@@ -180,6 +180,17 @@ def test_bad_input_fails_before_writing(tmp_path, pretrained):
     three = tmp_path / "three.yaml"
     three.write_text("[a, b, c]\n")
     expect(r"class id\(s\) \[3, 4, 5\] are outside the 3 classes", classes=str(three))
+    # Water labels with 255 for unlabelled (Sen1Floods11's -1 recoded, as uint8 files often hold it), undeclared.
+    import rasterio
+
+    with rasterio.open(S2_WATER) as src:
+        coded = write_raster(tmp_path / "water255.tif", np.where(src.read(1) == -1, 255, src.read(1)).astype(np.uint8),
+                             crs=src.crs, transform=src.transform)
+    two = tmp_path / "two.yaml"
+    two.write_text("[dry, water]\n")
+    expect(r"water255\.tif: class id\(s\) \[255\] are outside the 2 classes of .*two\.yaml; "
+           r"if 255 means unlabelled, pass --label-nodata 255$",
+           imagery=[str(S2_CHIP)], labels=[str(coded)], class_column=None, classes=str(two))
     expect("no column 'label'", class_column="label")
     expect("vector labels need --class-column", class_column=None)
     expect("label_fraction: .* leaves no labelled block|holds no labelled polygon", label_fraction=0.001)

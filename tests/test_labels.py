@@ -14,9 +14,9 @@ from torchgeo.datasets import stack_samples
 from torchgeo.samplers import RandomGeoSampler
 
 from geosscl import GeossclError, Mosaic
-from geosscl.data import IGNORE_INDEX, RasterLabels, VectorLabels
+from geosscl.data import IGNORE_INDEX, RasterLabels, VectorLabels, open_labels
 from geosscl.splits import block_split, label_fraction
-from conftest import NC_BANDS, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK
+from conftest import NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, write_raster
 
 STACK, POLYGONS = TUTORIAL_STACK, TUTORIAL_POLYGONS
 STRATA = SAMPLES / "nc_landsat" / "strata.tif"
@@ -80,6 +80,43 @@ def test_ignore_value():
     x, y, _ = labels.bounds
     mask = labels[x.start : x.stop, y.start : y.stop]["mask"]
     assert not (mask == 5).any() and (mask == IGNORE_INDEX).any()
+
+
+def _whole(dataset, imagery):
+    x, y, _ = imagery.bounds
+    return dataset[x.start : x.stop : imagery.res[0], y.start : y.stop : imagery.res[1]]["mask"].numpy()
+
+
+def test_an_undeclared_unlabelled_value_is_refused_until_declared(tmp_path):
+    # Sen1Floods11 marks unlabelled pixels -1 without declaring -1 as the file's nodata.
+    with rasterio.open(S2_WATER) as src:
+        assert src.nodata is None
+        truth = src.read(1)
+    assert (truth == -1).sum() == 99
+    with pytest.raises(GeossclError, match=r"Spain_7370579_LabelHand\.tif: value\(s\) -1 are not class ids .*pass --label-nodata -1$"):
+        open_labels([S2_WATER])
+    labels, ids = open_labels([S2_WATER], nodata=-1)
+    assert ids == {0, 1}
+    imagery = Mosaic(S2_CHIP)
+    mask = _whole(imagery & labels, imagery)
+    np.testing.assert_array_equal(mask, np.where(truth == -1, IGNORE_INDEX, truth))
+
+    # The same labels coded the other common way, 255 = unlabelled in a uint8 file: not negative, so
+    # 255 reads as a class until declared (finetune then names --label-nodata 255, see test_finetune).
+    coded = write_raster(tmp_path / "water255.tif", np.where(truth == -1, 255, truth).astype(np.uint8),
+                         crs=src.crs, transform=src.transform)
+    assert open_labels([coded])[1] == {0, 1, 255}
+    labels, ids = open_labels([coded], nodata=255)
+    assert ids == {0, 1}
+    np.testing.assert_array_equal(_whole(imagery & labels, imagery), np.where(truth == -1, IGNORE_INDEX, truth))
+
+    # Another negative value (the -5 of a few pixels) is named, whatever value is declared.
+    bad = write_raster(tmp_path / "minus5.tif", np.where(truth == 1, -5, truth).astype(np.int16), crs=src.crs,
+                       transform=src.transform)
+    with pytest.raises(GeossclError, match=r"minus5\.tif: value\(s\) -5 are not class ids"):
+        open_labels([bad], nodata=-1)
+    with pytest.raises(GeossclError, match=r"training_data\.shp: --label-nodata is for class rasters"):
+        open_labels([POLYGONS], class_column="id", nodata=0)
 
 
 def test_bad_vector_input(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import bidx_opt, overwrite_opt, quiet_opt
+from .options import bidx_opt, label_nodata_opt, overwrite_opt, quiet_opt
 
 
 @click.command()
@@ -14,6 +14,7 @@ from .options import bidx_opt, overwrite_opt, quiet_opt
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Model file to write (.safetensors).")
 @click.option("--classes", type=click.Path(dir_okay=False), help="YAML/JSON class names (and colours) by id.")
 @click.option("--class-column", help="Column of the vector layer holding class ids or names.")
+@label_nodata_opt
 @click.option("--init", default="random", show_default=True, help="RUN_DIR/last.ckpt of geosscl pretrain, or 'random'.")
 @click.option("--label-fraction", type=float, default=1.0, show_default=True,
               help="Share of the training region whose labels are used (whole blocks).")
@@ -44,7 +45,7 @@ from .options import bidx_opt, overwrite_opt, quiet_opt
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, label blocks and training.")
 @overwrite_opt
 @quiet_opt
-def finetune(imagery, labels, out, classes, class_column, init, label_fraction, val_label_fraction, freeze_encoder, linear_probe, pretrained_lr_factor, warmup_steps,
+def finetune(imagery, labels, out, classes, class_column, label_nodata, init, label_fraction, val_label_fraction, freeze_encoder, linear_probe, pretrained_lr_factor, warmup_steps,
              crop_size, batch_size,
              max_steps, max_time, val_region, holdout_region, val_fraction, block_size, bands, accelerator, devices, num_workers, seed, overwrite, quiet):
     """Fine-tune a segmenter on IMAGERY with --labels; write one model file."""
@@ -53,7 +54,7 @@ def finetune(imagery, labels, out, classes, class_column, init, label_fraction, 
     if max_steps is None and max_time is None:
         max_steps = 500
     path = run(FinetuneConfig(
-        imagery=list(imagery), labels=list(labels), out=out, classes=classes, class_column=class_column, init=init,
+        imagery=list(imagery), labels=list(labels), out=out, classes=classes, class_column=class_column, label_nodata=label_nodata, init=init,
         label_fraction=label_fraction, val_label_fraction=val_label_fraction, freeze_encoder=freeze_encoder, linear_probe=linear_probe,
         pretrained_lr_factor=pretrained_lr_factor, warmup_steps=warmup_steps, crop_size=crop_size, batch_size=batch_size,
         max_steps=max_steps, max_time=max_time, val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,

@@ -53,4 +53,9 @@ bidx_opt = click.option(
 )
 crs_opt = click.option("--crs", default=None, help="CRS of the mosaic, e.g. EPSG:32614 (default: the first file's, in sorted path order).")
 res_opt = click.option("--res", type=float, default=None, help="Resolution in CRS units (default: the first file's).")
+label_nodata_opt = click.option(
+    "--label-nodata", type=float, default=None, metavar="VALUE",
+    help="Value of the class rasters that means unlabelled, for files that do not declare it as nodata "
+         "(e.g. -1 or 255).",
+)
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")

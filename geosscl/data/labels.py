@@ -179,13 +179,23 @@ class VectorLabels(MapGrid, GeoDataset):
 
 
 def open_labels(
-    paths: Sequence[str | os.PathLike], class_column: str | None = None, classes: Sequence[str] | None = None
+    paths: Sequence[str | os.PathLike],
+    class_column: str | None = None,
+    classes: Sequence[str] | None = None,
+    nodata: float | None = None,
 ) -> tuple[RasterLabels | VectorLabels, set[int]]:
     """Class rasters, or one vector layer, as a labels dataset, with the set of class ids it holds.
 
+    Args:
+        nodata: value of the class rasters meaning "unlabelled", besides the
+            nodata value their files declare (many label sets, Sen1Floods11's
+            among them, mark unlabelled pixels with -1 or 255 without declaring it).
+
     Raises:
         GeossclError: for no paths, a mix of rasters and vectors, several vector
-            layers, or a vector layer without ``class_column``.
+            layers, a vector layer without ``class_column``, ``nodata`` given for a
+            vector layer, or a raster holding negative values that are neither
+            its nodata nor ``nodata`` (a class id is never negative).
     """
     from .files import RASTER_SUFFIXES
 
@@ -194,24 +204,41 @@ def open_labels(
         raise GeossclError("labels: give at least one label file")
     rasters = [p for p in paths if p.lower().endswith(RASTER_SUFFIXES)]
     if len(rasters) == len(paths):
-        labels = RasterLabels(paths)
-        return labels, _raster_ids(labels.files)
+        labels = RasterLabels(paths, ignore_value=nodata)
+        return labels, _raster_ids(labels.files, nodata)
     if rasters or len(paths) > 1:
         raise GeossclError(f"labels: give class rasters, or one vector layer ({', '.join(paths)})")
+    if nodata is not None:
+        raise GeossclError(f"{paths[0]}: --label-nodata is for class rasters; a vector layer's unlabelled pixels are those outside its polygons")
     if not class_column:
         raise GeossclError(f"{paths[0]}: vector labels need --class-column")
     labels = VectorLabels(paths[0], class_column, classes=classes)
     return labels, {int(i) for i in np.unique(labels.class_ids)}
 
 
-def _raster_ids(paths: Sequence[str]) -> set[int]:
-    """Class ids present in class rasters, read block by block (never a whole scene at once)."""
+def _raster_ids(paths: Sequence[str], nodata: float | None = None) -> set[int]:
+    """Class ids present in class rasters, read block by block (never a whole scene at once).
+
+    Raises:
+        GeossclError: if a file holds negative values other than ``nodata``.
+    """
     from .files import open_raster
 
     ids: set[int] = set()
     for path in paths:
         src = open_raster(path)
+        found: set[int] = set()
         for _, window in src.block_windows(1):
-            values = src.read(1, window=window, masked=True)
-            ids.update(int(v) for v in np.unique(values.compressed()))
+            values = src.read(1, window=window, masked=True).compressed()
+            if nodata is not None:
+                values = values[values != nodata]
+            found.update(int(v) for v in np.unique(values))
+        negative = sorted(v for v in found if v < 0)
+        if negative:
+            listed = ", ".join(str(v) for v in negative)
+            raise GeossclError(
+                f"{path}: value(s) {listed} are not class ids (class ids are 0 or more); "
+                f"if {negative[0]} means unlabelled, pass --label-nodata {negative[0]}"
+            )
+        ids |= found
     return ids
