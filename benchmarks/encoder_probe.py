@@ -1,6 +1,7 @@
 """Linear probes of frozen encoders: what pretraining put into the features, free of fine-tuning noise.
 
-On the bundled NC Landsat scene and its land-use classes, for each encoder (random, or
+On the bundled NC Landsat scene and its land-use classes (``--scene sen1floods11``: the
+Sentinel-2 chip and its water mask), for each encoder (random, or
 pretraining checkpoints given as NAME=PATH) and each set of encoder stages, a
 multinomial logistic regression is fitted to the features of the labelled pixels of
 the label blocks (:func:`geosscl.probing.linear_probe`: the blocks fine-tuning draws
@@ -32,7 +33,7 @@ import torch
 from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig
 from geosscl.probing import linear_probe
-from nc_scene import BANDS, CLASSES, LABELS, TESTS, VAL_LABELS_HELP, test_region, val_labels, validation
+from nc_scene import SCENES, TESTS, VAL_LABELS_HELP, test_region, val_labels, validation
 import stage_sets
 from report import print_values
 
@@ -44,6 +45,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--stages", default="1", type=stage_sets.parse, help=stage_sets.HELP)
     parser.add_argument("--crop", type=int, default=64, help="label-block side, pixels (fine-tuning's crop size)")
+    parser.add_argument("--scene", default="nc", choices=sorted(SCENES),
+                        help="labelled scene: the NC Landsat land use, or the Sen1Floods11 water chip (--test blocks)")
     parser.add_argument("--test", default="east", choices=TESTS, help="test region: the eastern third, or seeded blocks")
     parser.add_argument("--val-labels", default="all", type=val_labels, help=VAL_LABELS_HELP)
     parser.add_argument("--weight-decay", default="auto", type=lambda v: v if v == "auto" else float(v),
@@ -63,8 +66,9 @@ def main() -> None:
     fractions = [float(f) for f in args.fractions.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     scratch = tempfile.TemporaryDirectory(prefix="geosscl-probe-")  # removed at exit
-    test = test_region(args.test, Path(scratch.name))
-    print(f"# NC Landsat, test region {args.test}; label blocks of {args.crop} px; seeds {seeds}; {args.threads} torch thread(s); "
+    scene = SCENES[args.scene]
+    test = test_region(args.test, Path(scratch.name), scene)
+    print(f"# {scene.name}, test region {args.test}; label blocks of {args.crop} px; seeds {seeds}; {args.threads} torch thread(s); "
           f"validation labels {args.val_labels}; L2 weight {args.weight_decay}; scored {'by evaluate() on the model files' if args.evaluate else 'by the probe'}")
     print("\n| features | stages | " + " | ".join(f"{f:.0%} labels: mIoU | OA" for f in fractions) + " |")
     print("|---|---|" + "---|---|" * len(fractions), flush=True)
@@ -78,14 +82,16 @@ def main() -> None:
             mious, oas = [], []
             for seed in seeds:
                 model = str(Path(scratch.name) / "probe.safetensors") if args.evaluate else ""
-                config = FinetuneConfig(imagery=BANDS, labels=LABELS, classes=CLASSES, init=init, out=model, overwrite=True,
+                config = FinetuneConfig(imagery=scene.imagery, labels=scene.labels, classes=scene.classes,
+                                        label_nodata=scene.label_nodata, init=init, out=model, overwrite=True,
                                         label_fraction=fraction, **validation(args.val_labels, fraction),
                                         crop_size=args.crop, holdout_region=test, seed=seed)
                 scores = linear_probe(config, features=features, device=args.device,
                                       weight_decay=None if args.weight_decay == "auto" else args.weight_decay,
                                       **({"stages": stages} if features == "encoder" else {})).scores
                 if args.evaluate:
-                    scores, _ = evaluate(model, BANDS, LABELS, region=test, device=args.device)
+                    scores, _ = evaluate(model, scene.imagery, scene.labels, region=test, device=args.device,
+                                         label_nodata=scene.label_nodata)
                 mious.append(100 * scores.miou)
                 oas.append(100 * scores.overall_accuracy)
             final[f"probe_miou_{name}_{label}_{fraction:g}"] = statistics.mean(mious)

@@ -41,7 +41,7 @@ from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.probing import linear_probe
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
 import stage_sets
-from nc_scene import BANDS, CLASSES, LABELS, TESTS, VAL_LABELS_HELP, test_region, val_labels, validation
+from nc_scene import SCENES, TESTS, VAL_LABELS_HELP, Scene, test_region, val_labels, validation
 from report import print_values
 
 OBJECTIVES = {
@@ -61,14 +61,15 @@ class Reading(NamedTuple):
     stages: Sequence[int] | str = (1,)
 
 
-def pretrain_to(run: Path, budget: float, weights: dict[str, float], common: dict, steps: int | None = None) -> Path:
+def pretrain_to(run: Path, budget: float, weights: dict[str, float], common: dict, steps: int | None = None,
+                scene: Scene = SCENES["nc"]) -> Path:
     """Train (or resume) ``run`` until ``budget`` minutes in all (or ``steps``, if sooner); keep a copy of that checkpoint."""
     kept = run / (f"budget-{budget:g}min.ckpt" if steps is None else f"steps-{steps}.ckpt")
     if kept.exists():
         return kept
     last = run / "last.ckpt"
     # With a step budget the time limit stays set, so that the run's clock is saved and carries on.
-    pretrain(PretrainConfig(imagery=BANDS, out=str(run), max_steps=steps, max_time=budget, weights=weights, seed=0,
+    pretrain(PretrainConfig(imagery=scene.imagery, out=str(run), max_steps=steps, max_time=budget, weights=weights, seed=0,
                             resume=str(last) if last.exists() else None, **common))
     shutil.copyfile(last, kept)
     return kept
@@ -99,6 +100,8 @@ def main() -> None:
     parser.add_argument("--pretrained-lr-factor", type=float, default=1.0,
                         help="fine-tuning learning rate of pretrained layers, times that of new ones")
     parser.add_argument("--warmup-steps", type=int, default=0, help="fine-tuning warm-up steps")
+    parser.add_argument("--scene", default="nc", choices=sorted(SCENES),
+                        help="labelled scene: the NC Landsat land use, or the Sen1Floods11 water chip (--test blocks)")
     parser.add_argument("--test", default="east", choices=TESTS, help="test region: the eastern third, or seeded blocks")
     parser.add_argument("--val-labels", default="all", type=val_labels, help=VAL_LABELS_HELP)
     parser.add_argument("--equal-steps", action="store_true",
@@ -119,18 +122,21 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="geosscl-label-efficiency-"))
     work.mkdir(parents=True, exist_ok=True)
-    test = test_region(args.test, work)
+    scene = SCENES[args.scene]
+    test = test_region(args.test, work, scene)
+    data = dict(imagery=scene.imagery, labels=scene.labels, classes=scene.classes, label_nodata=scene.label_nodata)
     common = dict(crop_size=args.crop, batch_size=args.batch, num_workers=0 if args.threads == 1 else 2, quiet=True)
     pretrain_common = dict(common, dense_stride=args.dense_stride, jitter=args.jitter)  # instance-only has no dense branch: same run
     final: dict[str, float] = {}
-    print(f"# NC Landsat, {args.threads} torch thread(s); fine-tuning: {args.steps} steps, probe: {args.probe_steps} "
+    print(f"# {scene.name}, {args.threads} torch thread(s); fine-tuning: {args.steps} steps, probe: {args.probe_steps} "
           f"steps, crop {args.crop}, batch {args.batch}, seeds {seeds}, SSCCL dense stride {args.dense_stride}, jitter {args.jitter}, "
           f"pretrained-layer lr x{args.pretrained_lr_factor:g}, warm-up {args.warmup_steps} steps, test region {args.test}, validation labels {args.val_labels}, "
           f"encoder probe stages {','.join(map(stage_sets.label, args.encoder_probe)) or 'none'} on {args.label_block or args.crop} px label blocks; "
           f"work in {work}", flush=True)
     recipe = "".join([f"-lrf{args.pretrained_lr_factor:g}" if args.pretrained_lr_factor != 1 else "",
                       f"-warmup{args.warmup_steps}" if args.warmup_steps else "", "-blocks" if args.test == "blocks" else "",
-                      f"-val{args.val_labels}" if args.val_labels != "all" else ""])  # keeps cached models apart
+                      f"-val{args.val_labels}" if args.val_labels != "all" else "",
+                      f"-{args.scene}" if args.scene != "nc" else ""])  # keeps cached models apart
     curve: dict[tuple[str, float], dict[tuple[str, float | None], float]] = {}  # (reading, fraction) -> {(init, budget): mean mIoU}
     pairs: dict[tuple[str, float], int] = {}  # (objective, budget) -> pretraining pairs
     for budget in budgets:
@@ -141,16 +147,16 @@ def main() -> None:
         for name in sorted(args.objectives.split(","), key=lambda n: n != "SSCCL"):
             weights = OBJECTIVES[name]
             start = time.time()
-            run = work / f"pretrain-{name}"
+            run = work / f"pretrain-{name}{'-' + args.scene if args.scene != 'nc' else ''}"
             if args.equal_steps and name != "SSCCL" and "SSCCL" in inits:
                 target = steps_of(Path(inits["SSCCL"]))
                 last = run / "last.ckpt"
                 if (run / f"steps-{target}.ckpt").exists() or not last.exists() or steps_of(last) < target:
-                    inits[f"{name} @ SSCCL steps"] = str(pretrain_to(run, budget, weights, pretrain_common, steps=target))
+                    inits[f"{name} @ SSCCL steps"] = str(pretrain_to(run, budget, weights, pretrain_common, steps=target, scene=scene))
                     tags[f"{name} @ SSCCL steps"] = f"{name}-{target}steps"
                 else:
                     print(f"# {name}: already past {target} steps; no equal-step row", flush=True)
-            inits[name] = str(pretrain_to(run, budget, weights, pretrain_common))
+            inits[name] = str(pretrain_to(run, budget, weights, pretrain_common, scene=scene))
             tags[name] = f"{name}-{budget:g}"
             steps = steps_of(Path(inits[name]))
             reached.append(f"{name} {steps} steps")
@@ -171,20 +177,21 @@ def main() -> None:
                         n = reading.steps
                         if n is None:  # the encoder probe: deterministic and quick, so not cached
                             scores = linear_probe(FinetuneConfig(
-                                imagery=BANDS, labels=LABELS, classes=CLASSES, init=init, label_fraction=fraction,
+                                **data, init=init, label_fraction=fraction,
                                 **validation(args.val_labels, fraction),
                                 crop_size=args.label_block or args.crop, holdout_region=test, seed=seed), stages=reading.stages).scores
                         else:
                             out = work / f"{tags[name]}{recipe}{'-probe' if reading.head_only else ''}{f'-{n}steps' if n != 150 else ''}-{fraction:g}-{seed}.safetensors"
                             if not out.exists():
                                 finetune(FinetuneConfig(
-                                    imagery=BANDS, labels=LABELS, classes=CLASSES, out=str(out), init=init,
+                                    **data, out=str(out), init=init,
                                     label_fraction=fraction, **validation(args.val_labels, fraction),
                                     linear_probe=reading.head_only, warmup_steps=args.warmup_steps,
                                     pretrained_lr_factor=args.pretrained_lr_factor, max_steps=n, holdout_region=test,
                                     seed=seed, **common,
                                 ))
-                            scores, _ = evaluate(str(out), BANDS, LABELS, region=test)
+                            scores, _ = evaluate(str(out), scene.imagery, scene.labels, region=test,
+                                                 label_nodata=scene.label_nodata)
                         mious.append(100 * scores.miou)
                         oas.append(100 * scores.overall_accuracy)
                     final[f"miou_{name}{reading.key}_{budget:g}min_{fraction:g}"] = statistics.mean(mious)

@@ -1,8 +1,10 @@
-"""The bundled NC Landsat scene and its land-use classes, as the benchmarks use them."""
+"""The bundled labelled scenes as the benchmarks use them: the NC Landsat scene and its
+land-use classes (the default), and the Sen1Floods11 Sentinel-2 chip and its water mask."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
@@ -19,6 +21,26 @@ CLASSES = str(DATA / "classes.yaml")
 #: west's: 56 % developed against 17 %, water and sediment about 120 pixels each), or a
 #: third of the scene in 96 px blocks drawn with a fixed seed (the scene's class mix).
 TESTS = ("east", "blocks")
+S1F = Path(__file__).resolve().parent.parent / "sample_data" / "sen1floods11"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Imagery, class rasters, classes file and undeclared unlabelled value of one labelled scene."""
+
+    name: str
+    imagery: list[str]
+    labels: list[str]
+    classes: str
+    label_nodata: float | None = None
+
+
+SCENES = {
+    "nc": Scene("NC Landsat", BANDS, LABELS, CLASSES),
+    "sen1floods11": Scene("Sen1Floods11 Spain_7370579 (Sentinel-2, water)", [str(S1F / "Spain_7370579_S2Hand.tif")],
+                          [str(S1F / "Spain_7370579_LabelHand.tif")], str(S1F / "classes.yaml"), label_nodata=-1),
+}
+
 #: ``--val-labels``: how much of the validation region's labels a run may use.
 VAL_LABELS_HELP = ("labels of the validation region: 'all' (the whole region, 20 %% of the rest of the scene), "
                    "'same' (the training label fraction, in blocks of the same size), a fraction, or 'none' (no "
@@ -43,13 +65,15 @@ def val_labels(choice: str) -> str:
     return choice
 
 
-def test_region(kind: str, folder: Path) -> str:
-    """Path of the test region ``kind`` (the blocks are written into ``folder`` once)."""
+def test_region(kind: str, folder: Path, scene: Scene = SCENES["nc"]) -> str:
+    """Path of the test region ``kind`` of ``scene`` (the blocks are written into ``folder`` once)."""
     if kind == "east":
+        if scene is not SCENES["nc"]:
+            raise SystemExit(f"--test east is the NC scene's; {scene.name} has --test blocks")
         return str(DATA / "test_region.geojson")
-    path = folder / "test_blocks.gpkg"
+    path = folder / f"test_blocks_{Path(scene.labels[0]).stem}.gpkg"
     if not path.exists():
-        mosaic = Mosaic(BANDS)
+        mosaic = Mosaic(scene.imagery)
         x, y, _ = mosaic.bounds
         area = shapely.box(x.start, y.start, x.stop, y.stop)
         blocks = block_split(area, 96 * mosaic.res[0], {"test": 1 / 3, "rest": 2 / 3}, seed=123)["test"]

@@ -9,7 +9,6 @@ ignored there (the imagery around them is still seen as context).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,7 +21,6 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 from torchgeo.datasets import IntersectionDataset, stack_samples
-from torchgeo.samplers import GridGeoSampler
 
 from .data import Mosaic, RasterLabels, VectorLabels, open_labels
 from .data.stats import band_statistics
@@ -204,7 +202,7 @@ def finetune(config: FinetuneConfig) -> str:
     Raises:
         GeossclError: for bad input, before anything is written.
     """
-    from samplers import RegionSampler
+    from samplers import RegionGridSampler, RegionSampler
 
     from .tasks import SegmentationTask
     from .training import check_accelerator, progress_bar, quiet_lightning
@@ -243,9 +241,7 @@ def finetune(config: FinetuneConfig) -> str:
         generator=torch.Generator().manual_seed(config.seed), persistent_workers=config.num_workers > 0,
     )
     val_loader = DataLoader(
-        # (imagery smaller than one crop was refused by the RegionSampler above)
-        val_set, sampler=GridGeoSampler(val_set, config.crop_size, config.crop_size,
-                                        roi=grid_roi(setup.val_region, config.crop_size, setup.area.bounds, mosaic.res)),
+        val_set, sampler=RegionGridSampler(val_set, config.crop_size, setup.val_region),
         batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
         # Kept between validations: else each one starts its workers again (and re-opens the rasters).
         persistent_workers=config.num_workers > 0,
@@ -290,29 +286,6 @@ def finetune(config: FinetuneConfig) -> str:
         )
         save_model(out, task.network, info, overwrite=config.overwrite)
     return out
-
-
-def grid_roi(region: BaseGeometry, size: int, bounds: tuple[float, float, float, float],
-             res: tuple[float, float]) -> BaseGeometry:
-    """Where TorchGeo's grid of ``size`` px crops must run to cover ``region``: the region itself,
-    or, where its extent is narrower than one crop, a box of one crop around it.
-
-    :class:`~torchgeo.samplers.GridGeoSampler` yields no crop over a region narrower than
-    one (a few thin validation blocks, a strip of polygons); the box is snapped to the
-    pixel grid and shifted inside ``bounds`` (the labelled imagery). Labels outside the
-    region are the caller's to mask (:class:`~geosscl.splits.KeepRegion`).
-    """
-    xmin, ymin, xmax, ymax = region.bounds
-    box = []
-    for lo, hi, start, stop, step in ((xmin, xmax, bounds[0], bounds[2], res[0]), (ymin, ymax, bounds[1], bounds[3], res[1])):
-        side = size * step
-        if hi - lo < side:
-            lo = start + math.floor((lo - (side - (hi - lo)) / 2 - start) / step) * step
-            lo = max(start, min(lo, stop - side))
-            hi = lo + side
-        box.append((lo, hi))
-    (x0, x1), (y0, y1) = box
-    return region if (x0, x1, y0, y1) == (xmin, xmax, ymin, ymax) else shapely.box(x0, y0, x1, y1)
 
 
 class _KeepBest(pl.Callback):
