@@ -140,53 +140,6 @@ def test_raster_labels_and_cli(tmp_path):
     assert len(info.provenance["validation"]["history"]) == 4 and info.provenance["validation"]["overall_accuracy"] > 0
 
 
-def test_validation_crops_cover_the_region_and_stay_on_the_imagery():
-    from torchgeo.samplers import GridGeoSampler
-    from torchgeo.samplers.utils import tile_to_chips
-
-    from geosscl.data import Mosaic
-    from samplers import RegionGridSampler
-
-    def boxes(sampler):
-        return [shapely.box(x.start, y.start, x.stop, y.stop) for x, y, _ in sampler]
-
-    def same_area(a, b):
-        return shapely.symmetric_difference(a, b).area < 1e-6 * b.area
-
-    mosaic = Mosaic([str(p) for p in sorted((SAMPLES / "nc_landsat").glob("lsat7_2000_*.tif"))])
-    x, y, _ = mosaic.bounds
-    rx, ry = mosaic.res
-    scene = shapely.box(x.start, y.start, x.stop, y.stop)
-    corner = shapely.box(x.start, y.stop - 32 * ry, x.start + 32 * rx, y.stop)  # a 32 px block in the north-west corner
-    assert len(list(GridGeoSampler(mosaic, 64, 64, roi=corner))) == 0  # TorchGeo's grid: nothing to validate on
-    (crop,) = boxes(RegionGridSampler(mosaic, 64, corner))
-    assert crop.bounds == pytest.approx((x.start, y.stop - 64 * ry, x.start + 64 * rx, y.stop))  # shifted inside the scene
-    strip = shapely.box(x.start + 200.5 * rx, y.start + 100 * ry, x.start + 210 * rx, y.start + 300 * ry)  # 9.5 px wide
-    crops = boxes(RegionGridSampler(mosaic, 64, strip))
-    assert len(crops) == 4 and shapely.union_all(crops).covers(strip)  # 200 px tall: four rows of crops
-    for c in crops:
-        assert c.bounds[2] - c.bounds[0] == pytest.approx(64 * rx) and scene.covers(c)
-        assert (c.bounds[0] - x.start) / rx == pytest.approx(round((c.bounds[0] - x.start) / rx))  # on the pixel grid
-    assert crops[0].bounds[1] == pytest.approx(strip.bounds[1])  # wide enough that way: starts at its edge
-    # Scattered blocks: only the crops holding some of them, none twice.
-    blocks = shapely.union_all([shapely.box(x.start + i * 64 * rx, y.start + j * 64 * ry, x.start + (i + 1) * 64 * rx,
-                                            y.start + (j + 1) * 64 * ry) for i, j in ((0, 0), (3, 2), (5, 5))])
-    crops = boxes(RegionGridSampler(mosaic, 64, blocks))
-    assert len(crops) == 3 and same_area(shapely.union_all(crops), blocks)
-    assert len(list(GridGeoSampler(mosaic, 64, 64, roi=blocks))) == 36
-
-    # Sen1Floods11's chip, in degrees: 448 px (7 crops) of validation blocks are 7 crops plus float noise
-    # to TorchGeo's grid, which adds an eighth row wholly above the imagery (an IndexError in validation).
-    chip = Mosaic([str(S2_CHIP)])
-    x, y, _ = chip.bounds
-    rx, ry = chip.res
-    top = shapely.box(x.start, y.stop - 448 * ry, x.stop, y.stop)
-    assert tile_to_chips(top.bounds, (64 * ry, 64 * rx))[0] == 8  # the noise
-    crops = boxes(RegionGridSampler(chip, 64, top))
-    assert len(crops) == 7 * 8 and shapely.box(x.start, y.start, x.stop, y.stop).covers(shapely.union_all(crops))
-    assert same_area(shapely.union_all(crops), top) and sum(c.area for c in crops) == pytest.approx(top.area)
-
-
 def test_bad_input_fails_before_writing(tmp_path, pretrained):
     out = tmp_path / "model.safetensors"
 
