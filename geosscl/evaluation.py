@@ -60,7 +60,9 @@ def evaluate(
             sample = keep(sample)
         mask = sample["mask"]
         if int(mask.max()) >= info.num_classes:
-            raise GeossclError(f"{labels[0]}: class id {int(mask.max())} is outside the model's {info.num_classes} classes")
+            value = int(mask.max())
+            hint = f"; if {value} means unlabelled, pass --label-nodata {value}" if not class_column else ""
+            raise GeossclError(f"{labels[0]}: class id {value} is outside the model's {info.num_classes} classes{hint}")
         mask = mask.masked_fill(block.classes < 0, -1)  # no input, no verdict
         matrix.update(block.classes.clamp_min(0), mask)
     return matrix.scores(), info

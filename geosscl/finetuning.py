@@ -156,7 +156,8 @@ def prepare(config: FinetuneConfig) -> Setup:
     num_classes = len(names) if names else int(max(label_ids)) + 1
     outside = sorted(i for i in label_ids if i >= num_classes)
     if outside:
-        hint = f"; if {outside[-1]} means unlabelled, pass --label-nodata {outside[-1]}" if config.class_column is None else ""
+        lone = len(outside) == 1 and config.class_column is None  # a lone stray value: likely an undeclared nodata
+        hint = f"; if {outside[0]} means unlabelled, pass --label-nodata {outside[0]}" if lone else ""
         raise GeossclError(f"{config.labels[0]}: class id(s) {outside} are outside the {num_classes} classes of {config.classes}{hint}")
     names = names or [f"class {i}" for i in range(num_classes)]
     colors = colors or default_colors(num_classes)

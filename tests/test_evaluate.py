@@ -129,7 +129,21 @@ def test_labels_with_an_undeclared_unlabelled_value_through_the_cli(tmp_path):
     scored = geosscl("evaluate", out, S2_CHIP, "--labels", S2_WATER, "--label-nodata", "-1", "--json", scores)
     assert scored.returncode == 0, scored.stderr[-2000:]
     # Every dry and water pixel of the file once, none of its 99 unlabelled ones.
-    assert [sum(row) for row in json.loads(scores.read_text())["confusion"]] == [192010, 70035]
+    confusion = json.loads(scores.read_text())["confusion"]
+    assert [sum(row) for row in confusion] == [192010, 70035]
+
+    # The same labels with 255 for unlabelled (uint8): refused with the option to pass; then scored alike.
+    import rasterio
+
+    with rasterio.open(S2_WATER) as src:
+        coded = tmp_path / "water255.tif"
+        profile = dict(src.profile, dtype="uint8")
+        with rasterio.open(coded, "w", **profile) as dst:
+            dst.write(np.where(src.read(1) == -1, 255, src.read(1)).astype(np.uint8), 1)
+    with pytest.raises(GeossclError, match=r"water255\.tif: class id 255 is outside the model's 2 classes; "
+                                           r"if 255 means unlabelled, pass --label-nodata 255$"):
+        evaluate(str(out), [str(S2_CHIP)], [str(coded)])
+    assert evaluate(str(out), [str(S2_CHIP)], [str(coded)], label_nodata=255)[0].confusion == confusion
 
     # probe reads them the same way: water is plain in Sentinel-2's bands, so even 5 % of the labels separate it.
     probe = tmp_path / "probe.json"
