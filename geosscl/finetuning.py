@@ -9,6 +9,7 @@ ignored there (the imagery around them is still seen as context).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,7 +28,9 @@ from .data.stats import band_statistics
 from .errors import GeossclError
 from .modelfile import ModelInfo, default_colors, save_model
 from .output import check_output
-from .splits import KeepRegion, block_split, label_fraction, polygonal, read_region
+from .splits import KeepRegion, block_split, label_fraction, polygonal, read_region, region_classes
+
+log = logging.getLogger("geosscl")
 
 
 @dataclass
@@ -187,6 +190,17 @@ def prepare(config: FinetuneConfig) -> Setup:
         labelled = label_fraction(train_region, config.label_fraction, block_size=config.crop_size * res, seed=config.seed)
     if isinstance(labels, VectorLabels) and not labels.covers_any(labelled):
         raise GeossclError(f"label_fraction: the {config.label_fraction} of the training region drawn holds no labelled polygon; raise it or change --seed")
+    if config.label_fraction != 1:
+        # A few drawn blocks can miss a class (or every label, with sparse rasters); the run
+        # would then silently make a model that never predicts it.
+        drawn = region_classes(labels, labelled, mosaic.res)
+        if not drawn:
+            raise GeossclError(f"label_fraction: the {config.label_fraction} of the training region drawn holds no labelled pixel; raise it or change --seed")
+        missing = sorted(set(label_ids) - set(drawn))
+        if missing:
+            log.warning(f"label_fraction: the {config.label_fraction} of the training region drawn (seed {config.seed}) holds no "
+                        f"pixel of {', '.join(names[i] for i in missing)}: the model cannot learn "
+                        f"{'it' if len(missing) == 1 else 'them'}; raise --label-fraction or change --seed")
     if config.val_label_fraction != 1 and not val_region.is_empty:
         val_region = label_fraction(val_region, config.val_label_fraction, block_size=config.crop_size * res,
                                     seed=config.seed, option="val_label_fraction", region_name="validation region")

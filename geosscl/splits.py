@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
@@ -21,6 +21,9 @@ from shapely.geometry.base import BaseGeometry
 
 from .data.labels import IGNORE_INDEX
 from .errors import GeossclError
+
+if TYPE_CHECKING:
+    from torchgeo.datasets import GeoDataset
 
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
@@ -161,3 +164,22 @@ class KeepRegion:
             else np.ones((height, width), bool)
         sample["mask"] = sample["mask"].masked_fill(torch.from_numpy(outside), IGNORE_INDEX)
         return sample
+
+
+def region_classes(labels: GeoDataset, region: BaseGeometry, res: tuple[float, float]) -> dict[int, int]:
+    """Labelled pixels per class id inside ``region`` (read polygon by polygon at ``res``).
+
+    Meant for the few blocks a label fraction draws: each polygon of ``region`` is one
+    read, so a region of many polygons costs as many.
+    """
+    keep = KeepRegion(region)
+    counts: dict[int, int] = {}
+    for part in getattr(region, "geoms", [region]):
+        if part.is_empty or part.area <= 0:
+            continue
+        x0, y0, x1, y1 = part.bounds
+        mask = keep(labels[x0:x1:res[0], y0:y1:res[1]])["mask"]
+        ids, n = torch.unique(mask[mask != IGNORE_INDEX], return_counts=True)
+        for i, c in zip(ids.tolist(), n.tolist()):
+            counts[i] = counts.get(i, 0) + c
+    return counts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import subprocess
@@ -9,6 +10,7 @@ import sys
 
 import geopandas as gpd
 import numpy as np
+import rasterio
 import pytest
 import shapely
 import torch
@@ -140,6 +142,47 @@ def test_raster_labels_and_cli(tmp_path):
     assert len(info.provenance["validation"]["history"]) == 4 and info.provenance["validation"]["overall_accuracy"] > 0
 
 
+def test_label_draws_missing_a_class_warn_and_empty_ones_are_refused(tmp_path, caplog):
+    from rasterio.features import geometry_mask
+
+    from geosscl.finetuning import prepare
+    from geosscl.splits import region_classes
+
+    sparse = str(TUTORIAL / "training_data.gtif")  # 718 labelled pixels of 62,500; 0 = nodata
+    common = dict(imagery=[STACK], labels=[sparse], crop_size=32)
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        setup = prepare(FinetuneConfig(**common, label_fraction=0.1, seed=2))
+    assert caplog.messages == ["label_fraction: the 0.1 of the training region drawn (seed 2) holds no pixel of class 5: "
+                               "the model cannot learn it; raise --label-fraction or change --seed"]
+    # The census is a direct count: the file's labelled pixels whose centres lie in the drawn blocks.
+    with rasterio.open(sparse) as src:
+        truth = src.read(1)
+        inside = ~geometry_mask([setup.labelled], truth.shape, src.transform)
+    values, counts = np.unique(truth[inside & (truth != 0)], return_counts=True)
+    assert region_classes(setup.labels, setup.labelled, setup.mosaic.res) == dict(zip(values.tolist(), counts.tolist()))
+    assert set(values.tolist()) == {1, 2, 3, 4}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        prepare(FinetuneConfig(**common))  # every label: nothing drawn, nothing to say
+    assert caplog.messages == []
+
+    # Blocks holding no labelled pixel at all: a model of nothing (the run used to write one).
+    out = tmp_path / "model.safetensors"
+    with pytest.raises(GeossclError, match=r"^label_fraction: the 0.02 of the training region drawn holds no labelled pixel; "
+                                           r"raise it or change --seed$"):
+        finetune(FinetuneConfig(**common, label_fraction=0.02, seed=2, out=str(out), max_steps=1, num_workers=0, quiet=True))
+    assert not out.exists()
+
+    # On the command line the warning is one line on stderr; -q keeps it quiet.
+    args = [sys.executable, "-m", "geosscl", "probe", STACK, "--labels", sparse, "--bands-only", "--crop-size", "32",
+            "--label-fraction", "0.1", "--seed", "2"]
+    said = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert said.returncode == 0, said.stderr[-2000:]
+    assert "WARNING: label_fraction: the 0.1 of the training region drawn (seed 2) holds no pixel of class 5" in said.stderr
+    quiet = subprocess.run(args + ["-q"], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and "WARNING" not in quiet.stderr
+
+
 def test_bad_input_fails_before_writing(tmp_path, pretrained):
     out = tmp_path / "model.safetensors"
 
@@ -156,8 +199,6 @@ def test_bad_input_fails_before_writing(tmp_path, pretrained):
     three.write_text("[a, b, c]\n")
     expect(r"class id\(s\) \[3, 4, 5\] are outside the 3 classes", classes=str(three))
     # Water labels with 255 for unlabelled (Sen1Floods11's -1 recoded, as uint8 files often hold it), undeclared.
-    import rasterio
-
     with rasterio.open(S2_WATER) as src:
         coded = write_raster(tmp_path / "water255.tif", np.where(src.read(1) == -1, 255, src.read(1)).astype(np.uint8),
                              crs=src.crs, transform=src.transform)

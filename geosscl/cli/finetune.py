@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import bidx_opt, label_nodata_opt, overwrite_opt, quiet_opt
+from .options import bidx_opt, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
 
 
 @click.command()
@@ -53,13 +53,14 @@ def finetune(imagery, labels, out, classes, class_column, label_nodata, init, la
 
     if max_steps is None and max_time is None:
         max_steps = 500
-    path = run(FinetuneConfig(
-        imagery=list(imagery), labels=list(labels), out=out, classes=classes, class_column=class_column, label_nodata=label_nodata, init=init,
-        label_fraction=label_fraction, val_label_fraction=val_label_fraction, freeze_encoder=freeze_encoder, linear_probe=linear_probe,
-        pretrained_lr_factor=pretrained_lr_factor, warmup_steps=warmup_steps, crop_size=crop_size, batch_size=batch_size,
-        max_steps=max_steps, max_time=max_time, val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
-        block_size=block_size, bands=bands, accelerator=accelerator, devices=int(devices) if str(devices).isdigit() else devices,
-        num_workers=num_workers, seed=seed, overwrite=overwrite, quiet=quiet,
-    ))
+    with log_to_stderr(quiet):
+        path = run(FinetuneConfig(
+            imagery=list(imagery), labels=list(labels), out=out, classes=classes, class_column=class_column, label_nodata=label_nodata, init=init,
+            label_fraction=label_fraction, val_label_fraction=val_label_fraction, freeze_encoder=freeze_encoder, linear_probe=linear_probe,
+            pretrained_lr_factor=pretrained_lr_factor, warmup_steps=warmup_steps, crop_size=crop_size, batch_size=batch_size,
+            max_steps=max_steps, max_time=max_time, val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
+            block_size=block_size, bands=bands, accelerator=accelerator, devices=int(devices) if str(devices).isdigit() else devices,
+            num_workers=num_workers, seed=seed, overwrite=overwrite, quiet=quiet,
+        ))
     if not quiet:
         click.echo(f"wrote {path}")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+
 import click
 
 
@@ -59,3 +64,17 @@ label_nodata_opt = click.option(
          "(e.g. -1 or 255).",
 )
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+
+
+@contextlib.contextmanager
+def log_to_stderr(quiet: bool) -> Iterator[None]:
+    """While open, geosscl's warnings go to stderr as ``WARNING: …`` lines (with ``quiet``, errors only)."""
+    logger = logging.getLogger("geosscl")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.ERROR if quiet else logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)

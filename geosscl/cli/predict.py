@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
 
 import click
 
-from .options import bidx_opt, int_list, overwrite_opt, quiet_opt
+from .options import bidx_opt, int_list, log_to_stderr, overwrite_opt, quiet_opt
 
 
 def _creation_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
@@ -61,16 +60,11 @@ def predict(scene, model, output, tile_size, overlap, batch_size, device, bands,
     from ..prediction import predict as run
 
     _stop_on_sigterm()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    logger = logging.getLogger("geosscl")
-    logger.addHandler(handler)
-    logger.setLevel(logging.ERROR if quiet else logging.INFO)
     options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device, bands=bands,
                    probabilities=probabilities, vector=vector, preview=preview, preview_rgb=tuple(preview_rgb),
                    creation_options=creation_options, overwrite=overwrite,
                    resample=resample, simplify=simplify)
-    try:
+    with log_to_stderr(quiet):
         if progress_format == "jsonl":
             def report(done: int, total: int) -> None:
                 click.echo(json.dumps({"done": done, "total": total}), nl=True)
@@ -89,5 +83,3 @@ def predict(scene, model, output, tile_size, overlap, batch_size, device, bands,
                 run(list(scene), model, output, progress=lambda done, total: bar.update(task, completed=done, total=total),
                     **options)
             click.echo(f"wrote {output}" + "".join(f", {p}" for p in (probabilities, vector, preview) if p))
-    finally:
-        logger.removeHandler(handler)

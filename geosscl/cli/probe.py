@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import bidx_opt, int_list, label_nodata_opt, overwrite_opt, quiet_opt
+from .options import bidx_opt, int_list, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
 
 
 def _stages(ctx: click.Context, param: click.Parameter, value: str) -> list[int] | str:
@@ -84,21 +84,22 @@ def probe(imagery, labels, holdout_region, init, bands_only, stages, weight_deca
                             block_size=block_size, bands=bands, seed=seed, out=output or "", overwrite=overwrite)
     options = dict(features="bands" if bands_only else "encoder", stages=stages, max_pixels=max_pixels, device=device,
                    weight_decay=weight_decay)
-    if quiet:
-        result = linear_probe(config, **options)
-    else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    with log_to_stderr(quiet):
+        if quiet:
+            result = linear_probe(config, **options)
+        else:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      transient=True) as bar:
-            tasks: dict[str, int] = {}
+            with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          transient=True) as bar:
+                tasks: dict[str, int] = {}
 
-            def report(step: str, done: int, total: int) -> None:
-                if step not in tasks:
-                    tasks[step] = bar.add_task(step, total=total)
-                bar.update(tasks[step], completed=done, total=total)
+                def report(step: str, done: int, total: int) -> None:
+                    if step not in tasks:
+                        tasks[step] = bar.add_task(step, total=total)
+                    bar.update(tasks[step], completed=done, total=total)
 
-            result = linear_probe(config, progress=report, **options)
+                result = linear_probe(config, progress=report, **options)
     if json_path:
         write_json(result.scores, result.class_names, json_path, init=init, features="bands" if bands_only else "encoder",
                    stages=result.stages, weight_decay=result.weight_decay, depth_penalty=result.depth_penalty,
