@@ -193,7 +193,7 @@ def prepare(config: FinetuneConfig) -> Setup:
     if config.label_fraction != 1:
         # A few drawn blocks can miss a class (or every label, with sparse rasters); the run
         # would then silently make a model that never predicts it.
-        drawn = region_classes(labels, labelled, mosaic.res)
+        drawn = region_classes(labels, labelled, mosaic)
         if not drawn:
             raise GeossclError(f"label_fraction: the {config.label_fraction} of the training region drawn holds no labelled pixel; raise it or change --seed")
         missing = sorted(set(label_ids) - set(drawn))
@@ -250,13 +250,15 @@ def finetune(config: FinetuneConfig) -> str:
     val_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(setup.val_region))
     steps = config.max_steps or 10**7
     train_loader = DataLoader(
+        # On the imagery's pixel grid: an imagery & labels extent need not be (vector labels end where
+        # their polygons do), and a box off the grid reads resampled imagery.
         train_set, sampler=RegionSampler(train_set, config.crop_size, setup.labelled, length=steps * config.batch_size,
-                                         generator=torch.Generator().manual_seed(config.seed)),
+                                         generator=torch.Generator().manual_seed(config.seed), origin=mosaic.grid_origin),
         batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
         generator=torch.Generator().manual_seed(config.seed), persistent_workers=config.num_workers > 0,
     )
     val_loader = DataLoader(
-        val_set, sampler=RegionGridSampler(val_set, config.crop_size, setup.val_region),
+        val_set, sampler=RegionGridSampler(val_set, config.crop_size, setup.val_region, origin=mosaic.grid_origin),
         batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
         # Kept between validations: else each one starts its workers again (and re-opens the rasters).
         persistent_workers=config.num_workers > 0,

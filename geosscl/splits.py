@@ -25,6 +25,8 @@ from .errors import GeossclError
 if TYPE_CHECKING:
     from torchgeo.datasets import GeoDataset
 
+    from .data import Mosaic
+
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
 
@@ -166,19 +168,20 @@ class KeepRegion:
         return sample
 
 
-def region_classes(labels: GeoDataset, region: BaseGeometry, res: tuple[float, float]) -> dict[int, int]:
-    """Labelled pixels per class id inside ``region`` (read polygon by polygon at ``res``).
+def region_classes(labels: GeoDataset, region: BaseGeometry, grid: Mosaic) -> dict[int, int]:
+    """Labelled pixels per class id inside ``region``: pixels of the imagery ``grid`` whose centres it holds.
 
-    Meant for the few blocks a label fraction draws: each polygon of ``region`` is one
-    read, so a region of many polygons costs as many.
+    Read polygon by polygon (each snapped out to ``grid``'s pixels): meant for the few
+    blocks a label fraction draws, as a region of many polygons costs as many reads.
     """
     keep = KeepRegion(region)
+    rx, ry = grid.res
     counts: dict[int, int] = {}
     for part in getattr(region, "geoms", [region]):
         if part.is_empty or part.area <= 0:
             continue
-        x0, y0, x1, y1 = part.bounds
-        mask = keep(labels[x0:x1:res[0], y0:y1:res[1]])["mask"]
+        x0, y0, x1, y1 = grid.snap(part.bounds)
+        mask = keep(labels[x0:x1:rx, y0:y1:ry])["mask"]
         ids, n = torch.unique(mask[mask != IGNORE_INDEX], return_counts=True)
         for i, c in zip(ids.tolist(), n.tolist()):
             counts[i] = counts.get(i, 0) + c

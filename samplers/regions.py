@@ -38,6 +38,7 @@ class RegionSampler(GeoSampler):
         length: int,
         units: Units = Units.PIXELS,
         generator: torch.Generator | None = None,
+        origin: tuple[float, float] | None = None,
     ) -> None:
         """Initialise a new sampler.
 
@@ -48,6 +49,10 @@ class RegionSampler(GeoSampler):
             length: boxes per epoch.
             units: units of ``size``.
             generator: source of the sampler's seed.
+            origin: a pixel corner of the imagery's grid, which boxes keep to (default:
+                the dataset's ``grid_origin``, else its top-left corner). Give it for an
+                ``imagery & labels`` intersection whose extent is off the imagery's grid
+                (vector labels end where their polygons do).
         """
         super().__init__(dataset)
         bounds = self.roi.bounds
@@ -56,7 +61,9 @@ class RegionSampler(GeoSampler):
         parts = [g for g in getattr(region, "geoms", [region]) if not g.is_empty and g.area > 0]
         if not parts:
             raise GeossclError("region: does not overlap the dataset")
-        if self.size > bounds[2] - bounds[0] or self.size > bounds[3] - bounds[1]:
+        origin = origin or getattr(dataset, "grid_origin", (bounds[0], bounds[3]))
+        bounds = _inside_grid(bounds, origin, self.res)
+        if _wider(self.size, bounds, self.res):
             raise GeossclError(f"size: a box of {self.size:g} map units is larger than the dataset")
         self.parts = parts
         areas = np.array([p.area for p in parts])
@@ -65,7 +72,7 @@ class RegionSampler(GeoSampler):
         self.seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
         self.epoch = 0
         self._bounds = bounds
-        self._origin = np.array(getattr(dataset, "grid_origin", (bounds[0], bounds[3])), dtype=np.float64)
+        self._origin = np.array(origin, dtype=np.float64)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch: each draws other boxes, reproducibly."""
@@ -110,7 +117,8 @@ class RegionGridSampler(GeoSampler):
     .. versionadded:: 0.1
     """
 
-    def __init__(self, dataset: GeoDataset, size: float, region: BaseGeometry, units: Units = Units.PIXELS) -> None:
+    def __init__(self, dataset: GeoDataset, size: float, region: BaseGeometry, units: Units = Units.PIXELS,
+                 origin: tuple[float, float] | None = None) -> None:
         """Initialise a new sampler.
 
         Args:
@@ -118,6 +126,8 @@ class RegionGridSampler(GeoSampler):
             size: box side, pixels of ``dataset.res`` (or map units with ``Units.CRS``).
             region: shapely geometry in the dataset CRS to cover.
             units: units of ``size``.
+            origin: a pixel corner of the imagery's grid, which boxes keep to (as in
+                :class:`RegionSampler`).
         """
         super().__init__(dataset)
         bounds = self.roi.bounds
@@ -125,9 +135,10 @@ class RegionGridSampler(GeoSampler):
         region = shapely.intersection(region, self.roi)
         if region.is_empty or region.area <= 0:
             raise GeossclError("region: does not overlap the dataset")
-        if side > bounds[2] - bounds[0] or side > bounds[3] - bounds[1]:
+        origin = origin or getattr(dataset, "grid_origin", (bounds[0], bounds[3]))
+        bounds = _inside_grid(bounds, origin, self.res)
+        if _wider(side, bounds, self.res):
             raise GeossclError(f"size: a box of {side:g} map units is larger than the dataset")
-        origin = getattr(dataset, "grid_origin", (bounds[0], bounds[3]))
         starts = []
         for lo, hi, start, stop, step, zero in ((region.bounds[0], region.bounds[2], bounds[0], bounds[2], self.res[0], origin[0]),
                                                (region.bounds[1], region.bounds[3], bounds[1], bounds[3], self.res[1], origin[1])):
@@ -148,6 +159,19 @@ class RegionGridSampler(GeoSampler):
     def __iter__(self) -> Iterator[tuple[slice, slice, slice]]:
         for x, y in self.boxes:
             yield slice(x, x + self.size), slice(y, y + self.size), slice(self.toi.left, self.toi.right)
+
+
+def _inside_grid(bounds: tuple[float, float, float, float], origin: tuple[float, float],
+                 res: tuple[float, float]) -> tuple[float, float, float, float]:
+    """``bounds`` shrunk to whole pixels of the grid through ``origin`` (boxes shifted inside stay on it)."""
+    x0, y0, x1, y1 = bounds
+    return (_snap(x0 + res[0] * (1 - 2e-6), origin[0], res[0]), _snap(y0 + res[1] * (1 - 2e-6), origin[1], res[1]),
+            _snap(x1, origin[0], res[0]), _snap(y1, origin[1], res[1]))
+
+
+def _wider(side: float, bounds: tuple[float, float, float, float], res: tuple[float, float]) -> bool:
+    """Whether a box of ``side`` exceeds ``bounds`` along either axis (by more than float noise)."""
+    return side > bounds[2] - bounds[0] + 1e-6 * res[0] or side > bounds[3] - bounds[1] + 1e-6 * res[1]
 
 
 def _snap(value: float, origin: float, step: float) -> float:

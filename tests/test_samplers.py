@@ -16,8 +16,8 @@ from torchgeo.samplers import GridGeoSampler, Units
 from torchgeo.samplers.utils import tile_to_chips
 
 from geosscl import GeossclError, Mosaic, PairDataset
-from samplers import OverlappingPairSampler, RegionGridSampler, ViewPair
-from conftest import NAIP, NAIP_4326, NC_BANDS, S2_CHIP, run_distributed, write_raster
+from samplers import OverlappingPairSampler, RegionGridSampler, RegionSampler, ViewPair
+from conftest import NAIP, NAIP_4326, NC_BANDS, S2_CHIP, TUTORIAL_POLYGONS, TUTORIAL_STACK, run_distributed, write_raster
 
 
 @pytest.fixture(scope="module")
@@ -309,6 +309,36 @@ def test_region_grid_covers_the_region_once_and_stays_on_the_imagery():
         RegionGridSampler(mosaic, 64, shapely.box(0, 0, 1, 1))
     with pytest.raises(GeossclError, match="larger than the dataset"):
         RegionGridSampler(mosaic, 512, corner)
+
+
+def test_region_boxes_keep_to_the_imagery_grid_with_vector_labels():
+    import rasterio
+    from rasterio.windows import from_bounds
+
+    from geosscl.data import VectorLabels
+
+    imagery = Mosaic(TUTORIAL_STACK)
+    both = imagery & VectorLabels(TUTORIAL_POLYGONS, "id")
+    (ox, oy), (rx, ry) = imagery.grid_origin, imagery.res
+    x, y, _ = both.bounds
+    off = lambda value, zero, step: abs((value - zero) / step - round((value - zero) / step))  # noqa: E731
+    assert off(x.start, ox, rx) > 0.1 and off(y.stop, oy, ry) > 0.1  # the polygons end off the imagery's 30 m grid
+    region = shapely.box(x.start, y.start, x.stop, y.stop)
+    samplers = [RegionSampler(both, 32, region, length=40, generator=seeded(0), origin=(ox, oy)),
+                RegionGridSampler(both, 32, region, origin=(ox, oy))]
+    with rasterio.open(TUTORIAL_STACK) as src:
+        for sampler in samplers:
+            boxes = list(sampler)
+            assert boxes and all(off(bx.start, ox, rx) < 1e-6 and off(by.stop, oy, ry) < 1e-6 for bx, by, _ in boxes)
+            bx, by, _ = boxes[0]
+            # On the grid a box is the file's own pixels, not resampled ones.
+            image = both[bx.start : bx.stop : rx, by.start : by.stop : ry]["image"].numpy()
+            stored = src.read(window=from_bounds(bx.start, by.start, bx.stop, by.stop, src.transform), boundless=True,
+                              fill_value=src.nodata).astype(np.float32)
+            valid = ~np.isnan(image)
+            assert valid.mean() > 0.5 and np.array_equal(image[valid], stored[valid])
+    # Left to the dataset's own corner (the old behaviour), boxes fall between the imagery's pixels.
+    assert all(off(bx.start, ox, rx) > 0.1 for bx, _, _ in RegionSampler(both, 32, region, length=40, generator=seeded(0)))
 
 
 def test_samplers_import_first_in_a_fresh_interpreter():
