@@ -9,6 +9,7 @@ import shapely
 from torchgeo.datasets import IntersectionDataset
 
 from .data import Mosaic, open_labels
+from .data.labels import nodata_hint
 from .errors import GeossclError
 from .inference import TiledSegmenter, check_bands
 from .metrics import ConfusionMatrix, Scores
@@ -61,7 +62,7 @@ def evaluate(
         mask = sample["mask"]
         if int(mask.max()) >= info.num_classes:
             value = int(mask.max())
-            hint = f"; if {value} means unlabelled, pass --label-nodata {value}" if not class_column else ""
+            hint = f"; {nodata_hint(value)}" if not class_column else ""
             raise GeossclError(f"{labels[0]}: class id {value} is outside the model's {info.num_classes} classes{hint}")
         mask = mask.masked_fill(block.classes < 0, -1)  # no input, no verdict
         matrix.update(block.classes.clamp_min(0), mask)

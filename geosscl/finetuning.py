@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from torchgeo.datasets import IntersectionDataset, stack_samples
 
 from .data import Mosaic, RasterLabels, VectorLabels, open_labels
+from .data.labels import nodata_hint
 from .data.stats import band_statistics
 from .errors import GeossclError
 from .modelfile import ModelInfo, default_colors, save_model
@@ -160,7 +161,7 @@ def prepare(config: FinetuneConfig) -> Setup:
     outside = sorted(i for i in label_ids if i >= num_classes)
     if outside:
         lone = len(outside) == 1 and config.class_column is None  # a lone stray value: likely an undeclared nodata
-        hint = f"; if {outside[0]} means unlabelled, pass --label-nodata {outside[0]}" if lone else ""
+        hint = f"; {nodata_hint(outside[0])}" if lone else ""
         raise GeossclError(f"{config.labels[0]}: class id(s) {outside} are outside the {num_classes} classes of {config.classes}{hint}")
     names = names or [f"class {i}" for i in range(num_classes)]
     colors = colors or default_colors(num_classes)

@@ -105,11 +105,11 @@ class RegionGridSampler(GeoSampler):
     beyond the region and the imagery, which the dataset then refuses; and yields every box
     of the bounding box, also those without a part in the region.
 
-    Here the grid starts at the region's min corner, snapped to the dataset's pixel grid,
-    and is counted with a tolerance; the last box of a row may reach past the region (as
+    Here the grid starts at the region's min corner, snapped to the imagery's pixel grid
+    (``origin``), and is counted with a tolerance; the last box of a row may reach past the region (as
     TorchGeo's does: boxes never overlap, so no pixel is scored twice). Along an axis
     where the region is narrower than a box, one box is centred on it, shifted inside the
-    dataset. Only boxes holding part of the region are yielded; parts of a box outside
+    dataset (on the grid). Only boxes holding part of the region are yielded; parts of a box outside
     the region are the caller's to mask.
 
     Yields ``(x_slice, y_slice, t_slice)`` queries, as TorchGeo samplers do.

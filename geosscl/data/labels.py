@@ -216,6 +216,11 @@ def open_labels(
     return labels, {int(i) for i in np.unique(labels.class_ids)}
 
 
+def nodata_hint(value: int) -> str:
+    """What to pass when a stray class id ``value`` is likely an unlabelled value the file does not declare."""
+    return f"if {value} means unlabelled, pass --label-nodata {value}"
+
+
 def _raster_ids(paths: Sequence[str], nodata: float | None = None) -> set[int]:
     """Class ids present in class rasters, read block by block (never a whole scene at once).
 
@@ -237,8 +242,7 @@ def _raster_ids(paths: Sequence[str], nodata: float | None = None) -> set[int]:
         if negative:
             listed = ", ".join(str(v) for v in negative)
             raise GeossclError(
-                f"{path}: value(s) {listed} are not class ids (class ids are 0 or more); "
-                f"if {negative[0]} means unlabelled, pass --label-nodata {negative[0]}"
+                f"{path}: value(s) {listed} are not class ids (class ids are 0 or more); {nodata_hint(negative[0])}"
             )
         ids |= found
     return ids
