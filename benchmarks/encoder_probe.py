@@ -7,7 +7,7 @@ multinomial logistic regression is fitted to the features of the labelled pixels
 the label blocks (:func:`geosscl.probing.linear_probe`: the blocks fine-tuning draws
 for the same fraction and seed; L2 weight chosen on the validation blocks) and scored
 in the test region (``--test``: the eastern third, or a third of the scene in seeded
-blocks; see ``nc_scene.py``). A row of the bands alone is the per-pixel spectral floor.
+blocks; see ``scenes.py``). A row of the bands alone is the per-pixel spectral floor.
 With ``--evaluate`` each fitted probe is written as a model file (``geosscl probe -o``)
 and scored by :func:`geosscl.evaluation.evaluate`, the tiled whole-scene inference that
 scores fine-tuned models, so that the two kinds of model compare on one footing.
@@ -33,7 +33,7 @@ import torch
 from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig
 from geosscl.probing import linear_probe
-from nc_scene import SCENES, TESTS, VAL_LABELS_HELP, test_region, val_labels, validation
+from scenes import SCENES, TESTS, VAL_LABELS_HELP, test_region, val_labels, validation
 import stage_sets
 from report import print_values
 

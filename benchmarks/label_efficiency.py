@@ -10,7 +10,7 @@ fine-tuned with the same recipe and step budget, and linearly probed (encoder an
 decoder frozen, head trained); with ``--encoder-probe`` each encoder is also read by
 the frozen-encoder probe (:func:`geosscl.probing.linear_probe`, ``geosscl probe``) on
 label blocks of ``--label-block`` pixels. The test region (``--test``: the eastern third, or a
-third of the scene in seeded blocks; see ``nc_scene.py``) is kept out of training and
+third of the scene in seeded blocks; see ``scenes.py``) is kept out of training and
 validation, and evaluated.
 
 Prints one Markdown table per budget (mean ± std over seeds), the pretraining steps
@@ -41,7 +41,7 @@ from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.probing import linear_probe
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
 import stage_sets
-from nc_scene import SCENES, TESTS, VAL_LABELS_HELP, Scene, test_region, val_labels, validation
+from scenes import SCENES, TESTS, VAL_LABELS_HELP, Scene, test_region, val_labels, validation
 from report import print_values
 
 OBJECTIVES = {

@@ -29,7 +29,7 @@ from .data.stats import band_statistics
 from .errors import GeossclError
 from .modelfile import ModelInfo, default_colors, save_model
 from .output import check_output
-from .splits import KeepRegion, block_split, label_fraction, polygonal, read_region, region_classes
+from .splits import KeepRegion, block_split, class_pixels, label_fraction, polygonal, read_region
 
 log = logging.getLogger("geosscl")
 
@@ -194,7 +194,7 @@ def prepare(config: FinetuneConfig) -> Setup:
     if config.label_fraction != 1:
         # A few drawn blocks can miss a class (or every label, with sparse rasters); the run
         # would then silently make a model that never predicts it.
-        drawn = region_classes(labels, labelled, mosaic)
+        drawn = class_pixels(labels, labelled, mosaic)
         if not drawn:
             raise GeossclError(f"label_fraction: the {config.label_fraction} of the training region drawn holds no labelled pixel; raise it or change --seed")
         missing = sorted(set(label_ids) - set(drawn))

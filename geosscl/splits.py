@@ -168,7 +168,7 @@ class KeepRegion:
         return sample
 
 
-def region_classes(labels: GeoDataset, region: BaseGeometry, grid: Mosaic) -> dict[int, int]:
+def class_pixels(labels: GeoDataset, region: BaseGeometry, grid: Mosaic) -> dict[int, int]:
     """Labelled pixels per class id inside ``region``: pixels of the imagery ``grid`` whose centres it holds.
 
     Read polygon by polygon (each snapped out to ``grid``'s pixels): meant for the few

@@ -12,6 +12,7 @@ from shapely.geometry.base import BaseGeometry
 from torchgeo.datasets import GeoDataset
 from torchgeo.samplers import GeoSampler, Units
 
+from geosscl.data.grid import ALIGN_TOL, snap_down, snap_up
 from geosscl.errors import GeossclError
 
 
@@ -143,11 +144,11 @@ class RegionGridSampler(GeoSampler):
         for lo, hi, start, stop, step, zero in ((region.bounds[0], region.bounds[2], bounds[0], bounds[2], self.res[0], origin[0]),
                                                (region.bounds[1], region.bounds[3], bounds[1], bounds[3], self.res[1], origin[1])):
             if hi - lo < side:
-                first = _snap(lo - (side - (hi - lo)) / 2, zero, step)
+                first = snap_down(lo - (side - (hi - lo)) / 2, zero, step)
                 starts.append([max(start, min(first, stop - side))])
             else:
-                first = _snap(lo, zero, step)
-                count = max(1, math.ceil((hi - first) / side - 1e-6))
+                first = snap_down(lo, zero, step)
+                count = max(1, math.ceil((hi - first) / side - ALIGN_TOL))
                 starts.append([first + i * side for i in range(count)])
         self.size = side
         self.boxes = [(x, y) for y in starts[1] for x in starts[0]
@@ -165,18 +166,13 @@ def _inside_grid(bounds: tuple[float, float, float, float], origin: tuple[float,
                  res: tuple[float, float]) -> tuple[float, float, float, float]:
     """``bounds`` shrunk to whole pixels of the grid through ``origin`` (boxes shifted inside stay on it)."""
     x0, y0, x1, y1 = bounds
-    return (_snap(x0 + res[0] * (1 - 2e-6), origin[0], res[0]), _snap(y0 + res[1] * (1 - 2e-6), origin[1], res[1]),
-            _snap(x1, origin[0], res[0]), _snap(y1, origin[1], res[1]))
+    return (snap_up(x0, origin[0], res[0]), snap_up(y0, origin[1], res[1]),
+            snap_down(x1, origin[0], res[0]), snap_down(y1, origin[1], res[1]))
 
 
 def _wider(side: float, bounds: tuple[float, float, float, float], res: tuple[float, float]) -> bool:
     """Whether a box of ``side`` exceeds ``bounds`` along either axis (by more than float noise)."""
-    return side > bounds[2] - bounds[0] + 1e-6 * res[0] or side > bounds[3] - bounds[1] + 1e-6 * res[1]
-
-
-def _snap(value: float, origin: float, step: float) -> float:
-    """``value`` moved down to the pixel grid through ``origin`` (a millionth of a pixel counts as on it)."""
-    return origin + math.floor((value - origin) / step + 1e-6) * step
+    return side > bounds[2] - bounds[0] + ALIGN_TOL * res[0] or side > bounds[3] - bounds[1] + ALIGN_TOL * res[1]
 
 
 def _point_in(polygon: BaseGeometry, rng: np.random.Generator) -> np.ndarray:

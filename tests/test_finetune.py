@@ -146,7 +146,7 @@ def test_label_draws_missing_a_class_warn_and_empty_ones_are_refused(tmp_path, c
     from rasterio.features import geometry_mask
 
     from geosscl.finetuning import prepare
-    from geosscl.splits import region_classes
+    from geosscl.splits import class_pixels
 
     sparse = str(TUTORIAL / "training_data.gtif")  # 718 labelled pixels of 62,500; 0 = nodata
     common = dict(imagery=[STACK], labels=[sparse], crop_size=32)
@@ -159,14 +159,14 @@ def test_label_draws_missing_a_class_warn_and_empty_ones_are_refused(tmp_path, c
         truth = src.read(1)
         inside = ~geometry_mask([setup.labelled], truth.shape, src.transform)
     values, counts = np.unique(truth[inside & (truth != 0)], return_counts=True)
-    assert region_classes(setup.labels, setup.labelled, setup.mosaic) == dict(zip(values.tolist(), counts.tolist()))
+    assert class_pixels(setup.labels, setup.labelled, setup.mosaic) == dict(zip(values.tolist(), counts.tolist()))
     assert set(values.tolist()) == {1, 2, 3, 4}
     # The polygons rasterised on the imagery's grid count the same (the tutorial's raster is that rasterisation),
     # though their extent, and so the blocks drawn, are off that grid.
     polygons = prepare(FinetuneConfig(**dict(common, labels=[POLYGONS]), class_column="id", label_fraction=0.3, seed=0))
     inside = ~geometry_mask([polygons.labelled], truth.shape, src.transform)
     values, counts = np.unique(truth[inside & (truth != 0)], return_counts=True)
-    assert region_classes(polygons.labels, polygons.labelled, polygons.mosaic) == dict(zip(values.tolist(), counts.tolist()))
+    assert class_pixels(polygons.labels, polygons.labelled, polygons.mosaic) == dict(zip(values.tolist(), counts.tolist()))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="geosscl"):
         prepare(FinetuneConfig(**common))  # every label: nothing drawn, nothing to say

@@ -1,10 +1,24 @@
-"""The ``crs`` and ``res`` of geosscl's TorchGeo datasets."""
+"""The ``crs`` and ``res`` of geosscl's TorchGeo datasets, and snapping to a pixel grid."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rasterio.crs import CRS
+
+#: How far from a grid line, in pixels, a coordinate still counts as on it (float noise).
+ALIGN_TOL = 1e-6
+
+
+def snap_down(value: float, origin: float, step: float) -> float:
+    """``value`` moved to the grid line through ``origin`` (spacing ``step``) at or below it."""
+    return origin + math.floor((value - origin) / step + ALIGN_TOL) * step
+
+
+def snap_up(value: float, origin: float, step: float) -> float:
+    """``value`` moved to the grid line through ``origin`` (spacing ``step``) at or above it."""
+    return origin + math.ceil((value - origin) / step - ALIGN_TOL) * step
 
 
 class MapGrid:

@@ -24,14 +24,13 @@ from torchgeo.datasets.utils import GeoSlice
 
 from ..errors import GeossclError
 from .files import file_stamp, find_rasters, open_raster, warped_raster
-from .grid import MapGrid
+from .grid import ALIGN_TOL, MapGrid, snap_down, snap_up
 
 Bounds = tuple[float, float, float, float]
 """``(minx, miny, maxx, maxy)`` in map units of a CRS."""
 
 # Grid alignment tolerance, in pixels: offsets closer than this to an integer count
 # as aligned, so a read at the native grid is a plain window read.
-_ALIGN_TOL = 1e-6
 
 # Where a warped integer file has no data (a float32 value no integer type reaches).
 _NO_DATA_INTEGER = -1e30
@@ -368,13 +367,8 @@ class Mosaic(MapGrid, RasterDataset):
 
     def snap(self, bounds: Bounds) -> Bounds:
         """Grow ``bounds`` outwards to whole pixels of the grid of :attr:`grid_origin`."""
-        rx, ry = self.res
-        x0, y0 = self.grid_origin
-        minx = x0 + math.floor((bounds[0] - x0) / rx + _ALIGN_TOL) * rx
-        maxx = x0 + math.ceil((bounds[2] - x0) / rx - _ALIGN_TOL) * rx
-        maxy = y0 - math.floor((y0 - bounds[3]) / ry + _ALIGN_TOL) * ry
-        miny = y0 - math.ceil((y0 - bounds[1]) / ry - _ALIGN_TOL) * ry
-        return minx, miny, maxx, maxy
+        (rx, ry), (x0, y0) = self.res, self.grid_origin
+        return snap_down(bounds[0], x0, rx), snap_down(bounds[1], y0, ry), snap_up(bounds[2], x0, rx), snap_up(bounds[3], y0, ry)
 
     def read(self, bounds: Bounds, res: tuple[float, float] | None = None) -> tuple[np.ndarray, Affine, bool]:
         """Read the grid of pixels covering ``bounds`` at ``res``.
@@ -489,7 +483,7 @@ class Mosaic(MapGrid, RasterDataset):
             return None
         col = (transform.c - t.c) / t.a
         row = (transform.f - t.f) / t.e
-        if abs(col - round(col)) > _ALIGN_TOL or abs(row - round(row)) > _ALIGN_TOL:
+        if abs(col - round(col)) > ALIGN_TOL or abs(row - round(row)) > ALIGN_TOL:
             return None
         return round(col), round(row)
 
@@ -527,7 +521,7 @@ class Mosaic(MapGrid, RasterDataset):
         x0, y0 = self.grid_origin
         col, row = (transform.c - x0) / rx, (y0 - transform.f) / ry
         on_grid = (math.isclose(transform.a, rx, rel_tol=1e-9) and math.isclose(-transform.e, ry, rel_tol=1e-9)
-                   and abs(col - round(col)) < _ALIGN_TOL and abs(row - round(row)) < _ALIGN_TOL)
+                   and abs(col - round(col)) < ALIGN_TOL and abs(row - round(row)) < ALIGN_TOL)
         if on_grid and not part.use_mask:
             # On the mosaic's grid (every pair, tile and label read): a window of the file
             # warped once onto that grid. Files with a mask band keep the general path.
