@@ -46,7 +46,8 @@ def main() -> None:
     parser.add_argument("--stages", default="1", type=stage_sets.parse, help=stage_sets.HELP)
     parser.add_argument("--crop", type=int, default=64, help="label-block side, pixels (fine-tuning's crop size)")
     parser.add_argument("--scene", default="nc", choices=sorted(SCENES),
-                        help="labelled scene: the NC Landsat land use, or the Sen1Floods11 water chip (--test blocks)")
+                        help="labelled scene: the NC Landsat land use, the Sen1Floods11 water chip or the SpaceNet Atlanta "
+                             "buildings (the last two with --test blocks)")
     parser.add_argument("--test", default="east", choices=TESTS, help="test region: the eastern third, or seeded blocks")
     parser.add_argument("--val-labels", default="all", type=val_labels, help=VAL_LABELS_HELP)
     parser.add_argument("--weight-decay", default="auto", type=lambda v: v if v == "auto" else float(v),
@@ -83,7 +84,7 @@ def main() -> None:
             for seed in seeds:
                 model = str(Path(scratch.name) / "probe.safetensors") if args.evaluate else ""
                 config = FinetuneConfig(imagery=scene.imagery, labels=scene.labels, classes=scene.classes,
-                                        label_nodata=scene.label_nodata, init=init, out=model, overwrite=True,
+                                        **scene.label_settings, init=init, out=model, overwrite=True,
                                         label_fraction=fraction, **validation(args.val_labels, fraction),
                                         crop_size=args.crop, holdout_region=test, seed=seed)
                 scores = linear_probe(config, features=features, device=args.device,
@@ -91,7 +92,7 @@ def main() -> None:
                                       **({"stages": stages} if features == "encoder" else {})).scores
                 if args.evaluate:
                     scores, _ = evaluate(model, scene.imagery, scene.labels, region=test, device=args.device,
-                                         label_nodata=scene.label_nodata)
+                                         **scene.label_settings)
                 mious.append(100 * scores.miou)
                 oas.append(100 * scores.overall_accuracy)
             final[f"probe_miou_{name}_{label}_{fraction:g}"] = statistics.mean(mious)

@@ -101,7 +101,8 @@ def main() -> None:
                         help="fine-tuning learning rate of pretrained layers, times that of new ones")
     parser.add_argument("--warmup-steps", type=int, default=0, help="fine-tuning warm-up steps")
     parser.add_argument("--scene", default="nc", choices=sorted(SCENES),
-                        help="labelled scene: the NC Landsat land use, or the Sen1Floods11 water chip (--test blocks)")
+                        help="labelled scene: the NC Landsat land use, the Sen1Floods11 water chip or the SpaceNet Atlanta "
+                             "buildings (the last two with --test blocks)")
     parser.add_argument("--test", default="east", choices=TESTS, help="test region: the eastern third, or seeded blocks")
     parser.add_argument("--val-labels", default="all", type=val_labels, help=VAL_LABELS_HELP)
     parser.add_argument("--equal-steps", action="store_true",
@@ -124,7 +125,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     scene = SCENES[args.scene]
     test = test_region(args.test, work, scene)
-    data = dict(imagery=scene.imagery, labels=scene.labels, classes=scene.classes, label_nodata=scene.label_nodata)
+    data = dict(imagery=scene.imagery, labels=scene.labels, classes=scene.classes, **scene.label_settings)
     common = dict(crop_size=args.crop, batch_size=args.batch, num_workers=0 if args.threads == 1 else 2, quiet=True)
     pretrain_common = dict(common, dense_stride=args.dense_stride, jitter=args.jitter)  # instance-only has no dense branch: same run
     final: dict[str, float] = {}
@@ -191,7 +192,7 @@ def main() -> None:
                                     seed=seed, **common,
                                 ))
                             scores, _ = evaluate(str(out), scene.imagery, scene.labels, region=test,
-                                                 label_nodata=scene.label_nodata)
+                                                 **scene.label_settings)
                         mious.append(100 * scores.miou)
                         oas.append(100 * scores.overall_accuracy)
                     final[f"miou_{name}{reading.key}_{budget:g}min_{fraction:g}"] = statistics.mean(mious)

@@ -1,5 +1,6 @@
 """The bundled labelled scenes as the benchmarks use them: the NC Landsat scene and its
-land-use classes (the default), and the Sen1Floods11 Sentinel-2 chip and its water mask."""
+land-use classes (the default), the Sen1Floods11 Sentinel-2 chip and its water mask, and
+the SpaceNet Atlanta panchromatic tile and its building footprints."""
 
 from __future__ import annotations
 
@@ -22,23 +23,34 @@ CLASSES = str(DATA / "classes.yaml")
 #: third of the scene in 96 px blocks drawn with a fixed seed (the scene's class mix).
 TESTS = ("east", "blocks")
 S1F = Path(__file__).resolve().parent.parent / "sample_data" / "sen1floods11"
+ATL = Path(__file__).resolve().parent.parent / "sample_data" / "spacenet_atlanta"
 
 
 @dataclass(frozen=True)
 class Scene:
-    """Imagery, class rasters, classes file and undeclared unlabelled value of one labelled scene."""
+    """Imagery and labels of one labelled scene, with the label settings they need."""
 
     name: str
     imagery: list[str]
     labels: list[str]
-    classes: str
+    classes: str | None
     label_nodata: float | None = None
+    class_column: str | None = None
+    background_class: str | None = None
+
+    @property
+    def label_settings(self) -> dict[str, str | float | None]:
+        """How to read the labels: keyword arguments of ``FinetuneConfig`` and ``evaluate``."""
+        return {"label_nodata": self.label_nodata, "class_column": self.class_column, "background_class": self.background_class}
 
 
 SCENES = {
     "nc": Scene("NC Landsat", BANDS, LABELS, CLASSES),
     "sen1floods11": Scene("Sen1Floods11 Spain_7370579 (Sentinel-2, water)", [str(S1F / "Spain_7370579_S2Hand.tif")],
                           [str(S1F / "Spain_7370579_LabelHand.tif")], str(S1F / "classes.yaml"), label_nodata=-1),
+    # Buildings need their shape and surroundings: one panchromatic band cannot tell a roof from a road.
+    "spacenet": Scene("SpaceNet Atlanta (WorldView pan, 0.5 m, buildings)", [str(ATL / "sample_geotiff.tif")],
+                      [str(ATL / "buildings.geojson")], None, class_column="class", background_class="background"),
 }
 
 #: ``--val-labels``: how much of the validation region's labels a run may use.

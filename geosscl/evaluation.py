@@ -25,13 +25,15 @@ def evaluate(
     class_column: str | None = None,
     region: str | None = None,
     label_nodata: float | None = None,
+    background_class: str | None = None,
     device: str = "auto",
     batch_size: int = 8,
 ) -> tuple[Scores, ModelInfo]:
     """Scores of ``model`` on the labelled pixels of ``imagery`` (inside ``region`` if given).
 
     ``label_nodata``: value of the class rasters meaning "unlabelled" where their
-    files do not declare it as nodata.
+    files do not declare it as nodata. ``background_class``: class of a vector
+    layer's pixels outside every polygon (inside the imagery).
 
     Raises:
         GeossclError: bad model file, bands the imagery lacks, labels off the imagery.
@@ -39,7 +41,8 @@ def evaluate(
     network, info = load_model(model)
     check_bands(Mosaic(imagery).num_bands, info, str(imagery[0]))
     mosaic = Mosaic(imagery, bands=info.bands, res=tuple(info.res))
-    truth, _ = open_labels(labels, class_column, info.class_names if class_column else None, nodata=label_nodata)
+    truth, _ = open_labels(labels, class_column, info.class_names if class_column else None, nodata=label_nodata,
+                           background=background_class, extent=mosaic.footprint())
     try:
         paired = IntersectionDataset(mosaic, truth)
     except RuntimeError:

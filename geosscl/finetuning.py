@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 import torch
@@ -45,6 +46,8 @@ class FinetuneConfig:
     class_column: str | None = None
     #: value of the class rasters meaning "unlabelled" where their files do not declare it as nodata
     label_nodata: float | None = None
+    #: class of a vector layer's pixels outside every polygon, inside the imagery (footprint layers)
+    background_class: str | None = None
     init: str = "random"
     label_fraction: float = 1.0
     #: share of the validation region whose labels are used (whole blocks, as
@@ -69,6 +72,8 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     pretrained_lr_factor: float = 1.0
     warmup_steps: int = 0
+    #: "auto" (median-frequency balancing of the training labels' classes), one weight per class, or None (all 1)
+    class_weights: str | list[float] | None = None
     accelerator: str = "auto"
     devices: int | str = "auto"
     num_workers: int = 2
@@ -132,6 +137,7 @@ class Setup:
     area: BaseGeometry  #: the labelled imagery
     labelled: BaseGeometry  #: the training blocks whose labels are used
     val_region: BaseGeometry
+    class_weights: list[float] | None = None  #: of the cross-entropy, by class id
 
 
 def prepare(config: FinetuneConfig) -> Setup:
@@ -154,7 +160,8 @@ def prepare(config: FinetuneConfig) -> Setup:
     else:
         mean, std = band_statistics(mosaic)
     names, colors = read_classes(config.classes) if config.classes else (None, None)
-    labels, label_ids = open_labels(config.labels, config.class_column, names, nodata=config.label_nodata)
+    labels, label_ids = open_labels(config.labels, config.class_column, names, nodata=config.label_nodata,
+                                    background=config.background_class, extent=mosaic.footprint())
     if names is None and isinstance(labels, VectorLabels) and labels.classes:
         names = labels.classes
     num_classes = len(names) if names else int(max(label_ids)) + 1
@@ -191,6 +198,7 @@ def prepare(config: FinetuneConfig) -> Setup:
         labelled = label_fraction(train_region, config.label_fraction, block_size=config.crop_size * res, seed=config.seed)
     if isinstance(labels, VectorLabels) and not labels.covers_any(labelled):
         raise GeossclError(f"label_fraction: the {config.label_fraction} of the training region drawn holds no labelled polygon; raise it or change --seed")
+    drawn = None
     if config.label_fraction != 1:
         # A few drawn blocks can miss a class (or every label, with sparse rasters); the run
         # would then silently make a model that never predicts it.
@@ -208,8 +216,31 @@ def prepare(config: FinetuneConfig) -> Setup:
         if isinstance(labels, VectorLabels) and not labels.covers_any(val_region):
             raise GeossclError(f"val_label_fraction: the {config.val_label_fraction} of the validation region drawn holds no labelled polygon; raise it or change --seed")
 
+    weights = None
+    if config.class_weights == "auto":
+        # Counted on the labels training will see (every training label is read once when
+        # no label fraction was drawn).
+        weights = balanced_weights(drawn if drawn is not None else class_pixels(labels, labelled, mosaic), num_classes)
+    elif config.class_weights is not None:
+        weights = [float(w) for w in config.class_weights]
+        if len(weights) != num_classes or min(weights) < 0 or max(weights) <= 0:
+            raise GeossclError(f"class_weights: give {num_classes} non-negative weights (one per class, not all 0) or 'auto', "
+                               f"got {','.join(f'{w:g}' for w in weights)}")
+
     return Setup(mosaic, labels, checkpoint, arch, encoder, decoder, list(mean), list(std), names, colors, num_classes,
-                 area, labelled, val_region)
+                 area, labelled, val_region, weights)
+
+
+def balanced_weights(pixels: dict[int, int], num_classes: int) -> list[float]:
+    """Median-frequency balancing (Eigen & Fergus, ICCV 2015): ``median(f) / f_c`` for each class's pixel share ``f_c``.
+
+    A class with a tenth of the median share weighs 10, one with ten times it 0.1; classes
+    without a pixel (they add nothing to the loss) get 1.
+    """
+    present = {c: n for c, n in pixels.items() if n > 0}
+    total = sum(present.values())
+    median = float(np.median([n / total for n in present.values()]))
+    return [round(median * total / present[c], 6) if c in present else 1.0 for c in range(num_classes)]
 
 
 def finetune(config: FinetuneConfig) -> str:
@@ -244,7 +275,8 @@ def finetune(config: FinetuneConfig) -> str:
     pl.seed_everything(config.seed, workers=True, verbose=False)
     task = SegmentationTask(mosaic.num_bands, setup.num_classes, setup.band_mean, setup.band_std, arch=setup.arch, encoder=setup.encoder,
                             decoder_channels=setup.decoder_channels, freeze_encoder=config.freeze_encoder, linear_probe=config.linear_probe, lr=config.lr, weight_decay=config.weight_decay,
-                            pretrained_lr_factor=config.pretrained_lr_factor, warmup_steps=config.warmup_steps)
+                            pretrained_lr_factor=config.pretrained_lr_factor, warmup_steps=config.warmup_steps,
+                            class_weights=setup.class_weights)
     if setup.checkpoint is not None:
         task.load_pretrained(setup.checkpoint["state_dict"], setup.checkpoint["hyper_parameters"])
     train_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(setup.labelled))
@@ -293,7 +325,7 @@ def finetune(config: FinetuneConfig) -> str:
             provenance={
                 "init": config.init, "imagery": mosaic.files, "labels": list(config.labels),
                 "label_fraction": config.label_fraction, "val_label_fraction": config.val_label_fraction,
-                "freeze_encoder": config.freeze_encoder,
+                "freeze_encoder": config.freeze_encoder, "class_weights": setup.class_weights,
                 "linear_probe": config.linear_probe,
                 "steps": trainer.global_step, "seed": config.seed,
                 "validation": {"miou": validation.get("val_miou"), "overall_accuracy": validation.get("val_oa"),

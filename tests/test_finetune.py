@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -17,12 +18,12 @@ import torch
 from safetensors.torch import save_file
 
 from geosscl import GeossclError
-from geosscl.finetuning import FinetuneConfig, finetune
+from geosscl.finetuning import FinetuneConfig, balanced_weights, finetune, prepare
 from geosscl.metrics import ConfusionMatrix
 from geosscl.modelfile import load_model, read_info
 from geosscl.tasks import SegmentationTask, SSCCLTask
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
-from conftest import NAIP, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, run_distributed, write_raster
+from conftest import ATLANTA, BUILDINGS, NAIP, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, run_distributed, write_raster
 
 STACK, POLYGONS = str(TUTORIAL_STACK), str(TUTORIAL_POLYGONS)
 FAST = dict(crop_size=64, batch_size=8, num_workers=0, quiet=True)
@@ -140,6 +141,50 @@ def test_raster_labels_and_cli(tmp_path):
     # yielded no crop over it (the run ended in an IndexError); it is validated on a crop around it.
     assert info.provenance["val_label_fraction"] == 0.3
     assert len(info.provenance["validation"]["history"]) == 4 and info.provenance["validation"]["overall_accuracy"] > 0
+
+
+def test_building_footprints_with_a_background_class(tmp_path):
+    # Footprints outline buildings only: with --background-class every other pixel of the imagery
+    # trains and scores as "background"; without it, only building pixels would.
+    out, scores = tmp_path / "buildings.safetensors", tmp_path / "scores.json"
+    common = ["--labels", str(BUILDINGS), "--class-column", "class", "--background-class", "background"]
+    result = subprocess.run(
+        [sys.executable, "-m", "geosscl", "finetune", str(ATLANTA), *common, "--out", str(out), "--crop-size", "64",
+         "--batch-size", "8", "--max-steps", "3", "--num-workers", "0", "--label-fraction", "0.1", "--class-weights", "auto", "-q"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    info = read_info(out)
+    assert info.class_names == ["background", "building"]
+    assert info.provenance["settings"]["background_class"] == "background"
+    # Median-frequency balancing of two classes: w_c = 0.5 / share_c, so 1/w0 + 1/w1 = 2; buildings are rare.
+    w0, w1 = info.provenance["class_weights"]
+    assert 1 / w0 + 1 / w1 == pytest.approx(2, rel=1e-4) and w1 > 5 > 1 > w0
+    result = subprocess.run([sys.executable, "-m", "geosscl", "evaluate", str(out), str(ATLANTA), *common,
+                             "--json", str(scores), "-q"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    matrix = np.array(json.loads(scores.read_text())["confusion"])
+    assert matrix.sum() == 900 * 900 and matrix[1].sum() == 33_818  # every pixel; the buildings' (test_labels)
+    result = subprocess.run([sys.executable, "-m", "geosscl", "evaluate", str(out), str(ATLANTA), "--labels", str(BUILDINGS),
+                             "--class-column", "class", "--json", str(scores), "-q"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    matrix = np.array(json.loads(scores.read_text())["confusion"])
+    assert matrix.sum() == matrix[1].sum() == 33_818  # the names follow the model: "building" is still id 1
+
+
+def test_class_weights():
+    assert balanced_weights({0: 10, 1: 20, 3: 70}, 5) == [2.0, 1.0, 1.0, pytest.approx(2 / 7), 1.0]
+    task = SegmentationTask(1, 2, [0.0], [1.0], class_weights=[0.5, 12.0])
+    assert task.loss.weight.tolist() == [0.5, 12.0]
+    logits, target = torch.tensor([[[[2.0]], [[0.0]]]]), torch.tensor([[[1]]])  # one pixel of class 1
+    plain = torch.nn.functional.cross_entropy(logits, target)
+    assert task.loss(logits, target) == pytest.approx(plain.item())  # one class in the batch: the mean cancels the weight
+    both = torch.cat([logits, logits]), torch.tensor([[[1]], [[0]]])
+    expected = (12 * torch.nn.functional.cross_entropy(logits, target) + 0.5 * torch.nn.functional.cross_entropy(logits, torch.tensor([[[0]]]))) / 12.5
+    assert task.loss(*both) == pytest.approx(expected.item())
+    with pytest.raises(GeossclError, match=r"class_weights: give 2 non-negative weights .*got 1,2,3"):
+        prepare(FinetuneConfig(imagery=[str(ATLANTA)], labels=[str(BUILDINGS)], class_column="class",
+                               background_class="background", class_weights=[1, 2, 3]))
 
 
 def test_label_draws_missing_a_class_warn_and_empty_ones_are_refused(tmp_path, caplog):

@@ -16,7 +16,7 @@ from torchgeo.samplers import RandomGeoSampler
 from geosscl import GeossclError, Mosaic
 from geosscl.data import IGNORE_INDEX, RasterLabels, VectorLabels, open_labels
 from geosscl.splits import block_split, label_fraction
-from conftest import NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, write_raster
+from conftest import ATLANTA, BUILDINGS, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, write_raster
 
 STACK, POLYGONS = TUTORIAL_STACK, TUTORIAL_POLYGONS
 STRATA = SAMPLES / "nc_landsat" / "strata.tif"
@@ -58,6 +58,44 @@ def test_vector_class_names_map_to_ids():
     assert labels.classes == classes
     # Without a list, names are numbered in sorted order.
     assert VectorLabels(POLYGONS, "class").classes == sorted(classes)
+
+
+def test_footprints_with_a_background_class_label_every_pixel_of_the_imagery():
+    # SpaceNet outlines buildings only; every other pixel of the tile is "not a building".
+    imagery = Mosaic(ATLANTA)
+    labels, ids = open_labels([BUILDINGS], "class", background="background", extent=imagery.footprint())
+    assert labels.classes == ["background", "building"] and ids == {0, 1}
+    mask = _whole(imagery & labels, imagery)
+    with rasterio.open(ATLANTA) as src:
+        frame = gpd.read_file(BUILDINGS).to_crs(src.crs)
+        reference = rasterio.features.rasterize(
+            ((g, 1) for g in frame.geometry), out_shape=src.shape, transform=src.transform, fill=0, dtype="int32")
+    np.testing.assert_array_equal(mask, reference)
+    assert 0.03 < mask.mean() < 0.06  # 33,818 of 810,000 pixels are buildings
+    # Without a background class the same layer labels the buildings alone.
+    sparse = _whole(imagery & VectorLabels(BUILDINGS, "class"), imagery)
+    np.testing.assert_array_equal(sparse, np.where(reference == 1, 0, IGNORE_INDEX))
+
+    # The background's id follows a classes list, or is given as an id.
+    labels = VectorLabels(BUILDINGS, "class", classes=["building", "background"], background="background")
+    assert labels.background == 1 and labels.class_ids == {0, 1}
+    assert VectorLabels(POLYGONS, "id", background="0").class_ids == {0, 1, 2, 3, 4, 5}
+    with pytest.raises(GeossclError, match=r"buildings\.geojson: background class 'sky' is not a class name or id; the classes are building, road"):
+        VectorLabels(BUILDINGS, "class", classes=["building", "road"], background="sky")
+    with pytest.raises(GeossclError, match=r"strata\.tif: --background-class is for a vector layer"):
+        open_labels([STRATA], background="0")
+
+
+def test_background_stops_at_the_extent_given_in_another_crs():
+    imagery = Mosaic(ATLANTA)  # EPSG:32616
+    x, y, _ = imagery.bounds
+    west = gpd.GeoSeries([shapely.box(x.start, y.start, (x.start + x.stop) / 2, y.stop)], crs=imagery.crs).to_crs(4326)
+    labels = VectorLabels(BUILDINGS, "class", background="background", extent=west)
+    mask = _whole(imagery & labels, imagery)
+    assert mask.shape == (900, 900)
+    # The western half is background or building; east of it only the buildings are labelled.
+    assert (mask[:, :445] >= 0).all()
+    assert (mask[:, 455:] != 0).all() and (mask[:, 455:] == 1).any()
 
 
 def test_mask_raster_in_another_crs_aligns():

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from .options import bidx_opt, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
+from .options import bidx_opt, background_class_opt, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
+
+
+def _class_weights(ctx, param, value):
+    if value is None or value == "auto":
+        return value
+    try:
+        return [float(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected 'auto' or comma-separated numbers, got {value!r}") from None
 
 
 @click.command()
@@ -15,6 +24,7 @@ from .options import bidx_opt, label_nodata_opt, log_to_stderr, overwrite_opt, q
 @click.option("--classes", type=click.Path(dir_okay=False), help="YAML/JSON class names (and colours) by id.")
 @click.option("--class-column", help="Column of the vector layer holding class ids or names.")
 @label_nodata_opt
+@background_class_opt
 @click.option("--init", default="random", show_default=True, help="RUN_DIR/last.ckpt of geosscl pretrain, or 'random'.")
 @click.option("--label-fraction", type=float, default=1.0, show_default=True,
               help="Share of the training region whose labels are used (whole blocks).")
@@ -28,6 +38,9 @@ from .options import bidx_opt, label_nodata_opt, log_to_stderr, overwrite_opt, q
               help="Learning rate of the layers the --init run trained, as a multiple of the others' rate.")
 @click.option("--warmup-steps", type=int, default=0, show_default=True,
               help="Steps over which the learning rates rise linearly to their values.")
+@click.option("--class-weights", callback=_class_weights, metavar="auto|W0,W1,...",
+              help="Weight of each class in the loss: 'auto' balances the classes' shares of the training labels "
+                   "(rare classes, such as buildings, weigh more); default: all 1.")
 @click.option("--crop-size", type=int, default=128, show_default=True, help="Training crop side, pixels (multiple of 32).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--max-steps", type=int, default=None, help="Stop after N steps.  [default: 500]")
@@ -45,8 +58,8 @@ from .options import bidx_opt, label_nodata_opt, log_to_stderr, overwrite_opt, q
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, label blocks and training.")
 @overwrite_opt
 @quiet_opt
-def finetune(imagery, labels, out, classes, class_column, label_nodata, init, label_fraction, val_label_fraction, freeze_encoder, linear_probe, pretrained_lr_factor, warmup_steps,
-             crop_size, batch_size,
+def finetune(imagery, labels, out, classes, class_column, label_nodata, background_class, init, label_fraction, val_label_fraction, freeze_encoder, linear_probe, pretrained_lr_factor, warmup_steps,
+             class_weights, crop_size, batch_size,
              max_steps, max_time, val_region, holdout_region, val_fraction, block_size, bands, accelerator, devices, num_workers, seed, overwrite, quiet):
     """Fine-tune a segmenter on IMAGERY with --labels; write one model file."""
     from ..finetuning import FinetuneConfig, finetune as run
@@ -55,9 +68,9 @@ def finetune(imagery, labels, out, classes, class_column, label_nodata, init, la
         max_steps = 500
     with log_to_stderr(quiet):
         path = run(FinetuneConfig(
-            imagery=list(imagery), labels=list(labels), out=out, classes=classes, class_column=class_column, label_nodata=label_nodata, init=init,
+            imagery=list(imagery), labels=list(labels), out=out, classes=classes, class_column=class_column, label_nodata=label_nodata, background_class=background_class, init=init,
             label_fraction=label_fraction, val_label_fraction=val_label_fraction, freeze_encoder=freeze_encoder, linear_probe=linear_probe,
-            pretrained_lr_factor=pretrained_lr_factor, warmup_steps=warmup_steps, crop_size=crop_size, batch_size=batch_size,
+            pretrained_lr_factor=pretrained_lr_factor, warmup_steps=warmup_steps, class_weights=class_weights, crop_size=crop_size, batch_size=batch_size,
             max_steps=max_steps, max_time=max_time, val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
             block_size=block_size, bands=bands, accelerator=accelerator, devices=int(devices) if str(devices).isdigit() else devices,
             num_workers=num_workers, seed=seed, overwrite=overwrite, quiet=quiet,

@@ -63,6 +63,11 @@ label_nodata_opt = click.option(
     help="Value of the class rasters that means unlabelled, for files that do not declare it as nodata "
          "(e.g. -1 or 255).",
 )
+background_class_opt = click.option(
+    "--background-class", metavar="CLASS",
+    help="Class (name or id) of the pixels outside every polygon of the vector layer, inside the imagery: for layers "
+         "that outline objects only, e.g. building footprints (default: those pixels are unlabelled).",
+)
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 
 

@@ -79,6 +79,10 @@ class VectorLabels(MapGrid, GeoDataset):
     ``VectorDataset`` re-reads the file at every query and fills unlabelled pixels
     with 0, which makes sparse labels look like class 0; hence this class.
 
+    Pixels outside every polygon are unlabelled, unless ``background`` names their
+    class: footprint layers (buildings, fields) label only the objects, and every
+    other pixel of the area they were drawn over is "not an object".
+
     Args:
         path: the vector file.
         class_column: column holding each polygon's class, ids (integers) or names.
@@ -86,12 +90,19 @@ class VectorLabels(MapGrid, GeoDataset):
             their position here (default for a name column: the sorted distinct
             names).
         layer: layer name or index of a multi-layer file.
+        background: class of the pixels inside ``extent`` but outside every polygon:
+            a name (of ``classes``, or added to the names as id 0 when the names
+            come from the layer) or an integer id.
+        extent: area the layer labels completely (with ``background``), in any CRS;
+            default: the layer's bounding box. ``finetune`` and ``evaluate`` pass
+            the imagery's footprint.
         crs: CRS to rasterise in (default: the layer's; set by ``imagery & labels``).
         res: resolution of the masks in units of ``crs``.
 
     Raises:
         GeossclError: if the file cannot be read, has no polygon, lacks the column,
-            or holds a class name missing from ``classes``.
+            or holds a class name missing from ``classes``, or ``background`` is
+            neither one of the classes nor an integer id.
     """
 
     def __init__(
@@ -100,6 +111,8 @@ class VectorLabels(MapGrid, GeoDataset):
         class_column: str,
         classes: Sequence[str] | None = None,
         layer: str | int | None = None,
+        background: str | int | None = None,
+        extent: gpd.GeoSeries | None = None,
         crs: Any = None,
         res: float | tuple[float, float] = 1.0,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
@@ -124,37 +137,70 @@ class VectorLabels(MapGrid, GeoDataset):
             self.classes = list(classes) if classes is not None else None
         else:
             names = values.astype(str)
-            self.classes = list(classes) if classes is not None else sorted(names.unique())
+            if classes is not None:
+                self.classes = list(classes)
+            else:
+                self.classes = sorted(names.unique())
+                if background is not None and str(background) not in self.classes:
+                    self.classes.insert(0, str(background))  # the usual mask convention: 0 = background
             unknown = sorted(set(names) - set(self.classes))
             if unknown:
                 raise GeossclError(f"{path}: class(es) {', '.join(unknown)} in column {class_column!r} are not in the classes list")
             ids = names.map({name: i for i, name in enumerate(self.classes)}).to_numpy(np.int64)
         if (ids < 0).any():
             raise GeossclError(f"{path}: negative class id in column {class_column!r}")
+        #: Class id of the pixels outside every polygon (inside the extent); None: unlabelled.
+        self.background = None if background is None else self._class_id(path, background)
+        if extent is None:
+            extent = gpd.GeoSeries([shapely.box(*frame.total_bounds)], crs=frame.crs)
+        elif extent.crs is None:
+            raise GeossclError(f"{path}: the extent given has no CRS")
         self.paths = path
+        self._extent = extent
         self.transforms = transforms
         self._source = GeoDataFrame({"class_id": ids}, geometry=frame.geometry.values, crs=frame.crs)
         self._crs = CRS.from_user_input(crs) if crs is not None else CRS.from_user_input(frame.crs)
         self._res = (float(res), float(res)) if isinstance(res, int | float) else (float(res[0]), float(res[1]))
         self._reproject()
 
+    def _class_id(self, path: str, background: str | int) -> int:
+        if self.classes is not None and str(background) in self.classes:
+            return self.classes.index(str(background))
+        try:
+            value = int(str(background))
+        except ValueError:
+            known = f"; the classes are {', '.join(self.classes)}" if self.classes else ""
+            raise GeossclError(f"{path}: background class {background!r} is not a class name or id{known}") from None
+        if value < 0:
+            raise GeossclError(f"{path}: background class id {value} is negative")
+        return value
+
     def _reproject(self) -> None:
         shapes = self._source.to_crs(self._crs)
         self._geometries = shapes.geometry.values
         self._ids = shapes["class_id"].to_numpy()
         self._tree = shapely.STRtree(self._geometries)
+        if self.background is None:
+            covered = shapely.box(*shapes.total_bounds)
+        else:
+            # Densified first: a reprojected rectangle's edges are curves.
+            x0, y0, x1, y1 = self._extent.total_bounds
+            source = self._extent.segmentize(max(x1 - x0, y1 - y0) / 64)
+            covered = shapely.union_all(source.to_crs(self._crs).values)
+        self._covered = covered
         always = pd.IntervalIndex.from_tuples([(pd.Timestamp.min, pd.Timestamp.max)], closed="both", name="datetime")
-        self.index = GeoDataFrame(
-            {"filepath": [self.paths]}, index=always, geometry=[shapely.box(*shapes.total_bounds)], crs=self._crs
-        )
+        self.index = GeoDataFrame({"filepath": [self.paths]}, index=always, geometry=[covered], crs=self._crs)
 
     @property
-    def class_ids(self) -> np.ndarray:
-        """Class id of each polygon."""
-        return self._ids
+    def class_ids(self) -> set[int]:
+        """Class ids the layer labels: its polygons' and the background's."""
+        ids = {int(i) for i in np.unique(self._ids)}
+        return ids if self.background is None else ids | {self.background}
 
     def covers_any(self, region: shapely.Geometry) -> bool:
-        """Whether any labelled polygon overlaps ``region`` (same CRS) with positive area."""
+        """Whether any labelled pixel lies in ``region`` (same CRS): a polygon, or the background, overlaps it."""
+        if self.background is not None:
+            return shapely.intersection(self._covered, region).area > 0
         hits = self._tree.query(region, predicate="intersects")
         return any(shapely.intersection(self._geometries[i], region).area > 0 for i in hits)
 
@@ -165,11 +211,13 @@ class VectorLabels(MapGrid, GeoDataset):
         height = max(1, round((y.stop - y.start) / y.step))
         transform = Affine(x.step, 0.0, x.start, 0.0, -y.step, y.stop)
         hits = self._tree.query(shapely.box(x.start, y.start, x.stop, y.stop))
+        shapes = list(zip(self._geometries[hits], self._ids[hits].tolist()))
+        if self.background is not None:
+            shapes.insert(0, (self._covered, self.background))  # burnt first: polygons overwrite it
         mask = np.full((height, width), IGNORE_INDEX, dtype=np.int64)
-        if hits.size:
+        if shapes:
             burned = rasterio.features.rasterize(
-                zip(self._geometries[hits], self._ids[hits].tolist()),
-                out_shape=(height, width), transform=transform, fill=-1, dtype="int32",
+                shapes, out_shape=(height, width), transform=transform, fill=IGNORE_INDEX, dtype="int32",
             )
             mask = burned.astype(np.int64)
         sample: dict[str, Any] = {"mask": torch.from_numpy(mask), "crs": self.crs, "bounds": query}
@@ -183,6 +231,8 @@ def open_labels(
     class_column: str | None = None,
     classes: Sequence[str] | None = None,
     nodata: float | None = None,
+    background: str | None = None,
+    extent: gpd.GeoSeries | None = None,
 ) -> tuple[RasterLabels | VectorLabels, set[int]]:
     """Class rasters, or one vector layer, as a labels dataset, with the set of class ids it holds.
 
@@ -190,6 +240,8 @@ def open_labels(
         nodata: value of the class rasters meaning "unlabelled", besides the
             nodata value their files declare (many label sets, Sen1Floods11's
             among them, mark unlabelled pixels with -1 or 255 without declaring it).
+        background, extent: a vector layer's class outside its polygons, and the
+            area it holds there (see :class:`VectorLabels`).
 
     Raises:
         GeossclError: for no paths, a mix of rasters and vectors, several vector
@@ -203,6 +255,8 @@ def open_labels(
     if not paths:
         raise GeossclError("labels: give at least one label file")
     rasters = [p for p in paths if p.lower().endswith(RASTER_SUFFIXES)]
+    if background is not None and rasters:
+        raise GeossclError(f"{paths[0]}: --background-class is for a vector layer; a class raster holds its background class itself")
     if len(rasters) == len(paths):
         labels = RasterLabels(paths, ignore_value=nodata)
         return labels, _raster_ids(labels.files, nodata)
@@ -212,8 +266,8 @@ def open_labels(
         raise GeossclError(f"{paths[0]}: --label-nodata is for class rasters; a vector layer's unlabelled pixels are those outside its polygons")
     if not class_column:
         raise GeossclError(f"{paths[0]}: vector labels need --class-column")
-    labels = VectorLabels(paths[0], class_column, classes=classes)
-    return labels, {int(i) for i in np.unique(labels.class_ids)}
+    labels = VectorLabels(paths[0], class_column, classes=classes, background=background, extent=extent)
+    return labels, labels.class_ids
 
 
 def nodata_hint(value: int) -> str:

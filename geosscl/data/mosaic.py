@@ -14,7 +14,7 @@ import rasterio
 import shapely
 import torch
 from affine import Affine
-from geopandas import GeoDataFrame
+from geopandas import GeoDataFrame, GeoSeries
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
@@ -350,6 +350,10 @@ class Mosaic(MapGrid, RasterDataset):
         b = self._bounds
         hit = (b[:, 0] < bounds[2]) & (b[:, 2] > bounds[0]) & (b[:, 1] < bounds[3]) & (b[:, 3] > bounds[1])
         return np.flatnonzero(hit)
+
+    def footprint(self) -> GeoSeries:
+        """The area the files cover (the union of their bounds), in :attr:`crs`."""
+        return GeoSeries([shapely.union_all(self.index.geometry.values)], crs=self._crs)
 
     @property
     def grid_origin(self) -> tuple[float, float]:

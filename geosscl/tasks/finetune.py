@@ -37,6 +37,7 @@ class SegmentationTask(BaseTask):
             :meth:`load_pretrained`), as a multiple of ``lr``; the others train at ``lr``.
         warmup_steps: steps over which every learning rate rises linearly from
             ``1/warmup_steps`` of its value (0: none).
+        class_weights: weight of each class in the cross-entropy (default: all 1).
     """
 
     ignore = ()
@@ -58,6 +59,7 @@ class SegmentationTask(BaseTask):
         weight_decay: float = 1e-4,
         pretrained_lr_factor: float = 1.0,
         warmup_steps: int = 0,
+        class_weights: list[float] | None = None,
     ) -> None:
         super().__init__()
         #: Names (in ``network.net``) of the parameters load_pretrained filled with trained weights.
@@ -77,8 +79,10 @@ class SegmentationTask(BaseTask):
         )
 
     def configure_losses(self) -> None:
-        """Cross-entropy that skips unlabelled pixels."""
-        self.loss = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+        """Cross-entropy that skips unlabelled pixels, with the classes weighted if asked."""
+        weights = self.hparams.get("class_weights")
+        self.loss = nn.CrossEntropyLoss(weight=None if weights is None else torch.tensor(weights, dtype=torch.float32),
+                                        ignore_index=IGNORE_INDEX)
 
     def configure_metrics(self) -> None:
         """A confusion matrix over the validation pass."""
