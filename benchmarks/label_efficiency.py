@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--pretrained-lr-factor", type=float, default=1.0,
                         help="fine-tuning learning rate of pretrained layers, times that of new ones")
     parser.add_argument("--warmup-steps", type=int, default=0, help="fine-tuning warm-up steps")
+    parser.add_argument("--class-weights", default=None, help="fine-tuning class weights: 'auto' (balanced) or W0,W1,...")
     parser.add_argument("--scene", default="nc", choices=sorted(SCENES),
                         help="labelled scene: the NC Landsat land use, the Sen1Floods11 water chip or the SpaceNet Atlanta "
                              "buildings (the last two with --test blocks)")
@@ -131,13 +132,14 @@ def main() -> None:
     final: dict[str, float] = {}
     print(f"# {scene.name}, {args.threads} torch thread(s); fine-tuning: {args.steps} steps, probe: {args.probe_steps} "
           f"steps, crop {args.crop}, batch {args.batch}, seeds {seeds}, SSCCL dense stride {args.dense_stride}, jitter {args.jitter}, "
-          f"pretrained-layer lr x{args.pretrained_lr_factor:g}, warm-up {args.warmup_steps} steps, test region {args.test}, validation labels {args.val_labels}, "
+          f"pretrained-layer lr x{args.pretrained_lr_factor:g}, warm-up {args.warmup_steps} steps, class weights {args.class_weights or 'none'}, test region {args.test}, validation labels {args.val_labels}, "
           f"encoder probe stages {','.join(map(stage_sets.label, args.encoder_probe)) or 'none'} on {args.label_block or args.crop} px label blocks; "
           f"work in {work}", flush=True)
     recipe = "".join([f"-lrf{args.pretrained_lr_factor:g}" if args.pretrained_lr_factor != 1 else "",
                       f"-warmup{args.warmup_steps}" if args.warmup_steps else "", "-blocks" if args.test == "blocks" else "",
                       f"-val{args.val_labels}" if args.val_labels != "all" else "",
-                      f"-{args.scene}" if args.scene != "nc" else ""])  # keeps cached models apart
+                      f"-{args.scene}" if args.scene != "nc" else "",
+                      f"-cw{args.class_weights}" if args.class_weights else ""])  # keeps cached models apart
     curve: dict[tuple[str, float], dict[tuple[str, float | None], float]] = {}  # (reading, fraction) -> {(init, budget): mean mIoU}
     pairs: dict[tuple[str, float], int] = {}  # (objective, budget) -> pretraining pairs
     for budget in budgets:
@@ -189,6 +191,8 @@ def main() -> None:
                                     label_fraction=fraction, **validation(args.val_labels, fraction),
                                     linear_probe=reading.head_only, warmup_steps=args.warmup_steps,
                                     pretrained_lr_factor=args.pretrained_lr_factor, max_steps=n, holdout_region=test,
+                                    class_weights=args.class_weights if args.class_weights in (None, "auto")
+                                    else [float(w) for w in args.class_weights.split(",")],
                                     seed=seed, **common,
                                 ))
                             scores, _ = evaluate(str(out), scene.imagery, scene.labels, region=test,
