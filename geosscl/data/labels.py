@@ -151,9 +151,7 @@ class VectorLabels(MapGrid, GeoDataset):
             raise GeossclError(f"{path}: negative class id in column {class_column!r}")
         #: Class id of the pixels outside every polygon (inside the extent); None: unlabelled.
         self.background = None if background is None else self._class_id(path, background)
-        if extent is None:
-            extent = gpd.GeoSeries([shapely.box(*frame.total_bounds)], crs=frame.crs)
-        elif extent.crs is None:
+        if extent is not None and extent.crs is None:
             raise GeossclError(f"{path}: the extent given has no CRS")
         self.paths = path
         self._extent = extent
@@ -180,7 +178,7 @@ class VectorLabels(MapGrid, GeoDataset):
         self._geometries = shapes.geometry.values
         self._ids = shapes["class_id"].to_numpy()
         self._tree = shapely.STRtree(self._geometries)
-        if self.background is None:
+        if self.background is None or self._extent is None:
             covered = shapely.box(*shapes.total_bounds)
         else:
             # Densified first: a reprojected rectangle's edges are curves.
