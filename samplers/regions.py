@@ -46,6 +46,8 @@ class RegionSampler(GeoSampler):
         Args:
             dataset: dataset to index.
             size: box side, pixels of ``dataset.res`` (or map units with ``Units.CRS``).
+                In pixels a box is ``size`` pixels along both axes, also where the
+                pixels are not square.
             region: shapely geometry in the dataset CRS the centres are drawn from.
             length: boxes per epoch.
             units: units of ``size``.
@@ -57,7 +59,8 @@ class RegionSampler(GeoSampler):
         """
         super().__init__(dataset)
         bounds = self.roi.bounds
-        self.size = float(size) * (self.res[0] if units == Units.PIXELS else 1.0)
+        #: box (width, height), map units
+        self.size = _box_size(size, units, self.res)
         region = shapely.intersection(region, self.roi)
         parts = [g for g in getattr(region, "geoms", [region]) if not g.is_empty and g.area > 0]
         if not parts:
@@ -65,7 +68,7 @@ class RegionSampler(GeoSampler):
         origin = origin or getattr(dataset, "grid_origin", (bounds[0], bounds[3]))
         bounds = _inside_grid(bounds, origin, self.res)
         if _wider(self.size, bounds, self.res):
-            raise GeossclError(f"size: a box of {self.size:g} map units is larger than the dataset")
+            raise GeossclError(f"size: a box of {self.size[0]:g} × {self.size[1]:g} map units is larger than the dataset")
         self.parts = parts
         areas = np.array([p.area for p in parts])
         self.weights = areas / areas.sum()
@@ -86,13 +89,14 @@ class RegionSampler(GeoSampler):
         rng = np.random.default_rng([self.seed, self.epoch])
         x0, y0, x1, y1 = self._bounds
         res = np.array(self.res)
+        w, h = self.size
         for _ in range(self.length):
             part = self.parts[rng.choice(len(self.parts), p=self.weights)]
             centre = _point_in(part, rng)
-            corner = self._origin + np.rint((centre - self.size / 2 - self._origin) / res) * res
-            minx = float(np.clip(corner[0], x0, x1 - self.size))
-            miny = float(np.clip(corner[1], y0, y1 - self.size))
-            yield slice(minx, minx + self.size), slice(miny, miny + self.size), slice(self.toi.left, self.toi.right)
+            corner = self._origin + np.rint((centre - np.array(self.size) / 2 - self._origin) / res) * res
+            minx = float(np.clip(corner[0], x0, x1 - w))
+            miny = float(np.clip(corner[1], y0, y1 - h))
+            yield slice(minx, minx + w), slice(miny, miny + h), slice(self.toi.left, self.toi.right)
 
 
 class RegionGridSampler(GeoSampler):
@@ -124,7 +128,8 @@ class RegionGridSampler(GeoSampler):
 
         Args:
             dataset: dataset to index.
-            size: box side, pixels of ``dataset.res`` (or map units with ``Units.CRS``).
+            size: box side, pixels of ``dataset.res`` along both axes (or map units
+                with ``Units.CRS``).
             region: shapely geometry in the dataset CRS to cover.
             units: units of ``size``.
             origin: a pixel corner of the imagery's grid, which boxes keep to (as in
@@ -132,17 +137,18 @@ class RegionGridSampler(GeoSampler):
         """
         super().__init__(dataset)
         bounds = self.roi.bounds
-        side = float(size) * (self.res[0] if units == Units.PIXELS else 1.0)
+        sides = _box_size(size, units, self.res)
         region = shapely.intersection(region, self.roi)
         if region.is_empty or region.area <= 0:
             raise GeossclError("region: does not overlap the dataset")
         origin = origin or getattr(dataset, "grid_origin", (bounds[0], bounds[3]))
         bounds = _inside_grid(bounds, origin, self.res)
-        if _wider(side, bounds, self.res):
-            raise GeossclError(f"size: a box of {side:g} map units is larger than the dataset")
+        if _wider(sides, bounds, self.res):
+            raise GeossclError(f"size: a box of {sides[0]:g} × {sides[1]:g} map units is larger than the dataset")
         starts = []
-        for lo, hi, start, stop, step, zero in ((region.bounds[0], region.bounds[2], bounds[0], bounds[2], self.res[0], origin[0]),
-                                               (region.bounds[1], region.bounds[3], bounds[1], bounds[3], self.res[1], origin[1])):
+        for lo, hi, start, stop, step, zero, side in (
+                (region.bounds[0], region.bounds[2], bounds[0], bounds[2], self.res[0], origin[0], sides[0]),
+                (region.bounds[1], region.bounds[3], bounds[1], bounds[3], self.res[1], origin[1], sides[1])):
             if hi - lo < side:
                 first = snap_down(lo - (side - (hi - lo)) / 2, zero, step)
                 starts.append([max(start, min(first, stop - side))])
@@ -150,16 +156,19 @@ class RegionGridSampler(GeoSampler):
                 first = snap_down(lo, zero, step)
                 count = max(1, math.ceil((hi - first) / side - ALIGN_TOL))
                 starts.append([first + i * side for i in range(count)])
-        self.size = side
+        #: box (width, height), map units
+        self.size = sides
+        w, h = sides
         self.boxes = [(x, y) for y in starts[1] for x in starts[0]
-                      if shapely.intersection(shapely.box(x, y, x + side, y + side), region).area > 0]
+                      if shapely.intersection(shapely.box(x, y, x + w, y + h), region).area > 0]
 
     def __len__(self) -> int:
         return len(self.boxes)
 
     def __iter__(self) -> Iterator[tuple[slice, slice, slice]]:
+        w, h = self.size
         for x, y in self.boxes:
-            yield slice(x, x + self.size), slice(y, y + self.size), slice(self.toi.left, self.toi.right)
+            yield slice(x, x + w), slice(y, y + h), slice(self.toi.left, self.toi.right)
 
 
 def _inside_grid(bounds: tuple[float, float, float, float], origin: tuple[float, float],
@@ -170,9 +179,16 @@ def _inside_grid(bounds: tuple[float, float, float, float], origin: tuple[float,
             snap_down(x1, origin[0], res[0]), snap_down(y1, origin[1], res[1]))
 
 
-def _wider(side: float, bounds: tuple[float, float, float, float], res: tuple[float, float]) -> bool:
-    """Whether a box of ``side`` exceeds ``bounds`` along either axis (by more than float noise)."""
-    return side > bounds[2] - bounds[0] + ALIGN_TOL * res[0] or side > bounds[3] - bounds[1] + ALIGN_TOL * res[1]
+def _box_size(size: float, units: Units, res: tuple[float, float]) -> tuple[float, float]:
+    """(width, height) in map units of a box ``size`` pixels (or map units) on a side."""
+    if units == Units.PIXELS:
+        return float(size) * res[0], float(size) * res[1]
+    return float(size), float(size)
+
+
+def _wider(sides: tuple[float, float], bounds: tuple[float, float, float, float], res: tuple[float, float]) -> bool:
+    """Whether a box of ``sides`` (width, height) exceeds ``bounds`` along either axis (by more than float noise)."""
+    return sides[0] > bounds[2] - bounds[0] + ALIGN_TOL * res[0] or sides[1] > bounds[3] - bounds[1] + ALIGN_TOL * res[1]
 
 
 def _point_in(polygon: BaseGeometry, rng: np.random.Generator) -> np.ndarray:

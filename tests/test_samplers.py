@@ -341,6 +341,30 @@ def test_region_boxes_keep_to_the_imagery_grid_with_vector_labels():
     assert all(off(bx.start, ox, rx) > 0.1 for bx, _, _ in RegionSampler(both, 32, region, length=40, generator=seeded(0)))
 
 
+def test_region_boxes_are_crop_size_pixels_on_both_axes_of_non_square_pixels(tmp_path):
+    import rasterio
+    from affine import Affine
+
+    # The NC scene's first band, its rows relabelled 57 m tall (real pixels, 28.5 × 57 m).
+    with rasterio.open(NC_BANDS[0]) as src:
+        band, nodata = src.read(1), src.nodata
+    tall = write_raster(tmp_path / "tall.tif", band, crs="EPSG:32119", nodata=nodata,
+                        transform=Affine(28.5, 0.0, 600000.0, 0.0, -57.0, 300000.0))
+    mosaic = Mosaic(tall)
+    (rx, ry), (x, y, _) = mosaic.res, mosaic.bounds
+    assert (rx, ry) == (28.5, 57.0)
+    region = shapely.box(x.start, y.start, x.stop, y.stop)
+    for sampler in (RegionSampler(mosaic, 64, region, length=10, generator=seeded(0)), RegionGridSampler(mosaic, 64, region)):
+        boxes = list(sampler)
+        assert boxes and all((bx.stop - bx.start) / rx == pytest.approx(64) and (by.stop - by.start) / ry == pytest.approx(64)
+                             for bx, by, _ in boxes)
+        bx, by, _ = boxes[0]
+        assert mosaic[bx.start : bx.stop : rx, by.start : by.stop : ry]["image"].shape == (1, 64, 64)
+    # In map units a box stays square.
+    (bx, by, _), *_ = RegionGridSampler(mosaic, 64 * 57.0, region, units=Units.CRS)
+    assert bx.stop - bx.start == by.stop - by.start == pytest.approx(64 * 57.0)
+
+
 def test_samplers_import_first_in_a_fresh_interpreter():
     # samplers needs geosscl.errors, whose package imports the pair reader, which names
     # samplers.ViewPair: importing samplers before geosscl must not be circular.
