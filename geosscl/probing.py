@@ -81,6 +81,7 @@ class ProbeResult:
     #: region either ``"training"`` (the pixels the classifier was fitted to: no test at all)
     region: str = "holdout"
     model: str | None = None  #: the model file written (``config.out``), if any
+    class_weights: list[float] | None = None  #: of the cross-entropy, by class id (``config.class_weights``)
 
 
 def hypercolumns(network: SegmentationNetwork | None, image: Tensor, rows: Tensor, cols: Tensor,
@@ -126,13 +127,14 @@ def frozen_encoder(setup: Setup, seed: int = 0) -> SegmentationNetwork:
 
 
 def fit_probe(train: tuple[Tensor, Tensor], num_classes: int, weight_decay: float, iterations: int = 200,
-              penalty: Tensor | None = None) -> torch.nn.Linear:
+              penalty: Tensor | None = None, class_weights: Sequence[float] | None = None) -> torch.nn.Linear:
     """Multinomial logistic regression by full-batch L-BFGS from zero weights (deterministic).
 
     Args:
         train: standardised features ``N×F`` and class ids ``N``.
         weight_decay: weight of the L2 penalty on the weights (not the biases).
         penalty: ``F`` factors of ``weight_decay`` per feature (default 1 each).
+        class_weights: weight of each class in the cross-entropy (default 1 each).
     """
     x, y = train
     linear = torch.nn.Linear(x.shape[1], num_classes).to(x.device)
@@ -140,10 +142,11 @@ def fit_probe(train: tuple[Tensor, Tensor], num_classes: int, weight_decay: floa
     torch.nn.init.zeros_(linear.bias)
     optimiser = torch.optim.LBFGS(linear.parameters(), lr=1, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe")
     decay = weight_decay * (penalty.to(x.device) if penalty is not None else torch.ones(x.shape[1], device=x.device))
+    weight = torch.tensor(class_weights, dtype=x.dtype, device=x.device) if class_weights is not None else None
 
     def closure() -> Tensor:
         optimiser.zero_grad()
-        loss = F.cross_entropy(linear(x), y) + (decay * linear.weight.pow(2)).sum()
+        loss = F.cross_entropy(linear(x), y, weight=weight) + (decay * linear.weight.pow(2)).sum()
         loss.backward()
         return loss
 
@@ -169,8 +172,9 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
             ``val_fraction`` / ``val_region``, ``holdout_region`` (where the probe
             is scored; without one it is scored in the validation region, where its
             L2 weight was chosen, so optimistically; with ``val_fraction=0`` either, on
-            its own training pixels), and ``out`` / ``overwrite``: a model file to write
-            the fitted classifier to (optional).
+            its own training pixels), ``class_weights`` (of the classifier's
+            cross-entropy, as in fine-tuning), and ``out`` / ``overwrite``: a model file
+            to write the fitted classifier to (optional).
         features: ``"encoder"`` (hypercolumns) or ``"bands"``.
         stages: the encoder stages of the hypercolumns (see :func:`hypercolumns`),
             default stage 1 alone; or ``"auto"``: chosen on the validation blocks
@@ -251,7 +255,8 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
             progress("fitting", done, len(candidates))
         columns = (stage_of == 0) | torch.isin(stage_of, torch.tensor(readout, dtype=stage_of.dtype))
         penalty = growth ** (stage_of[columns] - 1).clamp_min(0).to(torch.float32)
-        linear = fit_probe((data["train"][0][:, columns], data["train"][1]), setup.num_classes, decay, penalty=penalty)
+        linear = fit_probe((data["train"][0][:, columns], data["train"][1]), setup.num_classes, decay, penalty=penalty,
+                           class_weights=setup.class_weights)
         miou = _score(linear, (data["val"][0][:, columns], data["val"][1]), setup.num_classes).miou if "val" in data else 0.0
         # Ties: fewer stages, then the stronger penalty.
         fits.append((miou if miou == miou else -1.0, -len(readout), growth, decay, readout, columns, linear))
@@ -275,7 +280,7 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
                 "made_by": "geosscl probe (multinomial logistic regression by L-BFGS on frozen features)",
                 "init": config.init, "imagery": setup.mosaic.files, "labels": list(config.labels),
                 "label_fraction": config.label_fraction, "val_label_fraction": config.val_label_fraction,
-                "seed": config.seed, "weight_decay": decay, "depth_penalty": growth,
+                "seed": config.seed, "weight_decay": decay, "depth_penalty": growth, "class_weights": setup.class_weights,
                 "pixels": pixels,
                 "validation": {"miou": val_miou},
                 **({"holdout": {"miou": scores.miou, "overall_accuracy": scores.overall_accuracy}} if region == "holdout" else {}),
@@ -283,7 +288,8 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
             },
         )
         save_model(config.out, classifier, info, overwrite=config.overwrite)
-    return ProbeResult(scores, decay, val_miou, pixels, setup.class_names, chosen, growth, region, config.out or None)
+    return ProbeResult(scores, decay, val_miou, pixels, setup.class_names, chosen, growth, region, config.out or None,
+                       setup.class_weights)
 
 
 def _classifier(setup: Setup, network: SegmentationNetwork | None, stages: list[int], linear: torch.nn.Linear,

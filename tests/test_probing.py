@@ -18,7 +18,7 @@ from geosscl.models import SegmentationNetwork
 from geosscl.probing import frozen_encoder, hypercolumns, linear_probe
 from geosscl.tasks import SSCCLTask
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
-from conftest import NC_BANDS, SAMPLES
+from conftest import ATLANTA, BUILDINGS, NC_BANDS, SAMPLES
 
 NC = SAMPLES / "nc_landsat"
 BANDS = [str(p) for p in NC_BANDS]
@@ -223,6 +223,28 @@ def test_without_validation_every_label_trains_a_fixed_classifier():
     assert sum(map(sum, fitted.scores.confusion)) == fitted.pixels["train"] > whole.pixels["train"]  # the holdout's labels too
 
 
+def test_class_weights_make_the_probe_find_rare_buildings(tmp_path):
+    from geosscl.modelfile import load_model
+
+    # Buildings are 4 % of the SpaceNet tile; one band cannot tell them apart, so an unweighted
+    # classifier says "background" everywhere.
+    atlanta = dict(imagery=[str(ATLANTA)], labels=[str(BUILDINGS)], class_column="class", background_class="background",
+                   label_fraction=0.2, crop_size=64, seed=0)
+    plain = linear_probe(FinetuneConfig(**atlanta), features="bands")
+    assert plain.class_names == ["background", "building"] and plain.class_weights is None
+    assert plain.scores.iou[1] == 0 and sum(row[1] for row in plain.scores.confusion) == 0  # no pixel called building
+    weighted = linear_probe(FinetuneConfig(**atlanta, class_weights="auto", out=str(tmp_path / "probe.safetensors")),
+                            features="bands")
+    w0, w1 = weighted.class_weights
+    assert w1 > 10 * w0 and 1 / w0 + 1 / w1 == pytest.approx(2, rel=1e-4)  # median-frequency balancing of two classes
+    assert weighted.pixels == plain.pixels and weighted.scores.iou[1] > 0.05
+    assert sum(row[1] for row in weighted.scores.confusion) > 0.02 * sum(map(sum, weighted.scores.confusion))
+    _, info = load_model(tmp_path / "probe.safetensors")
+    assert info.provenance["class_weights"] == [w0, w1]
+    with pytest.raises(GeossclError, match="class_weights: give 2 non-negative weights"):
+        linear_probe(FinetuneConfig(**atlanta, class_weights=[1.0]), features="bands")
+
+
 def test_probe_input_errors():
     with pytest.raises(GeossclError, match="stages"):
         linear_probe(config(), stages=[6])
@@ -263,6 +285,12 @@ def test_probe_cli_prints_scores_and_writes_strict_json(tmp_path):
                             "0.03", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert fixed.returncode == 0 and "L2 weight 0.03 " in fixed.stdout, fixed.stderr[-2000:]
     assert json.loads(out.read_text())["weight_decay"] == 0.03
+    weighted = subprocess.run([*common, "--holdout-region", str(NC / "test_region.geojson"), "--bands-only", "--class-weights",
+                               "0,1,1,1,1,1,1,2", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert weighted.returncode == 0 and "class weights 0,1,1,1,1,1,1,2" in weighted.stdout, weighted.stderr[-2000:]
+    assert json.loads(out.read_text())["class_weights"] == [0, 1, 1, 1, 1, 1, 1, 2]
+    usage = subprocess.run([*common, "--class-weights", "a,b"], capture_output=True, text=True, timeout=300)
+    assert usage.returncode == 2 and "--class-weights" in usage.stderr, usage.stderr
     spent = subprocess.run([*common, "--holdout-region", str(NC / "test_region.geojson"), "--bands-only", "--weight-decay",
                             "0.001", "--val-fraction", "0", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert spent.returncode == 0 and "(no validation)" in spent.stdout, spent.stderr[-2000:]

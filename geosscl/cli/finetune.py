@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import bidx_opt, background_class_opt, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
-
-
-def _class_weights(ctx, param, value):
-    if value is None or value == "auto":
-        return value
-    try:
-        return [float(v) for v in value.split(",")]
-    except ValueError:
-        raise click.BadParameter(f"expected 'auto' or comma-separated numbers, got {value!r}") from None
+from .options import bidx_opt, background_class_opt, class_weights_opt, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
 
 
 @click.command()
@@ -38,9 +29,7 @@ def _class_weights(ctx, param, value):
               help="Learning rate of the layers the --init run trained, as a multiple of the others' rate.")
 @click.option("--warmup-steps", type=int, default=0, show_default=True,
               help="Steps over which the learning rates rise linearly to their values.")
-@click.option("--class-weights", callback=_class_weights, metavar="auto|W0,W1,...",
-              help="Weight of each class in the loss: 'auto' balances the classes' shares of the training labels "
-                   "(rare classes, such as buildings, weigh more); default: all 1.")
+@class_weights_opt
 @click.option("--crop-size", type=int, default=128, show_default=True, help="Training crop side, pixels (multiple of 32).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--max-steps", type=int, default=None, help="Stop after N steps.  [default: 500]")

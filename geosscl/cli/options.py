@@ -68,6 +68,22 @@ background_class_opt = click.option(
     help="Class (name or id) of the pixels outside every polygon of the vector layer, inside the imagery: for layers "
          "that outline objects only, e.g. building footprints (default: those pixels are unlabelled).",
 )
+
+
+def _class_weights(ctx: click.Context, param: click.Parameter, value: str | None) -> str | list[float] | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        return [float(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected 'auto' or comma-separated numbers, got {value!r}") from None
+
+
+class_weights_opt = click.option(
+    "--class-weights", callback=_class_weights, metavar="auto|W0,W1,...",
+    help="Weight of each class in the loss: 'auto' balances the classes' shares of the training labels "
+         "(rare classes, such as buildings, weigh more); default: all 1.",
+)
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 
 
