@@ -15,7 +15,7 @@ from .inference import TiledSegmenter, check_bands
 from .metrics import ConfusionMatrix, Scores
 from .modelfile import ModelInfo, load_model
 from .output import atomic_output
-from .splits import KeepRegion, read_region
+from .splits import KeepRegion, label_extent, read_region
 
 
 def evaluate(
@@ -26,6 +26,7 @@ def evaluate(
     region: str | None = None,
     label_nodata: float | None = None,
     background_class: str | None = None,
+    label_area: str | None = None,
     device: str = "auto",
     batch_size: int = 8,
 ) -> tuple[Scores, ModelInfo]:
@@ -33,7 +34,8 @@ def evaluate(
 
     ``label_nodata``: value of the class rasters meaning "unlabelled" where their
     files do not declare it as nodata. ``background_class``: class of a vector
-    layer's pixels outside every polygon (inside the imagery).
+    layer's pixels outside every polygon (inside the imagery). ``label_area``:
+    polygons where the labels are complete; pixels outside them are not scored.
 
     Raises:
         GeossclError: bad model file, bands the imagery lacks, labels off the imagery.
@@ -41,20 +43,25 @@ def evaluate(
     network, info = load_model(model)
     check_bands(Mosaic(imagery).num_bands, info, str(imagery[0]))
     mosaic = Mosaic(imagery, bands=info.bands, res=tuple(info.res))
+    extent, limit = label_extent(mosaic, label_area)
     truth, _ = open_labels(labels, class_column, info.class_names if class_column else None, nodata=label_nodata,
-                           background=background_class, extent=mosaic.footprint())
+                           background=background_class, extent=extent)
     try:
         paired = IntersectionDataset(mosaic, truth)
     except RuntimeError:
         raise GeossclError(f"{labels[0]}: labels do not overlap the imagery") from None
     area = shapely.union_all(paired.index.geometry.values)
-    keep = None
+    if limit is not None:
+        area = area.intersection(limit)
+        if area.is_empty:
+            raise GeossclError(f"{label_area}: label area does not overlap the labels")
+    chosen = limit
     if region:
-        chosen = read_region(region, mosaic.crs)
+        chosen = read_region(region, mosaic.crs) if limit is None else read_region(region, mosaic.crs).intersection(limit)
         area = area.intersection(chosen)
         if area.is_empty:
             raise GeossclError(f"{region}: region does not overlap the labelled imagery")
-        keep = KeepRegion(chosen)
+    keep = KeepRegion(chosen) if chosen is not None else None
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
     matrix = ConfusionMatrix(info.num_classes)
     for block in engine.blocks(mosaic, area.bounds):

@@ -30,7 +30,7 @@ from .data.stats import band_statistics
 from .errors import GeossclError
 from .modelfile import ModelInfo, default_colors, save_model
 from .output import check_output
-from .splits import KeepRegion, block_split, class_pixels, label_fraction, polygonal, read_region
+from .splits import KeepRegion, block_split, class_pixels, label_extent, label_fraction, polygonal, read_region
 
 log = logging.getLogger("geosscl")
 
@@ -48,6 +48,8 @@ class FinetuneConfig:
     label_nodata: float | None = None
     #: class of a vector layer's pixels outside every polygon, inside the imagery (footprint layers)
     background_class: str | None = None
+    #: polygons where the labels are complete; outside them no pixel is labelled (default: everywhere)
+    label_area: str | None = None
     init: str = "random"
     label_fraction: float = 1.0
     #: share of the validation region whose labels are used (whole blocks, as
@@ -160,8 +162,9 @@ def prepare(config: FinetuneConfig) -> Setup:
     else:
         mean, std = band_statistics(mosaic)
     names, colors = read_classes(config.classes) if config.classes else (None, None)
+    extent, limit = label_extent(mosaic, config.label_area)
     labels, label_ids = open_labels(config.labels, config.class_column, names, nodata=config.label_nodata,
-                                    background=config.background_class, extent=mosaic.footprint())
+                                    background=config.background_class, extent=extent)
     if names is None and isinstance(labels, VectorLabels) and labels.classes:
         names = labels.classes
     num_classes = len(names) if names else int(max(label_ids)) + 1
@@ -178,6 +181,10 @@ def prepare(config: FinetuneConfig) -> Setup:
     except RuntimeError:
         raise GeossclError(f"{config.labels[0]}: labels do not overlap the imagery") from None
     area = overlap = shapely.union_all(train_data.index.geometry.values)
+    if limit is not None:
+        area = overlap = polygonal(area.intersection(limit))
+        if area.is_empty:
+            raise GeossclError(f"{config.label_area}: label area does not overlap the labels")
     if config.holdout_region:
         # A test region: neither trained nor validated on.
         overlap = polygonal(overlap.difference(read_region(config.holdout_region, mosaic.crs)))

@@ -152,6 +152,26 @@ def read_region(path: str, crs: Any) -> BaseGeometry:
     return polygonal(shapely.union_all(frame.to_crs(crs).geometry.values))
 
 
+def label_extent(mosaic: Any, label_area: str | None) -> tuple[gpd.GeoSeries, BaseGeometry | None]:
+    """Where labels count: the imagery's footprint, within the polygons of ``label_area`` if given.
+
+    Returns:
+        that area as a GeoSeries in the mosaic's CRS (the extent of a background class),
+        and the label area's geometry in that CRS (``None`` without one).
+
+    Raises:
+        GeossclError: if the label area cannot be read or misses the imagery.
+    """
+    footprint = mosaic.footprint()
+    if not label_area:
+        return footprint, None
+    limit = read_region(label_area, mosaic.crs)
+    inside = polygonal(shapely.intersection(footprint.iloc[0], limit))
+    if inside.is_empty:
+        raise GeossclError(f"{label_area}: label area does not overlap the imagery")
+    return gpd.GeoSeries([inside], crs=footprint.crs), limit
+
+
 class KeepRegion:
     """Sample transform: labels outside ``region`` become :data:`IGNORE_INDEX`."""
 

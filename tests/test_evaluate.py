@@ -76,6 +76,12 @@ def test_evaluate_counts_every_labelled_pixel_once(model, tmp_path):
     gpd.GeoDataFrame(geometry=[half], crs=frame.crs).to_file(region)
     inside, _ = evaluate(model, [STACK], [POLYGONS], class_column="id", region=str(region))
     assert 0 < np.sum(inside.confusion) < LABELLED_PIXELS
+    # A label area limits what is scored the same way, for vector layers and class rasters alike.
+    limited, _ = evaluate(model, [STACK], [POLYGONS], class_column="id", label_area=str(region))
+    assert limited.confusion == inside.confusion
+    mask = str(TUTORIAL / "training_data.gtif")
+    assert evaluate(model, [STACK], [mask], label_area=str(region))[0].confusion == evaluate(model, [STACK], [mask], region=str(region))[0].confusion
+    assert np.sum(evaluate(model, [STACK], [mask], label_area=str(region))[0].confusion) < np.sum(evaluate(model, [STACK], [mask])[0].confusion)
 
 
 def test_evaluate_cli_writes_table_json_and_png(model, tmp_path):

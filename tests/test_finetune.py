@@ -171,6 +171,42 @@ def test_building_footprints_with_a_background_class(tmp_path):
     matrix = np.array(json.loads(scores.read_text())["confusion"])
     assert matrix.sum() == matrix[1].sum() == 33_818  # the names follow the model: "building" is still id 1
 
+    # A footprint layer mapped in the west half only, with --label-area saying so: the east's buildings are
+    # not called background; what is scored is what the whole layer scores in the west.
+    from geosscl.evaluation import evaluate
+
+    with rasterio.open(ATLANTA) as src:
+        x0, y0, x1, y1 = src.bounds
+    west = shapely.box(x0, y0, (x0 + x1) / 2, y1)
+    layer = gpd.read_file(BUILDINGS)
+    partial, area = tmp_path / "west_buildings.geojson", tmp_path / "west.geojson"
+    layer[layer.intersects(west)].to_file(partial)
+    assert 0 < len(layer[layer.intersects(west)]) < len(layer)
+    gpd.GeoSeries([west], crs=layer.crs).to_crs("EPSG:4326").to_file(area)  # in another CRS than the imagery
+    gpd.GeoSeries([west], crs=layer.crs).to_file(tmp_path / "west_utm.geojson")
+    kw = dict(class_column="class", background_class="background")
+    limited, _ = evaluate(str(out), [str(ATLANTA)], [str(partial)], label_area=str(area), **kw)
+    whole, _ = evaluate(str(out), [str(ATLANTA)], [str(BUILDINGS)], region=str(tmp_path / "west_utm.geojson"), **kw)
+    unlimited, _ = evaluate(str(out), [str(ATLANTA)], [str(partial)], **kw)
+    assert limited.confusion == whole.confusion
+    assert np.sum(limited.confusion) == 450 * 900 and np.array(limited.confusion)[1].sum() > 0
+    assert np.sum(unlimited.confusion) == 900 * 900 and np.array(unlimited.confusion)[1].sum() < 33_818
+    result = subprocess.run([sys.executable, "-m", "geosscl", "evaluate", str(out), str(ATLANTA), "--labels", str(partial),
+                             "--class-column", "class", "--background-class", "background", "--label-area", str(area),
+                             "--json", str(scores), "-q"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(scores.read_text())["confusion"] == limited.confusion
+    # Training regions and the class census stay inside the label area too.
+    config = dict(imagery=[str(ATLANTA)], class_column="class", background_class="background", class_weights="auto", crop_size=64)
+    setup = prepare(FinetuneConfig(labels=[str(partial)], label_area=str(area), **config))
+    assert setup.area.difference(west.buffer(1.0)).is_empty and setup.area.area > 0.95 * west.area
+    reference = prepare(FinetuneConfig(labels=[str(BUILDINGS)], label_area=str(tmp_path / "west_utm.geojson"), **config))
+    assert setup.class_weights == pytest.approx(reference.class_weights, rel=0.02)
+    far = tmp_path / "far.geojson"
+    gpd.GeoSeries([shapely.box(10, 10, 10.1, 10.1)], crs="EPSG:4326").to_file(far)
+    with pytest.raises(GeossclError, match="far.geojson: label area does not overlap the imagery"):
+        prepare(FinetuneConfig(labels=[str(partial)], label_area=str(far), **config))
+
 
 def test_class_weights():
     assert balanced_weights({0: 10, 1: 20, 3: 70}, 5) == [2.0, 1.0, 1.0, pytest.approx(2 / 7), 1.0]

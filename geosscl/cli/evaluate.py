@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import background_class_opt, label_nodata_opt, overwrite_opt, quiet_opt
+from .options import background_class_opt, label_area_opt, label_nodata_opt, overwrite_opt, quiet_opt
 
 
 @click.command()
@@ -16,18 +16,19 @@ from .options import background_class_opt, label_nodata_opt, overwrite_opt, quie
 @click.option("--class-column", help="Column of the vector layer holding class ids or names.")
 @label_nodata_opt
 @background_class_opt
+@label_area_opt
 @click.option("--region", type=click.Path(dir_okay=False), help="Polygons to evaluate inside (e.g. the test region).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the scores as JSON.")
 @click.option("--png", "png_path", type=click.Path(dir_okay=False), help="Write the confusion matrix as PNG.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Tiles per forward pass.")
 @quiet_opt
-def evaluate(model, imagery, labels, class_column, label_nodata, background_class, region, json_path, png_path, device, batch_size, quiet):
+def evaluate(model, imagery, labels, class_column, label_nodata, background_class, label_area, region, json_path, png_path, device, batch_size, quiet):
     """Score MODEL on the labelled pixels of IMAGERY (mIoU, IoU and F1 per class, OA, kappa)."""
     from ..evaluation import evaluate as run, format_table, plot_confusion, write_json
 
     scores, info = run(model, list(imagery), list(labels), class_column=class_column, region=region,
-                       label_nodata=label_nodata, background_class=background_class, device=device, batch_size=batch_size)
+                       label_nodata=label_nodata, background_class=background_class, label_area=label_area, device=device, batch_size=batch_size)
     if json_path:
         write_json(scores, info.class_names, json_path)
     if png_path:

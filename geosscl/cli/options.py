@@ -84,6 +84,11 @@ class_weights_opt = click.option(
     help="Weight of each class in the loss: 'auto' balances the classes' shares of the training labels "
          "(rare classes, such as buildings, weigh more); default: all 1.",
 )
+label_area_opt = click.option(
+    "--label-area", type=click.Path(dir_okay=False), metavar="POLYGONS",
+    help="Polygons where the labels are complete (e.g. where footprints were mapped, with --background-class); "
+         "pixels outside them are unlabelled.  [default: wherever labels and imagery meet]",
+)
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 
 
