@@ -19,6 +19,7 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from .data.grid import ALIGN_TOL
 from .data.labels import IGNORE_INDEX
 from .errors import GeossclError
 
@@ -188,21 +189,29 @@ class KeepRegion:
         return sample
 
 
-def class_pixels(labels: GeoDataset, region: BaseGeometry, grid: Mosaic) -> dict[int, int]:
+def class_pixels(labels: GeoDataset, region: BaseGeometry, grid: Mosaic, tile: int = 1024) -> dict[int, int]:
     """Labelled pixels per class id inside ``region``: pixels of the imagery ``grid`` whose centres it holds.
 
-    Read polygon by polygon (each snapped out to ``grid``'s pixels): meant for the few
-    blocks a label fraction draws, as a region of many polygons costs as many reads.
+    The region's bounds are cut into windows of ``tile`` pixels on ``grid``'s pixel grid,
+    and only the part of the region in each window is read (snapped out to whole pixels):
+    each pixel is counted once, a few scattered blocks cost a few small reads, and a
+    region as large as a mosaic is read a window at a time.
     """
     keep = KeepRegion(region)
     rx, ry = grid.res
+    x0, y0, x1, y1 = grid.snap(region.bounds)
     counts: dict[int, int] = {}
-    for part in getattr(region, "geoms", [region]):
-        if part.is_empty or part.area <= 0:
-            continue
-        x0, y0, x1, y1 = grid.snap(part.bounds)
-        mask = keep(labels[x0:x1:rx, y0:y1:ry])["mask"]
-        ids, n = torch.unique(mask[mask != IGNORE_INDEX], return_counts=True)
-        for i, c in zip(ids.tolist(), n.tolist()):
-            counts[i] = counts.get(i, 0) + c
+    for wy in np.arange(y0, y1 - ALIGN_TOL * ry, tile * ry):
+        for wx in np.arange(x0, x1 - ALIGN_TOL * rx, tile * rx):
+            window = (wx, wy, min(wx + tile * rx, x1), min(wy + tile * ry, y1))
+            piece = shapely.intersection(region, shapely.box(*window))
+            if piece.is_empty or piece.area <= 0:
+                continue
+            # (snapping outwards stays inside the window: its edges are on the grid)
+            bx0, by0, bx1, by1 = grid.snap(piece.bounds)
+            bx0, by0, bx1, by1 = max(bx0, window[0]), max(by0, window[1]), min(bx1, window[2]), min(by1, window[3])
+            mask = keep(labels[bx0:bx1:rx, by0:by1:ry])["mask"]
+            ids, n = torch.unique(mask[mask != IGNORE_INDEX], return_counts=True)
+            for i, c in zip(ids.tolist(), n.tolist()):
+                counts[i] = counts.get(i, 0) + c
     return counts

@@ -23,7 +23,7 @@ from geosscl.metrics import ConfusionMatrix
 from geosscl.modelfile import load_model, read_info
 from geosscl.tasks import SegmentationTask, SSCCLTask
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
-from conftest import ATLANTA, BUILDINGS, NAIP, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, run_distributed, write_raster
+from conftest import ATLANTA, BUILDINGS, NAIP, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, run_distributed, write_raster
 
 STACK, POLYGONS = str(TUTORIAL_STACK), str(TUTORIAL_POLYGONS)
 FAST = dict(crop_size=64, batch_size=8, num_workers=0, quiet=True)
@@ -221,6 +221,30 @@ def test_class_weights():
     with pytest.raises(GeossclError, match=r"class_weights: give 2 non-negative weights .*got 1,2,3"):
         prepare(FinetuneConfig(imagery=[str(ATLANTA)], labels=[str(BUILDINGS)], class_column="class",
                                background_class="background", class_weights=[1, 2, 3]))
+
+
+def test_the_class_census_counts_each_pixel_once():
+    from rasterio.features import geometry_mask
+
+    from geosscl.data import Mosaic, open_labels
+    from geosscl.splits import class_pixels
+
+    mosaic = Mosaic([str(p) for p in NC_BANDS])
+    labels, _ = open_labels([str(SAMPLES / "nc_landsat" / "strata.tif")], None, None)
+    x, y, _ = mosaic.bounds
+    rx, ry = mosaic.res
+    px = lambda i, j: (x.start + i * rx, y.start + j * ry)  # noqa: E731
+    # An L of blocks, and a block in its notch: inside the L's bounding box (each used to be counted twice).
+    ell = shapely.union_all([shapely.box(*px(10, 10), *px(200, 60)), shapely.box(*px(10, 10), *px(60, 300))])
+    region = shapely.MultiPolygon([ell, shapely.box(*px(100, 100), *px(180, 250))])
+    with rasterio.open(SAMPLES / "nc_landsat" / "strata.tif") as src:
+        truth = src.read(1)
+        labelled = ~geometry_mask([region], truth.shape, src.transform) & (truth != src.nodata)
+    values, counts = np.unique(truth[labelled].astype(int), return_counts=True)
+    expected = dict(zip(values.tolist(), counts.tolist()))
+    assert sum(expected.values()) == 190 * 50 + 50 * 240 + 80 * 150  # the region, all of it labelled
+    for tile in (1024, 37):  # read a window at a time: the same count
+        assert class_pixels(labels, region, mosaic, tile=tile) == expected
 
 
 def test_label_draws_missing_a_class_warn_and_empty_ones_are_refused(tmp_path, caplog):
