@@ -33,7 +33,7 @@ import torch
 from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig
 from geosscl.probing import linear_probe
-from scenes import SCENES, TESTS, VAL_LABELS_HELP, test_region, val_labels, validation
+from scenes import SCENES, TESTS, VAL_LABELS_HELP, class_weights, test_region, val_labels, validation
 import stage_sets
 from report import print_values
 
@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--val-labels", default="all", type=val_labels, help=VAL_LABELS_HELP)
     parser.add_argument("--weight-decay", default="auto", type=lambda v: v if v == "auto" else float(v),
                         help="the probe's L2 weight: 'auto' (chosen on the validation blocks) or a number")
+    parser.add_argument("--class-weights", default=None, type=class_weights,
+                        help="class weights of the probe's loss: 'auto' (balanced) or W0,W1,...")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     parser.add_argument("--evaluate", action="store_true",
                         help="score each probe's model file by tiled whole-scene inference (as fine-tuned models are scored)")
@@ -70,7 +72,7 @@ def main() -> None:
     scene = SCENES[args.scene]
     test = test_region(args.test, Path(scratch.name), scene)
     print(f"# {scene.name}, test region {args.test}; label blocks of {args.crop} px; seeds {seeds}; {args.threads} torch thread(s); "
-          f"validation labels {args.val_labels}; L2 weight {args.weight_decay}; scored {'by evaluate() on the model files' if args.evaluate else 'by the probe'}")
+          f"validation labels {args.val_labels}; L2 weight {args.weight_decay}; class weights {args.class_weights or 'none'}; scored {'by evaluate() on the model files' if args.evaluate else 'by the probe'}")
     print("\n| features | stages | " + " | ".join(f"{f:.0%} labels: mIoU | OA" for f in fractions) + " |")
     print("|---|---|" + "---|---|" * len(fractions), flush=True)
     rows = [("bands only", "random", "bands", None)]
@@ -86,7 +88,7 @@ def main() -> None:
                 config = FinetuneConfig(imagery=scene.imagery, labels=scene.labels, classes=scene.classes,
                                         **scene.label_settings, init=init, out=model, overwrite=True,
                                         label_fraction=fraction, **validation(args.val_labels, fraction),
-                                        crop_size=args.crop, holdout_region=test, seed=seed)
+                                        crop_size=args.crop, holdout_region=test, seed=seed, class_weights=args.class_weights)
                 scores = linear_probe(config, features=features, device=args.device,
                                       weight_decay=None if args.weight_decay == "auto" else args.weight_decay,
                                       **({"stages": stages} if features == "encoder" else {})).scores

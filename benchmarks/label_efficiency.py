@@ -41,7 +41,7 @@ from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.probing import linear_probe
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
 import stage_sets
-from scenes import SCENES, TESTS, VAL_LABELS_HELP, Scene, test_region, val_labels, validation
+from scenes import SCENES, TESTS, VAL_LABELS_HELP, Scene, class_weights, test_region, val_labels, validation
 from report import print_values
 
 OBJECTIVES = {
@@ -100,7 +100,8 @@ def main() -> None:
     parser.add_argument("--pretrained-lr-factor", type=float, default=1.0,
                         help="fine-tuning learning rate of pretrained layers, times that of new ones")
     parser.add_argument("--warmup-steps", type=int, default=0, help="fine-tuning warm-up steps")
-    parser.add_argument("--class-weights", default=None, help="fine-tuning class weights: 'auto' (balanced) or W0,W1,...")
+    parser.add_argument("--class-weights", default=None, type=class_weights,
+                        help="class weights of fine-tuning and the encoder probe: 'auto' (balanced) or W0,W1,...")
     parser.add_argument("--scene", default="nc", choices=sorted(SCENES),
                         help="labelled scene: the NC Landsat land use, the Sen1Floods11 water chip or the SpaceNet Atlanta "
                              "buildings (the last two with --test blocks)")
@@ -139,7 +140,8 @@ def main() -> None:
                       f"-warmup{args.warmup_steps}" if args.warmup_steps else "", "-blocks" if args.test == "blocks" else "",
                       f"-val{args.val_labels}" if args.val_labels != "all" else "",
                       f"-{args.scene}" if args.scene != "nc" else "",
-                      f"-cw{args.class_weights}" if args.class_weights else ""])  # keeps cached models apart
+                      f"-cw{args.class_weights if isinstance(args.class_weights, str) else ','.join(f'{w:g}' for w in args.class_weights)}"
+                      if args.class_weights else ""])  # keeps cached models apart
     curve: dict[tuple[str, float], dict[tuple[str, float | None], float]] = {}  # (reading, fraction) -> {(init, budget): mean mIoU}
     pairs: dict[tuple[str, float], int] = {}  # (objective, budget) -> pretraining pairs
     for budget in budgets:
@@ -182,7 +184,8 @@ def main() -> None:
                             scores = linear_probe(FinetuneConfig(
                                 **data, init=init, label_fraction=fraction,
                                 **validation(args.val_labels, fraction),
-                                crop_size=args.label_block or args.crop, holdout_region=test, seed=seed), stages=reading.stages).scores
+                                crop_size=args.label_block or args.crop, holdout_region=test, seed=seed,
+                                class_weights=args.class_weights), stages=reading.stages).scores
                         else:
                             out = work / f"{tags[name]}{recipe}{'-probe' if reading.head_only else ''}{f'-{n}steps' if n != 150 else ''}-{fraction:g}-{seed}.safetensors"
                             if not out.exists():
@@ -191,8 +194,7 @@ def main() -> None:
                                     label_fraction=fraction, **validation(args.val_labels, fraction),
                                     linear_probe=reading.head_only, warmup_steps=args.warmup_steps,
                                     pretrained_lr_factor=args.pretrained_lr_factor, max_steps=n, holdout_region=test,
-                                    class_weights=args.class_weights if args.class_weights in (None, "auto")
-                                    else [float(w) for w in args.class_weights.split(",")],
+                                    class_weights=args.class_weights,
                                     seed=seed, **common,
                                 ))
                             scores, _ = evaluate(str(out), scene.imagery, scene.labels, region=test,

@@ -12,6 +12,7 @@ import geopandas as gpd
 import shapely
 
 from geosscl.data import Mosaic
+from geosscl.finetuning import parse_class_weights
 from geosscl.splits import block_split
 
 DATA = Path(__file__).resolve().parent.parent / "sample_data" / "nc_landsat"
@@ -75,6 +76,14 @@ def val_labels(choice: str) -> str:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected 'all', 'same', 'none' or a fraction in (0, 1], got {choice!r}") from None
     return choice
+
+
+def class_weights(value: str) -> str | list[float]:
+    """argparse type of ``--class-weights``: 'auto' or comma-separated weights, as the CLI takes them."""
+    try:
+        return parse_class_weights(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def test_region(kind: str, folder: Path, scene: Scene = SCENES["nc"]) -> str:

@@ -238,6 +238,20 @@ def prepare(config: FinetuneConfig) -> Setup:
                  area, labelled, val_region, weights)
 
 
+def parse_class_weights(text: str) -> str | list[float]:
+    """``'auto'`` or comma-separated weights (``"1,10"``), as ``--class-weights`` takes them.
+
+    Raises:
+        ValueError: naming the text, for anything else.
+    """
+    if text == "auto":
+        return text
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected 'auto' or comma-separated numbers, got {text!r}") from None
+
+
 def balanced_weights(pixels: dict[int, int], num_classes: int) -> list[float]:
     """Median-frequency balancing (Eigen & Fergus, ICCV 2015): ``median(f) / f_c`` for each class's pixel share ``f_c``.
 

@@ -71,12 +71,12 @@ background_class_opt = click.option(
 
 
 def _class_weights(ctx: click.Context, param: click.Parameter, value: str | None) -> str | list[float] | None:
-    if value is None or value == "auto":
-        return value
+    from ..finetuning import parse_class_weights
+
     try:
-        return [float(v) for v in value.split(",")]
-    except ValueError:
-        raise click.BadParameter(f"expected 'auto' or comma-separated numbers, got {value!r}") from None
+        return None if value is None else parse_class_weights(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 class_weights_opt = click.option(
