@@ -57,7 +57,9 @@ def evaluate(
             raise GeossclError(f"{label_area}: label area does not overlap the labels")
     chosen = limit
     if region:
-        chosen = read_region(region, mosaic.crs) if limit is None else read_region(region, mosaic.crs).intersection(limit)
+        chosen = read_region(region, mosaic.crs)
+        if limit is not None:
+            chosen = chosen.intersection(limit)
         area = area.intersection(chosen)
         if area.is_empty:
             raise GeossclError(f"{region}: region does not overlap the labelled imagery")

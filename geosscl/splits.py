@@ -153,7 +153,7 @@ def read_region(path: str, crs: Any) -> BaseGeometry:
     return polygonal(shapely.union_all(frame.to_crs(crs).geometry.values))
 
 
-def label_extent(mosaic: Any, label_area: str | None) -> tuple[gpd.GeoSeries, BaseGeometry | None]:
+def label_extent(mosaic: Mosaic, label_area: str | None) -> tuple[gpd.GeoSeries, BaseGeometry | None]:
     """Where labels count: the imagery's footprint, within the polygons of ``label_area`` if given.
 
     Returns:
