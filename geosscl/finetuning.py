@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,13 +23,14 @@ import torch
 import yaml
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 from torchgeo.datasets import IntersectionDataset, stack_samples
 
 from .data import Mosaic, RasterLabels, VectorLabels, open_labels
 from .data.labels import nodata_hint
 from .data.stats import band_statistics
-from .errors import GeossclError
+from .errors import GeossclError, RunStopped
 from .modelfile import ModelInfo, default_colors, save_model
 from .output import check_output
 from .splits import KeepRegion, block_split, class_pixels, label_extent, label_fraction, polygonal, read_region
@@ -264,8 +267,11 @@ def balanced_weights(pixels: dict[int, int], num_classes: int) -> list[float]:
     return [round(median * total / present[c], 6) if c in present else 1.0 for c in range(num_classes)]
 
 
-def finetune(config: FinetuneConfig) -> str:
+def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None = None) -> str:
     """Fine-tune a segmenter and write its model file; return the model file's path.
+
+    ``progress(done, total)`` is called after every training step: steps of
+    ``max_steps``, or whole seconds of ``max_time`` when only a time is given.
 
     Raises:
         GeossclError: for bad input, before anything is written.
@@ -318,8 +324,10 @@ def finetune(config: FinetuneConfig) -> str:
         persistent_workers=config.num_workers > 0,
     )
     best = _KeepBest()
-    callbacks: list[pl.Callback] = [best] + ([] if config.quiet else [progress_bar("finetune")])
-    with quiet_lightning(config.quiet):
+    callbacks: list[pl.Callback] = [best] + ([] if config.quiet or progress else [progress_bar("finetune")])
+    if progress is not None:
+        callbacks.append(_Progress(progress, config.max_steps, config.max_time))
+    with quiet_lightning(config.quiet or progress is not None):
         trainer = pl.Trainer(
             max_steps=steps if config.max_steps else -1, max_epochs=-1,
             max_time={"minutes": config.max_time} if config.max_time else None,
@@ -328,9 +336,15 @@ def finetune(config: FinetuneConfig) -> str:
             # _KeepBest holds the weights; Lightning's default checkpointing would write the whole
             # training state into ./checkpoints of wherever the user runs the command.
             enable_checkpointing=False,
-            enable_progress_bar=not config.quiet, enable_model_summary=not config.quiet, num_sanity_val_steps=0,
+            enable_progress_bar=not (config.quiet or progress), enable_model_summary=not (config.quiet or progress),
+            num_sanity_val_steps=0,
         )
-        trainer.fit(task, train_dataloaders=train_loader, val_dataloaders=val_loader)
+        try:
+            trainer.fit(task, train_dataloaders=train_loader, val_dataloaders=val_loader)
+        except SIGTERMException:
+            # Lightning ends fit() at a step boundary with this SystemExit, of status 0: a killed
+            # run would look like a finished one that wrote no model.
+            raise RunStopped(f"{out}: stopped by SIGTERM at step {trainer.global_step}; no model written") from None
         if best.state is not None:
             task.load_state_dict(best.state)
         validation = trainer.validate(task, dataloaders=val_loader, verbose=False)[0]
@@ -357,6 +371,24 @@ def finetune(config: FinetuneConfig) -> str:
         )
         save_model(out, task.network, info, overwrite=config.overwrite)
     return out
+
+
+class _Progress(pl.Callback):
+    """Reports training progress to a callable, for programs that drive geosscl (the QGIS plugin)."""
+
+    def __init__(self, report: Callable[[int, int], None], max_steps: int | None, max_time: float | None) -> None:
+        self.report, self.max_steps, self.max_time = report, max_steps, max_time
+        self.start = time.monotonic()
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.start = time.monotonic()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        if self.max_steps:  # a run with both limits ends at whichever comes first; steps are the usual one
+            self.report(trainer.global_step, self.max_steps)
+        else:
+            total = round(60 * self.max_time)
+            self.report(min(total, int(time.monotonic() - self.start)), total)
 
 
 class _KeepBest(pl.Callback):

@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import pickle
+import re
+import signal
 import subprocess
 import sys
 
@@ -141,6 +143,46 @@ def test_raster_labels_and_cli(tmp_path):
     # yielded no crop over it (the run ended in an IndexError); it is validated on a crop around it.
     assert info.provenance["val_label_fraction"] == 0.3
     assert len(info.provenance["validation"]["history"]) == 4 and info.provenance["validation"]["overall_accuracy"] > 0
+
+
+def test_progress_as_json_lines_for_programs(tmp_path):
+    """``--progress jsonl`` (the QGIS plugin reads it): one line per step, then the model file."""
+    def run(out, *limit):
+        result = subprocess.run(
+            [sys.executable, "-m", "geosscl", "finetune", STACK, "--labels", str(TUTORIAL_POLYGONS), "--class-column",
+             "class", "--out", str(out), "--crop-size", "64", "--batch-size", "4", *limit, "--num-workers", "0",
+             "--progress", "jsonl"],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    lines = run(tmp_path / "steps.safetensors", "--max-steps", "3")
+    assert lines == [{"done": 1, "total": 3}, {"done": 2, "total": 3}, {"done": 3, "total": 3},
+                     {"output": str(tmp_path / "steps.safetensors")}]
+    assert read_info(tmp_path / "steps.safetensors").provenance["steps"] == 3
+    lines = run(tmp_path / "time.safetensors", "--max-time", "0.05")  # 3 seconds
+    assert lines[-1] == {"output": str(tmp_path / "time.safetensors")} and len(lines) > 2
+    done = [line["done"] for line in lines[:-1]]
+    assert {line["total"] for line in lines[:-1]} == {3} and done == sorted(done) and 0 <= done[0] and done[-1] <= 3
+
+
+def test_sigterm_stops_fine_tuning_with_an_error_and_no_model(tmp_path):
+    """Lightning ends fit() on SIGTERM with a SystemExit of status 0: the CLI must not pass that off as success."""
+    out = tmp_path / "out"
+    out.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "geosscl", "finetune", STACK, "--labels", str(TUTORIAL_POLYGONS), "--class-column", "class",
+         "--out", str(out / "m.safetensors"), "--crop-size", "64", "--batch-size", "4", "--max-steps", "10000",
+         "--num-workers", "0", "--progress", "jsonl"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert json.loads(process.stdout.readline())["done"] == 1  # training has started
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    assert re.search(r"^Error: .*m\.safetensors: stopped by SIGTERM at step \d+; no model written$", stderr, re.M), stderr[-2000:]
+    assert list(out.iterdir()) == []
 
 
 def test_building_footprints_with_a_background_class(tmp_path):

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import background_class_opt, label_area_opt, label_nodata_opt, overwrite_opt, quiet_opt
+from .options import background_class_opt, label_area_opt, label_nodata_opt, overwrite_opt, quiet_opt, stop_on_sigterm
 
 
 @click.command()
@@ -27,6 +27,7 @@ def evaluate(model, imagery, labels, class_column, label_nodata, background_clas
     """Score MODEL on the labelled pixels of IMAGERY (mIoU, IoU and F1 per class, OA, kappa)."""
     from ..evaluation import evaluate as run, format_table, plot_confusion, write_json
 
+    stop_on_sigterm()
     scores, info = run(model, list(imagery), list(labels), class_column=class_column, region=region,
                        label_nodata=label_nodata, background_class=background_class, label_area=label_area, device=device, batch_size=batch_size)
     if json_path:

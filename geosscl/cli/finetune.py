@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import click
 
 from .options import bidx_opt, background_class_opt, label_area_opt, class_weights_opt, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
@@ -46,16 +49,22 @@ from .options import bidx_opt, background_class_opt, label_area_opt, class_weigh
 @click.option("--devices", default="auto", show_default=True, help="Devices (a number or 'auto').")
 @click.option("--num-workers", type=int, default=2, show_default=True, help="DataLoader workers.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, label blocks and training.")
+@click.option("--progress", "progress_format", type=click.Choice(["bar", "jsonl"]), default="bar", show_default=True,
+              help="jsonl: one JSON object per line on stdout, for programs that drive geosscl.")
 @overwrite_opt
 @quiet_opt
 def finetune(imagery, labels, out, classes, class_column, label_nodata, background_class, label_area, init, label_fraction, val_label_fraction, freeze_encoder, linear_probe, pretrained_lr_factor, warmup_steps,
              class_weights, crop_size, batch_size,
-             max_steps, max_time, val_region, holdout_region, val_fraction, block_size, bands, accelerator, devices, num_workers, seed, overwrite, quiet):
+             max_steps, max_time, val_region, holdout_region, val_fraction, block_size, bands, accelerator, devices, num_workers, seed, progress_format, overwrite, quiet):
     """Fine-tune a segmenter on IMAGERY with --labels; write one model file."""
     from ..finetuning import FinetuneConfig, finetune as run
 
     if max_steps is None and max_time is None:
         max_steps = 500
+    def report(done: int, total: int) -> None:
+        click.echo(json.dumps({"done": done, "total": total}))
+        sys.stdout.flush()
+
     with log_to_stderr(quiet):
         path = run(FinetuneConfig(
             imagery=list(imagery), labels=list(labels), out=out, classes=classes, class_column=class_column, label_nodata=label_nodata, background_class=background_class, label_area=label_area, init=init,
@@ -64,6 +73,8 @@ def finetune(imagery, labels, out, classes, class_column, label_nodata, backgrou
             max_steps=max_steps, max_time=max_time, val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
             block_size=block_size, bands=bands, accelerator=accelerator, devices=int(devices) if str(devices).isdigit() else devices,
             num_workers=num_workers, seed=seed, overwrite=overwrite, quiet=quiet,
-        ))
-    if not quiet:
+        ), progress=report if progress_format == "jsonl" else None)
+    if progress_format == "jsonl":
+        click.echo(json.dumps({"output": path}))
+    elif not quiet:
         click.echo(f"wrote {path}")

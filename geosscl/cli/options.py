@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -104,3 +105,11 @@ def log_to_stderr(quiet: bool) -> Iterator[None]:
         yield
     finally:
         logger.removeHandler(handler)
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (a killed job, a cancelled QGIS run) unwind like Ctrl-C, so temporary files are removed."""
+    def handler(signum, frame):  # noqa: ARG001
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 
 import click
 
-from .options import bidx_opt, int_list, log_to_stderr, overwrite_opt, quiet_opt
+from .options import bidx_opt, int_list, log_to_stderr, overwrite_opt, quiet_opt, stop_on_sigterm
 
 
 def _creation_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
@@ -19,14 +18,6 @@ def _creation_options(ctx: click.Context, param: click.Parameter, value: tuple[s
             raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--co")
         options[name.upper()] = setting
     return options
-
-
-def _stop_on_sigterm() -> None:
-    """Make SIGTERM (a killed job, a cancelled QGIS run) unwind like Ctrl-C, so temporary files are removed."""
-    def handler(signum, frame):  # noqa: ARG001
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 @click.command()
@@ -59,7 +50,7 @@ def predict(scene, model, output, tile_size, overlap, batch_size, device, bands,
     """Segment SCENE (GeoTIFFs, a directory, a glob or a VRT; several files are one mosaic) with MODEL."""
     from ..prediction import predict as run
 
-    _stop_on_sigterm()
+    stop_on_sigterm()
     options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device, bands=bands,
                    probabilities=probabilities, vector=vector, preview=preview, preview_rgb=tuple(preview_rgb),
                    creation_options=creation_options, overwrite=overwrite,

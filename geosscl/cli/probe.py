@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import bidx_opt, int_list, background_class_opt, label_area_opt, class_weights_opt, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
+from .options import bidx_opt, int_list, background_class_opt, label_area_opt, class_weights_opt, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt, stop_on_sigterm
 
 
 def _stages(ctx: click.Context, param: click.Parameter, value: str) -> list[int] | str:
@@ -88,6 +88,7 @@ def probe(imagery, labels, holdout_region, init, bands_only, stages, weight_deca
                             block_size=block_size, bands=bands, seed=seed, out=output or "", overwrite=overwrite)
     options = dict(features="bands" if bands_only else "encoder", stages=stages, max_pixels=max_pixels, device=device,
                    weight_decay=weight_decay)
+    stop_on_sigterm()
     with log_to_stderr(quiet):
         if quiet:
             result = linear_probe(config, **options)
