@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import SAMPLES, write_raster
+from conftest import SAMPLES, TUTORIAL_POLYGONS, TUTORIAL_STACK, write_raster
 
 ROOT = Path(__file__).resolve().parent.parent
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
@@ -146,6 +146,19 @@ def test_qgis_process_runs_a_probe_classifier(qgis_process, tmp_path):
         assert got.crs == scene.crs and got.transform == scene.transform and got.shape == scene.shape
         assert json.loads(got.tags()["class_names"])[5] == "forest"
     assert len(np.unique(classes[classes > 0])) >= 3  # a land-use map, not one class
+
+
+def test_qgis_process_trains_a_model_from_polygons(qgis_process, tmp_path):
+    """The installed plugin's training algorithm: the tutorial's digitised polygons make a model that segments."""
+    model, classes = tmp_path / "tutorial.safetensors", tmp_path / "classes.tif"
+    result = qgis_process("run", "geosscl:train_model", "--", f"INPUT={TUTORIAL_STACK}", f"LABELS={TUTORIAL_POLYGONS}",
+                          "CLASS_FIELD=class", f"OUTPUT={model}", f"CLASS_MAP={classes}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    info = subprocess.run([GEOSSCL, "info", str(model)], capture_output=True, text=True)
+    assert json.loads(info.stdout)["class_names"] == ["barren", "forest", "herbaceous", "urban", "water"]
+    with rasterio.open(classes) as got, rasterio.open(TUTORIAL_STACK) as scene:
+        assert got.crs == scene.crs and got.transform == scene.transform
+        assert len(np.unique(got.read(1))) == 5
 
 
 def test_killed_qgis_process_leaves_nothing(qgis_process, tmp_path):

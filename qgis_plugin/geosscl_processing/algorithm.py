@@ -17,16 +17,13 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
-    QgsRasterFileWriter,
-    QgsRasterPipe,
 )
 
+from .layers import check_raster, configured_executable, raster_file
 from .runner import EXECUTABLE_SETTING, Cancelled, RunError, find_executable, predict_command, run
 from .style import style_class_map
 
 DEVICES = ["auto", "cpu", "cuda"]
-#: Raster layers geosscl reads from their file directly (GDAL files); others are written to a GeoTIFF first.
-DIRECT_SUFFIXES = (".tif", ".tiff", ".gtif", ".vrt", ".img", ".jp2")
 
 
 class _ClassPalette(QgsProcessingLayerPostProcessorInterface):
@@ -38,7 +35,7 @@ class _ClassPalette(QgsProcessingLayerPostProcessorInterface):
 
 # One module-level instance: Processing keeps only a C++ pointer to a post-processor,
 # and the algorithm object that runs is a copy that is deleted when the run ends.
-_PALETTE = _ClassPalette()
+PALETTE = _ClassPalette()
 
 
 class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
@@ -98,10 +95,7 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if layer is None or not layer.isValid():
-            raise QgsProcessingException("Input raster: not a valid raster layer")
-        if not layer.crs().isValid():
-            raise QgsProcessingException(f"{layer.name()}: the raster has no CRS; assign one (Layer Properties > Source) first")
+        check_raster(layer)
         model = self.parameterAsFile(parameters, self.MODEL, context)
         if not model or not os.path.isfile(model):
             raise QgsProcessingException(f"model file {model or '(none)'} does not exist")
@@ -112,9 +106,9 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(f"{polygons}: class polygons are written as GeoPackage; choose a .gpkg file")
         overlap = parameters.get(self.OVERLAP)
         try:
-            executable = find_executable(_setting())
+            executable = find_executable(configured_executable())
             with tempfile.TemporaryDirectory(prefix="geosscl-qgis-") as scratch:
-                scene = self._scene_file(layer, scratch, context, feedback)
+                scene = raster_file(layer, scratch, context, feedback)
                 command = predict_command(
                     executable, scene, model, output, bands=self.parameterAsInts(parameters, self.BANDS, context) or None,
                     tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context) or None,
@@ -130,42 +124,10 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
         except RunError as exc:
             raise QgsProcessingException(f"geosscl: {exc}") from None
         if context.willLoadLayerOnCompletion(output):
-            context.layerToLoadOnCompletionDetails(output).setPostProcessor(_PALETTE)
+            context.layerToLoadOnCompletionDetails(output).setPostProcessor(PALETTE)
         return {self.OUTPUT: output, self.OUTPUT_PROBABILITIES: probabilities, self.OUTPUT_POLYGONS: polygons}
 
     def _optional_output(self, parameters, name, context):
         if parameters.get(name) in (None, ""):
             return None
         return self.parameterAsOutputLayer(parameters, name, context) or None
-
-    @staticmethod
-    def _scene_file(layer, scratch, context, feedback):
-        """The layer's own file when GDAL reads it as a file; otherwise a GeoTIFF copy."""
-        source = layer.source().split("|")[0]
-        if layer.providerType() == "gdal" and os.path.isfile(source) and source.lower().endswith(DIRECT_SUFFIXES):
-            return source
-        if layer.providerType() not in ("gdal",):
-            raise QgsProcessingException(
-                f"{layer.name()}: a {layer.providerType()} layer (a web service or database) cannot be segmented "
-                "directly; save it as a GeoTIFF (Export > Save As) first")
-        feedback.pushInfo(f"{layer.name()}: not a plain raster file; writing a temporary GeoTIFF")
-        path = os.path.join(scratch, "input.tif")
-        provider = layer.dataProvider()
-        pipe = QgsRasterPipe()
-        pipe.set(provider.clone())
-        writer = QgsRasterFileWriter(path)
-        writer.setOutputFormat("GTiff")
-        error = writer.writeRaster(pipe, provider.xSize(), provider.ySize(), provider.extent(), provider.crs(),
-                                   context.transformContext())
-        if error != QgsRasterFileWriter.NoError:
-            raise QgsProcessingException(f"{layer.name()}: could not write it as a temporary GeoTIFF (error {error})")
-        return path
-
-
-def _setting():
-    try:
-        from processing.core.ProcessingConfig import ProcessingConfig
-
-        return ProcessingConfig.getSetting(EXECUTABLE_SETTING) or None
-    except (ImportError, KeyError):
-        return None

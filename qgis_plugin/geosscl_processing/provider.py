@@ -4,6 +4,7 @@ from qgis.core import QgsProcessingProvider
 
 from .algorithm import SegmentRasterAlgorithm
 from .runner import EXECUTABLE_SETTING
+from .training import TrainModelAlgorithm
 
 
 class GeossclProvider(QgsProcessingProvider):
@@ -41,3 +42,4 @@ class GeossclProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802
         self.addAlgorithm(SegmentRasterAlgorithm())
+        self.addAlgorithm(TrainModelAlgorithm())

@@ -17,6 +17,11 @@ sys.path.insert(0, str(ROOT / "qgis_plugin"))
 SCENE = ROOT / "sample_data" / "nc_landsat" / "lsat7_2000.vrt"
 MODEL = ROOT / "sample_data" / "models" / "nc_landuse.safetensors"
 NAIP = ROOT / "sample_data" / "naip" / "m_4709963_se_14_1_20200831.tif"
+#: Landsat 7 stack with sparse digitised polygons of five classes (field "class"): what a QGIS user labels.
+TUTORIAL_STACK = ROOT / "sample_data" / "landsat_tutorial" / "LE70220491999322EDC01_stack.gtif"
+TUTORIAL_POLYGONS = ROOT / "sample_data" / "landsat_tutorial" / "training_data.shp"
+ATLANTA = ROOT / "sample_data" / "spacenet_atlanta" / "sample_geotiff.tif"  # WorldView pan, 0.5 m, EPSG:32616
+BUILDINGS = ROOT / "sample_data" / "spacenet_atlanta" / "buildings.geojson"  # its 43 footprints, field "class"
 
 
 @pytest.fixture(scope="session")
@@ -39,9 +44,12 @@ def processing(provider):
     return processing
 
 
-def geosscl_predict(*args: str) -> subprocess.CompletedProcess:
+def geosscl(*args: str) -> subprocess.CompletedProcess:
     """The CLI, run as the plugin runs it (same executable, cleaned environment)."""
     from geosscl_processing.runner import clean_environment, find_executable
 
-    return subprocess.run([find_executable(), "predict", *args], capture_output=True, text=True,
-                          env=clean_environment(), timeout=600)
+    return subprocess.run([find_executable(), *args], capture_output=True, text=True, env=clean_environment(), timeout=600)
+
+
+def geosscl_predict(*args: str) -> subprocess.CompletedProcess:
+    return geosscl("predict", *args)

@@ -1,0 +1,167 @@
+"""Processing algorithm "Train model from labelled polygons": ``geosscl probe -o`` or ``geosscl finetune``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+)
+
+from .algorithm import DEVICES, PALETTE
+from .layers import check_raster, check_vector, configured_executable, raster_file, vector_file
+from .runner import EXECUTABLE_SETTING, TRAIN_METHODS, Cancelled, RunError, find_executable, predict_command, run, train_command
+
+METHOD_NAMES = [
+    "Linear classifier of the encoder's first stage (few labels; seconds to minutes)",
+    "Fine-tune the whole network (many labels; minutes to hours)",
+]
+#: Share of the progress bar for training when a class map is made afterwards.
+TRAINING_SHARE = 0.8
+
+
+class TrainModelAlgorithm(QgsProcessingAlgorithm):
+    INPUT = "INPUT"
+    LABELS = "LABELS"
+    CLASS_FIELD = "CLASS_FIELD"
+    BACKGROUND_CLASS = "BACKGROUND_CLASS"
+    LABEL_AREA = "LABEL_AREA"
+    INIT = "INIT"
+    METHOD = "METHOD"
+    STEPS = "STEPS"
+    CROP_SIZE = "CROP_SIZE"
+    BALANCE = "BALANCE"
+    DEVICE = "DEVICE"
+    OUTPUT = "OUTPUT"
+    CLASS_MAP = "CLASS_MAP"
+
+    def name(self):
+        return "train_model"
+
+    def displayName(self):  # noqa: N802
+        return "Train model from labelled polygons"
+
+    def group(self):
+        return "Segmentation"
+
+    def groupId(self):  # noqa: N802
+        return "segmentation"
+
+    def shortHelpString(self):  # noqa: N802
+        return (
+            "Makes a geosscl model file from a raster and polygons whose field names or numbers their class "
+            "(polygons you digitised: pixels outside every polygon are unlabelled, unless a background class is given). "
+            "The encoder comes from a geosscl pretraining run on unlabelled imagery (its last.ckpt), or is random. "
+            "With few labels the linear classifier of the encoder's first stage is the better model (and fitted in "
+            "seconds); fine-tuning the whole network needs more labels and time. Optionally segments the raster with "
+            "the new model. Runs the geosscl executable (Processing options > Providers > geosscl, "
+            f"or {EXECUTABLE_SETTING}, or PATH)."
+        )
+
+    def createInstance(self):  # noqa: N802
+        return TrainModelAlgorithm()
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            self.LABELS, "Labelled polygons", [QgsProcessing.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterField(
+            self.CLASS_FIELD, "Class field (names or ids)", parentLayerParameterName=self.LABELS))
+        self.addParameter(QgsProcessingParameterString(
+            self.BACKGROUND_CLASS, "Background class: the class of every pixel outside the polygons (footprint "
+            "layers such as buildings; empty: those pixels are unlabelled)", optional=True))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            self.LABEL_AREA, "Area where the labels are complete (with a background class; empty: the whole raster)",
+            [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.INIT, "Pretrained encoder: last.ckpt of a geosscl pretraining run (empty: random weights)",
+            behavior=QgsProcessingParameterFile.File, fileFilter="geosscl pretraining checkpoints (*.ckpt)",
+            optional=True))
+        self.addParameter(QgsProcessingParameterEnum(self.METHOD, "Model", options=METHOD_NAMES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.STEPS, "Fine-tuning steps", QgsProcessingParameterNumber.Integer, 500, False, 1))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.CROP_SIZE, "Crop and label block side, pixels (a multiple of 32)", QgsProcessingParameterNumber.Integer,
+            128, False, 32))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.BALANCE, "Weigh rare classes up (for classes of very different sizes, such as buildings)", False))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT, "Model file", fileFilter="geosscl models (*.safetensors)"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.CLASS_MAP, "Class map of the input raster, made with the new model", optional=True,
+            createByDefault=False))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        check_raster(raster)
+        labels = self.parameterAsVectorLayer(parameters, self.LABELS, context)
+        check_vector(labels, "Labelled polygons")
+        fields = self.parameterAsFields(parameters, self.CLASS_FIELD, context)
+        if not fields:
+            raise QgsProcessingException("Class field: choose the field of the polygons that holds their class")
+        area = self.parameterAsVectorLayer(parameters, self.LABEL_AREA, context)
+        if area is not None:
+            check_vector(area, "Label area")
+        init = self.parameterAsFile(parameters, self.INIT, context) or None
+        if init and not os.path.isfile(init):
+            raise QgsProcessingException(f"pretrained encoder {init} does not exist")
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        if not output.lower().endswith(".safetensors"):
+            raise QgsProcessingException(f"{output}: geosscl models are .safetensors files; choose such a name")
+        class_map = None
+        if parameters.get(self.CLASS_MAP) not in (None, ""):
+            class_map = self.parameterAsOutputLayer(parameters, self.CLASS_MAP, context) or None
+        device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
+        share = TRAINING_SHARE if class_map else 1.0
+        copies = {}  # temporary file -> the layer it holds, to name the layer in geosscl's errors
+        try:
+            executable = find_executable(configured_executable())
+            with tempfile.TemporaryDirectory(prefix="geosscl-qgis-") as scratch:
+                scene = raster_file(raster, scratch, context, feedback)
+                labels_file = vector_file(labels, scratch, "labels", context)
+                area_file = None if area is None else vector_file(area, scratch, "label area", context)
+                copies = {scene: raster.name(), labels_file: labels.name(), area_file: area and area.name()}
+                copies = {path: name for path, name in copies.items() if path and path.startswith(scratch)}
+                command = train_command(
+                    executable, scene, labels_file, output,
+                    method=TRAIN_METHODS[self.parameterAsEnum(parameters, self.METHOD, context)], class_column=fields[0],
+                    background_class=self.parameterAsString(parameters, self.BACKGROUND_CLASS, context) or None,
+                    label_area=area_file, init=init, steps=self.parameterAsInt(parameters, self.STEPS, context),
+                    crop_size=self.parameterAsInt(parameters, self.CROP_SIZE, context),
+                    balance=self.parameterAsBool(parameters, self.BALANCE, context), device=device,
+                )
+                feedback.pushCommandInfo(" ".join(command))
+                run(command, lambda value: feedback.setProgress(share * value), feedback.pushInfo, feedback.isCanceled)
+                if class_map:
+                    command = predict_command(executable, scene, output, class_map, device=device)
+                    feedback.pushCommandInfo(" ".join(command))
+                    try:
+                        run(command, lambda value: feedback.setProgress(100 * share + (1 - share) * value),
+                            feedback.pushInfo, feedback.isCanceled)
+                    except Cancelled:
+                        raise Cancelled(f"cancelled: the model {output} was written, the class map was not") from None
+        except Cancelled as exc:
+            raise QgsProcessingException(str(exc)) from None
+        except RunError as exc:
+            message = str(exc)
+            for path, name in copies.items():
+                message = message.replace(path, f"layer '{name}'")
+            raise QgsProcessingException(f"geosscl: {message}") from None
+        if class_map and context.willLoadLayerOnCompletion(class_map):
+            context.layerToLoadOnCompletionDetails(class_map).setPostProcessor(PALETTE)
+        return {self.OUTPUT: output, self.CLASS_MAP: class_map}
+

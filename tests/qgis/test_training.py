@@ -1,0 +1,192 @@
+"""The "Train model from labelled polygons" algorithm in real QGIS (headless).
+
+Its models must be the models the command line makes from the same files, from layers
+that are not plain files too (a memory layer, as someone digitising has); it reports
+progress, can be cancelled, and names the layer in geosscl's errors.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from osgeo import gdal, ogr
+from qgis.core import (
+    QgsFeatureRequest,
+    QgsGeometry,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+
+from conftest import ATLANTA, BUILDINGS, TUTORIAL_POLYGONS, TUTORIAL_STACK, geosscl, geosscl_predict
+
+TRAIN = "geosscl:train_model"
+#: What the algorithm's classifier is, as command-line options (README: with few labels, every label trains).
+CLASSIFIER = ("--stages", "1", "--weight-decay", "0.001", "--val-fraction", "0")
+
+
+def read(path):
+    dataset = gdal.Open(str(path))
+    assert dataset is not None, path
+    return dataset.GetRasterBand(1).ReadAsArray(), json.loads(dataset.GetMetadataItem("class_names"))
+
+
+def digitised(path, name="digitised"):
+    """The polygons of ``path`` in a memory layer: what a layer being digitised in QGIS is."""
+    layer = QgsVectorLayer(str(path), "source", "ogr")
+    assert layer.isValid()
+    memory = layer.materialize(QgsFeatureRequest())
+    memory.setName(name)
+    assert memory.providerType() == "memory" and memory.featureCount() == layer.featureCount()
+    return memory
+
+
+def polygon_classes(path, like):
+    """The class name of every pixel inside a polygon of ``path`` on the grid of raster ``like`` (None elsewhere)."""
+    grid = gdal.Open(str(like))
+    source = ogr.Open(str(path))  # kept: its layer dies with it
+    names = sorted({f.GetField("class") for f in source.GetLayer()})
+    target = gdal.GetDriverByName("MEM").Create("", grid.RasterXSize, grid.RasterYSize, 1, gdal.GDT_Int16)
+    target.SetGeoTransform(grid.GetGeoTransform())
+    target.SetProjection(grid.GetProjection())
+    target.GetRasterBand(1).Fill(-1)
+    for value, name in enumerate(names):
+        gdal.Rasterize(target, str(path), burnValues=[value], where=f"class = '{name}'")
+    ids = target.GetRasterBand(1).ReadAsArray()
+    return np.where(ids >= 0, np.array(names, dtype=object)[ids], None)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A (very short) geosscl pretraining run on the tutorial stack."""
+    run = tmp_path_factory.mktemp("pretrain") / "run"
+    made = geosscl("pretrain", str(TUTORIAL_STACK), "--out", str(run), "--crop-size", "64", "--batch-size", "4",
+                   "--max-steps", "3", "--num-workers", "0", "-q")
+    assert made.returncode == 0, made.stderr
+    return run / "last.ckpt"
+
+
+def test_train_algorithm_is_registered(provider):
+    from qgis.core import QgsApplication
+
+    algorithm = QgsApplication.processingRegistry().algorithmById(TRAIN)
+    assert algorithm is not None and algorithm.displayName() == "Train model from labelled polygons"
+    assert {p.name() for p in algorithm.parameterDefinitions()} >= {
+        "INPUT", "LABELS", "CLASS_FIELD", "BACKGROUND_CLASS", "LABEL_AREA", "INIT", "METHOD", "STEPS", "CROP_SIZE",
+        "BALANCE", "DEVICE", "OUTPUT", "CLASS_MAP"}
+
+
+def test_classifier_from_digitised_polygons_is_the_command_lines(processing, checkpoint, tmp_path):
+    model, classes = tmp_path / "qgis.safetensors", tmp_path / "qgis.tif"
+    result = processing.run(TRAIN, {"INPUT": str(TUTORIAL_STACK), "LABELS": digitised(TUTORIAL_POLYGONS),
+                                    "CLASS_FIELD": "class", "INIT": str(checkpoint), "OUTPUT": str(model),
+                                    "CLASS_MAP": str(classes)})
+    assert result == {"OUTPUT": str(model), "CLASS_MAP": str(classes)}
+    reference, reference_map = tmp_path / "cli.safetensors", tmp_path / "cli.tif"
+    made = geosscl("probe", str(TUTORIAL_STACK), "--labels", str(TUTORIAL_POLYGONS), "--class-column", "class",
+                   "--init", str(checkpoint), "--crop-size", "128", *CLASSIFIER, "-o", str(reference), "-q")
+    assert made.returncode == 0, made.stderr
+    assert geosscl_predict(str(TUTORIAL_STACK), "-m", str(reference), "-o", str(reference_map), "-q").returncode == 0
+    (got, names), (want, want_names) = read(classes), read(reference_map)
+    np.testing.assert_array_equal(got, want)
+    assert names == want_names == ["barren", "forest", "herbaceous", "urban", "water"]
+    # The map says what the polygons say, where they are (the classifier fits its 718 labelled pixels).
+    truth = polygon_classes(TUTORIAL_POLYGONS, TUTORIAL_STACK)
+    labelled = truth != None  # noqa: E711 (an object array)
+    assert 700 <= labelled.sum() <= 740
+    agree = np.array(names, dtype=object)[got[labelled]] == truth[labelled]
+    assert agree.mean() > 0.95
+    assert len(np.unique(got)) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli.safetensors", "cli.tif", "qgis.safetensors", "qgis.tif"]
+
+
+def test_footprints_with_background_label_area_and_weights(processing, tmp_path):
+    """Building footprints: background outside them, labels complete only in an area drawn in another CRS, and the
+    rare class weighed up: the same model as the command line's from the same files."""
+    tile = gdal.Open(str(ATLANTA))
+    x0, dx, _, y0, _, dy = tile.GetGeoTransform()
+    west = ogr.CreateGeometryFromWkt(QgsGeometry.fromRect(QgsRectangle(
+        x0, y0 + dy * tile.RasterYSize, x0 + dx * tile.RasterXSize / 2, y0)).asWkt())
+    utm, wgs84 = ogr.osr.SpatialReference(), ogr.osr.SpatialReference()
+    utm.ImportFromEPSG(32616)
+    wgs84.ImportFromEPSG(4326)
+    wgs84.SetAxisMappingStrategy(ogr.osr.OAMS_TRADITIONAL_GIS_ORDER)
+    utm.SetAxisMappingStrategy(ogr.osr.OAMS_TRADITIONAL_GIS_ORDER)
+    west.Transform(ogr.osr.CoordinateTransformation(utm, wgs84))
+    area_file = tmp_path / "west.geojson"
+    source = ogr.GetDriverByName("GeoJSON").CreateDataSource(str(area_file))
+    layer = source.CreateLayer("west", wgs84, ogr.wkbPolygon)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature.SetGeometry(west)
+    layer.CreateFeature(feature)
+    source = layer = feature = None
+    area = QgsVectorLayer(str(area_file), "west half", "ogr")
+    assert area.isValid() and area.crs().authid() == "EPSG:4326"
+
+    model, classes = tmp_path / "qgis.safetensors", tmp_path / "qgis.tif"
+    processing.run(TRAIN, {"INPUT": str(ATLANTA), "LABELS": str(BUILDINGS), "CLASS_FIELD": "class",
+                           "BACKGROUND_CLASS": "background", "LABEL_AREA": area, "BALANCE": True, "CROP_SIZE": 64,
+                           "OUTPUT": str(model), "CLASS_MAP": str(classes)})
+    info = json.loads(geosscl("info", str(model)).stdout)
+    assert info["class_names"] == ["background", "building"]
+    weights = info["provenance"]["class_weights"]
+    assert weights[1] > 5 * weights[0]  # buildings are a few % of the pixels
+    reference, reference_map = tmp_path / "cli.safetensors", tmp_path / "cli.tif"
+    made = geosscl("probe", str(ATLANTA), "--labels", str(BUILDINGS), "--class-column", "class", "--background-class",
+                   "background", "--label-area", str(area_file), "--class-weights", "auto", "--crop-size", "64",
+                   *CLASSIFIER, "-o", str(reference), "-q")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(geosscl("info", str(reference)).stdout)["provenance"]["class_weights"] == weights
+    assert geosscl_predict(str(ATLANTA), "-m", str(reference), "-o", str(reference_map), "-q").returncode == 0
+    got, want = read(classes)[0], read(reference_map)[0]
+    np.testing.assert_array_equal(got, want)
+    assert 0.01 < (got == 1).mean() < 0.5  # it finds buildings, weighted; unweighted, a band classifier finds none
+
+
+def test_fine_tuning_reports_progress(processing, tmp_path):
+    feedback, seen = QgsProcessingFeedback(), []
+    feedback.progressChanged.connect(seen.append)
+    model = tmp_path / "finetuned.safetensors"
+    processing.run(TRAIN, {"INPUT": str(TUTORIAL_STACK), "LABELS": str(TUTORIAL_POLYGONS), "CLASS_FIELD": "class",
+                           "METHOD": 1, "STEPS": 6, "CROP_SIZE": 64, "DEVICE": 1, "OUTPUT": str(model)},
+                   feedback=feedback)
+    steps = [round(v * 6 / 100) for v in seen if v > 0]
+    assert steps == [1, 2, 3, 4, 5, 6], seen
+    info = json.loads(geosscl("info", str(model)).stdout)
+    assert info["arch"] == "unet" and info["provenance"]["steps"] == 6 and info["tile_size"] == 64
+    assert info["class_names"] == ["barren", "forest", "herbaceous", "urban", "water"]
+
+
+def test_cancelled_fine_tuning_writes_no_model(processing, tmp_path):
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda value: value > 0 and feedback.cancel())
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(QgsProcessingException, match="cancelled"):
+        processing.run(TRAIN, {"INPUT": str(TUTORIAL_STACK), "LABELS": str(TUTORIAL_POLYGONS), "CLASS_FIELD": "class",
+                               "METHOD": 1, "STEPS": 500, "CROP_SIZE": 64, "OUTPUT": str(out / "m.safetensors")},
+                       feedback=feedback)
+    assert list(out.iterdir()) == []
+
+
+def test_clear_errors_name_the_layer(processing, checkpoint, tmp_path):
+    out = tmp_path / "m.safetensors"
+    polygons = digitised(TUTORIAL_POLYGONS, "my labels")
+
+    def fails(message, **parameters):
+        with pytest.raises(QgsProcessingException, match=message):
+            processing.run(TRAIN, {"INPUT": str(TUTORIAL_STACK), "LABELS": polygons, "CLASS_FIELD": "class",
+                                   "OUTPUT": str(out), **parameters})
+        assert not out.exists()
+
+    fails("geosscl: layer 'buildings': labels do not overlap the imagery", LABELS=digitised(BUILDINGS, "buildings"))
+    fails("geosscl: layer 'my labels': no column 'klass'; the layer has id, class$", CLASS_FIELD="klass")
+    fails("pretrained encoder .*missing.ckpt does not exist", INIT=str(tmp_path / "missing.ckpt"))
+    fails("m.tif: geosscl models are .safetensors files", OUTPUT=str(tmp_path / "m.tif"))
+    empty = QgsVectorLayer("Polygon?crs=EPSG:32615&field=class:string", "nothing yet", "memory")
+    fails("nothing yet: the layer has no features", LABELS=empty)
+    fails("geosscl: .*last.ckpt: checkpoint has 8 bands, the imagery 1", INIT=str(checkpoint), INPUT=str(ATLANTA),
+          LABELS=str(BUILDINGS))
