@@ -100,6 +100,8 @@ def main() -> None:
     parser.add_argument("--pretrained-lr-factor", type=float, default=1.0,
                         help="fine-tuning learning rate of pretrained layers, times that of new ones")
     parser.add_argument("--warmup-steps", type=int, default=0, help="fine-tuning warm-up steps")
+    parser.add_argument("--freeze-encoder", action="store_true",
+                        help="fine-tune the decoder and head only (the encoder and its batch-norm statistics as loaded)")
     parser.add_argument("--class-weights", default=None, type=class_weights,
                         help="class weights of fine-tuning and the encoder probe: 'auto' (balanced) or W0,W1,...")
     parser.add_argument("--scene", default="nc", choices=sorted(SCENES),
@@ -133,11 +135,13 @@ def main() -> None:
     final: dict[str, float] = {}
     print(f"# {scene.name}, {args.threads} torch thread(s); fine-tuning: {args.steps} steps, probe: {args.probe_steps} "
           f"steps, crop {args.crop}, batch {args.batch}, seeds {seeds}, SSCCL dense stride {args.dense_stride}, jitter {args.jitter}, "
-          f"pretrained-layer lr x{args.pretrained_lr_factor:g}, warm-up {args.warmup_steps} steps, class weights {args.class_weights or 'none'}, test region {args.test}, validation labels {args.val_labels}, "
+          f"pretrained-layer lr x{args.pretrained_lr_factor:g}, warm-up {args.warmup_steps} steps, "
+          f"{'encoder frozen, ' if args.freeze_encoder else ''}class weights {args.class_weights or 'none'}, test region {args.test}, validation labels {args.val_labels}, "
           f"encoder probe stages {','.join(map(stage_sets.label, args.encoder_probe)) or 'none'} on {args.label_block or args.crop} px label blocks; "
           f"work in {work}", flush=True)
     recipe = "".join([f"-lrf{args.pretrained_lr_factor:g}" if args.pretrained_lr_factor != 1 else "",
-                      f"-warmup{args.warmup_steps}" if args.warmup_steps else "", "-blocks" if args.test == "blocks" else "",
+                      f"-warmup{args.warmup_steps}" if args.warmup_steps else "", "-frozen" if args.freeze_encoder else "",
+                      "-blocks" if args.test == "blocks" else "",
                       f"-val{args.val_labels}" if args.val_labels != "all" else "",
                       f"-{args.scene}" if args.scene != "nc" else "",
                       f"-cw{args.class_weights if isinstance(args.class_weights, str) else ','.join(f'{w:g}' for w in args.class_weights)}"
@@ -193,6 +197,7 @@ def main() -> None:
                                     **data, out=str(out), init=init,
                                     label_fraction=fraction, **validation(args.val_labels, fraction),
                                     linear_probe=reading.head_only, warmup_steps=args.warmup_steps,
+                                    freeze_encoder=args.freeze_encoder,
                                     pretrained_lr_factor=args.pretrained_lr_factor, max_steps=n, holdout_region=test,
                                     class_weights=args.class_weights,
                                     seed=seed, **common,
