@@ -98,6 +98,52 @@ def test_background_stops_at_the_extent_given_in_another_crs():
     assert (mask[:, 455:] != 0).all() and (mask[:, 455:] == 1).any()
 
 
+def test_polygons_without_a_class_are_left_unlabelled(tmp_path, caplog):
+    """Polygons drawn but not yet classed (NULL, or empty text: common while digitising in QGIS) label nothing,
+    also where a background class would otherwise cover them."""
+    imagery = Mosaic(STACK)
+    frame = gpd.read_file(POLYGONS)
+    full = _whole(imagery & VectorLabels(POLYGONS, "class"), imagery)
+    frame.loc[0, "class"], frame.loc[3, "class"] = None, " "
+    frame["number"] = frame["id"].astype(float)
+    frame.loc[0, "number"] = None
+    frame.to_file(tmp_path / "partly.gpkg")
+    with rasterio.open(STACK) as src:
+        unclassed = rasterio.features.geometry_mask(frame.geometry[[0, 3]].to_crs(src.crs), src.shape, src.transform,
+                                                    invert=True)
+        only_first = rasterio.features.geometry_mask(frame.geometry[[0]].to_crs(src.crs), src.shape, src.transform,
+                                                     invert=True)
+    assert unclassed.sum() > 30 and (full[unclassed] >= 0).all()
+    with caplog.at_level("WARNING", logger="geosscl"):
+        partly = VectorLabels(tmp_path / "partly.gpkg", "class")
+    assert "partly.gpkg: 2 polygon(s) without a value in column 'class' left unlabelled" in caplog.text
+    assert partly.classes == ["barren", "forest", "herbaceous", "urban", "water"]
+    mask = _whole(imagery & partly, imagery)
+    np.testing.assert_array_equal(mask, np.where(unclassed, IGNORE_INDEX, full))
+    numbered = _whole(imagery & VectorLabels(tmp_path / "partly.gpkg", "number"), imagery)
+    by_id = _whole(imagery & VectorLabels(POLYGONS, "id"), imagery)
+    np.testing.assert_array_equal(numbered, np.where(only_first, IGNORE_INDEX, by_id))
+
+    # Over a background class an unclassed footprint is a hole, not background.
+    buildings = gpd.read_file(BUILDINGS)
+    buildings.loc[0, "class"] = None
+    buildings.to_file(tmp_path / "buildings.gpkg")
+    tile = Mosaic(ATLANTA)
+    labels = VectorLabels(tmp_path / "buildings.gpkg", "class", background="background", extent=tile.footprint())
+    assert labels.class_ids == {0, 1}
+    holed = _whole(tile & labels, tile)
+    whole = _whole(tile & VectorLabels(BUILDINGS, "class", background="background", extent=tile.footprint()), tile)
+    with rasterio.open(ATLANTA) as src:
+        first = rasterio.features.geometry_mask(buildings.geometry[[0]].to_crs(src.crs), src.shape, src.transform, invert=True)
+    assert first.sum() > 100 and (whole[first] == 1).all()
+    np.testing.assert_array_equal(holed, np.where(first, IGNORE_INDEX, whole))
+
+    frame["class"] = None
+    frame.to_file(tmp_path / "none.gpkg")
+    with pytest.raises(GeossclError, match=r"none\.gpkg: no polygon has a value in column 'class'"):
+        VectorLabels(tmp_path / "none.gpkg", "class")
+
+
 def test_mask_raster_in_another_crs_aligns():
     imagery = Mosaic(NC_BANDS)  # EPSG:32119
     labels = RasterLabels(STRATA)  # EPSG:3358, same grid

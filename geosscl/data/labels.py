@@ -8,6 +8,7 @@ intersection: ``mosaic & labels``.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -28,6 +29,8 @@ from torchgeo.datasets.utils import GeoSlice
 from ..errors import GeossclError
 from .grid import MapGrid
 from .mosaic import Mosaic
+
+log = logging.getLogger("geosscl")
 
 #: Label value of pixels without a label (nodata, outside every polygon).
 IGNORE_INDEX = -1
@@ -132,6 +135,17 @@ class VectorLabels(MapGrid, GeoDataset):
         if frame.empty:
             raise GeossclError(f"{path}: no polygon features")
         values = frame[class_column]
+        # Polygons drawn but not yet given a class (NULL, or an empty text): common while
+        # digitising. Their pixels are unlabelled, also over a background class.
+        missing = values.isna()
+        if not pd.api.types.is_numeric_dtype(values):
+            missing |= values.astype(str).str.strip().eq("")
+        missing = missing.to_numpy()
+        if missing.all():
+            raise GeossclError(f"{path}: no polygon has a value in column {class_column!r}")
+        if missing.any():
+            log.warning("%s: %d polygon(s) without a value in column %r left unlabelled", path, missing.sum(), class_column)
+        values = values[~missing]
         if pd.api.types.is_numeric_dtype(values):
             ids = values.astype(np.int64).to_numpy()
             self.classes = list(classes) if classes is not None else None
@@ -156,7 +170,11 @@ class VectorLabels(MapGrid, GeoDataset):
         self.paths = path
         self._extent = extent
         self.transforms = transforms
-        self._source = GeoDataFrame({"class_id": ids}, geometry=frame.geometry.values, crs=frame.crs)
+        # Unvalued polygons matter only where they cut a hole in the background.
+        keep = ~missing | (self.background is not None)
+        labelled = np.full(len(frame), IGNORE_INDEX, dtype=np.int64)
+        labelled[~missing] = ids
+        self._source = GeoDataFrame({"class_id": labelled[keep]}, geometry=frame.geometry.values[keep], crs=frame.crs)
         self._crs = CRS.from_user_input(crs) if crs is not None else CRS.from_user_input(frame.crs)
         self._res = (float(res), float(res)) if isinstance(res, int | float) else (float(res[0]), float(res[1]))
         self._reproject()
@@ -192,7 +210,7 @@ class VectorLabels(MapGrid, GeoDataset):
     @property
     def class_ids(self) -> set[int]:
         """Class ids the layer labels: its polygons' and the background's."""
-        ids = {int(i) for i in np.unique(self._ids)}
+        ids = {int(i) for i in np.unique(self._ids) if i != IGNORE_INDEX}
         return ids if self.background is None else ids | {self.background}
 
     def covers_any(self, region: shapely.Geometry) -> bool:

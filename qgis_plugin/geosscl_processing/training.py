@@ -145,7 +145,8 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
                     balance=self.parameterAsBool(parameters, self.BALANCE, context), device=device,
                 )
                 feedback.pushCommandInfo(" ".join(command))
-                run(command, lambda value: feedback.setProgress(share * value), feedback.pushInfo, feedback.isCanceled)
+                run(command, lambda value: feedback.setProgress(share * value),
+                    lambda line: feedback.pushInfo(_named(line, copies)), feedback.isCanceled)
                 if class_map:
                     command = predict_command(executable, scene, output, class_map, device=device)
                     feedback.pushCommandInfo(" ".join(command))
@@ -157,11 +158,14 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from None
         except RunError as exc:
-            message = str(exc)
-            for path, name in copies.items():
-                message = message.replace(path, f"layer '{name}'")
-            raise QgsProcessingException(f"geosscl: {message}") from None
+            raise QgsProcessingException(f"geosscl: {_named(str(exc), copies)}") from None
         if class_map and context.willLoadLayerOnCompletion(class_map):
             context.layerToLoadOnCompletionDetails(class_map).setPostProcessor(PALETTE)
         return {self.OUTPUT: output, self.CLASS_MAP: class_map}
 
+
+def _named(message, copies):
+    """``message`` with the temporary copies' paths replaced by the names of the layers they hold."""
+    for path, name in copies.items():
+        message = message.replace(path, f"layer '{name}'")
+    return message

@@ -172,6 +172,21 @@ def test_cancelled_fine_tuning_writes_no_model(processing, tmp_path):
     assert list(out.iterdir()) == []
 
 
+def test_polygons_not_yet_classed_are_left_out_and_said(processing, tmp_path):
+    polygons = digitised(TUTORIAL_POLYGONS, "being digitised")
+    polygons.startEditing()
+    first = next(polygons.getFeatures())
+    assert polygons.changeAttributeValue(first.id(), polygons.fields().indexOf("class"), None)
+    assert polygons.commitChanges()
+    feedback = QgsProcessingFeedback()
+    processing.run(TRAIN, {"INPUT": str(TUTORIAL_STACK), "LABELS": polygons, "CLASS_FIELD": "class",
+                           "OUTPUT": str(tmp_path / "m.safetensors")}, feedback=feedback)
+    assert ("WARNING: layer 'being digitised': 1 polygon(s) without a value in column 'class' left unlabelled"
+            in feedback.textLog())
+    info = json.loads(geosscl("info", str(tmp_path / "m.safetensors")).stdout)
+    assert info["class_names"] == ["barren", "forest", "herbaceous", "urban", "water"]
+
+
 def test_clear_errors_name_the_layer(processing, checkpoint, tmp_path):
     out = tmp_path / "m.safetensors"
     polygons = digitised(TUTORIAL_POLYGONS, "my labels")
