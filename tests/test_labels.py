@@ -138,6 +138,10 @@ def test_polygons_without_a_class_are_left_unlabelled(tmp_path, caplog):
     assert first.sum() > 100 and (whole[first] == 1).all()
     np.testing.assert_array_equal(holed, np.where(first, IGNORE_INDEX, whole))
 
+    frame["number"] = frame["id"] + 0.5  # not an id: refused, not truncated to one
+    frame.to_file(tmp_path / "halves.gpkg")
+    with pytest.raises(GeossclError, match=r"halves\.gpkg: column 'number' holds class id 1\.5, not a whole number"):
+        VectorLabels(tmp_path / "halves.gpkg", "number")
     frame["class"] = None
     frame.to_file(tmp_path / "none.gpkg")
     with pytest.raises(GeossclError, match=r"none\.gpkg: no polygon has a value in column 'class'"):

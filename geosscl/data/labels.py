@@ -147,6 +147,11 @@ class VectorLabels(MapGrid, GeoDataset):
             log.warning("%s: %d polygon(s) without a value in column %r left unlabelled", path, missing.sum(), class_column)
         values = values[~missing]
         if pd.api.types.is_numeric_dtype(values):
+            numbers = values.to_numpy(np.float64)
+            fractional = numbers[numbers != np.round(numbers)]
+            if fractional.size:
+                raise GeossclError(f"{path}: column {class_column!r} holds class id {fractional[0]:g}, not a whole "
+                                   "number (class ids are 0, 1, 2, ...; or give class names)")
             ids = values.astype(np.int64).to_numpy()
             self.classes = list(classes) if classes is not None else None
         else:
