@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import shapely
@@ -29,8 +30,11 @@ def evaluate(
     label_area: str | None = None,
     device: str = "auto",
     batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Scores, ModelInfo]:
     """Scores of ``model`` on the labelled pixels of ``imagery`` (inside ``region`` if given).
+
+    ``progress(done, total)`` is called after every block of the tiled inference.
 
     ``label_nodata``: value of the class rasters meaning "unlabelled" where their
     files do not declare it as nodata. ``background_class``: class of a vector
@@ -66,7 +70,8 @@ def evaluate(
     keep = KeepRegion(chosen) if chosen is not None else None
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
     matrix = ConfusionMatrix(info.num_classes)
-    for block in engine.blocks(mosaic, area.bounds):
+    total = len(engine.plan(mosaic, area.bounds))
+    for done, block in enumerate(engine.blocks(mosaic, area.bounds), 1):
         x0, y0, x1, y1 = block.bounds
         sample = truth[x0:x1:mosaic.res[0], y0:y1:mosaic.res[1]]
         if keep is not None:
@@ -78,6 +83,8 @@ def evaluate(
             raise GeossclError(f"{labels[0]}: class id {value} is outside the model's {info.num_classes} classes{hint}")
         mask = mask.masked_fill(block.classes < 0, -1)  # no input, no verdict
         matrix.update(block.classes.clamp_min(0), mask)
+        if progress is not None:
+            progress(done, total)
     return matrix.scores(), info
 
 
@@ -99,11 +106,15 @@ def _pct(value: float) -> str:
     return "   n/a" if value != value else f"{100 * value:6.1f}"
 
 
+def scores_dict(scores: Scores, class_names: list[str], **extra: Any) -> dict[str, Any]:
+    """Scores, class names and ``extra`` items as plain JSON values (NaN as null)."""
+    return _no_nan({"classes": class_names, **scores.__dict__, **extra})
+
+
 def write_json(scores: Scores, class_names: list[str], path: str, overwrite: bool = True, **extra: Any) -> None:
     """Scores, class names and ``extra`` items as JSON (atomically)."""
-    data: dict[str, Any] = {"classes": class_names, **scores.__dict__, **extra}
     with atomic_output(path, overwrite) as tmp, open(tmp, "w") as f:
-        json.dump(_no_nan(data), f, indent=1, allow_nan=False)
+        json.dump(scores_dict(scores, class_names, **extra), f, indent=1, allow_nan=False)
 
 
 def _no_nan(value: Any) -> Any:

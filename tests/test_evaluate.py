@@ -99,6 +99,22 @@ def test_evaluate_cli_writes_table_json_and_png(model, tmp_path):
     assert json.loads(info.stdout)["bands"] == list(range(1, 9))
 
 
+def test_evaluate_progress_as_json_lines(model, tmp_path):
+    """``--progress jsonl`` (the QGIS plugin reads it): a line per block of the tiled inference, then the scores."""
+    result = subprocess.run(
+        [sys.executable, "-m", "geosscl", "evaluate", model, STACK, "--labels", str(TUTORIAL / "training_data.gtif"),
+         "--json", str(tmp_path / "m.json"), "--progress", "jsonl"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    blocks, final = lines[:-1], lines[-1]
+    assert blocks == [{"done": i, "total": len(blocks)} for i in range(1, len(blocks) + 1)] and blocks
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert {k: final[k] for k in written} == written and final["json"] == str(tmp_path / "m.json")
+    assert final["table"].splitlines()[-1].startswith("mIoU ") and np.sum(final["confusion"]) == LABELLED_PIXELS
+
+
 def test_evaluate_bad_input(model, tmp_path):
     with pytest.raises(GeossclError, match="has 4 band\\(s\\); the model reads bands 1,2,3,4,5,6,7,8"):
         evaluate(model, [str(NAIP)], [POLYGONS], class_column="id")

@@ -210,7 +210,7 @@ def test_an_undeclared_unlabelled_value_is_refused_until_declared(tmp_path):
 def test_bad_vector_input(tmp_path):
     with pytest.raises(GeossclError, match=r"training_data\.shp: no column 'label'; the layer has id, class"):
         VectorLabels(POLYGONS, "label")
-    with pytest.raises(GeossclError, match="class\\(es\\) barren, urban in column 'class' are not in the classes list"):
+    with pytest.raises(GeossclError, match="class\\(es\\) barren, urban in column 'class' are not among the classes \\(forest, water, herbaceous\\)"):
         VectorLabels(POLYGONS, "class", classes=["forest", "water", "herbaceous"])
     bad = tmp_path / "bad.geojson"
     bad.write_text("{ not json")

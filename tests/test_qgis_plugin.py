@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -159,6 +160,13 @@ def test_qgis_process_trains_a_model_from_polygons(qgis_process, tmp_path):
     with rasterio.open(classes) as got, rasterio.open(TUTORIAL_STACK) as scene:
         assert got.crs == scene.crs and got.transform == scene.transform
         assert len(np.unique(got.read(1))) == 5
+    scores = tmp_path / "scores.json"
+    result = qgis_process("run", "geosscl:evaluate_model", "--", f"INPUT={TUTORIAL_STACK}", f"MODEL={model}",
+                          f"LABELS={TUTORIAL_POLYGONS}", "CLASS_FIELD=class", f"OUTPUT_JSON={scores}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    miou = json.loads(scores.read_text())["miou"]
+    reported = re.search(r"^MIOU:\t(\S+)$", result.stdout, re.M)
+    assert reported and float(reported.group(1)) == pytest.approx(miou) and miou > 0.9  # its own training polygons
 
 
 def test_killed_qgis_process_leaves_nothing(qgis_process, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -22,19 +23,41 @@ from .options import background_class_opt, label_area_opt, label_nodata_opt, ove
 @click.option("--png", "png_path", type=click.Path(dir_okay=False), help="Write the confusion matrix as PNG.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Tiles per forward pass.")
+@click.option("--progress", "progress_format", type=click.Choice(["bar", "jsonl"]), default="bar", show_default=True,
+              help="jsonl: one JSON object per line on stdout (blocks done, then the scores), for programs.")
 @quiet_opt
-def evaluate(model, imagery, labels, class_column, label_nodata, background_class, label_area, region, json_path, png_path, device, batch_size, quiet):
+def evaluate(model, imagery, labels, class_column, label_nodata, background_class, label_area, region, json_path, png_path, device, batch_size, progress_format, quiet):
     """Score MODEL on the labelled pixels of IMAGERY (mIoU, IoU and F1 per class, OA, kappa)."""
-    from ..evaluation import evaluate as run, format_table, plot_confusion, write_json
+    from ..evaluation import evaluate as run, format_table, plot_confusion, scores_dict, write_json
 
     stop_on_sigterm()
-    scores, info = run(model, list(imagery), list(labels), class_column=class_column, region=region,
-                       label_nodata=label_nodata, background_class=background_class, label_area=label_area, device=device, batch_size=batch_size)
+    options = dict(class_column=class_column, region=region, label_nodata=label_nodata, background_class=background_class,
+                   label_area=label_area, device=device, batch_size=batch_size)
+    if progress_format == "jsonl":
+        def report(done: int, total: int) -> None:
+            click.echo(json.dumps({"done": done, "total": total}))
+            sys.stdout.flush()
+
+        scores, info = run(model, list(imagery), list(labels), progress=report, **options)
+    elif quiet:
+        scores, info = run(model, list(imagery), list(labels), **options)
+    else:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), transient=True, console=Console(stderr=True)) as bar:
+            task = bar.add_task("scoring blocks", total=None)
+            scores, info = run(model, list(imagery), list(labels),
+                               progress=lambda done, total: bar.update(task, completed=done, total=total), **options)
     if json_path:
         write_json(scores, info.class_names, json_path)
     if png_path:
         plot_confusion(scores, info, png_path)
-    if not quiet:
+    if progress_format == "jsonl":
+        click.echo(json.dumps(scores_dict(scores, info.class_names, json=json_path, png=png_path,
+                                          table=format_table(scores, info.class_names)), allow_nan=False))
+    elif not quiet:
         click.echo(format_table(scores, info.class_names))
 
 

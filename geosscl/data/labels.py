@@ -164,7 +164,8 @@ class VectorLabels(MapGrid, GeoDataset):
                     self.classes.insert(0, str(background))  # the usual mask convention: 0 = background
             unknown = sorted(set(names) - set(self.classes))
             if unknown:
-                raise GeossclError(f"{path}: class(es) {', '.join(unknown)} in column {class_column!r} are not in the classes list")
+                raise GeossclError(f"{path}: class(es) {', '.join(unknown)} in column {class_column!r} are not among the "
+                                  f"classes ({', '.join(self.classes)})")
             ids = names.map({name: i for i, name in enumerate(self.classes)}).to_numpy(np.int64)
         if (ids < 0).any():
             raise GeossclError(f"{path}: negative class id in column {class_column!r}")

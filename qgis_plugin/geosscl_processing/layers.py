@@ -79,3 +79,10 @@ def configured_executable() -> str | None:
         return ProcessingConfig.getSetting(EXECUTABLE_SETTING) or None
     except (ImportError, KeyError):
         return None
+
+
+def named_after_layers(message: str, copies: dict[str, str]) -> str:
+    """``message`` with the temporary copies' paths (keys) replaced by the names of the layers they hold."""
+    for path, name in copies.items():
+        message = message.replace(path, f"layer '{name}'")
+    return message

@@ -3,6 +3,7 @@
 from qgis.core import QgsProcessingProvider
 
 from .algorithm import SegmentRasterAlgorithm
+from .evaluation import EvaluateModelAlgorithm
 from .runner import EXECUTABLE_SETTING
 from .training import TrainModelAlgorithm
 
@@ -43,3 +44,4 @@ class GeossclProvider(QgsProcessingProvider):
     def loadAlgorithms(self):  # noqa: N802
         self.addAlgorithm(SegmentRasterAlgorithm())
         self.addAlgorithm(TrainModelAlgorithm())
+        self.addAlgorithm(EvaluateModelAlgorithm())

@@ -1,4 +1,4 @@
-"""Running ``geosscl`` (predict, probe, finetune) as a subprocess and following its progress.
+"""Running ``geosscl`` (predict, probe, finetune, evaluate) as a subprocess and following its progress.
 
 Kept free of QGIS imports so that it is plain Python to read and to test. QGIS's own
 Python usually has no PyTorch, so the plugin never imports geosscl: it runs the
@@ -109,6 +109,21 @@ def train_command(
                 "--device", device, "-o", output, "--overwrite"]
     return [executable, "finetune", scene, *common, "--max-steps", str(steps),
             "--accelerator", {"cuda": "gpu"}.get(device, device), "--progress", "jsonl", "--out", output, "--overwrite"]
+
+
+def evaluate_command(
+    executable: str, scene: str, model: str, labels: str, *, class_column: str, background_class: str | None = None,
+    label_area: str | None = None, region: str | None = None, json_path: str | None = None,
+    png_path: str | None = None, device: str = "auto",
+) -> list[str]:
+    """The ``geosscl evaluate`` command line that scores a model on a labelled vector layer."""
+    command = [executable, "evaluate", model, scene, "--labels", labels, "--class-column", class_column,
+               "--device", device, "--progress", "jsonl"]
+    for option, value in (("--background-class", background_class), ("--label-area", label_area), ("--region", region),
+                          ("--json", json_path), ("--png", png_path)):
+        if value:
+            command += [option, value]
+    return command
 
 
 # Loaded here, not in the forked child: QGIS has many threads, and a child of a

@@ -22,7 +22,7 @@ from qgis.core import (
 )
 
 from .algorithm import DEVICES, PALETTE
-from .layers import check_raster, check_vector, configured_executable, raster_file, vector_file
+from .layers import check_raster, check_vector, configured_executable, named_after_layers, raster_file, vector_file
 from .runner import EXECUTABLE_SETTING, TRAIN_METHODS, Cancelled, RunError, find_executable, predict_command, run, train_command
 
 METHOD_NAMES = [
@@ -146,7 +146,7 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
                 )
                 feedback.pushCommandInfo(" ".join(command))
                 run(command, lambda value: feedback.setProgress(share * value),
-                    lambda line: feedback.pushInfo(_named(line, copies)), feedback.isCanceled)
+                    lambda line: feedback.pushInfo(named_after_layers(line, copies)), feedback.isCanceled)
                 if class_map:
                     command = predict_command(executable, scene, output, class_map, device=device)
                     feedback.pushCommandInfo(" ".join(command))
@@ -158,14 +158,8 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from None
         except RunError as exc:
-            raise QgsProcessingException(f"geosscl: {_named(str(exc), copies)}") from None
+            raise QgsProcessingException(f"geosscl: {named_after_layers(str(exc), copies)}") from None
         if class_map and context.willLoadLayerOnCompletion(class_map):
             context.layerToLoadOnCompletionDetails(class_map).setPostProcessor(PALETTE)
         return {self.OUTPUT: output, self.CLASS_MAP: class_map}
 
-
-def _named(message, copies):
-    """``message`` with the temporary copies' paths replaced by the names of the layers they hold."""
-    for path, name in copies.items():
-        message = message.replace(path, f"layer '{name}'")
-    return message

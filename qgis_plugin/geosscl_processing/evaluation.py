@@ -1,0 +1,146 @@
+"""Processing algorithm "Evaluate model on labelled polygons": ``geosscl evaluate`` on a polygon layer."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+)
+
+from .algorithm import DEVICES
+from .layers import check_raster, check_vector, configured_executable, named_after_layers, raster_file, vector_file
+from .runner import EXECUTABLE_SETTING, Cancelled, RunError, evaluate_command, find_executable, run
+
+#: Summary scores: Processing output name -> key of geosscl's JSON.
+SCORES = {"MIOU": "miou", "OVERALL_ACCURACY": "overall_accuracy", "KAPPA": "kappa", "MEAN_F1": "mean_f1"}
+
+
+class EvaluateModelAlgorithm(QgsProcessingAlgorithm):
+    INPUT = "INPUT"
+    MODEL = "MODEL"
+    LABELS = "LABELS"
+    CLASS_FIELD = "CLASS_FIELD"
+    BACKGROUND_CLASS = "BACKGROUND_CLASS"
+    LABEL_AREA = "LABEL_AREA"
+    REGION = "REGION"
+    DEVICE = "DEVICE"
+    OUTPUT_JSON = "OUTPUT_JSON"
+    OUTPUT_CONFUSION = "OUTPUT_CONFUSION"
+
+    def name(self):
+        return "evaluate_model"
+
+    def displayName(self):  # noqa: N802
+        return "Evaluate model on labelled polygons"
+
+    def group(self):
+        return "Segmentation"
+
+    def groupId(self):  # noqa: N802
+        return "segmentation"
+
+    def shortHelpString(self):  # noqa: N802
+        return (
+            "Scores a geosscl model on polygons whose field names or numbers their class (test polygons you "
+            "digitised, kept out of training): the raster is segmented tile by tile, as Segment raster does, and "
+            "compared with the polygons' classes pixel by pixel. Gives mIoU, overall accuracy, Cohen's kappa and mean "
+            "F1 (0 to 1), per-class IoU and F1 in the log, and optionally the scores as JSON and the confusion matrix "
+            "as PNG. Class names must be the model's. Runs the geosscl executable (Processing options > Providers > "
+            f"geosscl, or {EXECUTABLE_SETTING}, or PATH)."
+        )
+
+    def createInstance(self):  # noqa: N802
+        return EvaluateModelAlgorithm()
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
+        self.addParameter(QgsProcessingParameterFile(
+            self.MODEL, "geosscl model", behavior=QgsProcessingParameterFile.File,
+            fileFilter="geosscl models (*.safetensors *.onnx)"))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            self.LABELS, "Labelled polygons (reference)", [QgsProcessing.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterField(
+            self.CLASS_FIELD, "Class field (names or ids)", parentLayerParameterName=self.LABELS))
+        self.addParameter(QgsProcessingParameterString(
+            self.BACKGROUND_CLASS, "Background class: the class of every pixel outside the polygons (footprint "
+            "layers; empty: those pixels are not scored)", optional=True))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            self.LABEL_AREA, "Area where the labels are complete (with a background class)",
+            [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            self.REGION, "Score only inside these polygons (e.g. a test region)", [QgsProcessing.TypeVectorPolygon],
+            optional=True))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_JSON, "Scores (JSON)", fileFilter="JSON files (*.json)", optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_CONFUSION, "Confusion matrix (PNG)", fileFilter="PNG files (*.png)", optional=True,
+            createByDefault=False))
+        for name, label in (("MIOU", "mIoU"), ("OVERALL_ACCURACY", "Overall accuracy"), ("KAPPA", "Cohen's kappa"),
+                            ("MEAN_F1", "Mean F1")):
+            self.addOutput(QgsProcessingOutputNumber(name, label))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        check_raster(raster)
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        if not model or not os.path.isfile(model):
+            raise QgsProcessingException(f"model file {model or '(none)'} does not exist")
+        labels = self.parameterAsVectorLayer(parameters, self.LABELS, context)
+        check_vector(labels, "Labelled polygons")
+        fields = self.parameterAsFields(parameters, self.CLASS_FIELD, context)
+        if not fields:
+            raise QgsProcessingException("Class field: choose the field of the polygons that holds their class")
+        optional = {}
+        for name, title in ((self.LABEL_AREA, "Label area"), (self.REGION, "Region")):
+            layer = self.parameterAsVectorLayer(parameters, name, context)
+            if layer is not None:
+                check_vector(layer, title)
+                optional[name] = layer
+        outputs = {name: self._optional_file(parameters, name, context) for name in (self.OUTPUT_JSON, self.OUTPUT_CONFUSION)}
+        copies = {}
+        try:
+            executable = find_executable(configured_executable())
+            with tempfile.TemporaryDirectory(prefix="geosscl-qgis-") as scratch:
+                scene = raster_file(raster, scratch, context, feedback)
+                files = {self.LABELS: vector_file(labels, scratch, "labels", context)}
+                copies = {files[self.LABELS]: labels.name()}
+                for name, layer in optional.items():
+                    files[name] = vector_file(layer, scratch, name.lower(), context)
+                    copies[files[name]] = layer.name()
+                if scene.startswith(scratch):
+                    copies[scene] = raster.name()
+                command = evaluate_command(
+                    executable, scene, model, files[self.LABELS], class_column=fields[0],
+                    background_class=self.parameterAsString(parameters, self.BACKGROUND_CLASS, context) or None,
+                    label_area=files.get(self.LABEL_AREA), region=files.get(self.REGION),
+                    json_path=outputs[self.OUTPUT_JSON], png_path=outputs[self.OUTPUT_CONFUSION],
+                    device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+                )
+                feedback.pushCommandInfo(" ".join(command))
+                scores = run(command, feedback.setProgress, lambda line: feedback.pushInfo(named_after_layers(line, copies)),
+                             feedback.isCanceled)
+        except Cancelled as exc:
+            raise QgsProcessingException(str(exc)) from None
+        except RunError as exc:
+            raise QgsProcessingException(f"geosscl: {named_after_layers(str(exc), copies)}") from None
+        feedback.pushInfo(scores["table"])
+        return {**outputs, **{name: scores.get(key) for name, key in SCORES.items()}}
+
+    def _optional_file(self, parameters, name, context):
+        if parameters.get(name) in (None, ""):
+            return None
+        return self.parameterAsFileOutput(parameters, name, context) or None
+

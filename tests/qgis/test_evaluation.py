@@ -1,0 +1,131 @@
+"""The "Evaluate model on labelled polygons" algorithm in real QGIS (headless): the scores of geosscl evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from osgeo import gdal
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsFeatureRequest,
+    QgsGeometry,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+
+from conftest import ATLANTA, BUILDINGS, TUTORIAL_POLYGONS, TUTORIAL_STACK, geosscl
+
+EVALUATE = "geosscl:evaluate_model"
+
+
+@pytest.fixture(scope="module")
+def tutorial_model(tmp_path_factory):
+    """A classifier of the tutorial's polygons, made on the command line."""
+    model = tmp_path_factory.mktemp("models") / "tutorial.safetensors"
+    made = geosscl("probe", str(TUTORIAL_STACK), "--labels", str(TUTORIAL_POLYGONS), "--class-column", "class",
+                   "--weight-decay", "0.001", "--val-fraction", "0", "-o", str(model), "-q")
+    assert made.returncode == 0, made.stderr
+    return model
+
+
+def cli_scores(tmp_path, *args):
+    out = tmp_path / "cli.json"
+    scored = geosscl("evaluate", *args, "--json", str(out), "-q")
+    assert scored.returncode == 0, scored.stderr
+    return json.loads(out.read_text())
+
+
+def test_evaluate_algorithm_is_registered(provider):
+    from qgis.core import QgsApplication
+
+    algorithm = QgsApplication.processingRegistry().algorithmById(EVALUATE)
+    assert algorithm is not None and algorithm.displayName() == "Evaluate model on labelled polygons"
+    assert {p.name() for p in algorithm.parameterDefinitions()} >= {
+        "INPUT", "MODEL", "LABELS", "CLASS_FIELD", "BACKGROUND_CLASS", "LABEL_AREA", "REGION", "DEVICE", "OUTPUT_JSON",
+        "OUTPUT_CONFUSION"}
+    assert {o.name() for o in algorithm.outputDefinitions()} >= {"MIOU", "OVERALL_ACCURACY", "KAPPA", "MEAN_F1"}
+
+
+def test_scores_are_geosscl_evaluates(processing, tutorial_model, tmp_path):
+    feedback, seen = QgsProcessingFeedback(), []
+    feedback.progressChanged.connect(seen.append)
+    scores, confusion = tmp_path / "scores.json", tmp_path / "confusion.png"
+    result = processing.run(EVALUATE, {"INPUT": str(TUTORIAL_STACK), "MODEL": str(tutorial_model),
+                                       "LABELS": QgsVectorLayer(str(TUTORIAL_POLYGONS), "reference", "ogr"),
+                                       "CLASS_FIELD": "class", "OUTPUT_JSON": str(scores),
+                                       "OUTPUT_CONFUSION": str(confusion)}, feedback=feedback)
+    want = cli_scores(tmp_path, str(tutorial_model), str(TUTORIAL_STACK), "--labels", str(TUTORIAL_POLYGONS),
+                      "--class-column", "class")
+    got = json.loads(scores.read_text())
+    assert got == want
+    assert sum(map(sum, got["confusion"])) == 718  # every labelled pixel of the polygons, once
+    assert result["MIOU"] == want["miou"] > 0.9 and result["OVERALL_ACCURACY"] == want["overall_accuracy"]
+    assert result["KAPPA"] == want["kappa"] and result["MEAN_F1"] == want["mean_f1"]
+    assert result["OUTPUT_JSON"] == str(scores) and result["OUTPUT_CONFUSION"] == str(confusion)
+    assert confusion.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert seen and max(seen) == 100
+    assert "mIoU" in feedback.textLog() and "forest" in feedback.textLog()
+
+
+def test_footprints_in_a_region_drawn_in_another_crs(processing, tmp_path):
+    model = tmp_path / "buildings.safetensors"
+    made = geosscl("probe", str(ATLANTA), "--labels", str(BUILDINGS), "--class-column", "class", "--background-class",
+                   "background", "--class-weights", "auto", "--crop-size", "64", "--weight-decay", "0.001",
+                   "--val-fraction", "0", "-o", str(model), "-q")
+    assert made.returncode == 0, made.stderr
+    tile = gdal.Open(str(ATLANTA))
+    x0, dx, _, y0, _, dy = tile.GetGeoTransform()
+    north = QgsGeometry.fromRect(QgsRectangle(x0, y0 + dy * tile.RasterYSize / 2, x0 + dx * tile.RasterXSize, y0))
+    north.transform(QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:32616"),
+                                           QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance()))
+    region = QgsVectorLayer("Polygon?crs=EPSG:4326", "north half", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(north)
+    assert region.dataProvider().addFeatures([feature])[0]
+    region.updateExtents()
+    result = processing.run(EVALUATE, {"INPUT": str(ATLANTA), "MODEL": str(model), "LABELS": str(BUILDINGS),
+                                       "CLASS_FIELD": "class", "BACKGROUND_CLASS": "background", "REGION": region,
+                                       "OUTPUT_JSON": str(tmp_path / "north.json")})
+    got = json.loads((tmp_path / "north.json").read_text())
+    assert sum(map(sum, got["confusion"])) == 900 * 450  # the north half, every pixel background or building
+    whole = cli_scores(tmp_path, str(model), str(ATLANTA), "--labels", str(BUILDINGS), "--class-column", "class",
+                       "--background-class", "background")
+    assert sum(map(sum, whole["confusion"])) == 900 * 900
+    assert result["MIOU"] == got["miou"] != whole["miou"]
+
+
+def test_errors_name_the_layer(processing, tutorial_model, tmp_path):
+    def edited(name, change):
+        layer = QgsVectorLayer(str(TUTORIAL_POLYGONS), "source", "ogr").materialize(QgsFeatureRequest())
+        layer.setName(name)
+        layer.startEditing()
+        change(layer)
+        assert layer.commitChanges()
+        return layer
+
+    def renamed(layer):
+        first = next(layer.getFeatures())
+        layer.changeAttributeValue(first.id(), layer.fields().indexOf("class"), "woodland")
+
+    def moved(layer):
+        for feature in layer.getFeatures():
+            geometry = feature.geometry()
+            geometry.translate(100_000, 0)
+            layer.changeGeometry(feature.id(), geometry)
+
+    def fails(message, **parameters):
+        with pytest.raises(QgsProcessingException, match=message):
+            processing.run(EVALUATE, {"INPUT": str(TUTORIAL_STACK), "MODEL": str(tutorial_model), "CLASS_FIELD": "class",
+                                      **parameters})
+
+    fails("geosscl: layer 'other names': class\\(es\\) woodland in column 'class' are not among the classes "
+          "\\(barren, forest, herbaceous, urban, water\\)$", LABELS=edited("other names", renamed))
+    fails("geosscl: layer 'elsewhere': labels do not overlap the imagery", LABELS=edited("elsewhere", moved))
+    fails("model file .*missing.safetensors does not exist", MODEL=str(tmp_path / "missing.safetensors"),
+          LABELS=str(TUTORIAL_POLYGONS))
