@@ -133,9 +133,13 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
             with tempfile.TemporaryDirectory(prefix="geosscl-qgis-") as scratch:
                 scene = raster_file(raster, scratch, context, feedback)
                 labels_file = vector_file(labels, scratch, "labels", context)
-                area_file = None if area is None else vector_file(area, scratch, "label area", context)
-                copies = {scene: raster.name(), labels_file: labels.name(), area_file: area and area.name()}
-                copies = {path: name for path, name in copies.items() if path and path.startswith(scratch)}
+                copies = {labels_file: labels.name()}
+                area_file = None
+                if area is not None:
+                    area_file = vector_file(area, scratch, "label area", context)
+                    copies[area_file] = area.name()
+                if scene.startswith(scratch):
+                    copies[scene] = raster.name()
                 command = train_command(
                     executable, scene, labels_file, output,
                     method=TRAIN_METHODS[self.parameterAsEnum(parameters, self.METHOD, context)], class_column=fields[0],
