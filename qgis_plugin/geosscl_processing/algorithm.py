@@ -7,7 +7,6 @@ import tempfile
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterBand,
@@ -19,6 +18,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
+from .base import GeossclAlgorithm
 from .layers import check_raster, configured_executable, raster_file
 from .runner import EXECUTABLE_SETTING, Cancelled, RunError, find_executable, predict_command, run
 from .style import style_class_map
@@ -38,7 +38,7 @@ class _ClassPalette(QgsProcessingLayerPostProcessorInterface):
 PALETTE = _ClassPalette()
 
 
-class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
+class SegmentRasterAlgorithm(GeossclAlgorithm):
     INPUT = "INPUT"
     MODEL = "MODEL"
     BANDS = "BANDS"
@@ -56,20 +56,11 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
     def displayName(self):  # noqa: N802
         return "Segment raster"
 
-    def group(self):
-        return "Segmentation"
-
-    def groupId(self):  # noqa: N802
-        return "segmentation"
-
     def shortHelpString(self):  # noqa: N802
         return ("Runs a geosscl segmentation model over a raster layer, tile by tile, and writes a class map "
                 "(Cloud-Optimised GeoTIFF, class colours and names from the model); optionally class probabilities "
                 "and class polygons. Runs the geosscl executable (Processing options > Providers > geosscl, "
                 f"or {EXECUTABLE_SETTING}, or PATH).")
-
-    def createInstance(self):  # noqa: N802
-        return SegmentRasterAlgorithm()
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))

@@ -7,19 +7,17 @@ import tempfile
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingParameterEnum,
-    QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
     QgsProcessingParameterVectorLayer,
 )
 
 from .algorithm import DEVICES
+from .base import GeossclAlgorithm
 from .layers import check_raster, check_vector, configured_executable, named_after_layers, raster_file, vector_file
 from .runner import EXECUTABLE_SETTING, Cancelled, RunError, evaluate_command, find_executable, run
 
@@ -27,13 +25,9 @@ from .runner import EXECUTABLE_SETTING, Cancelled, RunError, evaluate_command, f
 SCORES = {"MIOU": "miou", "OVERALL_ACCURACY": "overall_accuracy", "KAPPA": "kappa", "MEAN_F1": "mean_f1"}
 
 
-class EvaluateModelAlgorithm(QgsProcessingAlgorithm):
+class EvaluateModelAlgorithm(GeossclAlgorithm):
     INPUT = "INPUT"
     MODEL = "MODEL"
-    LABELS = "LABELS"
-    CLASS_FIELD = "CLASS_FIELD"
-    BACKGROUND_CLASS = "BACKGROUND_CLASS"
-    LABEL_AREA = "LABEL_AREA"
     REGION = "REGION"
     DEVICE = "DEVICE"
     OUTPUT_JSON = "OUTPUT_JSON"
@@ -45,12 +39,6 @@ class EvaluateModelAlgorithm(QgsProcessingAlgorithm):
     def displayName(self):  # noqa: N802
         return "Evaluate model on labelled polygons"
 
-    def group(self):
-        return "Segmentation"
-
-    def groupId(self):  # noqa: N802
-        return "segmentation"
-
     def shortHelpString(self):  # noqa: N802
         return (
             "Scores a geosscl model on polygons whose field names or numbers their class (test polygons you "
@@ -61,24 +49,12 @@ class EvaluateModelAlgorithm(QgsProcessingAlgorithm):
             f"geosscl, or {EXECUTABLE_SETTING}, or PATH)."
         )
 
-    def createInstance(self):  # noqa: N802
-        return EvaluateModelAlgorithm()
-
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
         self.addParameter(QgsProcessingParameterFile(
             self.MODEL, "geosscl model", behavior=QgsProcessingParameterFile.File,
             fileFilter="geosscl models (*.safetensors *.onnx)"))
-        self.addParameter(QgsProcessingParameterVectorLayer(
-            self.LABELS, "Labelled polygons (reference)", [QgsProcessing.TypeVectorPolygon]))
-        self.addParameter(QgsProcessingParameterField(
-            self.CLASS_FIELD, "Class field (names or ids)", parentLayerParameterName=self.LABELS))
-        self.addParameter(QgsProcessingParameterString(
-            self.BACKGROUND_CLASS, "Background class: the class of every pixel outside the polygons (footprint "
-            "layers; empty: those pixels are not scored)", optional=True))
-        self.addParameter(QgsProcessingParameterVectorLayer(
-            self.LABEL_AREA, "Area where the labels are complete (with a background class)",
-            [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.add_label_parameters("Labelled polygons (reference)", "not scored")
         self.addParameter(QgsProcessingParameterVectorLayer(
             self.REGION, "Score only inside these polygons (e.g. a test region)", [QgsProcessing.TypeVectorPolygon],
             optional=True))
@@ -98,17 +74,10 @@ class EvaluateModelAlgorithm(QgsProcessingAlgorithm):
         model = self.parameterAsFile(parameters, self.MODEL, context)
         if not model or not os.path.isfile(model):
             raise QgsProcessingException(f"model file {model or '(none)'} does not exist")
-        labels = self.parameterAsVectorLayer(parameters, self.LABELS, context)
-        check_vector(labels, "Labelled polygons")
-        fields = self.parameterAsFields(parameters, self.CLASS_FIELD, context)
-        if not fields:
-            raise QgsProcessingException("Class field: choose the field of the polygons that holds their class")
-        optional = {}
-        for name, title in ((self.LABEL_AREA, "Label area"), (self.REGION, "Region")):
-            layer = self.parameterAsVectorLayer(parameters, name, context)
-            if layer is not None:
-                check_vector(layer, title)
-                optional[name] = layer
+        labels, class_field, background, area = self.label_parameters(parameters, context)
+        region = self.parameterAsVectorLayer(parameters, self.REGION, context)
+        if region is not None:
+            check_vector(region, "Region")
         outputs = {name: self._optional_file(parameters, name, context) for name in (self.OUTPUT_JSON, self.OUTPUT_CONFUSION)}
         copies = {}
         try:
@@ -117,14 +86,14 @@ class EvaluateModelAlgorithm(QgsProcessingAlgorithm):
                 scene = raster_file(raster, scratch, context, feedback)
                 files = {self.LABELS: vector_file(labels, scratch, "labels", context)}
                 copies = {files[self.LABELS]: labels.name()}
-                for name, layer in optional.items():
-                    files[name] = vector_file(layer, scratch, name.lower(), context)
-                    copies[files[name]] = layer.name()
+                for name, layer in ((self.LABEL_AREA, area), (self.REGION, region)):
+                    if layer is not None:
+                        files[name] = vector_file(layer, scratch, name.lower(), context)
+                        copies[files[name]] = layer.name()
                 if scene.startswith(scratch):
                     copies[scene] = raster.name()
                 command = evaluate_command(
-                    executable, scene, model, files[self.LABELS], class_column=fields[0],
-                    background_class=self.parameterAsString(parameters, self.BACKGROUND_CLASS, context) or None,
+                    executable, scene, model, files[self.LABELS], class_column=class_field, background_class=background,
                     label_area=files.get(self.LABEL_AREA), region=files.get(self.REGION),
                     json_path=outputs[self.OUTPUT_JSON], png_path=outputs[self.OUTPUT_CONFUSION],
                     device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],

@@ -6,23 +6,19 @@ import os
 import tempfile
 
 from qgis.core import (
-    QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
-    QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
-    QgsProcessingParameterVectorLayer,
 )
 
 from .algorithm import DEVICES, PALETTE
-from .layers import check_raster, check_vector, configured_executable, named_after_layers, raster_file, vector_file
+from .base import GeossclAlgorithm
+from .layers import check_raster, configured_executable, named_after_layers, raster_file, vector_file
 from .runner import EXECUTABLE_SETTING, TRAIN_METHODS, Cancelled, RunError, find_executable, predict_command, run, train_command
 
 METHOD_NAMES = [
@@ -33,12 +29,8 @@ METHOD_NAMES = [
 TRAINING_SHARE = 0.8
 
 
-class TrainModelAlgorithm(QgsProcessingAlgorithm):
+class TrainModelAlgorithm(GeossclAlgorithm):
     INPUT = "INPUT"
-    LABELS = "LABELS"
-    CLASS_FIELD = "CLASS_FIELD"
-    BACKGROUND_CLASS = "BACKGROUND_CLASS"
-    LABEL_AREA = "LABEL_AREA"
     INIT = "INIT"
     METHOD = "METHOD"
     STEPS = "STEPS"
@@ -54,12 +46,6 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
     def displayName(self):  # noqa: N802
         return "Train model from labelled polygons"
 
-    def group(self):
-        return "Segmentation"
-
-    def groupId(self):  # noqa: N802
-        return "segmentation"
-
     def shortHelpString(self):  # noqa: N802
         return (
             "Makes a geosscl model file from a raster and polygons whose field names or numbers their class "
@@ -71,21 +57,9 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
             f"or {EXECUTABLE_SETTING}, or PATH)."
         )
 
-    def createInstance(self):  # noqa: N802
-        return TrainModelAlgorithm()
-
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
-        self.addParameter(QgsProcessingParameterVectorLayer(
-            self.LABELS, "Labelled polygons", [QgsProcessing.TypeVectorPolygon]))
-        self.addParameter(QgsProcessingParameterField(
-            self.CLASS_FIELD, "Class field (names or ids)", parentLayerParameterName=self.LABELS))
-        self.addParameter(QgsProcessingParameterString(
-            self.BACKGROUND_CLASS, "Background class: the class of every pixel outside the polygons (footprint "
-            "layers such as buildings; empty: those pixels are unlabelled)", optional=True))
-        self.addParameter(QgsProcessingParameterVectorLayer(
-            self.LABEL_AREA, "Area where the labels are complete (with a background class; empty: the whole raster)",
-            [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.add_label_parameters("Labelled polygons", "unlabelled")
         self.addParameter(QgsProcessingParameterFile(
             self.INIT, "Pretrained encoder: last.ckpt of a geosscl pretraining run (empty: random weights)",
             behavior=QgsProcessingParameterFile.File, fileFilter="geosscl pretraining checkpoints (*.ckpt)",
@@ -108,14 +82,7 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         check_raster(raster)
-        labels = self.parameterAsVectorLayer(parameters, self.LABELS, context)
-        check_vector(labels, "Labelled polygons")
-        fields = self.parameterAsFields(parameters, self.CLASS_FIELD, context)
-        if not fields:
-            raise QgsProcessingException("Class field: choose the field of the polygons that holds their class")
-        area = self.parameterAsVectorLayer(parameters, self.LABEL_AREA, context)
-        if area is not None:
-            check_vector(area, "Label area")
+        labels, class_field, background, area = self.label_parameters(parameters, context)
         init = self.parameterAsFile(parameters, self.INIT, context) or None
         if init and not os.path.isfile(init):
             raise QgsProcessingException(f"pretrained encoder {init} does not exist")
@@ -142,8 +109,8 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
                     copies[scene] = raster.name()
                 command = train_command(
                     executable, scene, labels_file, output,
-                    method=TRAIN_METHODS[self.parameterAsEnum(parameters, self.METHOD, context)], class_column=fields[0],
-                    background_class=self.parameterAsString(parameters, self.BACKGROUND_CLASS, context) or None,
+                    method=TRAIN_METHODS[self.parameterAsEnum(parameters, self.METHOD, context)], class_column=class_field,
+                    background_class=background,
                     label_area=area_file, init=init, steps=self.parameterAsInt(parameters, self.STEPS, context),
                     crop_size=self.parameterAsInt(parameters, self.CROP_SIZE, context),
                     balance=self.parameterAsBool(parameters, self.BALANCE, context), device=device,
