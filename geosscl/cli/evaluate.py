@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
-from .options import background_class_opt, label_area_opt, label_nodata_opt, overwrite_opt, quiet_opt, stop_on_sigterm
+from .options import background_class_opt, label_area_opt, jsonl_progress, label_nodata_opt, overwrite_opt, progress_bar, quiet_opt, stop_on_sigterm
 
 
 @click.command()
@@ -34,22 +33,12 @@ def evaluate(model, imagery, labels, class_column, label_nodata, background_clas
     options = dict(class_column=class_column, region=region, label_nodata=label_nodata, background_class=background_class,
                    label_area=label_area, device=device, batch_size=batch_size)
     if progress_format == "jsonl":
-        def report(done: int, total: int) -> None:
-            click.echo(json.dumps({"done": done, "total": total}))
-            sys.stdout.flush()
-
-        scores, info = run(model, list(imagery), list(labels), progress=report, **options)
+        scores, info = run(model, list(imagery), list(labels), progress=jsonl_progress, **options)
     elif quiet:
         scores, info = run(model, list(imagery), list(labels), **options)
     else:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), transient=True, console=Console(stderr=True)) as bar:
-            task = bar.add_task("scoring blocks", total=None)
-            scores, info = run(model, list(imagery), list(labels),
-                               progress=lambda done, total: bar.update(task, completed=done, total=total), **options)
+        with progress_bar("scoring blocks") as progress:
+            scores, info = run(model, list(imagery), list(labels), progress=progress, **options)
     if json_path:
         write_json(scores, info.class_names, json_path)
     if png_path:

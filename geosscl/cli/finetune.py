@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
-from .options import bidx_opt, background_class_opt, label_area_opt, class_weights_opt, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
+from .options import bidx_opt, background_class_opt, label_area_opt, class_weights_opt, jsonl_progress, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
 
 
 @click.command()
@@ -61,10 +60,6 @@ def finetune(imagery, labels, out, classes, class_column, label_nodata, backgrou
 
     if max_steps is None and max_time is None:
         max_steps = 500
-    def report(done: int, total: int) -> None:
-        click.echo(json.dumps({"done": done, "total": total}))
-        sys.stdout.flush()
-
     with log_to_stderr(quiet):
         path = run(FinetuneConfig(
             imagery=list(imagery), labels=list(labels), out=out, classes=classes, class_column=class_column, label_nodata=label_nodata, background_class=background_class, label_area=label_area, init=init,
@@ -73,7 +68,7 @@ def finetune(imagery, labels, out, classes, class_column, label_nodata, backgrou
             max_steps=max_steps, max_time=max_time, val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
             block_size=block_size, bands=bands, accelerator=accelerator, devices=int(devices) if str(devices).isdigit() else devices,
             num_workers=num_workers, seed=seed, overwrite=overwrite, quiet=quiet,
-        ), progress=report if progress_format == "jsonl" else None)
+        ), progress=jsonl_progress if progress_format == "jsonl" else None)
     if progress_format == "jsonl":
         click.echo(json.dumps({"output": path}))
     elif not quiet:

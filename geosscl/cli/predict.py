@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
-from .options import bidx_opt, int_list, log_to_stderr, overwrite_opt, quiet_opt, stop_on_sigterm
+from .options import bidx_opt, int_list, jsonl_progress, log_to_stderr, overwrite_opt, progress_bar, quiet_opt, stop_on_sigterm
 
 
 def _creation_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
@@ -57,20 +56,11 @@ def predict(scene, model, output, tile_size, overlap, batch_size, device, bands,
                    resample=resample, simplify=simplify)
     with log_to_stderr(quiet):
         if progress_format == "jsonl":
-            def report(done: int, total: int) -> None:
-                click.echo(json.dumps({"done": done, "total": total}), nl=True)
-                sys.stdout.flush()
-
-            run(list(scene), model, output, progress=report, **options)
+            run(list(scene), model, output, progress=jsonl_progress, **options)
             click.echo(json.dumps({"output": output, "probabilities": probabilities, "vector": vector, "preview": preview}))
         elif quiet:
             run(list(scene), model, output, **options)
         else:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-            with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                          TimeRemainingColumn(), transient=True) as bar:
-                task = bar.add_task("segmenting blocks", total=None)
-                run(list(scene), model, output, progress=lambda done, total: bar.update(task, completed=done, total=total),
-                    **options)
+            with progress_bar("segmenting blocks") as progress:
+                run(list(scene), model, output, progress=progress, **options)
             click.echo(f"wrote {output}" + "".join(f", {p}" for p in (probabilities, vector, preview) if p))
