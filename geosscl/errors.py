@@ -10,7 +10,8 @@ class GeossclError(ValueError):
 
 
 class RunStopped(GeossclError):
-    """A run stopped before its end (a signal); its last checkpoint resumes it.
+    """A run stopped before its end by a signal: pretraining saved its last step (``--resume``
+    continues it); fine-tuning wrote no model.
 
     The CLI exits with ``exit_code``: 128 + the signal's number, as a shell reports a
     process the signal ended (143 for SIGTERM, 130 for SIGINT, i.e. Ctrl-C).
