@@ -353,6 +353,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
             arch=setup.arch, encoder=setup.encoder, decoder_channels=setup.decoder_channels, bands=mosaic.band_indexes,
             band_mean=setup.band_mean, band_std=setup.band_std,
             class_names=setup.class_names, class_colors=setup.class_colors, res=list(mosaic.res), crs=mosaic.crs.to_wkt(),
+            gsd=mosaic.gsd,
             # Predict on tiles of the size it was trained and validated on: a network
             # fine-tuned on small crops can fail on larger tiles (measured on the NC
             # scene: 64 px crops, 256 px tiles, test mIoU 1.8 where 64 px tiles give 14.9).

@@ -13,9 +13,11 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rasterio.crs import CRS
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from .data.mosaic import ground_sampling_distance
 from .errors import GeossclError
 from .models import SegmentationNetwork
 from .output import atomic_output
@@ -42,8 +44,11 @@ class ModelInfo:
         band_std: per-band standard deviation.
         class_names: name of each class id, ``num_classes`` of them.
         class_colors: RGB (0-255) of each class id.
-        res: ground sampling distance ``(xres, yres)`` of the training imagery, map units.
+        res: pixel size ``(xres, yres)`` of the training imagery, map units.
         crs: CRS of the training imagery (WKT), for reference.
+        gsd: ground sampling distance of the training imagery, metres (a pixel's mean
+            side; for a geographic CRS, at the imagery's centre latitude). Files written
+            before it was kept have None: :meth:`training_gsd` falls back on ``res``.
         decoder_channels: U-Net decoder widths (None: smp's default).
         stages: the encoder stages a hypercolumn classifier reads (None for other architectures).
         tile_size: tile side for prediction, pixels (``geosscl finetune`` writes its
@@ -61,11 +66,23 @@ class ModelInfo:
     class_colors: list[list[int]]
     res: list[float]
     crs: str = ""
+    gsd: float | None = None
     decoder_channels: list[int] | None = None
     stages: list[int] | None = None
     tile_size: int = 512
     tile_overlap: int = 64
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    def training_gsd(self) -> float | None:
+        """Ground sampling distance of the training imagery, metres (None when unknown)."""
+        if self.gsd is not None:
+            return self.gsd
+        if not self.crs:
+            return None
+        crs = CRS.from_wkt(self.crs)
+        if crs.is_geographic:
+            return None  # degrees, at a latitude the file does not say
+        return ground_sampling_distance(crs, tuple(self.res), (0.0, 0.0, 0.0, 0.0))
 
     @property
     def in_channels(self) -> int:

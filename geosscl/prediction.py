@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -22,7 +21,6 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.crs import CRS
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
@@ -76,8 +74,7 @@ def open_scene(
     elif len(bands) != info.in_channels:
         raise GeossclError(f"{source}: --bidx picks {len(bands)} band(s); the model takes {info.in_channels}")
     mosaic = Mosaic(files, bands=bands)
-    scene_gsd = ground_sampling_distance(mosaic.crs, mosaic.res, _extent(mosaic))
-    model_gsd = ground_sampling_distance(CRS.from_wkt(info.crs), tuple(info.res), None) if info.crs else None
+    scene_gsd, model_gsd = mosaic.gsd, info.training_gsd()
     if model_gsd and scene_gsd and abs(scene_gsd / model_gsd - 1) > gsd_tolerance:
         ratio = model_gsd / scene_gsd
         if resample:
@@ -88,18 +85,6 @@ def open_scene(
             log.warning(f"{source}: ground sampling distance {scene_gsd:.3g} m differs from the model's {model_gsd:.3g} m; "
                         "predicting at the scene's as asked")
     return mosaic
-
-
-def ground_sampling_distance(crs: CRS, res: tuple[float, float], bounds: tuple[float, float, float, float] | None) -> float | None:
-    """Mean pixel side in metres (degrees are converted at the centre latitude of ``bounds``)."""
-    if crs.is_geographic:
-        lat = 0.0 if bounds is None else (bounds[1] + bounds[3]) / 2
-        return math.sqrt(res[0] * 111_320 * math.cos(math.radians(lat)) * res[1] * 110_574)
-    try:
-        factor = crs.linear_units_factor[1]
-    except Exception:  # a CRS without linear units: nothing to compare
-        return None
-    return math.sqrt(res[0] * res[1]) * factor
 
 
 def _extent(mosaic: Mosaic) -> tuple[float, float, float, float]:

@@ -25,7 +25,7 @@ from geosscl.augment import BandStats
 from geosscl.data import Mosaic
 from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.inference import TiledSegmenter
-from conftest import NC_BANDS, SAMPLES, write_raster
+from conftest import NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, write_raster
 
 BANDS = [str(p) for p in NC_BANDS]
 NC = SAMPLES / "nc_landsat"
@@ -218,6 +218,32 @@ def test_progress_jsonl_and_gsd_mismatch(model, stack, tmp_path):
     assert _cli("predict", str(coarse), "-m", model, "-o", str(kept), "--no-resample", "-q").returncode == 0
     with rasterio.open(kept) as dst, rasterio.open(coarse) as src:
         assert dst.res == src.res
+
+
+def test_model_of_geographic_imagery_predicts_on_its_own_grid(tmp_path):
+    """A model made on EPSG:4326 imagery (the Sen1Floods11 chip, 38° N) keeps its GSD in metres at that latitude.
+    It was once compared with the scene's at the equator, 1.13× the chip's: so the chip's own model resampled it
+    (455 × 455 pixels out of 512 × 512) and warned."""
+    model = tmp_path / "water.safetensors"
+    made = _cli("probe", str(S2_CHIP), "--labels", str(S2_WATER), "--label-nodata", "-1", "--stages", "1",
+                "--val-fraction", "0", "--weight-decay", "0.001", "--crop-size", "64", "-o", str(model), "-q")
+    assert made.returncode == 0, made.stderr
+    info = load_model(model)[1]
+    with rasterio.open(S2_CHIP) as src:
+        lat = (src.bounds.bottom + src.bounds.top) / 2
+        assert 37 < lat < 39
+        metres = src.res[0] * 111_320 * np.cos(np.radians(lat)), src.res[1] * 110_574
+        assert info.gsd == pytest.approx(np.sqrt(metres[0] * metres[1]), rel=1e-6)
+        assert 7 < info.gsd < 10  # Sentinel-2's 10 m bands, in degrees
+        out = tmp_path / "water.tif"
+        result = _cli("predict", str(S2_CHIP), "-m", str(model), "-o", str(out))
+        assert result.returncode == 0, result.stderr
+        assert "ground sampling distance" not in result.stderr
+        with rasterio.open(out) as dst:
+            assert dst.shape == src.shape and dst.transform == src.transform
+            water = dst.read(1)
+    labels = rasterio.open(S2_WATER).read(1)
+    assert (water[labels >= 0] == labels[labels >= 0]).mean() > 0.9
 
 
 def test_bidx_picks_and_reorders_bands(model, stack, tmp_path):

@@ -29,6 +29,19 @@ from .grid import ALIGN_TOL, MapGrid, snap_down, snap_up
 Bounds = tuple[float, float, float, float]
 """``(minx, miny, maxx, maxy)`` in map units of a CRS."""
 
+
+def ground_sampling_distance(crs: CRS, res: tuple[float, float], bounds: Bounds) -> float | None:
+    """Mean pixel side in metres; degrees are converted at the centre latitude of ``bounds``
+    (None for a CRS without linear units)."""
+    if crs.is_geographic:
+        lat = (bounds[1] + bounds[3]) / 2
+        return math.sqrt(res[0] * 111_320 * math.cos(math.radians(lat)) * res[1] * 110_574)
+    try:
+        factor = crs.linear_units_factor[1]
+    except Exception:  # a CRS without linear units: nothing to compare
+        return None
+    return math.sqrt(res[0] * res[1]) * factor
+
 # Grid alignment tolerance, in pixels: offsets closer than this to an integer count
 # as aligned, so a read at the native grid is a plain window read.
 
@@ -303,6 +316,12 @@ class Mosaic(MapGrid, RasterDataset):
     def files(self) -> list[str]:
         """All files of the mosaic, sorted."""
         return list(self.paths)
+
+    @property
+    def gsd(self) -> float | None:
+        """Mean pixel side in metres at :attr:`res` (None for a CRS without linear units)."""
+        x, y, _ = self.bounds
+        return ground_sampling_distance(self.crs, self.res, (x.start, y.start, x.stop, y.stop))
 
     def __getitem__(self, query: GeoSlice) -> dict[str, Any]:
         """Read ``mosaic[xmin:xmax:xres, ymin:ymax:yres, tmin:tmax]``.
