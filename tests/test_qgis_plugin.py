@@ -169,6 +169,25 @@ def test_qgis_process_trains_a_model_from_polygons(qgis_process, tmp_path):
     assert reported and float(reported.group(1)) == pytest.approx(miou) and miou > 0.9  # its own training polygons
 
 
+def test_qgis_process_trains_and_scores_on_a_class_raster(qgis_process, tmp_path):
+    """Labels as a class raster given by path: the NC land-use raster trains the classifier, and scores it."""
+    strata = SAMPLES / "nc_landsat" / "strata.tif"
+    model = tmp_path / "land_use.safetensors"
+    result = qgis_process("run", "geosscl:train_model", "--", f"INPUT={SCENE}", f"LABEL_RASTER={strata}",
+                          "CROP_SIZE=64", f"OUTPUT={model}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    info = json.loads(subprocess.run([GEOSSCL, "info", str(model)], capture_output=True, text=True).stdout)
+    assert info["class_names"] == [f"class {i}" for i in range(8)]  # ids 1-7, unstyled: no names
+    scores = tmp_path / "scores.json"
+    result = qgis_process("run", "geosscl:evaluate_model", "--", f"INPUT={SCENE}", f"MODEL={model}",
+                          f"LABEL_RASTER={strata}", f"OUTPUT_JSON={scores}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    got = json.loads(scores.read_text())
+    reported = re.search(r"^OVERALL_ACCURACY:\t(\S+)$", result.stdout, re.M)
+    assert reported and float(reported.group(1)) == pytest.approx(got["overall_accuracy"])
+    assert got["overall_accuracy"] > 0.65
+
+
 def test_killed_qgis_process_leaves_nothing(qgis_process, tmp_path):
     with rasterio.open(SCENE) as src:
         big = write_raster(tmp_path / "big.tif", np.tile(src.read(), (1, 3, 3)), crs=src.crs, transform=src.transform,

@@ -1,22 +1,40 @@
-"""What the geosscl algorithms share: their group, and the parameters of a labelled polygon layer."""
+"""What the geosscl algorithms share: their group, and the parameters of the labels (polygons or a class raster)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterField,
+    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorLayer,
 )
 
-from .layers import check_vector
+from .layers import check_label_raster, check_vector
+
+
+@dataclass
+class LabelLayers:
+    """The labels an algorithm was given: a polygon layer with its class field, or a class raster."""
+
+    layer: object  #: QgsVectorLayer of polygons, or QgsRasterLayer of class ids
+    class_field: str | None  #: the polygons' class field (None for a raster)
+    background: str | None  #: class of the pixels outside every polygon
+    area: object | None  #: QgsVectorLayer of the polygons where the labels are complete
+
+    @property
+    def is_raster(self) -> bool:
+        return self.class_field is None
 
 
 class GeossclAlgorithm(QgsProcessingAlgorithm):
     LABELS = "LABELS"
     CLASS_FIELD = "CLASS_FIELD"
+    LABEL_RASTER = "LABEL_RASTER"
     BACKGROUND_CLASS = "BACKGROUND_CLASS"
     LABEL_AREA = "LABEL_AREA"
 
@@ -30,28 +48,46 @@ class GeossclAlgorithm(QgsProcessingAlgorithm):
         return type(self)()
 
     def add_label_parameters(self, title, unlabelled):
-        """LABELS (polygons) and CLASS_FIELD, BACKGROUND_CLASS and LABEL_AREA, as geosscl's --labels,
-        --class-column, --background-class and --label-area; ``unlabelled`` says what becomes of the pixels
-        outside the polygons without a background class."""
-        self.addParameter(QgsProcessingParameterVectorLayer(self.LABELS, title, [QgsProcessing.TypeVectorPolygon]))
+        """LABELS (polygons) and CLASS_FIELD, or LABEL_RASTER; BACKGROUND_CLASS and LABEL_AREA: geosscl's --labels,
+        --class-column, --label-nodata (the raster's additional no-data value), --background-class and
+        --label-area. ``unlabelled`` says what becomes of the pixels outside the polygons without a background class."""
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            self.LABELS, f"{title}: polygons", [QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterField(
-            self.CLASS_FIELD, "Class field (names or ids)", parentLayerParameterName=self.LABELS))
+            self.CLASS_FIELD, "Class field of the polygons (names or ids)", parentLayerParameterName=self.LABELS,
+            optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.LABEL_RASTER, f"{title}: or a class raster (one band of class ids; no-data pixels are {unlabelled})",
+            optional=True))
         self.addParameter(QgsProcessingParameterString(
             self.BACKGROUND_CLASS, "Background class: the class of every pixel outside the polygons (footprint "
             f"layers such as buildings; empty: those pixels are {unlabelled})", optional=True))
         self.addParameter(QgsProcessingParameterVectorLayer(
-            self.LABEL_AREA, "Area where the labels are complete (with a background class; empty: the whole raster)",
+            self.LABEL_AREA, "Area where the labels are complete (empty: the whole raster)",
             [QgsProcessing.TypeVectorPolygon], optional=True))
 
-    def label_parameters(self, parameters, context):
-        """``(labels layer, class field, background class or None, label area layer or None)``, checked."""
-        labels = self.parameterAsVectorLayer(parameters, self.LABELS, context)
-        check_vector(labels, "Labelled polygons")
+    def label_parameters(self, parameters, context) -> LabelLayers:
+        """The labels given, checked: polygons and their class field, or a class raster, not both."""
+        polygons = self.parameterAsVectorLayer(parameters, self.LABELS, context)
+        raster = self.parameterAsRasterLayer(parameters, self.LABEL_RASTER, context)
         fields = self.parameterAsFields(parameters, self.CLASS_FIELD, context)
-        if not fields:
-            raise QgsProcessingException("Class field: choose the field of the polygons that holds their class")
+        background = self.parameterAsString(parameters, self.BACKGROUND_CLASS, context) or None
         area = self.parameterAsVectorLayer(parameters, self.LABEL_AREA, context)
         if area is not None:
             check_vector(area, "Label area")
-        background = self.parameterAsString(parameters, self.BACKGROUND_CLASS, context) or None
-        return labels, fields[0], background, area
+        if polygons is not None and raster is not None:
+            raise QgsProcessingException(
+                f"Labels: give polygons or a class raster, not both ({polygons.name()}, {raster.name()})")
+        if raster is not None:
+            check_label_raster(raster)
+            if background:
+                raise QgsProcessingException(
+                    f"Background class: for polygon labels; the class raster {raster.name()} holds its background "
+                    "class itself")
+            return LabelLayers(raster, None, None, area)
+        if polygons is None:
+            raise QgsProcessingException("Labels: give a polygon layer (and its class field) or a class raster")
+        check_vector(polygons, "Labelled polygons")
+        if not fields:
+            raise QgsProcessingException("Class field: choose the field of the polygons that holds their class")
+        return LabelLayers(polygons, fields[0], background, area)

@@ -1,4 +1,4 @@
-"""Processing algorithm "Evaluate model on labelled polygons": ``geosscl evaluate`` on a polygon layer."""
+"""Processing algorithm "Evaluate model on labels": ``geosscl evaluate`` on a polygon layer or a class raster."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from qgis.core import (
 
 from .algorithm import DEVICES
 from .base import GeossclAlgorithm
-from .layers import check_raster, check_vector, configured_executable, named_after_layers, raster_file, vector_file
+from .layers import check_raster, check_vector, configured_executable, label_files, named_after_layers, raster_file, vector_file
 from .runner import EXECUTABLE_SETTING, Cancelled, RunError, evaluate_command, find_executable, run
 
 #: Summary scores: Processing output name -> key of geosscl's JSON.
@@ -37,15 +37,16 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
         return "evaluate_model"
 
     def displayName(self):  # noqa: N802
-        return "Evaluate model on labelled polygons"
+        return "Evaluate model on labels"
 
     def shortHelpString(self):  # noqa: N802
         return (
-            "Scores a geosscl model on polygons whose field names or numbers their class (test polygons you "
-            "digitised, kept out of training): the raster is segmented tile by tile, as Segment raster does, and "
-            "compared with the polygons' classes pixel by pixel. Gives mIoU, overall accuracy, Cohen's kappa and mean "
+            "Scores a geosscl model on reference labels kept out of training: polygons whose field names or numbers "
+            "their class (test polygons you digitised), or a class raster (one band of the model's class ids; no-data "
+            "pixels are not scored). The raster is segmented tile by tile, as Segment raster does, and compared with "
+            "the labels pixel by pixel. Gives mIoU, overall accuracy, Cohen's kappa and mean "
             "F1 (0 to 1), per-class IoU and F1 in the log, and optionally the scores as JSON and the confusion matrix "
-            "as PNG. Class names must be the model's. Runs the geosscl executable (Processing options > Providers > "
+            "as PNG. The polygons' class names must be the model's. Runs the geosscl executable (Processing options > Providers > "
             f"geosscl, or {EXECUTABLE_SETTING}, or PATH)."
         )
 
@@ -54,7 +55,7 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
         self.addParameter(QgsProcessingParameterFile(
             self.MODEL, "geosscl model", behavior=QgsProcessingParameterFile.File,
             fileFilter="geosscl models (*.safetensors *.onnx)"))
-        self.add_label_parameters("Labelled polygons (reference)", "not scored")
+        self.add_label_parameters("Reference labels", "not scored")
         self.addParameter(QgsProcessingParameterVectorLayer(
             self.REGION, "Score only inside these polygons (e.g. a test region)", [QgsProcessing.TypeVectorPolygon],
             optional=True))
@@ -74,7 +75,7 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
         model = self.parameterAsFile(parameters, self.MODEL, context)
         if not model or not os.path.isfile(model):
             raise QgsProcessingException(f"model file {model or '(none)'} does not exist")
-        labels, class_field, background, area = self.label_parameters(parameters, context)
+        labels = self.label_parameters(parameters, context)
         region = self.parameterAsVectorLayer(parameters, self.REGION, context)
         if region is not None:
             check_vector(region, "Region")
@@ -84,17 +85,15 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
             executable = find_executable(configured_executable())
             with tempfile.TemporaryDirectory(prefix="geosscl-qgis-") as scratch:
                 scene = raster_file(raster, scratch, context, feedback)
-                files = {self.LABELS: vector_file(labels, scratch, "labels", context)}
-                copies = {files[self.LABELS]: labels.name()}
-                for name, layer in ((self.LABEL_AREA, area), (self.REGION, region)):
-                    if layer is not None:
-                        files[name] = vector_file(layer, scratch, name.lower(), context)
-                        copies[files[name]] = layer.name()
+                label_options, copies = label_files(labels, scratch, context, feedback, with_classes=False)
+                region_file = None
+                if region is not None:
+                    region_file = vector_file(region, scratch, "region", context)
+                    copies[region_file] = region.name()
                 if scene.startswith(scratch):
                     copies[scene] = raster.name()
                 command = evaluate_command(
-                    executable, scene, model, files[self.LABELS], class_column=class_field, background_class=background,
-                    label_area=files.get(self.LABEL_AREA), region=files.get(self.REGION),
+                    executable, scene, model, label_options, region=region_file,
                     json_path=outputs[self.OUTPUT_JSON], png_path=outputs[self.OUTPUT_CONFUSION],
                     device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
                 )

@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 
-from qgis.core import QgsProcessingException, QgsRasterFileWriter, QgsRasterPipe, QgsVectorFileWriter
+from qgis.core import (
+    QgsPalettedRasterRenderer,
+    QgsProcessingException,
+    QgsRasterFileWriter,
+    QgsRasterPipe,
+    QgsVectorFileWriter,
+)
 
-from .runner import EXECUTABLE_SETTING
+from .runner import EXECUTABLE_SETTING, label_options
 
 #: Raster layers geosscl reads from their file directly (GDAL files); others are written to a GeoTIFF first.
 DIRECT_SUFFIXES = (".tif", ".tiff", ".gtif", ".vrt", ".img", ".jp2")
 
 
-def check_raster(layer) -> None:
+def check_raster(layer, name="Input raster") -> None:
     """Refuse a raster layer geosscl cannot place on the map."""
     if layer is None or not layer.isValid():
-        raise QgsProcessingException("Input raster: not a valid raster layer")
+        raise QgsProcessingException(f"{name}: not a valid raster layer")
     if not layer.crs().isValid():
         raise QgsProcessingException(f"{layer.name()}: the raster has no CRS; assign one (Layer Properties > Source) first")
 
 
-def raster_file(layer, scratch, context, feedback) -> str:
-    """The layer's own file when GDAL reads it as a file; otherwise a GeoTIFF copy in ``scratch``."""
+def raster_file(layer, scratch, context, feedback, name="input") -> str:
+    """The layer's own file when GDAL reads it as a file; otherwise a GeoTIFF copy ``name``.tif in ``scratch``."""
     check_raster(layer)
     source = layer.source().split("|")[0]
     if layer.providerType() == "gdal" and os.path.isfile(source) and source.lower().endswith(DIRECT_SUFFIXES):
@@ -31,7 +39,7 @@ def raster_file(layer, scratch, context, feedback) -> str:
             f"{layer.name()}: a {layer.providerType()} layer (a web service or database) cannot be read by geosscl "
             "directly; save it as a GeoTIFF (Export > Save As) first")
     feedback.pushInfo(f"{layer.name()}: not a plain raster file; writing a temporary GeoTIFF")
-    path = os.path.join(scratch, "input.tif")
+    path = os.path.join(scratch, f"{name}.tif")
     provider = layer.dataProvider()
     pipe = QgsRasterPipe()
     pipe.set(provider.clone())
@@ -42,6 +50,78 @@ def raster_file(layer, scratch, context, feedback) -> str:
     if error != QgsRasterFileWriter.NoError:
         raise QgsProcessingException(f"{layer.name()}: could not write it as a temporary GeoTIFF (error {error})")
     return path
+
+
+def check_label_raster(layer) -> None:
+    """Refuse a raster that cannot be a class raster: not one band, or no CRS."""
+    check_raster(layer, "Class raster")
+    if layer.bandCount() != 1:
+        raise QgsProcessingException(
+            f"{layer.name()}: {layer.bandCount()} bands; a class raster has one band of class ids")
+
+
+def raster_nodata(layer) -> float | None:
+    """The class raster's additional no-data value (Layer Properties > Transparency), if one is set.
+
+    geosscl reads the file's own no-data value itself; this is the one a QGIS user sets
+    for files that do not declare theirs (Sen1Floods11's -1, for one).
+    """
+    ranges = layer.dataProvider().userNoDataValues(1)
+    if not ranges:
+        return None
+    if len(ranges) > 1 or ranges[0].min() != ranges[0].max():
+        listed = ", ".join(f"{r.min():g}" if r.min() == r.max() else f"{r.min():g}-{r.max():g}" for r in ranges)
+        raise QgsProcessingException(
+            f"{layer.name()}: additional no-data values {listed}; geosscl takes one value that means unlabelled")
+    return ranges[0].min()
+
+
+def raster_classes(layer) -> dict[int, dict] | None:
+    """Class names and colours by id from the class raster's paletted style (None for any other style), in the
+    form of a geosscl classes file, so that they travel into the model."""
+    renderer = layer.renderer()
+    if not isinstance(renderer, QgsPalettedRasterRenderer):
+        return None
+    classes = {}
+    for entry in renderer.classes():
+        if entry.value < 0:
+            continue  # a style's "no data" entry: never a class id
+        if entry.value != int(entry.value):
+            raise QgsProcessingException(f"{layer.name()}: its style has the value {entry.value:g}; class ids are integers")
+        colour = entry.color
+        classes[int(entry.value)] = {"name": entry.label or f"class {int(entry.value)}",
+                                     "color": [colour.red(), colour.green(), colour.blue()]}
+    return classes or None
+
+
+def label_files(labels, scratch, context, feedback, *, with_classes=True) -> tuple[list[str], dict[str, str]]:
+    """geosscl's label options for ``labels`` (a :class:`~.base.LabelLayers`), with any copies written to
+    ``scratch``; and each copy's path -> the name of the layer it holds, to name the layer in geosscl's errors.
+
+    ``with_classes``: pass the class raster's paletted style as a classes file (training; an evaluation takes the
+    model's classes).
+    """
+    copies = {}
+    area = None
+    if labels.area is not None:
+        area = vector_file(labels.area, scratch, "label area", context)
+        copies[area] = labels.area.name()
+    if labels.is_raster:
+        path = raster_file(labels.layer, scratch, context, feedback, name="labels")
+        copies[path] = labels.layer.name()
+        classes = raster_classes(labels.layer) if with_classes else None
+        classes_file = None
+        if classes:
+            classes_file = os.path.join(scratch, "classes.json")
+            with open(classes_file, "w") as f:
+                json.dump(classes, f)
+            feedback.pushInfo(f"{labels.layer.name()}: class names and colours from its paletted style: "
+                              + ", ".join(f"{i} {c['name']}" for i, c in sorted(classes.items())))
+        return label_options(path, label_area=area, nodata=raster_nodata(labels.layer), classes=classes_file), copies
+    path = vector_file(labels.layer, scratch, "labels", context)
+    copies[path] = labels.layer.name()
+    return label_options(path, class_column=labels.class_field, background_class=labels.background,
+                         label_area=area), copies
 
 
 def check_vector(layer, name) -> None:
@@ -82,7 +162,9 @@ def configured_executable() -> str | None:
 
 
 def named_after_layers(message: str, copies: dict[str, str]) -> str:
-    """``message`` with the temporary copies' paths (keys) replaced by the names of the layers they hold."""
+    """``message`` with the files' paths (keys) replaced by the names of the layers they hold, and the command
+    line's advice on unlabelled values as a QGIS user follows it."""
     for path, name in copies.items():
         message = message.replace(path, f"layer '{name}'")
-    return message
+    return re.sub(r"pass --label-nodata (\S+)", r"set \1 as the class raster's additional no-data value "
+                  "(Layer Properties > Transparency)", message)

@@ -81,12 +81,27 @@ def predict_command(
 TRAIN_METHODS = ("classifier", "finetune")
 
 
-def train_command(
-    executable: str, scene: str, labels: str, output: str, *, method: str, class_column: str,
-    background_class: str | None = None, label_area: str | None = None, init: str | None = None, steps: int = 500,
-    crop_size: int = 128, balance: bool = False, device: str = "auto",
+def label_options(
+    labels: str, *, class_column: str | None = None, background_class: str | None = None,
+    label_area: str | None = None, nodata: float | None = None, classes: str | None = None,
 ) -> list[str]:
-    """The ``geosscl probe -o`` or ``geosscl finetune`` command line that makes a model from a labelled vector layer.
+    """geosscl's options for one label file: a vector layer (with its class column) or a class raster."""
+    options = ["--labels", labels]
+    for option, value in (("--class-column", class_column), ("--background-class", background_class),
+                          ("--label-area", label_area), ("--classes", classes)):
+        if value:
+            options += [option, value]
+    if nodata is not None:
+        options += ["--label-nodata", f"{nodata:g}"]
+    return options
+
+
+def train_command(
+    executable: str, scene: str, labels: list[str], output: str, *, method: str, init: str | None = None,
+    steps: int = 500, crop_size: int = 128, balance: bool = False, device: str = "auto",
+) -> list[str]:
+    """The ``geosscl probe -o`` or ``geosscl finetune`` command line that makes a model from ``labels``
+    (:func:`label_options`).
 
     ``classifier``: a linear classifier of the bands and the encoder's stride-2 stage, every
     label training it under a fixed L2 weight (with few labels this beat the fine-tuned
@@ -95,11 +110,7 @@ def train_command(
     """
     if method not in TRAIN_METHODS:
         raise ValueError(f"method must be one of {TRAIN_METHODS}, got {method!r}")
-    common = ["--labels", labels, "--class-column", class_column, "--crop-size", str(crop_size)]
-    if background_class:
-        common += ["--background-class", background_class]
-    if label_area:
-        common += ["--label-area", label_area]
+    common = [*labels, "--crop-size", str(crop_size)]
     if init:
         common += ["--init", init]
     if balance:
@@ -112,15 +123,12 @@ def train_command(
 
 
 def evaluate_command(
-    executable: str, scene: str, model: str, labels: str, *, class_column: str, background_class: str | None = None,
-    label_area: str | None = None, region: str | None = None, json_path: str | None = None,
-    png_path: str | None = None, device: str = "auto",
+    executable: str, scene: str, model: str, labels: list[str], *, region: str | None = None,
+    json_path: str | None = None, png_path: str | None = None, device: str = "auto",
 ) -> list[str]:
-    """The ``geosscl evaluate`` command line that scores a model on a labelled vector layer."""
-    command = [executable, "evaluate", model, scene, "--labels", labels, "--class-column", class_column,
-               "--device", device, "--progress", "jsonl"]
-    for option, value in (("--background-class", background_class), ("--label-area", label_area), ("--region", region),
-                          ("--json", json_path), ("--png", png_path)):
+    """The ``geosscl evaluate`` command line that scores a model on ``labels`` (:func:`label_options`)."""
+    command = [executable, "evaluate", model, scene, *labels, "--device", device, "--progress", "jsonl"]
+    for option, value in (("--region", region), ("--json", json_path), ("--png", png_path)):
         if value:
             command += [option, value]
     return command

@@ -1,4 +1,4 @@
-"""Processing algorithm "Train model from labelled polygons": ``geosscl probe -o`` or ``geosscl finetune``."""
+"""Processing algorithm "Train model from labels": ``geosscl probe -o`` or ``geosscl finetune``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from qgis.core import (
 
 from .algorithm import DEVICES, PALETTE
 from .base import GeossclAlgorithm
-from .layers import check_raster, configured_executable, named_after_layers, raster_file, vector_file
+from .layers import check_raster, configured_executable, label_files, named_after_layers, raster_file
 from .runner import EXECUTABLE_SETTING, TRAIN_METHODS, Cancelled, RunError, find_executable, predict_command, run, train_command
 
 METHOD_NAMES = [
@@ -44,12 +44,15 @@ class TrainModelAlgorithm(GeossclAlgorithm):
         return "train_model"
 
     def displayName(self):  # noqa: N802
-        return "Train model from labelled polygons"
+        return "Train model from labels"
 
     def shortHelpString(self):  # noqa: N802
         return (
-            "Makes a geosscl model file from a raster and polygons whose field names or numbers their class "
-            "(polygons you digitised: pixels outside every polygon are unlabelled, unless a background class is given). "
+            "Makes a geosscl model file from a raster and its labels: polygons whose field names or numbers their "
+            "class (polygons you digitised: pixels outside every polygon are unlabelled, unless a background class is "
+            "given), or a class raster (one band of class ids, in any CRS and resolution; its no-data value, or the "
+            "additional no-data value set in Layer Properties > Transparency, marks unlabelled pixels; a paletted "
+            "style gives the model its class names and colours). "
             "The encoder comes from a geosscl pretraining run on unlabelled imagery (its last.ckpt), or is random. "
             "With few labels the linear classifier of the encoder's first stage is the better model (and fitted in "
             "seconds); fine-tuning the whole network needs more labels and time. Optionally segments the raster with "
@@ -59,7 +62,7 @@ class TrainModelAlgorithm(GeossclAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
-        self.add_label_parameters("Labelled polygons", "unlabelled")
+        self.add_label_parameters("Labels", "unlabelled")
         self.addParameter(QgsProcessingParameterFile(
             self.INIT, "Pretrained encoder: last.ckpt of a geosscl pretraining run (empty: random weights)",
             behavior=QgsProcessingParameterFile.File, fileFilter="geosscl pretraining checkpoints (*.ckpt)",
@@ -82,7 +85,7 @@ class TrainModelAlgorithm(GeossclAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         check_raster(raster)
-        labels, class_field, background, area = self.label_parameters(parameters, context)
+        labels = self.label_parameters(parameters, context)
         init = self.parameterAsFile(parameters, self.INIT, context) or None
         if init and not os.path.isfile(init):
             raise QgsProcessingException(f"pretrained encoder {init} does not exist")
@@ -99,19 +102,13 @@ class TrainModelAlgorithm(GeossclAlgorithm):
             executable = find_executable(configured_executable())
             with tempfile.TemporaryDirectory(prefix="geosscl-qgis-") as scratch:
                 scene = raster_file(raster, scratch, context, feedback)
-                labels_file = vector_file(labels, scratch, "labels", context)
-                copies = {labels_file: labels.name()}
-                area_file = None
-                if area is not None:
-                    area_file = vector_file(area, scratch, "label area", context)
-                    copies[area_file] = area.name()
+                label_options, copies = label_files(labels, scratch, context, feedback)
                 if scene.startswith(scratch):
                     copies[scene] = raster.name()
                 command = train_command(
-                    executable, scene, labels_file, output,
-                    method=TRAIN_METHODS[self.parameterAsEnum(parameters, self.METHOD, context)], class_column=class_field,
-                    background_class=background,
-                    label_area=area_file, init=init, steps=self.parameterAsInt(parameters, self.STEPS, context),
+                    executable, scene, label_options, output,
+                    method=TRAIN_METHODS[self.parameterAsEnum(parameters, self.METHOD, context)],
+                    init=init, steps=self.parameterAsInt(parameters, self.STEPS, context),
                     crop_size=self.parameterAsInt(parameters, self.CROP_SIZE, context),
                     balance=self.parameterAsBool(parameters, self.BALANCE, context), device=device,
                 )

@@ -15,7 +15,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "qgis_plugin"))
 SCENE = ROOT / "sample_data" / "nc_landsat" / "lsat7_2000.vrt"
+STRATA = ROOT / "sample_data" / "nc_landsat" / "strata.tif"  # 1996 land use, ids 1-7, nodata -99999
 MODEL = ROOT / "sample_data" / "models" / "nc_landuse.safetensors"
+#: Sentinel-2 chip (13 bands) and its hand labels (0 dry, 1 water, -1 unlabelled without being declared nodata)
+FLOODS_S2 = ROOT / "sample_data" / "sen1floods11" / "Spain_7370579_S2Hand.tif"
+FLOODS_LABELS = ROOT / "sample_data" / "sen1floods11" / "Spain_7370579_LabelHand.tif"
 NAIP = ROOT / "sample_data" / "naip" / "m_4709963_se_14_1_20200831.tif"
 #: Landsat 7 stack with sparse digitised polygons of five classes (field "class"): what a QGIS user labels.
 TUTORIAL_STACK = ROOT / "sample_data" / "landsat_tutorial" / "LE70220491999322EDC01_stack.gtif"

@@ -1,4 +1,5 @@
-"""The "Evaluate model on labelled polygons" algorithm in real QGIS (headless): the scores of geosscl evaluate."""
+"""The "Evaluate model on labels" algorithm in real QGIS (headless): the scores of geosscl evaluate, on polygons or
+a class raster."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProject,
+    QgsRasterLayer,
     QgsRectangle,
     QgsVectorLayer,
 )
 
-from conftest import ATLANTA, BUILDINGS, TUTORIAL_POLYGONS, TUTORIAL_STACK, geosscl
+from conftest import ATLANTA, BUILDINGS, MODEL, SCENE, STRATA, TUTORIAL_POLYGONS, TUTORIAL_STACK, geosscl
 
 EVALUATE = "geosscl:evaluate_model"
 
@@ -45,9 +47,9 @@ def test_evaluate_algorithm_is_registered(provider):
     from qgis.core import QgsApplication
 
     algorithm = QgsApplication.processingRegistry().algorithmById(EVALUATE)
-    assert algorithm is not None and algorithm.displayName() == "Evaluate model on labelled polygons"
+    assert algorithm is not None and algorithm.displayName() == "Evaluate model on labels"
     assert {p.name() for p in algorithm.parameterDefinitions()} >= {
-        "INPUT", "MODEL", "LABELS", "CLASS_FIELD", "BACKGROUND_CLASS", "LABEL_AREA", "REGION", "DEVICE", "OUTPUT_JSON",
+        "INPUT", "MODEL", "LABELS", "CLASS_FIELD", "LABEL_RASTER", "BACKGROUND_CLASS", "LABEL_AREA", "REGION", "DEVICE", "OUTPUT_JSON",
         "OUTPUT_CONFUSION"}
     assert {o.name() for o in algorithm.outputDefinitions()} >= {"MIOU", "OVERALL_ACCURACY", "KAPPA", "MEAN_F1"}
 
@@ -71,6 +73,21 @@ def test_scores_are_geosscl_evaluates(processing, tutorial_model, tmp_path):
     assert confusion.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert seen and max(seen) == 100
     assert "mIoU" in feedback.textLog() and "forest" in feedback.textLog()
+
+
+def test_scores_on_a_class_raster_in_a_test_region(processing, tmp_path):
+    """The bundled land-use model on the NC scene's class raster (nodata -99999 not scored), in the test region."""
+    region = STRATA.parent / "test_region.geojson"
+    scores = tmp_path / "scores.json"
+    result = processing.run(EVALUATE, {"INPUT": str(SCENE), "MODEL": str(MODEL),
+                                       "LABEL_RASTER": QgsRasterLayer(str(STRATA), "land use"),
+                                       "REGION": QgsVectorLayer(str(region), "test region", "ogr"),
+                                       "OUTPUT_JSON": str(scores)})
+    got = json.loads(scores.read_text())
+    assert got == cli_scores(tmp_path, str(MODEL), str(SCENE), "--labels", str(STRATA), "--region", str(region))
+    whole = cli_scores(tmp_path, str(MODEL), str(SCENE), "--labels", str(STRATA))
+    assert 0 < sum(map(sum, got["confusion"])) < sum(map(sum, whole["confusion"]))
+    assert result["MIOU"] == got["miou"] and result["OVERALL_ACCURACY"] == got["overall_accuracy"] > 0.5
 
 
 def test_footprints_in_a_region_drawn_in_another_crs(processing, tmp_path):
