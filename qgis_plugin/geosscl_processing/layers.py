@@ -6,6 +6,8 @@ import json
 import os
 import re
 
+import numpy as np
+from osgeo import gdal
 from qgis.core import (
     QgsPalettedRasterRenderer,
     QgsProcessingException,
@@ -76,20 +78,36 @@ def raster_nodata(layer) -> float | None:
     return ranges[0].min()
 
 
-def raster_classes(layer) -> dict[int, dict] | None:
+def raster_values(path, nodata=None) -> set[float]:
+    """The values of band 1 of ``path``, but its no-data value and ``nodata``, read a few MB at a time."""
+    dataset = gdal.Open(path)
+    band = dataset.GetRasterBand(1)
+    rows = max(1, (1 << 22) // band.XSize)
+    values = set()
+    for y in range(0, band.YSize, rows):
+        values.update(np.unique(band.ReadAsArray(0, y, band.XSize, min(rows, band.YSize - y))).tolist())
+    return values - {band.GetNoDataValue(), nodata}
+
+
+def raster_classes(layer, present) -> dict[int, dict] | None:
     """Class names and colours by id from the class raster's paletted style (None for any other style), in the
-    form of a geosscl classes file, so that they travel into the model."""
+    form of a geosscl classes file, so that they travel into the model.
+
+    Only the ids in ``present`` (the raster's values) are kept: a raster with a colour table
+    opens in QGIS with a 256-entry palette, which would make a 256-class model.
+    """
     renderer = layer.renderer()
     if not isinstance(renderer, QgsPalettedRasterRenderer):
         return None
     classes = {}
     for entry in renderer.classes():
-        if entry.value < 0:
-            continue  # a style's "no data" entry: never a class id
+        if entry.value < 0 or entry.value not in present:
+            continue  # negative: never a class id (geosscl says what to do with such values)
         if entry.value != int(entry.value):
             raise QgsProcessingException(f"{layer.name()}: its style has the value {entry.value:g}; class ids are integers")
         colour = entry.color
-        classes[int(entry.value)] = {"name": entry.label or f"class {int(entry.value)}",
+        named = entry.label and entry.label != f"{entry.value:g}"  # QGIS labels a colour table's entries by value
+        classes[int(entry.value)] = {"name": entry.label if named else f"class {int(entry.value)}",
                                      "color": [colour.red(), colour.green(), colour.blue()]}
     return classes or None
 
@@ -109,7 +127,8 @@ def label_files(labels, scratch, context, feedback, *, with_classes=True) -> tup
     if labels.is_raster:
         path = raster_file(labels.layer, scratch, context, feedback, name="labels")
         copies[path] = labels.layer.name()
-        classes = raster_classes(labels.layer) if with_classes else None
+        nodata = raster_nodata(labels.layer)
+        classes = raster_classes(labels.layer, raster_values(path, nodata)) if with_classes else None
         classes_file = None
         if classes:
             classes_file = os.path.join(scratch, "classes.json")
@@ -117,7 +136,7 @@ def label_files(labels, scratch, context, feedback, *, with_classes=True) -> tup
                 json.dump(classes, f)
             feedback.pushInfo(f"{labels.layer.name()}: class names and colours from its paletted style: "
                               + ", ".join(f"{i} {c['name']}" for i, c in sorted(classes.items())))
-        return label_options(path, label_area=area, nodata=raster_nodata(labels.layer), classes=classes_file), copies
+        return label_options(path, label_area=area, nodata=nodata, classes=classes_file), copies
     path = vector_file(labels.layer, scratch, "labels", context)
     copies[path] = labels.layer.name()
     return label_options(path, class_column=labels.class_field, background_class=labels.background,

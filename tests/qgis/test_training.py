@@ -271,6 +271,32 @@ def test_classifier_from_a_paletted_class_raster_takes_its_names_and_colours(pro
     assert dataset.GetRasterBand(1).GetColorTable().GetColorEntry(6)[:3] == (0, 80, 220)
 
 
+def test_class_raster_with_a_colour_table_keeps_the_classes_it_holds(processing, tmp_path):
+    """A byte class raster with a colour table (as NLCD and many land-cover products are) opens in QGIS with a
+    256-entry palette, labelled by value: the model takes the classes the raster holds, not 256 classes."""
+    source = gdal.Open(str(STRATA))
+    ids = source.GetRasterBand(1).ReadAsArray()
+    coded = tmp_path / "land_cover.tif"
+    target = gdal.GetDriverByName("GTiff").Create(str(coded), source.RasterXSize, source.RasterYSize, 1, gdal.GDT_Byte)
+    target.SetGeoTransform(source.GetGeoTransform())
+    target.SetProjection(source.GetProjection())
+    band = target.GetRasterBand(1)
+    band.WriteArray(np.where(ids > 0, ids, 0).astype(np.uint8))
+    band.SetNoDataValue(0)
+    table = gdal.ColorTable()
+    for value in range(256):
+        table.SetColorEntry(value, (value, 255 - value, 128, 255))
+    band.SetColorTable(table)
+    target = band = None
+    layer = QgsRasterLayer(str(coded), "land cover")
+    assert isinstance(layer.renderer(), QgsPalettedRasterRenderer) and len(layer.renderer().classes()) == 256
+    model = tmp_path / "m.safetensors"
+    processing.run(TRAIN, {"INPUT": str(SCENE), "LABEL_RASTER": layer, "CROP_SIZE": 64, "OUTPUT": str(model)})
+    info = json.loads(geosscl("info", str(model)).stdout)
+    assert info["class_names"] == [f"class {v}" for v in range(8)]
+    assert info["class_colors"][1:] == [[v, 255 - v, 128] for v in range(1, 8)]
+
+
 def test_class_raster_unlabelled_value_set_in_qgis(processing, tmp_path):
     """Sen1Floods11 marks unlabelled pixels -1 without declaring it: the layer's additional no-data value says so.
     The raster is ENVI here, so the algorithm reads it through a GeoTIFF copy of its own."""
