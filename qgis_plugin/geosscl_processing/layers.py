@@ -89,16 +89,17 @@ def raster_values(path, nodata=None) -> set[float]:
     return values - {band.GetNoDataValue(), nodata}
 
 
-def raster_classes(layer, present) -> dict[int, dict] | None:
+def raster_classes(layer, path, nodata=None) -> dict[int, dict] | None:
     """Class names and colours by id from the class raster's paletted style (None for any other style), in the
     form of a geosscl classes file, so that they travel into the model.
 
-    Only the ids in ``present`` (the raster's values) are kept: a raster with a colour table
-    opens in QGIS with a 256-entry palette, which would make a 256-class model.
+    Only the ids the raster holds (its file is ``path``) are kept: a raster with a colour
+    table opens in QGIS with a 256-entry palette, which would make a 256-class model.
     """
     renderer = layer.renderer()
     if not isinstance(renderer, QgsPalettedRasterRenderer):
         return None
+    present = raster_values(path, nodata)
     classes = {}
     for entry in renderer.classes():
         if entry.value < 0 or entry.value not in present:
@@ -128,7 +129,7 @@ def label_files(labels, scratch, context, feedback, *, with_classes=True) -> tup
         path = raster_file(labels.layer, scratch, context, feedback, name="labels")
         copies[path] = labels.layer.name()
         nodata = raster_nodata(labels.layer)
-        classes = raster_classes(labels.layer, raster_values(path, nodata)) if with_classes else None
+        classes = raster_classes(labels.layer, path, nodata) if with_classes else None
         classes_file = None
         if classes:
             classes_file = os.path.join(scratch, "classes.json")
