@@ -177,7 +177,11 @@ def prepare(config: FinetuneConfig) -> Setup:
         hint = f"; {nodata_hint(outside[0])}" if lone else ""
         raise GeossclError(f"{config.labels[0]}: class id(s) {outside} are outside the {num_classes} classes of {config.classes}{hint}")
     names = names or [f"class {i}" for i in range(num_classes)]
-    colors = colors or default_colors(num_classes)
+    if colors is None:
+        colors = default_colors(num_classes)
+        if isinstance(labels, RasterLabels):
+            table = labels.colors()
+            colors = [table.get(i, color) for i, color in enumerate(colors)]
 
     try:
         train_data = IntersectionDataset(mosaic, labels)

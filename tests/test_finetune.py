@@ -145,6 +145,32 @@ def test_raster_labels_and_cli(tmp_path):
     assert len(info.provenance["validation"]["history"]) == 4 and info.provenance["validation"]["overall_accuracy"] > 0
 
 
+def test_class_raster_colour_table_colours_the_classes(tmp_path):
+    """A class raster's colour table (land-cover products carry their legend there) colours the model's classes;
+    a classes file still decides when given, and ids without a colour (transparent: GDAL's filler) keep the
+    default colours."""
+    with rasterio.open(TUTORIAL / "training_data.gtif") as src:
+        ids, profile = src.read(1), src.profile
+    table = {1: (200, 0, 0, 255), 2: (0, 150, 0, 255), 3: (0, 0, 220, 255), 4: (90, 60, 30, 255), 5: (250, 250, 0, 255)}
+    coloured = tmp_path / "coloured.tif"
+    with rasterio.open(coloured, "w", **profile) as dst:
+        dst.write(ids, 1)
+        dst.write_colormap(1, table)
+    config = FinetuneConfig(imagery=[STACK], labels=[str(coloured)], out=str(tmp_path / "m.safetensors"),
+                            crop_size=64)
+    setup = prepare(config)
+    plain = prepare(FinetuneConfig(imagery=[STACK], labels=[str(TUTORIAL / "training_data.gtif")],
+                                   out=str(tmp_path / "p.safetensors"), crop_size=64))
+    assert setup.class_names == plain.class_names == [f"class {i}" for i in range(6)]
+    assert setup.class_colors == [plain.class_colors[0], [200, 0, 0], [0, 150, 0], [0, 0, 220], [90, 60, 30],
+                                  [250, 250, 0]]
+    classes = tmp_path / "classes.yaml"
+    classes.write_text("1: {name: water, color: [1, 2, 3]}\n5: cloud\n")
+    named = prepare(FinetuneConfig(imagery=[STACK], labels=[str(coloured)], classes=str(classes),
+                                   out=str(tmp_path / "n.safetensors"), crop_size=64))
+    assert named.class_names[1] == "water" and named.class_colors[1] == [1, 2, 3]
+
+
 def test_progress_as_json_lines_for_programs(tmp_path):
     """``--progress jsonl`` (the QGIS plugin reads it): one line per step, then the model file."""
     def run(out, *limit):

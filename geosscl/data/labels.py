@@ -72,6 +72,18 @@ class RasterLabels(Mosaic):
         sample["mask"] = values.nan_to_num(0).to(torch.int64).masked_fill(unlabelled, IGNORE_INDEX)
         return sample
 
+    def colors(self) -> dict[int, list[int]]:
+        """RGB (0-255) by class id from the first file's colour table (empty without one): land-cover
+        products (NLCD, ESA WorldCover, …) carry their legend's colours there."""
+        from .files import open_raster
+
+        try:
+            table = open_raster(self.files[0]).colormap(1)
+        except ValueError:  # no colour table
+            return {}
+        # GDAL fills the entries a table skips with transparent black: those are no colour.
+        return {int(i): list(rgba[:3]) for i, rgba in table.items() if len(rgba) < 4 or rgba[3] > 0}
+
 
 class VectorLabels(MapGrid, GeoDataset):
     """Polygons of a vector layer (GeoPackage, GeoJSON, Shapefile, …) rasterised on the fly.
