@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -283,7 +282,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
     from samplers import RegionGridSampler, RegionSampler
 
     from .tasks import SegmentationTask
-    from .training import check_accelerator, progress_bar, quiet_lightning
+    from .training import ReportProgress, check_accelerator, progress_bar, quiet_lightning
 
     # -- check everything before writing anything ------------------------------------
     if not config.out:
@@ -330,7 +329,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
     best = _KeepBest()
     callbacks: list[pl.Callback] = [best] + ([] if config.quiet or progress else [progress_bar("finetune")])
     if progress is not None:
-        callbacks.append(_Progress(progress, config.max_steps, config.max_time))
+        callbacks.append(ReportProgress(progress, config.max_steps, config.max_time))
     with quiet_lightning(config.quiet or progress is not None):
         trainer = pl.Trainer(
             max_steps=steps if config.max_steps else -1, max_epochs=-1,
@@ -376,24 +375,6 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
         )
         save_model(out, task.network, info, overwrite=config.overwrite)
     return out
-
-
-class _Progress(pl.Callback):
-    """Reports training progress to a callable, for programs that drive geosscl (the QGIS plugin)."""
-
-    def __init__(self, report: Callable[[int, int], None], max_steps: int | None, max_time: float | None) -> None:
-        self.report, self.max_steps, self.max_time = report, max_steps, max_time
-        self.start = time.monotonic()
-
-    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.start = time.monotonic()
-
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
-        if self.max_steps:  # a run with both limits ends at whichever comes first; steps are the usual one
-            self.report(trainer.global_step, self.max_steps)
-        else:
-            total = round(60 * self.max_time)
-            self.report(min(total, int(time.monotonic() - self.start)), total)
 
 
 class _KeepBest(pl.Callback):

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,8 +138,11 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     return checkpoint
 
 
-def pretrain(config: PretrainConfig) -> str:
+def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None = None) -> str:
     """Run SSCCL pretraining; return the run directory.
+
+    ``progress(done, total)`` is called after every step (see :class:`ReportProgress`);
+    Lightning's progress bar and messages are then off.
 
     Raises:
         GeossclError: for bad input, before anything is written.
@@ -206,8 +209,11 @@ def pretrain(config: PretrainConfig) -> str:
     ]
     interrupt = _StopOnInterrupt()
     callbacks.append(interrupt)
-    if not config.quiet:
+    if progress is not None:
+        callbacks.append(ReportProgress(progress, config.max_steps, config.max_time))
+    elif not config.quiet:
         callbacks.append(progress_bar("pretrain"))
+    quiet = config.quiet or progress is not None
     metrics = os.path.join(out, "metrics.csv")
     previous = metrics + ".previous"
     if lead and checkpoint is not None:
@@ -216,15 +222,15 @@ def pretrain(config: PretrainConfig) -> str:
             _prepend_metrics(previous, metrics, before_step=_first_step(metrics))
         if os.path.exists(metrics):
             os.replace(metrics, previous)  # Lightning's CSV logger starts the file afresh
-    with quiet_lightning(config.quiet):
+    with quiet_lightning(quiet):
         trainer = pl.Trainer(
             max_steps=steps if config.max_steps else -1,
             max_epochs=-1,  # the pair stream is sized to the run; steps or time end it
             max_time={"minutes": config.max_time} if config.max_time else None,
             accelerator=config.accelerator, devices=config.devices, strategy=config.strategy, num_nodes=config.num_nodes,
             logger=CSVLogger(out, name="", version=""), callbacks=callbacks, log_every_n_steps=1,
-            use_distributed_sampler=False, enable_progress_bar=not config.quiet,
-            enable_model_summary=not config.quiet, deterministic=False,
+            use_distributed_sampler=False, enable_progress_bar=not quiet,
+            enable_model_summary=not quiet, deterministic=False,
         )
         try:
             trainer.fit(task, datamodule=datamodule, ckpt_path=config.resume, weights_only=True if config.resume else None)
@@ -240,6 +246,25 @@ def pretrain(config: PretrainConfig) -> str:
         raise RunStopped(f"{out}: {how} at step {trainer.global_step}; continue with "
                          f"geosscl pretrain --resume {os.path.join(out, 'last.ckpt')}", exit_code=143 if terminated else 130)
     return out
+
+
+class ReportProgress(pl.Callback):
+    """Reports training progress to ``report(done, total)`` after every step, for programs that drive geosscl (the
+    QGIS plugin): steps of ``max_steps``, else whole seconds of ``max_time`` minutes."""
+
+    def __init__(self, report: Callable[[int, int], None], max_steps: int | None, max_time: float | None) -> None:
+        self.report, self.max_steps, self.max_time = report, max_steps, max_time
+        self.start = time.monotonic()
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.start = time.monotonic()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        if self.max_steps:  # a run with both limits ends at whichever comes first; steps are the usual one
+            self.report(trainer.global_step, self.max_steps)
+        else:
+            total = round(60 * self.max_time)
+            self.report(min(total, int(time.monotonic() - self.start)), total)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import pickle
 import signal
@@ -290,6 +291,25 @@ def test_cli_pretrain_with_yaml_config(tmp_path):
         "Error: weights: need at least one positive weight and none negative, got instance=0.0, spatial=0.0, semantic=0.0"
     ]
     assert not (tmp_path / "x").exists()
+
+
+def test_progress_as_json_lines_for_programs(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "geosscl", "pretrain", str(NAIP), "--out", str(out), "--crop-size", "64",
+                             "--batch-size", "4", "--max-steps", "3", "--num-workers", "0", "--progress", "jsonl"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]  # nothing but JSON on stdout
+    assert lines == [{"done": 1, "total": 3}, {"done": 2, "total": 3}, {"done": 3, "total": 3},
+                     {"output": str(out), "checkpoint": str(out / "last.ckpt")}]
+    assert load_checkpoint(str(out / "last.ckpt"))["global_step"] == 3
+    timed = subprocess.run([sys.executable, "-m", "geosscl", "pretrain", str(NAIP), "--out", str(tmp_path / "timed"),
+                            "--crop-size", "64", "--batch-size", "4", "--max-time", "0.05", "--num-workers", "0",
+                            "--progress", "jsonl"], capture_output=True, text=True, timeout=300)
+    assert timed.returncode == 0, timed.stderr[-2000:]
+    seconds = [json.loads(line) for line in timed.stdout.splitlines()][:-1]
+    assert seconds and {line["total"] for line in seconds} == {3}  # 0.05 minutes
+    assert [line["done"] for line in seconds] == sorted(line["done"] for line in seconds)
 
 
 def test_a_batch_spreads_over_the_whole_mosaic(naip_halves):

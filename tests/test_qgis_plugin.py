@@ -169,15 +169,22 @@ def test_qgis_process_trains_a_model_from_polygons(qgis_process, tmp_path):
     assert reported and float(reported.group(1)) == pytest.approx(miou) and miou > 0.9  # its own training polygons
 
 
-def test_qgis_process_trains_and_scores_on_a_class_raster(qgis_process, tmp_path):
-    """Labels as a class raster given by path: the NC land-use raster trains the classifier, and scores it."""
+def test_qgis_process_pretrains_trains_on_a_class_raster_and_scores(qgis_process, tmp_path):
+    """The toolbox's whole workflow from the installed plugin: pretrain on the NC scene, train a classifier of its
+    encoder on the land-use class raster (given by path), and score it."""
+    run = tmp_path / "run"
+    result = qgis_process("run", "geosscl:pretrain", "--", f"INPUT={SCENE}", "STEPS=2", "CROP_SIZE=64", "BATCH_SIZE=4",
+                          f"OUTPUT={run}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.search(rf"^CHECKPOINT:\t{re.escape(str(run / 'last.ckpt'))}$", result.stdout, re.M), result.stdout[-2000:]
     strata = SAMPLES / "nc_landsat" / "strata.tif"
     model = tmp_path / "land_use.safetensors"
     result = qgis_process("run", "geosscl:train_model", "--", f"INPUT={SCENE}", f"LABEL_RASTER={strata}",
-                          "CROP_SIZE=64", f"OUTPUT={model}")
+                          f"INIT={run / 'last.ckpt'}", "CROP_SIZE=64", f"OUTPUT={model}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     info = json.loads(subprocess.run([GEOSSCL, "info", str(model)], capture_output=True, text=True).stdout)
     assert info["class_names"] == [f"class {i}" for i in range(8)]  # ids 1-7, unstyled: no names
+    assert info["provenance"]["init"] == str(run / "last.ckpt")
     scores = tmp_path / "scores.json"
     result = qgis_process("run", "geosscl:evaluate_model", "--", f"INPUT={SCENE}", f"MODEL={model}",
                           f"LABEL_RASTER={strata}", f"OUTPUT_JSON={scores}")

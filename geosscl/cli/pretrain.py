@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import click
 
-from .options import bidx_opt, crs_opt, float_pair, int_list, quiet_opt, res_opt
+from .options import bidx_opt, crs_opt, float_pair, int_list, jsonl_progress, quiet_opt, res_opt
 
 
 @click.command()
@@ -39,9 +40,13 @@ from .options import bidx_opt, crs_opt, float_pair, int_list, quiet_opt, res_opt
 @click.option("--num-nodes", type=int, help="Nodes.  [default: 1]")
 @click.option("--resume", type=click.Path(dir_okay=False), help="Continue from RUN_DIR/last.ckpt.")
 @click.option("--seed", type=int, help="Random seed.  [default: 0]")  # no default: must not override --config
+@click.option("--progress", "progress_format", type=click.Choice(["bar", "jsonl"]), default="bar", show_default=True,
+              help="jsonl: one JSON object per line on stdout (steps, or seconds of --max-time, done), then the run "
+                   "directory and its last.ckpt; for programs that drive geosscl.")
 @quiet_opt
 def pretrain(imagery, out, config_path, bands, crs, res, rgb, jitter, crop_size, overlap, scale, batch_size, max_steps, max_time, arch,
-             encoder, decoder_channels, dense_stride, weights_text, num_workers, accelerator, devices, strategy, num_nodes, resume, seed, quiet):
+             encoder, decoder_channels, dense_stride, weights_text, num_workers, accelerator, devices, strategy, num_nodes, resume, seed,
+             progress_format, quiet):
     """Pretrain an encoder + decoder on IMAGERY with SSCCL.
 
     IMAGERY is GeoTIFF files, directories or glob patterns, read as one mosaic.
@@ -76,6 +81,8 @@ def pretrain(imagery, out, config_path, bands, crs, res, rgb, jitter, crop_size,
         config = PretrainConfig(**{k: v for k, v in flags.items() if v is not None})
     if not config.max_steps:
         config.max_steps = None
-    path = run(config)
-    if not config.quiet:
+    path = run(config, progress=jsonl_progress if progress_format == "jsonl" else None)
+    if progress_format == "jsonl":
+        click.echo(json.dumps({"output": path, "checkpoint": os.path.join(path, "last.ckpt")}))
+    elif not config.quiet:
         click.echo(f"run written to {path}")

@@ -4,6 +4,7 @@ from qgis.core import QgsProcessingProvider
 
 from .algorithm import SegmentRasterAlgorithm
 from .evaluation import EvaluateModelAlgorithm
+from .pretraining import PretrainAlgorithm
 from .runner import EXECUTABLE_SETTING
 from .training import TrainModelAlgorithm
 
@@ -42,6 +43,7 @@ class GeossclProvider(QgsProcessingProvider):
             pass
 
     def loadAlgorithms(self):  # noqa: N802
+        self.addAlgorithm(PretrainAlgorithm())
         self.addAlgorithm(SegmentRasterAlgorithm())
         self.addAlgorithm(TrainModelAlgorithm())
         self.addAlgorithm(EvaluateModelAlgorithm())

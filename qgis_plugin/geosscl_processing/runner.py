@@ -122,6 +122,19 @@ def train_command(
             "--accelerator", {"cuda": "gpu"}.get(device, device), "--progress", "jsonl", "--out", output, "--overwrite"]
 
 
+def pretrain_command(
+    executable: str, scenes: list[str], out: str, *, minutes: float, steps: int | None = None, crop_size: int = 128,
+    batch_size: int = 32, device: str = "auto",
+) -> list[str]:
+    """The ``geosscl pretrain`` command line: SSCCL on ``scenes`` (one mosaic) for ``minutes`` (or ``steps``, whichever
+    ends first), the run written to the folder ``out``."""
+    command = [executable, "pretrain", *scenes, "--out", out, "--max-time", f"{minutes:g}", "--crop-size", str(crop_size),
+               "--batch-size", str(batch_size), "--accelerator", {"cuda": "gpu"}.get(device, device), "--progress", "jsonl"]
+    if steps:
+        command += ["--max-steps", str(steps)]
+    return command
+
+
 def evaluate_command(
     executable: str, scene: str, model: str, labels: list[str], *, region: str | None = None,
     json_path: str | None = None, png_path: str | None = None, device: str = "auto",
