@@ -9,13 +9,14 @@ from typing import Any
 import shapely
 from torchgeo.datasets import IntersectionDataset
 
-from .data import Mosaic, open_labels
+from .data import open_labels
 from .data.labels import nodata_hint
 from .errors import GeossclError
-from .inference import TiledSegmenter, check_bands
+from .inference import TiledSegmenter
 from .metrics import ConfusionMatrix, Scores
 from .modelfile import ModelInfo, load_model
 from .output import atomic_output
+from .prediction import open_scene
 from .splits import KeepRegion, label_extent, read_region
 
 
@@ -45,8 +46,9 @@ def evaluate(
         GeossclError: bad model file, bands the imagery lacks, labels off the imagery.
     """
     network, info = load_model(model)
-    check_bands(Mosaic(imagery).num_bands, info, str(imagery[0]))
-    mosaic = Mosaic(imagery, bands=info.bands, res=tuple(info.res))
+    # The scene as predict reads it: scored in the imagery's own CRS, at the model's GSD
+    # (in metres, so a model made in one CRS scores imagery in another).
+    mosaic = open_scene(imagery, info)
     extent, limit = label_extent(mosaic, label_area)
     truth, _ = open_labels(labels, class_column, info.class_names if class_column else None, nodata=label_nodata,
                            background=background_class, extent=extent)
@@ -85,6 +87,9 @@ def evaluate(
         matrix.update(block.classes.clamp_min(0), mask)
         if progress is not None:
             progress(done, total)
+    if not int(matrix.counts.sum()):
+        raise GeossclError(f"{labels[0]}: no labelled pixel where the model has input"
+                           + (f" inside {region}" if region else ""))
     return matrix.scores(), info
 
 

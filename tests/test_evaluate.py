@@ -115,6 +115,38 @@ def test_evaluate_progress_as_json_lines(model, tmp_path):
     assert final["table"].splitlines()[-1].startswith("mIoU ") and np.sum(final["confusion"]) == LABELLED_PIXELS
 
 
+def test_imagery_in_another_crs_than_the_models(model, tmp_path):
+    """The tutorial stack (UTM, where the model was made) warped to EPSG:4326: scored on its own grid in degrees, at
+    the model's GSD in metres. It was read at the model's resolution in the imagery's units (30 degrees a pixel):
+    nothing was scored and the scores came out empty, with status 0."""
+    import rasterio
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    warped = tmp_path / "stack_4326.tif"
+    with rasterio.open(STACK) as src:
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height, *src.bounds)
+        with rasterio.open(warped, "w", **{**src.profile, "crs": "EPSG:4326", "transform": transform, "width": width,
+                                           "height": height}) as dst:
+            for band in range(1, src.count + 1):
+                reproject(rasterio.band(src, band), rasterio.band(dst, band), resampling=Resampling.nearest)
+    scores, _ = evaluate(model, [str(warped)], [POLYGONS], class_column="id")
+    # The polygons burnt on the 4326 grid (pixels of about 30 x 31 m at 17 N): about as many pixels as on UTM's.
+    assert 0.85 * LABELLED_PIXELS < np.sum(scores.confusion) < 1.15 * LABELLED_PIXELS
+    assert scores.overall_accuracy == scores.overall_accuracy  # a number, not NaN
+
+
+def test_no_labelled_pixel_is_an_error(model, tmp_path):
+    import rasterio
+
+    with rasterio.open(TUTORIAL / "training_data.gtif") as src:
+        profile, shape = src.profile, src.shape
+    empty = tmp_path / "unlabelled.tif"
+    with rasterio.open(empty, "w", **profile) as dst:
+        dst.write(np.zeros(shape, dtype=profile["dtype"]), 1)  # 0 is the file's nodata
+    with pytest.raises(GeossclError, match=f"^{empty}: no labelled pixel where the model has input$"):
+        evaluate(model, [STACK], [str(empty)])
+
+
 def test_evaluate_bad_input(model, tmp_path):
     with pytest.raises(GeossclError, match="has 4 band\\(s\\); the model reads bands 1,2,3,4,5,6,7,8"):
         evaluate(model, [str(NAIP)], [POLYGONS], class_column="id")
