@@ -42,8 +42,6 @@ def ground_sampling_distance(crs: CRS, res: tuple[float, float], bounds: Bounds)
         return None
     return math.sqrt(res[0] * res[1]) * factor
 
-# Grid alignment tolerance, in pixels: offsets closer than this to an integer count
-# as aligned, so a read at the native grid is a plain window read.
 
 # Where a warped integer file has no data (a float32 value no integer type reaches).
 _NO_DATA_INTEGER = -1e30
