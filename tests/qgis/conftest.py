@@ -40,6 +40,26 @@ def provider(qgis_app, qgis_processing):
     QgsApplication.processingRegistry().removeProvider(provider)
 
 
+@pytest.fixture
+def in_project():
+    """``in_project(layer)``: ``layer``, added to the project (as the dialog's layers are) until the test ends.
+
+    Raster layer objects a script made itself, given to a run that fails, crash QGIS 3.22's
+    Python when it exits (after every test has passed); layers of the project do not.
+    """
+    from qgis.core import QgsProject
+
+    added = []
+
+    def add(layer):
+        QgsProject.instance().addMapLayer(layer)
+        added.append(layer.id())
+        return layer
+
+    yield add
+    QgsProject.instance().removeMapLayers(added)
+
+
 @pytest.fixture(scope="session")
 def processing(provider):
     """QGIS's processing module (on sys.path once pytest-qgis has initialised Processing)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProject, QgsRasterLayer
+from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer
 
 from conftest import SCENE, TUTORIAL_POLYGONS, TUTORIAL_STACK, geosscl
 
@@ -54,22 +54,17 @@ def test_cancel_keeps_the_last_checkpoint(processing, tmp_path):
     assert made.returncode == 0, made.stderr
 
 
-def test_errors(processing, tmp_path):
+def test_errors(processing, in_project, tmp_path):
     used = tmp_path / "used"
     used.mkdir()
     (used / "notes.txt").write_text("mine")
     with pytest.raises(QgsProcessingException, match="used: the run folder is not empty; choose a new or empty one$"):
         processing.run(PRETRAIN, {"INPUT": [str(TUTORIAL_STACK)], "OUTPUT": str(used), **SHORT})
     assert [p.name for p in used.iterdir()] == ["notes.txt"]
-    # Layers of the project, as the dialog gives them. (Layer objects a script made itself, in a list, with a run that
-    # fails: QGIS 3.22's Python then crashes when it exits, after every test has passed.)
-    layers = [QgsRasterLayer(str(TUTORIAL_STACK), "eight bands"), QgsRasterLayer(str(SCENE), "six bands")]
-    QgsProject.instance().addMapLayers(layers)
-    try:
-        with pytest.raises(QgsProcessingException, match=(
-                "^geosscl: layer 'six bands': has 6 band\\(s\\) where layer 'eight bands' has 8; every place of a "
-                "mosaic needs the same bands$")):
-            processing.run(PRETRAIN, {"INPUT": layers, "OUTPUT": str(tmp_path / "mixed"), **SHORT})
-    finally:
-        QgsProject.instance().removeMapLayers([layer.id() for layer in layers])
+    layers = [in_project(QgsRasterLayer(str(TUTORIAL_STACK), "eight bands")),
+              in_project(QgsRasterLayer(str(SCENE), "six bands"))]
+    with pytest.raises(QgsProcessingException, match=(
+            "^geosscl: layer 'six bands': has 6 band\\(s\\) where layer 'eight bands' has 8; every place of a "
+            "mosaic needs the same bands$")):
+        processing.run(PRETRAIN, {"INPUT": layers, "OUTPUT": str(tmp_path / "mixed"), **SHORT})
     assert not (tmp_path / "mixed").exists() or not list((tmp_path / "mixed").iterdir())

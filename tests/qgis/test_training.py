@@ -297,12 +297,12 @@ def test_class_raster_with_a_colour_table_keeps_the_classes_it_holds(processing,
     assert info["class_colors"][1:] == [[v, 255 - v, 128] for v in range(1, 8)]
 
 
-def test_class_raster_unlabelled_value_set_in_qgis(processing, tmp_path):
+def test_class_raster_unlabelled_value_set_in_qgis(processing, in_project, tmp_path):
     """Sen1Floods11 marks unlabelled pixels -1 without declaring it: the layer's additional no-data value says so.
     The raster is ENVI here, so the algorithm reads it through a GeoTIFF copy of its own."""
     envi = tmp_path / "hand_labels.dat"
     gdal.Translate(str(envi), str(FLOODS_LABELS), format="ENVI")
-    labels = QgsRasterLayer(str(envi), "hand labels")
+    labels = in_project(QgsRasterLayer(str(envi), "hand labels"))
     assert labels.isValid() and labels.bandCount() == 1
     model, classes = tmp_path / "qgis.safetensors", tmp_path / "qgis.tif"
     parameters = {"INPUT": str(FLOODS_S2), "LABEL_RASTER": labels, "CROP_SIZE": 64, "OUTPUT": str(model),
@@ -330,9 +330,9 @@ def test_class_raster_unlabelled_value_set_in_qgis(processing, tmp_path):
     assert (got[labelled] == truth[labelled]).mean() > 0.9  # water is in the bands
 
 
-def test_label_choice_errors(processing, tmp_path):
+def test_label_choice_errors(processing, in_project, tmp_path):
     out = tmp_path / "m.safetensors"
-    strata = QgsRasterLayer(str(STRATA), "land use")
+    strata = in_project(QgsRasterLayer(str(STRATA), "land use"))
 
     def fails(message, **parameters):
         with pytest.raises(QgsProcessingException, match=message):
@@ -341,12 +341,13 @@ def test_label_choice_errors(processing, tmp_path):
 
     fails(r"^Labels: give a polygon layer \(and its class field\) or a class raster$")
     fails(r"^Labels: give polygons or a class raster, not both \(tutorial, land use\)$",
-          LABELS=QgsVectorLayer(str(TUTORIAL_POLYGONS), "tutorial", "ogr"), CLASS_FIELD="class", LABEL_RASTER=strata)
+          LABELS=in_project(QgsVectorLayer(str(TUTORIAL_POLYGONS), "tutorial", "ogr")), CLASS_FIELD="class",
+          LABEL_RASTER=strata)
     fails("^Background class: for polygon labels; the class raster land use holds its background class itself$",
           LABEL_RASTER=strata, BACKGROUND_CLASS="1")
     fails("^scene: 8 bands; a class raster has one band of class ids$",
-          LABEL_RASTER=QgsRasterLayer(str(TUTORIAL_STACK), "scene"))
-    two = QgsRasterLayer(str(STRATA), "two values")
+          LABEL_RASTER=in_project(QgsRasterLayer(str(TUTORIAL_STACK), "scene")))
+    two = in_project(QgsRasterLayer(str(STRATA), "two values"))
     two.dataProvider().setUserNoDataValue(1, [QgsRasterRange(0, 0), QgsRasterRange(255, 255)])
     fails("^two values: additional no-data values 0, 255; geosscl takes one value that means unlabelled$",
           LABEL_RASTER=two)
