@@ -105,7 +105,7 @@ def train_command(
 
     ``classifier``: a linear classifier of the bands and the encoder's stride-2 stage, every
     label training it under a fixed L2 weight (with few labels this beat the fine-tuned
-    U-Nets and spending labels on validation, on every bundled scene; README, Benchmarks).
+    U-Nets and spending labels on validation, on every bundled scene; README, "Label efficiency").
     ``finetune``: the whole network, 20 % of the labelled blocks kept for validation.
     """
     if method not in TRAIN_METHODS:
