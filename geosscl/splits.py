@@ -21,6 +21,7 @@ from shapely.geometry.base import BaseGeometry
 
 from .data.grid import ALIGN_TOL
 from .data.labels import IGNORE_INDEX
+from .data.vector import read_layer
 from .errors import GeossclError
 
 if TYPE_CHECKING:
@@ -144,10 +145,7 @@ def read_region(path: str, crs: Any) -> BaseGeometry:
     Raises:
         GeossclError: if the layer cannot be read or has no CRS.
     """
-    try:
-        frame = gpd.read_file(path)
-    except Exception as exc:  # noqa: BLE001 - pyogrio and fiona raise many kinds
-        raise GeossclError(f"{path}: not a readable vector layer ({str(exc).splitlines()[0]})") from None
+    frame = read_layer(path)
     if frame.crs is None:
         raise GeossclError(f"{path}: region layer has no CRS")
     return polygonal(shapely.union_all(frame.to_crs(crs).geometry.values))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import rasterio
@@ -15,7 +18,7 @@ from torchgeo.samplers import RandomGeoSampler
 
 from geosscl import GeossclError, Mosaic
 from geosscl.data import IGNORE_INDEX, RasterLabels, VectorLabels, open_labels
-from geosscl.splits import block_split, label_fraction
+from geosscl.splits import block_split, label_fraction, read_region
 from conftest import ATLANTA, BUILDINGS, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, write_raster
 
 STACK, POLYGONS = TUTORIAL_STACK, TUTORIAL_POLYGONS
@@ -216,6 +219,52 @@ def test_bad_vector_input(tmp_path):
     bad.write_text("{ not json")
     with pytest.raises(GeossclError, match=r"bad\.geojson: not a readable vector layer"):
         VectorLabels(bad, "id")
+
+
+def _two_layer_geopackage(tmp_path):
+    """The tutorial's label polygons as the second layer of a GeoPackage whose first is a study area."""
+    frame = gpd.read_file(POLYGONS)
+    path = tmp_path / "project.gpkg"
+    area = gpd.GeoDataFrame({"name": ["study area"]}, geometry=[shapely.box(*frame.total_bounds)], crs=frame.crs)
+    area.to_file(path, layer="study_area")
+    frame.to_file(path, layer="training")
+    return path, area
+
+
+def test_one_layer_of_a_multi_layer_geopackage_is_named_as_qgis_names_it(tmp_path):
+    gpkg, area = _two_layer_geopackage(tmp_path)
+    imagery = Mosaic(STACK)
+    window = tuple(slice(s.start, s.stop, s.step) for s in imagery.bounds[:2])
+    expected = (imagery & VectorLabels(POLYGONS, "id"))[window]["mask"]
+    for source in (f"{gpkg}|layername=training", f"{gpkg}|layerid=1"):
+        labels, ids = open_labels([source], class_column="id")
+        np.testing.assert_array_equal((imagery & labels)[window]["mask"], expected)
+        assert ids == {1, 2, 3, 4, 5}
+    assert VectorLabels(gpkg, "id", layer="training").class_ids == {1, 2, 3, 4, 5}
+    region = read_region(f"{gpkg}|layername=study_area", imagery.crs)
+    assert region.equals(area.geometry[0])
+    # GDAL would read the first layer (the study area, without the class column) and say nothing.
+    with pytest.raises(GeossclError, match=r"project\.gpkg: holds 2 layers \(study_area, training\); name one, as "
+                                           r"'.*project\.gpkg\|layername=study_area'"):
+        open_labels([gpkg], class_column="id")
+    with pytest.raises(GeossclError, match=r"project\.gpkg: holds 2 layers"):
+        read_region(str(gpkg), imagery.crs)
+    with pytest.raises(GeossclError, match=r"project\.gpkg: no layer 'labels'; the file holds study_area, training"):
+        open_labels([f"{gpkg}|layername=labels"], class_column="id")
+    with pytest.raises(GeossclError, match=r"project\.gpkg: no layer 2; the file holds 2 \(ids 0 to 1\)"):
+        open_labels([f"{gpkg}|layerid=2"], class_column="id")
+    with pytest.raises(GeossclError, match=r"unknown layer option 'subset=\"id\" = 1'"):
+        open_labels([f'{gpkg}|layername=training|subset="id" = 1'], class_column="id")
+    with pytest.raises(GeossclError, match=r"missing\.gpkg: no such file"):
+        open_labels([str(tmp_path / "missing.gpkg")], class_column="id")
+    # On the command line: one line naming the file, exit 1; with the layer named, the run goes through.
+    common = [sys.executable, "-m", "geosscl", "probe", str(STACK), "--class-column", "id", "--crop-size", "32",
+              "--weight-decay", "0.001", "--val-fraction", "0", "--bands-only"]
+    bad = subprocess.run([*common, "--labels", str(gpkg)], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0, bad.stderr
+    assert "project.gpkg: holds 2 layers (study_area, training)" in bad.stderr
+    good = subprocess.run([*common, "--labels", f"{gpkg}|layername=training"], capture_output=True, text=True, timeout=300)
+    assert good.returncode == 0 and "labelled pixels: train 718" in good.stdout, good.stderr[-2000:]
 
 
 def test_block_splits_are_disjoint_and_cover_the_region():

@@ -12,7 +12,7 @@ from .options import background_class_opt, label_area_opt, jsonl_progress, label
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("imagery", nargs=-1, required=True, metavar="IMAGERY...")
-@click.option("--labels", "labels", multiple=True, required=True, help="Class rasters, or one vector layer. Repeatable.")
+@click.option("--labels", "labels", multiple=True, required=True, help="Class rasters, or one vector layer (FILE|layername=NAME for one layer of a GeoPackage). Repeatable.")
 @click.option("--class-column", help="Column of the vector layer holding class ids or names.")
 @label_nodata_opt
 @background_class_opt

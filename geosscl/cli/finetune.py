@@ -12,7 +12,7 @@ from .options import bidx_opt, background_class_opt, label_area_opt, class_weigh
 @click.command()
 @click.argument("imagery", nargs=-1, required=True, metavar="IMAGERY...")
 @click.option("--labels", "labels", multiple=True, required=True,
-              help="Class rasters, or one vector layer (with --class-column). Repeatable.")
+              help="Class rasters, or one vector layer (with --class-column; FILE|layername=NAME for one layer of a GeoPackage). Repeatable.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Model file to write (.safetensors).")
 @click.option("--classes", type=click.Path(dir_okay=False), help="YAML/JSON class names (and colours) by id.")
 @click.option("--class-column", help="Column of the vector layer holding class ids or names.")

@@ -31,7 +31,7 @@ def _weight_decay(ctx: click.Context, param: click.Parameter, value: str) -> flo
 @click.command()
 @click.argument("imagery", nargs=-1, required=True, metavar="IMAGERY...")
 @click.option("--labels", "labels", multiple=True, required=True,
-              help="Class rasters, or one vector layer (with --class-column). Repeatable.")
+              help="Class rasters, or one vector layer (with --class-column; FILE|layername=NAME for one layer of a GeoPackage). Repeatable.")
 @click.option("--holdout-region", type=click.Path(dir_okay=False),
               help="Polygons the probe is scored in, kept out of its training and validation.  "
                    "[default: none; scored in the validation region, optimistically]")

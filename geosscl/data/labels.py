@@ -29,6 +29,7 @@ from torchgeo.datasets.utils import GeoSlice
 from ..errors import GeossclError
 from .grid import MapGrid
 from .mosaic import Mosaic
+from .vector import read_layer
 
 log = logging.getLogger("geosscl")
 
@@ -99,12 +100,12 @@ class VectorLabels(MapGrid, GeoDataset):
     other pixel of the area they were drawn over is "not an object".
 
     Args:
-        path: the vector file.
+        path: the vector file, or ``PATH|layername=NAME`` for one layer of a multi-layer file.
         class_column: column holding each polygon's class, ids (integers) or names.
         classes: class names in id order; names in ``class_column`` are mapped to
             their position here (default for a name column: the sorted distinct
             names).
-        layer: layer name or index of a multi-layer file.
+        layer: layer name or index of a multi-layer file (instead of ``|layername=``).
         background: class of the pixels inside ``extent`` but outside every polygon:
             a name (of ``classes``, or added to the names as id 0 when the names
             come from the layer) or an integer id.
@@ -133,10 +134,7 @@ class VectorLabels(MapGrid, GeoDataset):
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         path = os.fspath(path)
-        try:
-            frame = gpd.read_file(path, layer=layer)
-        except Exception as exc:  # noqa: BLE001 - pyogrio and fiona raise many kinds
-            raise GeossclError(f"{path}: not a readable vector layer ({str(exc).splitlines()[0]})") from None
+        frame = read_layer(path, layer)
         if frame.crs is None:
             raise GeossclError(f"{path}: vector layer has no CRS")
         if class_column not in frame.columns:
