@@ -147,7 +147,6 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
     Raises:
         GeossclError: for bad input, before anything is written.
     """
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     from samplers import OverlappingPairSampler
@@ -189,6 +188,7 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
     )
     if checkpoint is not None:
         _check_same_run(config.resume, checkpoint.get("hyper_parameters", {}), dict(task.hparams))
+        _check_limits_left(config, checkpoint)
 
     # -- run ------------------------------------------------------------------------
     os.makedirs(out, exist_ok=True)
@@ -202,7 +202,7 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
         batch_size=config.batch_size, steps=steps, num_workers=config.num_workers, seed=config.seed,
     )
     callbacks: list[pl.Callback] = [
-        ModelCheckpoint(dirpath=out, filename="best", monitor="loss", mode="min", save_top_k=1, save_last=True,
+        _BestCheckpoint(dirpath=out, filename="best", monitor="loss", mode="min", save_top_k=1, save_last=True,
                         every_n_train_steps=max(1, min(50, steps // 4 or 1)), enable_version_counter=False),
         _FinalCheckpoint(os.path.join(out, "last.ckpt")),
         _Throughput(config.batch_size),
@@ -248,6 +248,35 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
     return out
 
 
+def trained_minutes(checkpoint: dict[str, Any]) -> float:
+    """Minutes a run has trained under ``--max-time`` (Lightning's Timer keeps them across resumes)."""
+    return checkpoint.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {}).get("train", 0.0) / 60
+
+
+def _check_limits_left(config: PretrainConfig, checkpoint: dict[str, Any]) -> None:
+    """Refuse a resume whose limits the run has reached: Lightning counts both over the whole
+    run, and would end it after one more step without a word."""
+    step = checkpoint.get("global_step", 0)
+    if config.max_steps and step >= config.max_steps:
+        raise GeossclError(f"{config.resume}: the run is at step {step} and --max-steps counts all of its steps; "
+                           f"give more than {step}")
+    minutes = trained_minutes(checkpoint)
+    if config.max_time and minutes >= config.max_time:
+        raise GeossclError(f"{config.resume}: the run has trained {minutes:.2f} minutes and --max-time counts all of "
+                           f"them; give more than {minutes:.2f}")
+
+
+class _BestCheckpoint(pl.callbacks.ModelCheckpoint):
+    """Lightning's checkpoint callback under a key that does not hold ``every_n_train_steps``."""
+
+    @property
+    def state_key(self) -> str:
+        # Lightning's key holds every_n_train_steps, which follows the run's length here: a
+        # resume with another --max-steps lost the best loss so far (best.ckpt was then
+        # overwritten by a worse one) and warned about callbacks it could not match.
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode)
+
+
 class ReportProgress(pl.Callback):
     """Reports training progress to ``report(done, total)`` after every step, for programs that drive geosscl (the
     QGIS plugin): steps of ``max_steps``, else whole seconds of ``max_time`` minutes."""
@@ -264,7 +293,10 @@ class ReportProgress(pl.Callback):
             self.report(trainer.global_step, self.max_steps)
         else:
             total = round(60 * self.max_time)
-            self.report(min(total, int(time.monotonic() - self.start)), total)
+            # The time that ends the run: a resumed run's Timer holds its earlier minutes too.
+            timer = next((c for c in trainer.callbacks if isinstance(c, pl.callbacks.Timer)), None)
+            elapsed = timer.time_elapsed("train") if timer is not None else time.monotonic() - self.start
+            self.report(min(total, int(elapsed)), total)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from geosscl.data import collate_pairs
 from geosscl import GeossclError, Mosaic, PairDataset
 from geosscl.data.stats import band_statistics
 from geosscl.tasks import SSCCLTask
-from geosscl.training import PretrainConfig, load_checkpoint, pretrain
+from geosscl.training import PretrainConfig, load_checkpoint, pretrain, trained_minutes
 from samplers import OverlappingPairSampler
 from conftest import NAIP, NC_BANDS
 
@@ -310,6 +310,39 @@ def test_progress_as_json_lines_for_programs(tmp_path):
     seconds = [json.loads(line) for line in timed.stdout.splitlines()][:-1]
     assert seconds and {line["total"] for line in seconds} == {3}  # 0.05 minutes
     assert [line["done"] for line in seconds] == sorted(line["done"] for line in seconds)
+
+
+def test_a_resume_counts_its_limits_over_the_whole_run(tmp_path):
+    run, cli = tmp_path / "run", [sys.executable, "-m", "geosscl", "pretrain"]
+    first = subprocess.run([*cli, str(NAIP), "--out", str(run), "--crop-size", "64", "--batch-size", "4", "--max-steps", "4",
+                            "--max-time", "5", "--num-workers", "0", "-q"], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    last = run / "last.ckpt"
+    before, saved = load_checkpoint(str(last)), last.read_bytes()
+    trained = trained_minutes(before)
+    assert 0 < trained < 5
+    # A limit the run has reached would end it after one more step, silently: refused, the run untouched.
+    for flags, message in ((["--max-steps", "4"], "the run is at step 4 and --max-steps counts all of its steps; give more than 4"),
+                           (["--max-time", f"{trained / 2}"],
+                            f"the run has trained {trained:.2f} minutes and --max-time counts all of them; give more than {trained:.2f}")):
+        bad = subprocess.run([*cli, "--resume", str(last), *flags], capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 1 and bad.stderr.strip() == f"Error: {last}: {message}", bad.stderr
+        assert last.read_bytes() == saved
+    # --max-time alone: the config's step limit goes; progress counts the minutes trained before the resume.
+    limit = trained + 0.05
+    timed = subprocess.run([*cli, "--resume", str(last), "--max-time", f"{limit}", "--progress", "jsonl"],
+                           capture_output=True, text=True, timeout=300)
+    assert timed.returncode == 0, timed.stderr[-2000:]
+    seconds = [json.loads(line) for line in timed.stdout.splitlines()][:-1]
+    assert {line["total"] for line in seconds} == {round(60 * limit)}
+    assert seconds[0]["done"] >= int(60 * trained) and seconds[-1]["done"] == round(60 * limit)
+    after = load_checkpoint(str(last))
+    assert after["global_step"] > 4 and limit <= trained_minutes(after) < limit + 0.1
+    # The best loss so far survives a resume with other limits (Lightning keyed it by the checkpoint interval).
+    assert "callbacks used to create the checkpoint" not in timed.stderr
+    best = [key for key in after["callbacks"] if "Checkpoint" in key]
+    assert best == [key for key in before["callbacks"] if "Checkpoint" in key] and len(best) == 1
+    assert after["callbacks"][best[0]]["best_model_score"] <= before["callbacks"][best[0]]["best_model_score"]
 
 
 def test_a_batch_spreads_over_the_whole_mosaic(naip_halves):

@@ -64,8 +64,12 @@ def pretrain(imagery, out, config_path, bands, crs, res, rgb, jitter, crop_size,
         "accelerator": accelerator, "devices": int(devices) if devices and devices.isdigit() else devices, "strategy": strategy,
         "num_nodes": num_nodes, "resume": resume, "seed": seed, "quiet": quiet or None,
     }
+    # The limits given are the run's limits: one flag clears the other's value in a config file
+    # (a resumed run's config.yaml holds the limits of its last session).
     if max_time is not None and max_steps is None:
         flags["max_steps"] = 0  # time-limited run
+    if max_steps is not None and max_time is None:
+        flags["max_time"] = 0
     if not config_path and resume:
         # Continue the run as it was set up (imagery, model, objective); flags still override.
         saved = os.path.join(os.path.dirname(os.path.abspath(resume)), "config.yaml")
@@ -81,6 +85,8 @@ def pretrain(imagery, out, config_path, bands, crs, res, rgb, jitter, crop_size,
         config = PretrainConfig(**{k: v for k, v in flags.items() if v is not None})
     if not config.max_steps:
         config.max_steps = None
+    if not config.max_time:
+        config.max_time = None
     path = run(config, progress=jsonl_progress if progress_format == "jsonl" else None)
     if progress_format == "jsonl":
         click.echo(json.dumps({"output": path, "checkpoint": os.path.join(path, "last.ckpt")}))
