@@ -8,6 +8,7 @@ the geosscl of this venv, as a user's QGIS would.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -177,6 +178,12 @@ def test_qgis_process_pretrains_trains_on_a_class_raster_and_scores(qgis_process
                           f"OUTPUT={run}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert re.search(rf"^CHECKPOINT:\t{re.escape(str(run / 'last.ckpt'))}$", result.stdout, re.M), result.stdout[-2000:]
+    # Continued from the command line, without a run folder: it goes on in its own.
+    result = qgis_process("run", "geosscl:pretrain", "--", f"INPUT={SCENE}", "STEPS=3", f"RESUME={run / 'last.ckpt'}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.search(rf"^CHECKPOINT:\t{re.escape(str(run / 'last.ckpt'))}$", result.stdout, re.M), result.stdout[-2000:]
+    with open(run / "metrics.csv") as f:
+        assert {int(row["step"]) for row in csv.DictReader(f) if row.get("loss")} == {0, 1, 2}
     strata = SAMPLES / "nc_landsat" / "strata.tif"
     model = tmp_path / "land_use.safetensors"
     result = qgis_process("run", "geosscl:train_model", "--", f"INPUT={SCENE}", f"LABEL_RASTER={strata}",

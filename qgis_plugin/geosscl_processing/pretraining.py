@@ -10,7 +10,9 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputFile,
+    QgsProcessingOutputLayerDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
@@ -29,6 +31,7 @@ class PretrainAlgorithm(GeossclAlgorithm):
     CROP_SIZE = "CROP_SIZE"
     BATCH_SIZE = "BATCH_SIZE"
     DEVICE = "DEVICE"
+    RESUME = "RESUME"
     OUTPUT = "OUTPUT"
     CHECKPOINT = "CHECKPOINT"
 
@@ -44,7 +47,9 @@ class PretrainAlgorithm(GeossclAlgorithm):
             "self-supervised learning on pairs of overlapping views drawn from the rasters (read as one mosaic: "
             "same bands, any CRS). The run folder's last.ckpt is the pretrained encoder that Train model from labels "
             "starts from. Pretraining pays after hours on a GPU rather than minutes on a CPU (see geosscl's README); "
-            "Cancel stops it at its last checkpoint, which stays usable, and geosscl pretrain --resume continues it. "
+            "Cancel stops it at its last checkpoint, which stays usable; to go on, give that last.ckpt as the run to "
+            "continue (minutes and steps then count the whole run, earlier ones included; it keeps its own view side "
+            "and pairs per step, and its folder). "
             f"Runs the geosscl executable (Processing options > Providers > geosscl, or {EXECUTABLE_SETTING}, or PATH)."
         )
 
@@ -52,16 +57,20 @@ class PretrainAlgorithm(GeossclAlgorithm):
         self.addParameter(QgsProcessingParameterMultipleLayers(
             self.INPUT, "Unlabelled rasters (one mosaic: the same bands)", QgsProcessing.TypeRaster))
         self.addParameter(QgsProcessingParameterNumber(
-            self.MINUTES, "Minutes of training", QgsProcessingParameterNumber.Double, 60.0, False, 0.01))
+            self.MINUTES, "Minutes of training (a continued run: in all)", QgsProcessingParameterNumber.Double, 60.0,
+            False, 0.01))
         self.addParameter(QgsProcessingParameterNumber(
-            self.STEPS, "Steps of training (0: as many as the minutes allow)", QgsProcessingParameterNumber.Integer, 0,
-            False, 0))
+            self.STEPS, "Steps of training (0: as many as the minutes allow; a continued run: in all)",
+            QgsProcessingParameterNumber.Integer, 0, False, 0))
         self.addParameter(QgsProcessingParameterNumber(
             self.CROP_SIZE, "View side, pixels (a multiple of 32)", QgsProcessingParameterNumber.Integer, 128, False, 32))
         self.addParameter(QgsProcessingParameterNumber(
             self.BATCH_SIZE, "Pairs of views per step", QgsProcessingParameterNumber.Integer, 32, False, 2))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue=0))
-        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Run folder (new or empty)"))
+        self.addParameter(QgsProcessingParameterFile(
+            self.RESUME, "Continue this run (its last.ckpt; empty: a new run)", extension="ckpt", optional=True))
+        self.addParameter(QgsProcessingParameterFolderDestination(
+            self.OUTPUT, "Run folder (new or empty; a continued run stays in its own)", optional=True))
         self.addOutput(QgsProcessingOutputFile(self.CHECKPOINT, "Pretrained encoder (last.ckpt)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -70,10 +79,19 @@ class PretrainAlgorithm(GeossclAlgorithm):
             raise QgsProcessingException("Unlabelled rasters: choose at least one raster layer")
         for layer in layers:
             check_raster(layer, "Unlabelled rasters")
-        folder = self.parameterAsString(parameters, self.OUTPUT, context)
-        existed = os.path.isdir(folder)
-        if existed and os.listdir(folder):
-            raise QgsProcessingException(f"{folder}: the run folder is not empty; choose a new or empty one")
+        resume = self.parameterAsFile(parameters, self.RESUME, context) or None
+        if resume:
+            folder = _continued_folder(resume, parameters.get(self.OUTPUT),
+                                       self.parameterAsString(parameters, self.OUTPUT, context))
+            existed = True
+        else:
+            folder = self.parameterAsString(parameters, self.OUTPUT, context)
+            if not folder:
+                raise QgsProcessingException("Run folder: choose a new or empty folder for the run")
+            existed = os.path.isdir(folder)
+            if existed and os.listdir(folder):
+                raise QgsProcessingException(f"{folder}: the run folder is not empty; choose a new or empty one, or "
+                                             "give its last.ckpt as the run to continue")
         checkpoint = os.path.join(folder, "last.ckpt")
         copies = {}
         try:
@@ -88,7 +106,7 @@ class PretrainAlgorithm(GeossclAlgorithm):
                     steps=self.parameterAsInt(parameters, self.STEPS, context) or None,
                     crop_size=self.parameterAsInt(parameters, self.CROP_SIZE, context),
                     batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-                    device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+                    device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)], resume=resume,
                 )
                 feedback.pushCommandInfo(" ".join(command))
                 run(command, feedback.setProgress, lambda line: feedback.pushInfo(named_after_layers(line, copies)),
@@ -97,12 +115,33 @@ class PretrainAlgorithm(GeossclAlgorithm):
             if os.path.isfile(checkpoint):
                 raise QgsProcessingException(
                     f"cancelled: the run stopped at its last checkpoint, {checkpoint}; it is a pretrained encoder for "
-                    f"Train model from labels, and geosscl pretrain --resume {checkpoint} continues it") from None
+                    f"Train model from labels, and giving it as the run to continue goes on from there") from None
             _clear(folder, keep_folder=existed)  # it was new or empty: nothing of the run is worth keeping
             raise QgsProcessingException("cancelled before the first checkpoint: nothing was kept") from None
         except RunError as exc:
-            raise QgsProcessingException(f"geosscl: {named_after_layers(str(exc), copies)}") from None
+            raise QgsProcessingException(f"geosscl: {_in_qgis_words(named_after_layers(str(exc), copies))}") from None
         return {self.OUTPUT: folder, self.CHECKPOINT: checkpoint}
+
+
+def _continued_folder(resume: str, given, chosen: str) -> str:
+    """The folder of the run ``resume`` continues; a run folder given besides (``given``: the parameter's raw value,
+    ``chosen``: the path it resolved to) must be that one."""
+    if not os.path.isfile(resume):
+        raise QgsProcessingException(f"{resume}: no such checkpoint file")
+    folder = os.path.dirname(os.path.abspath(resume))
+    if isinstance(given, QgsProcessingOutputLayerDefinition):  # what the dialog passes
+        given = given.sink.staticValue()
+    if given not in (None, "", QgsProcessing.TEMPORARY_OUTPUT) and os.path.realpath(chosen) != os.path.realpath(folder):
+        raise QgsProcessingException(f"Run folder: a continued run stays in its own folder, {folder}; leave Run folder "
+                                     "empty or choose that folder")
+    return folder
+
+
+def _in_qgis_words(message: str) -> str:
+    """geosscl's advice on a resumed run's limits, as the dialog names them."""
+    return (message.replace("--max-steps counts all of its steps; give more", "Steps of training count all of its "
+                            "steps; set more")
+            .replace("--max-time counts all of them; give more", "Minutes of training count all of them; set more"))
 
 
 def _clear(folder: str, keep_folder: bool) -> None:

@@ -124,12 +124,17 @@ def train_command(
 
 def pretrain_command(
     executable: str, scenes: list[str], out: str, *, minutes: float, steps: int | None = None, crop_size: int = 128,
-    batch_size: int = 32, device: str = "auto",
+    batch_size: int = 32, device: str = "auto", resume: str | None = None,
 ) -> list[str]:
     """The ``geosscl pretrain`` command line: SSCCL on ``scenes`` (one mosaic) for ``minutes`` (or ``steps``, whichever
-    ends first), the run written to the folder ``out``."""
-    command = [executable, "pretrain", *scenes, "--out", out, "--max-time", f"{minutes:g}", "--crop-size", str(crop_size),
-               "--batch-size", str(batch_size), "--accelerator", {"cuda": "gpu"}.get(device, device), "--progress", "jsonl"]
+    ends first), the run written to the folder ``out``. With ``resume`` (a run's ``last.ckpt``) the run goes on in its
+    own folder with its own crop and batch sizes (those given are not passed), and both limits count the whole run."""
+    command = [executable, "pretrain", *scenes, "--out", out, "--max-time", f"{minutes:g}"]
+    if resume:
+        command += ["--resume", resume]
+    else:
+        command += ["--crop-size", str(crop_size), "--batch-size", str(batch_size)]
+    command += ["--accelerator", {"cuda": "gpu"}.get(device, device), "--progress", "jsonl"]
     if steps:
         command += ["--max-steps", str(steps)]
     return command

@@ -3,6 +3,7 @@ Cancel, and its checkpoint as the encoder of "Train model from labels"."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -54,11 +55,37 @@ def test_cancel_keeps_the_last_checkpoint(processing, tmp_path):
     assert made.returncode == 0, made.stderr
 
 
+def test_continues_a_run_in_its_folder_with_its_settings(processing, tmp_path):
+    folder = tmp_path / "run"
+    processing.run(PRETRAIN, {"INPUT": [str(TUTORIAL_STACK)], "STEPS": 2, "OUTPUT": str(folder), **SHORT})
+    last = folder / "last.ckpt"
+    feedback, seen = QgsProcessingFeedback(), []
+    feedback.progressChanged.connect(seen.append)
+    # Another view side in the dialog: the run keeps its own (64), as it keeps its folder.
+    result = processing.run(PRETRAIN, {"INPUT": [str(TUTORIAL_STACK)], **SHORT, "CROP_SIZE": 128, "STEPS": 4,
+                                       "RESUME": str(last)}, feedback=feedback)
+    assert result == {"OUTPUT": str(folder), "CHECKPOINT": str(last)}
+    assert [round(v * 4 / 100) for v in seen if v > 0] == [3, 4]  # steps of the whole run
+    with open(folder / "metrics.csv") as f:
+        steps = {int(row["step"]) for row in csv.DictReader(f) if row.get("loss")}
+    assert steps == {0, 1, 2, 3}
+    assert "crop_size: 64" in (folder / "config.yaml").read_text()
+    saved = last.read_bytes()
+    with pytest.raises(QgsProcessingException, match=f"^geosscl: {last}: the run is at step 4 and Steps of training count "
+                                                     "all of its steps; set more than 4$"):
+        processing.run(PRETRAIN, {"INPUT": [str(TUTORIAL_STACK)], **SHORT, "STEPS": 4, "RESUME": str(last)})
+    elsewhere = tmp_path / "elsewhere"
+    with pytest.raises(QgsProcessingException, match=f"^Run folder: a continued run stays in its own folder, {folder}; "):
+        processing.run(PRETRAIN, {"INPUT": [str(TUTORIAL_STACK)], **SHORT, "STEPS": 6, "RESUME": str(last),
+                                  "OUTPUT": str(elsewhere)})
+    assert last.read_bytes() == saved and not elsewhere.exists()
+
+
 def test_errors(processing, in_project, tmp_path):
     used = tmp_path / "used"
     used.mkdir()
     (used / "notes.txt").write_text("mine")
-    with pytest.raises(QgsProcessingException, match="used: the run folder is not empty; choose a new or empty one$"):
+    with pytest.raises(QgsProcessingException, match="used: the run folder is not empty; choose a new or empty one, or give its last.ckpt as the run to continue$"):
         processing.run(PRETRAIN, {"INPUT": [str(TUTORIAL_STACK)], "OUTPUT": str(used), **SHORT})
     assert [p.name for p in used.iterdir()] == ["notes.txt"]
     layers = [in_project(QgsRasterLayer(str(TUTORIAL_STACK), "eight bands")),
