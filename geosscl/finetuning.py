@@ -30,7 +30,7 @@ from .data import Mosaic, RasterLabels, VectorLabels, open_labels
 from .data.labels import nodata_hint
 from .data.stats import band_statistics
 from .errors import GeossclError, RunStopped
-from .modelfile import ModelInfo, default_colors, save_model
+from .modelfile import ModelInfo, default_colors, load_model, save_model
 from .output import check_output
 from .splits import KeepRegion, block_split, class_pixels, label_extent, label_fraction, polygonal, read_region
 
@@ -142,6 +142,39 @@ class Setup:
     labelled: BaseGeometry  #: the training blocks whose labels are used
     val_region: BaseGeometry
     class_weights: list[float] | None = None  #: of the cross-entropy, by class id
+    #: A model file's weights to start from (``init`` a ``.safetensors``), and whether its
+    #: segmentation head is used (the classes are its own).
+    init_model: InitModel | None = None
+
+
+@dataclass
+class InitModel:
+    """A geosscl model file as the start of a fine-tuning run."""
+
+    state: dict[str, torch.Tensor]  #: the network's state_dict
+    info: ModelInfo
+    keep_head: bool = True
+
+
+def open_init_model(path: str, num_bands: int) -> InitModel:
+    """A fine-tuned model file to fine-tune further (more labels, another place).
+
+    Raises:
+        GeossclError: if it is not a geosscl model file, is a classifier of frozen features
+            (``geosscl probe -o``: not trained by gradient steps) or an ONNX export, or reads
+            another number of bands.
+    """
+    from .models.network import ARCHITECTURES
+
+    if path.lower().endswith(".onnx"):
+        raise GeossclError(f"{path}: an ONNX export cannot be fine-tuned; give the .safetensors model it was exported from")
+    network, info = load_model(path)
+    if info.arch not in ARCHITECTURES:
+        raise GeossclError(f"{path}: a {info.arch} model (a classifier of frozen encoder features, made by geosscl probe) "
+                           "cannot be fine-tuned; give a model made by geosscl finetune, or the pretraining run's last.ckpt")
+    if info.in_channels != num_bands:
+        raise GeossclError(f"{path}: the model reads {info.in_channels} bands, the imagery has {num_bands}")
+    return InitModel({k: v.detach().clone() for k, v in network.state_dict().items()}, info)
 
 
 def prepare(config: FinetuneConfig) -> Setup:
@@ -153,8 +186,13 @@ def prepare(config: FinetuneConfig) -> Setup:
     from .training import load_checkpoint
 
     mosaic = Mosaic(config.imagery, bands=config.bands)
-    arch, encoder, decoder, checkpoint = config.arch, config.encoder, config.decoder_channels, None
-    if config.init != "random":
+    arch, encoder, decoder, checkpoint, init_model = config.arch, config.encoder, config.decoder_channels, None, None
+    if config.init.lower().endswith((".safetensors", ".onnx")):
+        init_model = open_init_model(config.init, mosaic.num_bands)
+        info = init_model.info
+        arch, encoder, decoder = info.arch, info.encoder, info.decoder_channels
+        mean, std = info.band_mean, info.band_std  # what the network was trained on
+    elif config.init != "random":
         checkpoint = load_checkpoint(config.init)
         hp = checkpoint["hyper_parameters"]
         if hp["in_channels"] != mosaic.num_bands:
@@ -164,6 +202,9 @@ def prepare(config: FinetuneConfig) -> Setup:
     else:
         mean, std = band_statistics(mosaic)
     names, colors = read_classes(config.classes) if config.classes else (None, None)
+    if names is None and init_model is not None:
+        # Further fine-tuning keeps the model's classes unless a classes file gives others.
+        names, colors = list(init_model.info.class_names), init_model.info.class_colors
     extent, limit = label_extent(mosaic, config.label_area)
     labels, label_ids = open_labels(config.labels, config.class_column, names, nodata=config.label_nodata,
                                     background=config.background_class, extent=extent)
@@ -240,8 +281,19 @@ def prepare(config: FinetuneConfig) -> Setup:
             raise GeossclError(f"class_weights: give {num_classes} non-negative weights (one per class, not all 0) or 'auto', "
                                f"got {','.join(f'{w:g}' for w in weights)}")
 
+    if init_model is not None:
+        init_model.keep_head = names == list(init_model.info.class_names)
     return Setup(mosaic, labels, checkpoint, arch, encoder, decoder, list(mean), list(std), names, colors, num_classes,
-                 area, labelled, val_region, weights)
+                 area, labelled, val_region, weights, init_model)
+
+
+def load_init(task: Any, setup: Setup) -> None:
+    """Put ``setup``'s initial weights in ``task`` (a :class:`SegmentationTask`): a pretraining
+    run's encoder and decoder, or a model file's network (its head too where the classes are its own)."""
+    if setup.checkpoint is not None:
+        task.load_pretrained(setup.checkpoint["state_dict"], setup.checkpoint["hyper_parameters"])
+    elif setup.init_model is not None:
+        task.load_model_weights(setup.init_model.state, keep_head=setup.init_model.keep_head)
 
 
 def parse_class_weights(text: str) -> str | list[float]:
@@ -307,8 +359,10 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
                             decoder_channels=setup.decoder_channels, freeze_encoder=config.freeze_encoder, linear_probe=config.linear_probe, lr=config.lr, weight_decay=config.weight_decay,
                             pretrained_lr_factor=config.pretrained_lr_factor, warmup_steps=config.warmup_steps,
                             class_weights=setup.class_weights)
-    if setup.checkpoint is not None:
-        task.load_pretrained(setup.checkpoint["state_dict"], setup.checkpoint["hyper_parameters"])
+    load_init(task, setup)
+    if setup.init_model is not None and not setup.init_model.keep_head:
+        log.warning(f"{config.init}: the classes ({', '.join(setup.class_names)}) are not the model's "
+                    f"({', '.join(setup.init_model.info.class_names)}): its segmentation head starts anew")
     train_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(setup.labelled))
     val_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(setup.val_region))
     steps = config.max_steps or 10**7

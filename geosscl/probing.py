@@ -38,7 +38,7 @@ from torch import Tensor
 from .augment import BandStats
 from .data import IGNORE_INDEX, Mosaic, RasterLabels, VectorLabels
 from .errors import GeossclError
-from .finetuning import FinetuneConfig, Setup, prepare
+from .finetuning import FinetuneConfig, Setup, load_init, prepare
 from .inference import resolve_device
 from .metrics import ConfusionMatrix, Scores
 from .modelfile import ModelInfo, save_model
@@ -121,8 +121,7 @@ def frozen_encoder(setup: Setup, seed: int = 0) -> SegmentationNetwork:
     torch.manual_seed(seed)  # a random encoder is drawn from the seed, as fine-tuning draws its own
     task = SegmentationTask(setup.mosaic.num_bands, setup.num_classes, setup.band_mean, setup.band_std, arch=setup.arch,
                             encoder=setup.encoder, decoder_channels=setup.decoder_channels)
-    if setup.checkpoint is not None:
-        task.load_pretrained(setup.checkpoint["state_dict"], setup.checkpoint["hyper_parameters"])
+    load_init(task, setup)
     return task.network.eval().requires_grad_(False)
 
 

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from geosscl import GeossclError
-from geosscl.finetuning import FinetuneConfig, balanced_weights, finetune, prepare
+from geosscl.finetuning import FinetuneConfig, balanced_weights, finetune, load_init, prepare
 from geosscl.metrics import ConfusionMatrix
 from geosscl.modelfile import load_model, read_info
 from geosscl.tasks import SegmentationTask, SSCCLTask
@@ -83,6 +83,56 @@ def test_fine_tuning_starts_from_the_checkpoint_weights(pretrained):
     fresh = SegmentationTask(8, 6, hp["band_mean"], hp["band_std"]).eval()
     with torch.no_grad():
         assert not torch.allclose(fresh.network.encode(x)[-1], ssccl.network.encode(x)[-1])
+
+
+def test_a_model_file_fine_tunes_further_from_its_weights(tmp_path, caplog):
+    """More labels, or another place: a finetune model is the start of the next run, head included."""
+    first = tmp_path / "first.safetensors"
+    finetune(FinetuneConfig(imagery=[STACK], labels=[POLYGONS], class_column="class", out=str(first), max_steps=3,
+                            val_fraction=0.3, **FAST))
+    network, info = load_model(first)
+    again = FinetuneConfig(imagery=[STACK], labels=[POLYGONS], class_column="class", init=str(first), val_fraction=0.3,
+                           **FAST)
+    setup = prepare(again)
+    assert setup.init_model.keep_head and setup.class_names == info.class_names and setup.class_colors == info.class_colors
+    assert setup.band_mean == info.band_mean and (setup.arch, setup.encoder) == (info.arch, info.encoder)
+    task = SegmentationTask(8, setup.num_classes, setup.band_mean, setup.band_std)
+    load_init(task, setup)
+    assert any(name.startswith("segmentation_head") for name in task.pretrained)
+    x = torch.randn(2, 8, 64, 64)
+    task.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(task.network(x), network(x), rtol=0, atol=0)  # the first batch's logits
+    # At a pretrained-layer rate of 0 nothing it learnt moves, head included: every layer counts as trained.
+    frozen = tmp_path / "frozen.safetensors"
+    finetune(FinetuneConfig(**{**again.__dict__, "out": str(frozen), "max_steps": 3, "pretrained_lr_factor": 0.0}))
+    kept, kept_info = load_model(frozen)
+    for name in ("net.encoder.conv1.weight", "net.decoder.blocks.4.conv2.0.weight", "net.segmentation_head.0.weight"):
+        assert torch.equal(kept.state_dict()[name], network.state_dict()[name]), name
+    assert kept_info.provenance["init"] == str(first) and kept_info.class_names == info.class_names
+    # Other classes: the rest carries over, the head starts anew, and the log says so.
+    other = tmp_path / "other.yaml"
+    other.write_text("[nothing, forest, water, herbaceous, barren, urban]\n")
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        moved = tmp_path / "moved.safetensors"
+        finetune(FinetuneConfig(**{**again.__dict__, "out": str(moved), "max_steps": 1, "classes": str(other),
+                                   "class_column": "id"}))
+    assert "its segmentation head starts anew" in caplog.text
+    assert load_model(moved)[1].class_names == ["nothing", "forest", "water", "herbaceous", "barren", "urban"]
+    # What cannot be fine-tuned further, before anything is written.
+    nc = [str(p) for p in NC_BANDS]
+    probe_model = tmp_path / "probe.safetensors"
+    from geosscl.probing import linear_probe
+    linear_probe(FinetuneConfig(imagery=[STACK], labels=[POLYGONS], class_column="class", out=str(probe_model),
+                                val_fraction=0, **FAST), stages=[1], weight_decay=1e-3)
+    for init, message in ((probe_model, "a hypercolumn model .* cannot be fine-tuned; give a model made by geosscl finetune"),
+                          (tmp_path / "first.onnx", "an ONNX export cannot be fine-tuned"),
+                          (first, "the model reads 8 bands, the imagery has 6")):
+        out = tmp_path / "never.safetensors"
+        with pytest.raises(GeossclError, match=f"{re.escape(str(init))}: {message}"):
+            finetune(FinetuneConfig(imagery=nc if init == first else [STACK], labels=[POLYGONS], class_column="class",
+                                    init=str(init), out=str(out), max_steps=1, **FAST))
+        assert not out.exists()
 
 
 def test_instance_only_runs_count_their_encoder_only_as_pretrained(tmp_path):

@@ -19,7 +19,7 @@ from .options import bidx_opt, background_class_opt, label_area_opt, class_weigh
 @label_nodata_opt
 @background_class_opt
 @label_area_opt
-@click.option("--init", default="random", show_default=True, help="RUN_DIR/last.ckpt of geosscl pretrain, or 'random'.")
+@click.option("--init", default="random", show_default=True, help="RUN_DIR/last.ckpt of geosscl pretrain, a model file of geosscl finetune to train further (more labels, another place), or 'random'.")
 @click.option("--label-fraction", type=float, default=1.0, show_default=True,
               help="Share of the training region whose labels are used (whole blocks).")
 @click.option("--val-label-fraction", type=float, default=1.0, show_default=True,

@@ -35,7 +35,7 @@ def _weight_decay(ctx: click.Context, param: click.Parameter, value: str) -> flo
 @click.option("--holdout-region", type=click.Path(dir_okay=False),
               help="Polygons the probe is scored in, kept out of its training and validation.  "
                    "[default: none; scored in the validation region, optimistically]")
-@click.option("--init", default="random", show_default=True, help="RUN_DIR/last.ckpt of geosscl pretrain, or 'random'.")
+@click.option("--init", default="random", show_default=True, help="RUN_DIR/last.ckpt of geosscl pretrain, a model file of geosscl finetune (its encoder), or 'random'.")
 @click.option("--bands-only", is_flag=True, help="Probe the normalised bands alone (the per-pixel spectral floor).")
 @click.option("--stages", default="1", show_default=True, callback=_stages, metavar="1,2,...|auto",
               help="Encoder stages of the features, 1 (stride 2) to 5 (stride 32); 'auto': stage 1 alone or all five, "

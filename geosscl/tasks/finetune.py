@@ -133,6 +133,18 @@ class SegmentationTask(BaseTask):
         self.pretrained = {name for name, _ in net.named_parameters() if name in taken and not name.startswith(untrained)}
         return len(taken)
 
+    def load_model_weights(self, state: dict[str, Tensor], keep_head: bool = True) -> int:
+        """Copy a geosscl model file's weights (``SegmentationNetwork.state_dict()``): every layer,
+        the segmentation head only with ``keep_head`` (the same classes). All of them count as
+        pretrained (for ``pretrained_lr_factor``). Returns the number of tensors copied."""
+        net = self.network.net
+        head = "segmentation_head."
+        taken = {key[len("net."):]: value for key, value in state.items()
+                 if key.startswith("net.") and (keep_head or not key.startswith("net." + head))}
+        net.load_state_dict(taken, strict=False)
+        self.pretrained = {name for name, _ in net.named_parameters() if name in taken}
+        return len(taken)
+
     def frozen(self) -> list[nn.Module]:
         """The modules that keep their loaded weights."""
         net = self.network.net
