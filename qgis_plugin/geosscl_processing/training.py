@@ -53,7 +53,9 @@ class TrainModelAlgorithm(GeossclAlgorithm):
             "given), or a class raster (one band of class ids, in any CRS and resolution; its no-data value, or the "
             "additional no-data value set in Layer Properties > Transparency, marks unlabelled pixels; a paletted "
             "style gives the model its class names and colours). "
-            "The encoder comes from a geosscl pretraining run on unlabelled imagery (its last.ckpt), or is random. "
+            "The encoder comes from a geosscl pretraining run on unlabelled imagery (its last.ckpt), or is random; "
+            "or start from a model this algorithm made by fine-tuning, to train it further on labels added since or "
+            "on another place (it keeps the model's classes where the labels use them). "
             "With few labels the linear classifier of the encoder's first stage is the better model (and fitted in "
             "seconds); fine-tuning the whole network needs more labels and time. Optionally segments the raster with "
             "the new model. Runs the geosscl executable (Processing options > Providers > geosscl, "
@@ -64,8 +66,9 @@ class TrainModelAlgorithm(GeossclAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
         self.add_label_parameters("Labels", "unlabelled")
         self.addParameter(QgsProcessingParameterFile(
-            self.INIT, "Pretrained encoder: last.ckpt of a geosscl pretraining run (empty: random weights)",
-            behavior=QgsProcessingParameterFile.File, fileFilter="geosscl pretraining checkpoints (*.ckpt)",
+            self.INIT, "Start from: last.ckpt of a geosscl pretraining run, or a fine-tuned model file (empty: random "
+            "weights)", behavior=QgsProcessingParameterFile.File,
+            fileFilter="geosscl pretraining checkpoints and models (*.ckpt *.safetensors)",
             optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.METHOD, "Model", options=METHOD_NAMES, defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber(
@@ -88,7 +91,7 @@ class TrainModelAlgorithm(GeossclAlgorithm):
         labels = self.label_parameters(parameters, context)
         init = self.parameterAsFile(parameters, self.INIT, context) or None
         if init and not os.path.isfile(init):
-            raise QgsProcessingException(f"pretrained encoder {init} does not exist")
+            raise QgsProcessingException(f"Start from: {init} does not exist")
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         if not output.lower().endswith(".safetensors"):
             raise QgsProcessingException(f"{output}: geosscl models are .safetensors files; choose such a name")

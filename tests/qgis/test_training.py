@@ -177,6 +177,14 @@ def test_fine_tuning_reports_progress(processing, tmp_path):
     info = json.loads(geosscl("info", str(model)).stdout)
     assert info["arch"] == "unet" and info["provenance"]["steps"] == 6 and info["tile_size"] == 64
     assert info["class_names"] == ["barren", "forest", "herbaceous", "urban", "water"]
+    # Trained further from that model, on polygons digitised since (here: the same, in a memory layer).
+    further = tmp_path / "further.safetensors"
+    processing.run(TRAIN, {"INPUT": str(TUTORIAL_STACK), "LABELS": digitised(TUTORIAL_POLYGONS), "CLASS_FIELD": "class",
+                           "METHOD": 1, "STEPS": 2, "CROP_SIZE": 64, "DEVICE": 1, "INIT": str(model),
+                           "OUTPUT": str(further)})
+    again = json.loads(geosscl("info", str(further)).stdout)
+    assert again["provenance"]["init"] == str(model) and again["provenance"]["steps"] == 2
+    assert again["class_names"] == info["class_names"] and again["band_mean"] == info["band_mean"]
 
 
 def test_cancelled_fine_tuning_writes_no_model(processing, tmp_path):
@@ -218,7 +226,7 @@ def test_clear_errors_name_the_layer(processing, checkpoint, tmp_path):
 
     fails("geosscl: layer 'buildings': labels do not overlap the imagery", LABELS=digitised(BUILDINGS, "buildings"))
     fails("geosscl: layer 'my labels': no column 'klass'; the layer has id, class$", CLASS_FIELD="klass")
-    fails("pretrained encoder .*missing.ckpt does not exist", INIT=str(tmp_path / "missing.ckpt"))
+    fails("Start from: .*missing.ckpt does not exist", INIT=str(tmp_path / "missing.ckpt"))
     fails("m.tif: geosscl models are .safetensors files", OUTPUT=str(tmp_path / "m.tif"))
     empty = QgsVectorLayer("Polygon?crs=EPSG:32615&field=class:string", "nothing yet", "memory")
     fails("nothing yet: the layer has no features", LABELS=empty)
