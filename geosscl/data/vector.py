@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import geopandas as gpd
+import pyogrio
 
 from ..errors import GeossclError
 
@@ -49,8 +50,6 @@ def read_layer(source: str | os.PathLike, layer: str | int | None = None) -> gpd
     if not os.path.exists(path) and "://" not in path and not path.startswith("/vsi"):
         raise GeossclError(f"{path}: no such file")
     try:
-        import pyogrio
-
         names = [str(name) for name, _ in pyogrio.list_layers(path)]
     except Exception as exc:  # noqa: BLE001 - pyogrio raises many kinds
         raise GeossclError(f"{path}: not a readable vector layer ({str(exc).splitlines()[0]})") from None
