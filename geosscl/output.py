@@ -19,10 +19,10 @@ def check_output(path: str | os.PathLike, overwrite: bool = False) -> str:
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    if os.path.exists(path) and not overwrite:
-        raise GeossclError(f"{path}: already exists; pass --overwrite to replace it")
     if os.path.isdir(path):
         raise GeossclError(f"{path}: is a directory, not a file name")
+    if os.path.exists(path) and not overwrite:
+        raise GeossclError(f"{path}: already exists; pass --overwrite to replace it")
     if not os.path.isdir(folder):
         raise GeossclError(f"{path}: output directory {folder} does not exist")
     if not os.access(folder, os.W_OK):

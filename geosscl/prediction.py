@@ -138,7 +138,7 @@ def segment(
 
 
 def predict(
-    scene: str | os.PathLike | Iterable[str | os.PathLike],
+    scene: str | os.PathLike | Iterable[str | os.PathLike] | Mosaic,
     model: Model,
     out: str | os.PathLike,
     *,
@@ -161,7 +161,8 @@ def predict(
     """Segment a scene or mosaic into a class-map COG; return the output path.
 
     Args:
-        scene: GeoTIFFs, a directory, a glob or a VRT; several files are one mosaic.
+        scene: GeoTIFFs, a directory, a glob or a VRT; several files are one mosaic;
+            or a mosaic :func:`open_scene` opened for the model.
         model: a model file, or ``(network, info)`` from :func:`geosscl.load_model`.
         out: the class map to write: uint8 class ids, 255 where there is no input,
             colour table and class names from the model.
@@ -191,7 +192,7 @@ def predict(
     for path in outputs:
         check_output(path, overwrite)
     network, info = _model(model)
-    mosaic = open_scene(scene, info, bands, resample)
+    mosaic = scene if isinstance(scene, Mosaic) else open_scene(scene, info, bands, resample)
     engine = TiledSegmenter(network, info, device=device, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
                             block_size=block_size)
     area = mosaic.snap(_extent(mosaic))
@@ -247,6 +248,92 @@ def predict(
 
             plot_class_map(mosaic, final, final_preview, names, info.class_colors, rgb=preview_rgb)
     return os.fspath(out)
+
+
+#: Names of the outputs :func:`predict_each` writes for a scene file ``STEM.tif``.
+EACH_NAMES = {"out": "{}_classes.tif", "probabilities": "{}_probabilities.tif", "vector": "{}_classes.gpkg",
+              "preview": "{}_classes.png"}
+
+
+def predict_each(
+    scenes: str | os.PathLike | Iterable[str | os.PathLike],
+    model: Model,
+    out: str | os.PathLike,
+    *,
+    probabilities: str | os.PathLike | None = None,
+    vector: str | os.PathLike | None = None,
+    preview: str | os.PathLike | None = None,
+    bands: list[int] | None = None,
+    resample: bool = True,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    **options: Any,
+) -> list[str]:
+    """Segment every raster file of ``scenes`` on its own, in its own grid and CRS: one class map per file
+    (tiles of a survey, scenes of several dates or UTM zones), the model loaded once.
+
+    ``out`` (and ``probabilities``, ``vector``, ``preview`` if given) are folders, created
+    if needed; a file ``STEM.tif`` gives ``STEM_classes.tif`` (``STEM_probabilities.tif``,
+    ``STEM_classes.gpkg``, ``STEM_classes.png``). A file whose outputs all exist is skipped
+    unless ``overwrite``: outputs are only ever complete (see :func:`predict`), so a batch
+    that was stopped goes on where it stopped. Every file is opened and checked against the
+    model before anything is written. ``options`` are :func:`predict`'s.
+
+    Returns:
+        the class maps, one per file, in the order of the files.
+
+    Raises:
+        GeossclError: bad input (a file the model cannot read, two files of one name, an
+            output folder that is a file), before anything is written.
+    """
+    files = find_rasters(scenes)
+    network, info = _model(model)
+    folders = {"out": out, "probabilities": probabilities, "vector": vector, "preview": preview}
+    folders = {key: os.fspath(folder) for key, folder in folders.items() if folder is not None}
+    searched = [os.path.abspath(s) for s in ([scenes] if isinstance(scenes, str | os.PathLike) else scenes)
+                if os.path.isdir(s)]
+    for folder in folders.values():
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise GeossclError(f"{folder}: is a file; one output per scene file needs a folder here")
+        inside = [s for s in searched if os.path.commonpath([s, os.path.abspath(folder)]) == s]
+        if inside:
+            # The next run over that folder would take the class maps for scenes.
+            raise GeossclError(f"{folder}: is inside {inside[0]}, which is searched for scenes; write the outputs elsewhere")
+    stems: dict[str, str] = {}
+    for path in files:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in stems:
+            raise GeossclError(f"{path}: {stems[stem]} has the same name; their outputs would be one file "
+                               f"({EACH_NAMES['out'].format(stem)})")
+        stems[stem] = path
+    jobs = [(path, {key: os.path.join(folder, EACH_NAMES[key].format(stem)) for key, folder in folders.items()})
+            for stem, path in stems.items()]
+    written = {os.path.abspath(o) for _, outputs in jobs for o in outputs.values()}
+    clash = sorted(written & {os.path.abspath(f) for f in files})
+    if clash:
+        raise GeossclError(f"{clash[0]}: is a scene and would be an output; choose other output folders")
+    if not overwrite:
+        for _, outputs in jobs:
+            present = [o for o in outputs.values() if os.path.exists(o)]
+            if present and len(present) < len(outputs):
+                raise GeossclError(f"{present[0]}: already exists, without the scene's other outputs; pass --overwrite "
+                                   "to remake it with them")
+    mosaics = [open_scene([path], info, bands, resample) for path, _ in jobs]  # every check before any write
+    for folder in folders.values():
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise GeossclError(f"{folder}: cannot create the output folder ({exc.strerror})") from None
+    made = []
+    for done, ((path, outputs), mosaic) in enumerate(zip(jobs, mosaics), 1):
+        if not overwrite and all(os.path.exists(o) for o in outputs.values()):
+            log.info(f"{path}: skipped, its outputs exist")
+        else:
+            predict(mosaic, (network, info), overwrite=overwrite, **options, **outputs)
+        made.append(outputs["out"])
+        if progress:
+            progress(done, len(jobs))
+    return made
 
 
 def write_polygons(class_map: str, out: str, names: list[str], simplify: float = 1.0, rows: int = 1024) -> int:

@@ -25,7 +25,7 @@ from geosscl.augment import BandStats
 from geosscl.data import Mosaic
 from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.inference import TiledSegmenter
-from conftest import NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, write_raster
+from conftest import NAIP, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, write_raster
 
 BANDS = [str(p) for p in NC_BANDS]
 NC = SAMPLES / "nc_landsat"
@@ -148,6 +148,67 @@ def test_two_files_in_different_crs_make_one_map(model, stack, tmp_path):
     east = (slice(None), slice(half + 40, cols - 10))
     agree = (got[east] == reference[east])[(reference[east] != 255) & (got[east] != 255)].mean()
     assert agree > 0.75, agree  # the east half went through a warp and back: close, not equal
+
+
+def _two_scenes_in_two_crs(stack, folder: Path) -> tuple[Path, Path]:
+    """The NC scene's western half as it is, its eastern half warped to UTM 17N: two files of a survey."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(stack) as src:
+        data, profile = src.read(), src.profile
+    half = data.shape[2] // 2
+    west = write_raster(folder / "west.tif", data[:, :, :half], crs=profile["crs"], transform=profile["transform"],
+                        nodata=profile["nodata"])
+    east_t = profile["transform"] @ Affine.translation(half, 0)
+    bounds = rasterio.transform.array_bounds(data.shape[1], data.shape[2] - half, east_t)
+    dst_t, w, h = calculate_default_transform(profile["crs"], "EPSG:32617", data.shape[2] - half, data.shape[1], *bounds)
+    warped = np.full((data.shape[0], h, w), profile["nodata"], dtype=data.dtype)
+    reproject(data[:, :, half:], warped, src_transform=east_t, src_crs=profile["crs"], src_nodata=profile["nodata"],
+              dst_transform=dst_t, dst_crs="EPSG:32617", dst_nodata=profile["nodata"], resampling=Resampling.bilinear)
+    east = write_raster(folder / "east.tif", warped, crs="EPSG:32617", transform=dst_t, nodata=profile["nodata"])
+    return west, east
+
+
+def test_each_file_is_segmented_on_its_own_grid(model, stack, tmp_path):
+    scenes = tmp_path / "survey"
+    west, east = _two_scenes_in_two_crs(stack, scenes)
+    out, vectors = tmp_path / "classes", tmp_path / "polygons"
+    result = _cli("predict", str(scenes), "-m", model, "-o", str(out), "--each", "--vector", str(vectors),
+                  "--progress", "jsonl")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines == [{"done": 1, "total": 2}, {"done": 2, "total": 2},
+                     {"outputs": [str(out / "east_classes.tif"), str(out / "west_classes.tif")]}]
+    assert sorted(p.name for p in vectors.iterdir()) == ["east_classes.gpkg", "west_classes.gpkg"]
+    for scene in (west, east):
+        alone = tmp_path / f"{scene.stem}_alone.tif"
+        predict([str(scene)], model, alone)
+        with rasterio.open(out / f"{scene.stem}_classes.tif") as got, rasterio.open(alone) as want, rasterio.open(scene) as src:
+            # Its own CRS and grid (the east file stays in UTM 17N), and the map predict makes of it alone.
+            assert got.crs == src.crs and got.transform == want.transform and got.shape == want.shape
+            np.testing.assert_array_equal(got.read(1), want.read(1))
+        assert gpd.read_file(vectors / f"{scene.stem}_classes.gpkg").crs == src.crs
+    # A rerun skips the files whose outputs exist (a stopped batch goes on); --overwrite remakes them.
+    stamp = os.stat(out / "west_classes.tif").st_mtime_ns
+    again = _cli("predict", str(scenes), "-m", model, "-o", str(out), "--each", "--vector", str(vectors))
+    assert again.returncode == 0 and "west.tif: skipped, its outputs exist" in again.stderr, again.stderr[-2000:]
+    assert os.stat(out / "west_classes.tif").st_mtime_ns == stamp
+    assert _cli("predict", str(west), "-m", model, "-o", str(out), "--each", "--overwrite", "-q").returncode == 0
+    assert os.stat(out / "west_classes.tif").st_mtime_ns != stamp
+    # Bad input: one line naming the problem, exit 1, nothing written.
+    (scenes / "more").mkdir()
+    with rasterio.open(west) as src:
+        write_raster(scenes / "more" / "west.tif", src.read(), crs=src.crs, transform=src.transform, nodata=src.nodata)
+    fresh = tmp_path / "fresh"
+    for args, message in (
+            ([str(scenes)], "has the same name; their outputs would be one file (west_classes.tif)"),
+            ([str(west), str(NAIP)], "has 4 band(s); the model reads bands 1,2,3,4,5,6"),
+            ([str(tmp_path)], "is inside"),
+    ):
+        bad = _cli("predict", *args, "-m", model, "-o", str(fresh if args != [str(tmp_path)] else tmp_path / "x"), "--each")
+        assert bad.returncode == 1 and message in bad.stderr and bad.stderr.strip().count("\n") == 0, bad.stderr
+        assert not fresh.exists() and not (tmp_path / "x").exists()
+    partial = _cli("predict", str(east), "-m", model, "-o", str(out), "--each", "--preview", str(tmp_path / "png"))
+    assert partial.returncode == 1 and "east_classes.tif: already exists, without the scene's other outputs" in partial.stderr
 
 
 def test_onnx_export_runs_and_matches_torch(model, tmp_path):

@@ -22,15 +22,18 @@ def _creation_options(ctx: click.Context, param: click.Parameter, value: tuple[s
 @click.command()
 @click.argument("scene", nargs=-1, required=True, metavar="SCENE...")
 @click.option("-m", "--model", required=True, type=click.Path(dir_okay=False), help="geosscl model file (.safetensors).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Class map to write (COG).")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Class map to write (COG); with --each, a folder.")
+@click.option("--each", is_flag=True,
+              help="Segment every file of SCENE on its own (its grid and CRS): -o and the other outputs are folders, "
+                   "FILE.tif gives FILE_classes.tif; files whose outputs exist are skipped unless --overwrite.")
 @click.option("--tile-size", type=int, help="Tile side fed to the model, pixels (multiple of 32).  [default: the model's]")
 @click.option("--overlap", type=int, help="Overlap of neighbouring tiles, pixels.  [default: the model's]")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Tiles per forward pass.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @bidx_opt
-@click.option("--probabilities", type=click.Path(dir_okay=False), help="Also write class probabilities (one band per class).")
-@click.option("--vector", type=click.Path(dir_okay=False), help="Also write class polygons (GeoPackage).")
-@click.option("--preview", type=click.Path(dir_okay=False), help="Also write a PNG: scene | classes with legend.")
+@click.option("--probabilities", type=click.Path(), help="Also write class probabilities (one band per class).")
+@click.option("--vector", type=click.Path(), help="Also write class polygons (GeoPackage).")
+@click.option("--preview", type=click.Path(), help="Also write a PNG: scene | classes with legend.")
 @click.option("--preview-rgb", default="1,2,3", show_default=True, callback=int_list, metavar="R,G,B",
               help="Positions of red, green, blue among the model's bands, for --preview.")
 @click.option("--simplify", type=float, default=1.0, show_default=True,
@@ -43,11 +46,12 @@ def _creation_options(ctx: click.Context, param: click.Parameter, value: tuple[s
               help="jsonl: one JSON object per line on stdout, for programs that drive geosscl.")
 @overwrite_opt
 @quiet_opt
-def predict(scene, model, output, tile_size, overlap, batch_size, device, bands, probabilities, vector, preview,
+def predict(scene, model, output, each, tile_size, overlap, batch_size, device, bands, probabilities, vector, preview,
             preview_rgb, simplify,
             creation_options, resample, progress_format, overwrite, quiet):
-    """Segment SCENE (GeoTIFFs, a directory, a glob or a VRT; several files are one mosaic) with MODEL."""
-    from ..prediction import predict as run
+    """Segment SCENE (GeoTIFFs, a directory, a glob or a VRT; several files are one mosaic, or each its own with
+    --each) with MODEL."""
+    from ..prediction import predict as run, predict_each
 
     stop_on_sigterm()
     options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device, bands=bands,
@@ -55,7 +59,17 @@ def predict(scene, model, output, tile_size, overlap, batch_size, device, bands,
                    creation_options=creation_options, overwrite=overwrite,
                    resample=resample, simplify=simplify)
     with log_to_stderr(quiet):
-        if progress_format == "jsonl":
+        if each:
+            if progress_format == "jsonl":
+                made = predict_each(list(scene), model, output, progress=jsonl_progress, **options)
+                click.echo(json.dumps({"outputs": made}))
+            elif quiet:
+                predict_each(list(scene), model, output, **options)
+            else:
+                with progress_bar("segmenting files") as progress:
+                    made = predict_each(list(scene), model, output, progress=progress, **options)
+                click.echo(f"{len(made)} class map(s) in {output}")
+        elif progress_format == "jsonl":
             run(list(scene), model, output, progress=jsonl_progress, **options)
             click.echo(json.dumps({"output": output, "probabilities": probabilities, "vector": vector, "preview": preview}))
         elif quiet:
