@@ -272,8 +272,8 @@ class _BestCheckpoint(pl.callbacks.ModelCheckpoint):
     @property
     def state_key(self) -> str:
         # Lightning's key holds every_n_train_steps, which follows the run's length here: a
-        # resume with another --max-steps lost the best loss so far (best.ckpt was then
-        # overwritten by a worse one) and warned about callbacks it could not match.
+        # resume with another --max-steps lost the best loss so far (so a worse checkpoint
+        # could replace best.ckpt) and warned about callbacks it could not match.
         return self._generate_state_key(monitor=self.monitor, mode=self.mode)
 
 
