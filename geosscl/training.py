@@ -296,7 +296,8 @@ class ReportProgress(pl.Callback):
             # The time that ends the run: a resumed run's Timer holds its earlier minutes too.
             timer = next((c for c in trainer.callbacks if isinstance(c, pl.callbacks.Timer)), None)
             elapsed = timer.time_elapsed("train") if timer is not None else time.monotonic() - self.start
-            self.report(min(total, int(elapsed)), total)
+            # Rounded as the total is: the step that reaches the limit reports it (int() left 8 of 9).
+            self.report(min(total, round(elapsed)), total)
 
 
 @contextlib.contextmanager
