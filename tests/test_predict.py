@@ -117,19 +117,28 @@ def test_predict_writes_a_cloud_optimised_class_map(model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif"]
 
 
-def test_two_files_in_different_crs_make_one_map(model, stack, tmp_path):
+def _two_scenes_in_two_crs(stack, folder: Path, names: tuple[str, str] = ("west.tif", "east.tif")) -> tuple[Path, Path, int]:
+    """The NC scene's western half as it is, its eastern half warped to UTM 17N (two files of a survey), and the
+    column where the halves meet."""
+    folder.mkdir(parents=True, exist_ok=True)
     with rasterio.open(stack) as src:
         data, profile = src.read(), src.profile
     half = data.shape[2] // 2
-    left = write_raster(tmp_path / "a_west.tif", data[:, :, :half], crs=profile["crs"], transform=profile["transform"],
+    west = write_raster(folder / names[0], data[:, :, :half], crs=profile["crs"], transform=profile["transform"],
                         nodata=profile["nodata"])
-    right_t = profile["transform"] @ Affine.translation(half, 0)
-    bounds = rasterio.transform.array_bounds(data.shape[1], data.shape[2] - half, right_t)
+    east_t = profile["transform"] @ Affine.translation(half, 0)
+    bounds = rasterio.transform.array_bounds(data.shape[1], data.shape[2] - half, east_t)
     dst_t, w, h = calculate_default_transform(profile["crs"], "EPSG:32617", data.shape[2] - half, data.shape[1], *bounds)
     warped = np.full((data.shape[0], h, w), profile["nodata"], dtype=data.dtype)
-    reproject(data[:, :, half:], warped, src_transform=right_t, src_crs=profile["crs"], src_nodata=profile["nodata"],
+    reproject(data[:, :, half:], warped, src_transform=east_t, src_crs=profile["crs"], src_nodata=profile["nodata"],
               dst_transform=dst_t, dst_crs="EPSG:32617", dst_nodata=profile["nodata"], resampling=Resampling.bilinear)
-    right = write_raster(tmp_path / "b_east_utm17.tif", warped, crs="EPSG:32617", transform=dst_t, nodata=profile["nodata"])
+    east = write_raster(folder / names[1], warped, crs="EPSG:32617", transform=dst_t, nodata=profile["nodata"])
+    return west, east, half
+
+
+def test_two_files_in_different_crs_make_one_map(model, stack, tmp_path):
+    # The first file in sorted order sets the mosaic's grid: the west half's.
+    left, right, half = _two_scenes_in_two_crs(stack, tmp_path, ("a_west.tif", "b_east_utm17.tif"))
     out, whole = tmp_path / "mosaic.tif", tmp_path / "whole.tif"
     result = _cli("predict", str(left), str(right), "-m", model, "-o", str(out), "-q")
     assert result.returncode == 0, result.stderr
@@ -150,27 +159,9 @@ def test_two_files_in_different_crs_make_one_map(model, stack, tmp_path):
     assert agree > 0.75, agree  # the east half went through a warp and back: close, not equal
 
 
-def _two_scenes_in_two_crs(stack, folder: Path) -> tuple[Path, Path]:
-    """The NC scene's western half as it is, its eastern half warped to UTM 17N: two files of a survey."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(stack) as src:
-        data, profile = src.read(), src.profile
-    half = data.shape[2] // 2
-    west = write_raster(folder / "west.tif", data[:, :, :half], crs=profile["crs"], transform=profile["transform"],
-                        nodata=profile["nodata"])
-    east_t = profile["transform"] @ Affine.translation(half, 0)
-    bounds = rasterio.transform.array_bounds(data.shape[1], data.shape[2] - half, east_t)
-    dst_t, w, h = calculate_default_transform(profile["crs"], "EPSG:32617", data.shape[2] - half, data.shape[1], *bounds)
-    warped = np.full((data.shape[0], h, w), profile["nodata"], dtype=data.dtype)
-    reproject(data[:, :, half:], warped, src_transform=east_t, src_crs=profile["crs"], src_nodata=profile["nodata"],
-              dst_transform=dst_t, dst_crs="EPSG:32617", dst_nodata=profile["nodata"], resampling=Resampling.bilinear)
-    east = write_raster(folder / "east.tif", warped, crs="EPSG:32617", transform=dst_t, nodata=profile["nodata"])
-    return west, east
-
-
 def test_each_file_is_segmented_on_its_own_grid(model, stack, tmp_path):
     scenes = tmp_path / "survey"
-    west, east = _two_scenes_in_two_crs(stack, scenes)
+    west, east, _ = _two_scenes_in_two_crs(stack, scenes)
     out, vectors = tmp_path / "classes", tmp_path / "polygons"
     result = _cli("predict", str(scenes), "-m", model, "-o", str(out), "--each", "--vector", str(vectors),
                   "--progress", "jsonl")
