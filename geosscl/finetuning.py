@@ -174,7 +174,7 @@ def open_init_model(path: str, num_bands: int) -> InitModel:
                            "cannot be fine-tuned; give a model made by geosscl finetune, or the pretraining run's last.ckpt")
     if info.in_channels != num_bands:
         raise GeossclError(f"{path}: the model reads {info.in_channels} bands, the imagery has {num_bands}")
-    return InitModel({k: v.detach().clone() for k, v in network.state_dict().items()}, info)
+    return InitModel(network.state_dict(), info)  # the network is dropped: its tensors are the only copy
 
 
 def prepare(config: FinetuneConfig) -> Setup:
