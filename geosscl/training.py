@@ -46,6 +46,7 @@ class PretrainConfig:
     crop_size: int = 128
     overlap: tuple[float, float] = (0.3, 0.8)
     scale: tuple[float, float] = (0.75, 1.5)
+    across_dates: bool = False  #: view B from another file that holds the pair (another date of the place)
     batch_size: int = 32
     max_steps: int | None = 1000
     max_time: float | None = None
@@ -119,6 +120,19 @@ def check_accelerator(accelerator: str) -> None:
         raise GeossclError("accelerator: gpu requested but no CUDA device is available")
 
 
+def check_across_dates(mosaic: Any) -> None:
+    """Refuse views across dates where no two places of ``mosaic`` share ground (an area, not only an edge)."""
+    import numpy as np
+    import shapely
+
+    boxes = mosaic.index.geometry.values
+    first, second = shapely.STRtree(boxes).query(boxes, predicate="intersects")
+    pairs = first < second
+    if not np.any(shapely.area(shapely.intersection(boxes[first[pairs]], boxes[second[pairs]])) > 0):
+        raise GeossclError("across-dates: no two files of the imagery cover the same ground; it needs several "
+                           "dates (or other acquisitions) of a place")
+
+
 def load_checkpoint(path: str) -> dict[str, Any]:
     """Load a geosscl pretraining checkpoint without executing code.
 
@@ -169,6 +183,8 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
         raise GeossclError(f"{config.out}: run directory exists and is not empty; pass --resume {config.out}/last.ckpt or choose another --out")
     mosaic = Mosaic(config.imagery, bands=config.bands, crs=config.crs, res=config.res)
     OverlappingPairSampler(mosaic, config.crop_size, overlap=config.overlap, scale=config.scale, length=1)
+    if config.across_dates:
+        check_across_dates(mosaic)
     stats_path = os.path.join(out, "band_stats.json")
     if checkpoint is not None:
         hp = checkpoint.get("hyper_parameters", {})
@@ -200,6 +216,7 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
     datamodule = PairDataModule(
         mosaic, view_size=config.crop_size, overlap=config.overlap, scale=config.scale,
         batch_size=config.batch_size, steps=steps, num_workers=config.num_workers, seed=config.seed,
+        across_files=config.across_dates,
     )
     callbacks: list[pl.Callback] = [
         _BestCheckpoint(dirpath=out, filename="best", monitor="loss", mode="min", save_top_k=1, save_last=True,

@@ -27,11 +27,18 @@ _GEOMETRY_TRIES = 200
 class ViewPair(NamedTuple):
     """Two boxes in the dataset CRS that overlap.
 
-    ``box_a`` and ``box_b`` are ``(minx, miny, maxx, maxy)`` in map units.
+    ``box_a`` and ``box_b`` are ``(minx, miny, maxx, maxy)`` in map units. ``file_a``
+    is the file (the ``filepath`` of the dataset's index) whose footprint the pair
+    was drawn in, or None; ``file_b``, when set, the file view B is read from. Where
+    files overlap, such as acquisitions of one place on several dates,
+    :class:`geosscl.data.PairDataset` reads view A from ``file_a`` first, so every
+    acquisition is drawn and not only the first, and view B from ``file_b``.
     """
 
     box_a: Box
     box_b: Box
+    file_a: str | None = None
+    file_b: str | None = None
 
     @property
     def overlap(self) -> Box:
@@ -93,7 +100,11 @@ class OverlappingPairSampler(GeoSampler):
     location, keeping the drawn geometry, so the overlap and scale distributions are
     not biased by it; only when no location in 32 tries fits is the geometry redrawn,
     which favours pairs with a smaller union in tight or patchy regions. The count of
-    such redraws is kept in :attr:`geometry_redraws`.
+    such redraws is kept in :attr:`geometry_redraws`. The file drawn is the pair's
+    ``file_a``. With ``across_files``, ``file_b`` is drawn uniformly from the other
+    files whose footprint holds the whole union (other dates of the place), or is
+    ``file_a`` where there is none: the two views then show one place at two times,
+    and the losses ask their features to agree across the change.
 
     Reproducibility: the stream of pairs is a function of the seed taken from
     ``generator`` at construction, the epoch (:meth:`set_epoch`, advanced by one at
@@ -121,6 +132,7 @@ class OverlappingPairSampler(GeoSampler):
         max_nodata: float | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        across_files: bool = False,
     ) -> None:
         """Initialise a new sampler.
 
@@ -145,6 +157,8 @@ class OverlappingPairSampler(GeoSampler):
                 :class:`geosscl.data.Mosaic`).
             rank: distributed rank (default: ``torch.distributed``'s, or 0).
             world_size: number of ranks (default: ``torch.distributed``'s, or 1).
+            across_files: draw view B from another file that holds the union,
+                where there is one (see above).
 
         Raises:
             GeossclError: if a range cannot be met, ``roi`` misses the dataset, or the
@@ -173,8 +187,11 @@ class OverlappingPairSampler(GeoSampler):
             raise GeossclError("roi: no part of the dataset lies inside the region of interest")
         self.footprint = shapely.intersection(shapely.union_all(geoms), self.roi)
         shapely.prepare(self.footprint)
-        self._tiles = np.array([g.bounds for g in geoms], dtype=np.float64)
-        areas = np.array([g.area for g in geoms])
+        kept = [(g, f) for g, f in zip(self.index.geometry.values, self._filepaths())
+                if g is not None and not g.is_empty and g.area > 0]
+        self._tiles = np.array([g.bounds for g, _ in kept], dtype=np.float64)
+        self._tile_files = [f for _, f in kept]
+        areas = np.array([g.area for g, _ in kept])
         self._tile_p = areas / areas.sum()
 
         # The smallest pair there is: both views at the smallest scale, overlapping fully.
@@ -211,6 +228,12 @@ class OverlappingPairSampler(GeoSampler):
         if max_nodata is not None:
             self._coverage_grid(dataset)
         self.geometry_redraws = 0
+        self.across_files = bool(across_files)
+
+    def _filepaths(self) -> list[str | None]:
+        if "filepath" in self.index.columns:
+            return [str(f) for f in self.index["filepath"]]
+        return [None] * len(self.index)
 
     # -- epochs and streams ---------------------------------------------------
 
@@ -307,7 +330,8 @@ class OverlappingPairSampler(GeoSampler):
 
     def _place(self, rng: np.random.Generator, a: np.ndarray, b: np.ndarray) -> ViewPair | None:
         """Try locations for fixed boxes (whole pixels); return the first that fits."""
-        tiles = self._tiles[rng.choice(len(self._tiles), size=_PLACEMENT_TRIES, p=self._tile_p)]
+        drawn = rng.choice(len(self._tiles), size=_PLACEMENT_TRIES, p=self._tile_p)
+        tiles = self._tiles[drawn]
         lo = np.minimum(a[:2], b[:2])
         union_px = np.maximum(a[2:], b[2:]) - lo
         res = np.array(self.res)
@@ -327,7 +351,17 @@ class OverlappingPairSampler(GeoSampler):
         if not hits.size:
             return None
         i = hits[0]
-        return ViewPair(tuple(float(v) for v in box_a[i]), tuple(float(v) for v in box_b[i]))
+        a_box, b_box = tuple(float(v) for v in box_a[i]), tuple(float(v) for v in box_b[i])
+        file_a = self._tile_files[drawn[i]]
+        if not self.across_files:
+            return ViewPair(a_box, b_box, file_a)
+        x0, y0 = min(a_box[0], b_box[0]), min(a_box[1], b_box[1])
+        x1, y1 = max(a_box[2], b_box[2]), max(a_box[3], b_box[3])
+        t = self._tiles
+        others = np.flatnonzero((t[:, 0] <= x0) & (t[:, 1] <= y0) & (t[:, 2] >= x1) & (t[:, 3] >= y1))
+        others = [j for j in others if self._tile_files[j] != file_a]
+        file_b = self._tile_files[others[rng.integers(len(others))]] if others else file_a
+        return ViewPair(a_box, b_box, file_a, file_b)
 
     # -- nodata ---------------------------------------------------------------
 

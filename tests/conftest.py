@@ -17,6 +17,7 @@ NAIP_4326 = SAMPLES / "naip" / "naip_2020_epsg4326.tif"
 NC_BANDS = sorted((SAMPLES / "nc_landsat").glob("lsat7_2000_*.tif"))
 TUTORIAL = SAMPLES / "landsat_tutorial"
 TUTORIAL_STACK = TUTORIAL / "LE70220491999322EDC01_stack.gtif"  # 8 bands, EPSG:32615
+TUTORIAL_2002 = TUTORIAL / "LE70220492002106EDC00_stack.gtif"  # the same grid, 2002-04-16
 TUTORIAL_POLYGONS = TUTORIAL / "training_data.shp"  # sparse labels, column `id` 1..5
 SEN1FLOODS11 = SAMPLES / "sen1floods11"
 S2_CHIP = SEN1FLOODS11 / "Spain_7370579_S2Hand.tif"  # 13 bands, int16, EPSG:4326

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import NAIP, NC_BANDS, write_raster
+from conftest import NAIP, NC_BANDS, TUTORIAL_2002, TUTORIAL_STACK, write_raster
 
 GEOSSCL = [sys.executable, "-m", "geosscl"]
 
@@ -38,6 +38,16 @@ def test_pairs_from_a_directory_of_band_files(tmp_path):
     assert out.stat().st_size > 1000
 
 
+def test_pairs_across_dates_name_both_files(tmp_path):
+    result = run("pairs", TUTORIAL_STACK, TUTORIAL_2002, "--across-dates", "-b", "4,3,2", "--count", "4", "--view-size",
+                 "64", "-o", tmp_path / "dates.png")
+    assert result.returncode == 0, result.stderr
+    assert "2 file(s) in 2 place(s)" in result.stdout and "bands: 4,3,2" in result.stdout
+    drawn = [line.split(", from ")[1].split(" and ") for line in result.stdout.splitlines() if line.startswith("pair ")]
+    assert len(drawn) == 4 and all(sorted(files) == sorted([TUTORIAL_STACK.name, TUTORIAL_2002.name]) for files in drawn)
+    assert (tmp_path / "dates.png").stat().st_size > 1000
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
@@ -55,6 +65,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         (lambda d: NAIP, ["-b", "1,9"], ["bands: band 9 is out of range"]),
         (lambda d: NAIP, ["--view-size", "2000"], ["size:", "larger than the region"]),
         (lambda d: NAIP, ["--overlap", "0.9,0.2"], ["overlap: range (0.9, 0.2) cannot be met"]),
+        (lambda d: NAIP, ["--across-dates"], ["across-dates: no two files of the imagery cover the same ground"]),
     ],
 )
 def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, make_input, extra, fragments):

@@ -12,7 +12,7 @@ from torchgeo.datasets import stack_samples
 from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
 
 from geosscl import GeossclError, Mosaic
-from conftest import NAIP, NAIP_4326, NC_BANDS, SAMPLES, write_raster
+from conftest import NAIP, NAIP_4326, NC_BANDS, SAMPLES, TUTORIAL_2002, TUTORIAL_STACK, write_raster
 
 
 def test_aligned_read_equals_rasterio_window():
@@ -161,6 +161,54 @@ def test_first_file_wins_where_files_overlap(tmp_path):
     write_raster(a, data_a, nodata=-1)
     image = Mosaic([a, b]).read(tuple(mosaic.index.total_bounds))[0]
     assert image[0, 0, 7] == 2 and image[0, 0, 4] == 1
+
+
+def test_dates_of_one_place_overlap_and_a_read_can_take_any_of_them(tmp_path):
+    """Two 8-band Landsat scenes of one grid (1999 and 2002) are two dates of one place, not 16 bands."""
+    mosaic = Mosaic([TUTORIAL_STACK, TUTORIAL_2002])
+    assert mosaic.num_bands == 8 and len(mosaic.index) == 2
+    with rasterio.open(TUTORIAL_STACK) as old, rasterio.open(TUTORIAL_2002) as new:
+        window = Window(40, 70, 64, 48)
+        bounds = rasterio.windows.bounds(window, old.transform)
+        first, later = old.read(window=window).astype(np.float32), new.read(window=window).astype(np.float32)
+    assert not np.array_equal(first, later)
+    np.testing.assert_array_equal(mosaic.read(bounds)[0], first)  # path order: the first file wins
+    np.testing.assert_array_equal(mosaic.read(bounds, first=str(TUTORIAL_2002))[0], later)
+    raw = mosaic.read_raw(bounds, first=str(TUTORIAL_2002))
+    assert raw.image.dtype == np.int16 and raw.valid is None
+    np.testing.assert_array_equal(raw.image, later)
+    np.testing.assert_array_equal(mosaic.read_raw(bounds, first=str(TUTORIAL_STACK)).image, first)
+    with pytest.raises(GeossclError, match=r"elsewhere\.tif: not a file of this mosaic"):
+        mosaic.read_raw(bounds, first=str(tmp_path / "elsewhere.tif"))
+
+
+def test_a_file_first_where_it_covers_a_read_is_its_own_nodata_and_all(tmp_path):
+    """A view is one acquisition: the gaps of the file read first are not filled from another date."""
+    early = write_raster(tmp_path / "d1.tif", np.full((2, 10, 10), 2, dtype=np.int16), nodata=-1)
+    data = np.full((2, 10, 10), 1, dtype=np.int16)
+    data[:, 0, 3] = -1
+    late = write_raster(tmp_path / "d2.tif", data, nodata=-1)
+    mosaic = Mosaic([early, late])
+    bounds = tuple(mosaic.index.total_bounds)
+    assert (mosaic.read(bounds)[0] == 2).all()
+    image = mosaic.read(bounds, first=str(late))[0]
+    assert np.isnan(image[:, 0, 3]).all() and (image[:, 1:] == 1).all()
+    raw = mosaic.read_raw(bounds, first=str(late))
+    assert raw.nodata == -1 and (raw.image[:, 0, 3] == -1).all()
+    # Where it does not cover the read, the file goes first and the others fill in.
+    wider = (bounds[0] - 50, bounds[1], bounds[2], bounds[3])
+    left = rasterio.Affine(10.0, 0.0, bounds[0] - 50, 0.0, -10.0, bounds[3])
+    west = write_raster(tmp_path / "west.tif", np.full((2, 10, 5), 3, dtype=np.int16), transform=left, nodata=-1)
+    image = Mosaic([early, late, west]).read(wider, first=str(late))[0]
+    assert (image[:, :, :5] == 3).all() and image[0, 0, 5 + 3] == 2 and image[0, 1, 5 + 3] == 1
+
+
+def test_a_file_of_several_bands_does_not_stack_with_single_band_files_of_its_grid(tmp_path):
+    rgb = write_raster(tmp_path / "rgb.tif", np.zeros((3, 8, 8), np.uint8))
+    nir = write_raster(tmp_path / "nir.tif", np.zeros((1, 8, 8), np.uint8))
+    with pytest.raises(GeossclError, match=r"rgb\.tif: has 3 band\(s\) where .*nir\.tif has 1; .*a file of several "
+                                           r"bands is a place of its own"):
+        Mosaic([rgb, nir])
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from geosscl import GeossclError, Mosaic, PairDataset
 from geosscl.data import collate_pairs, cut_views
 from samplers import OverlappingPairSampler, ViewPair
-from conftest import NAIP, NC_BANDS, write_raster
+from conftest import NAIP, NC_BANDS, TUTORIAL_2002, TUTORIAL_STACK, write_raster
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -114,6 +114,45 @@ def test_equal_scale_views_are_exact_crops_of_the_file():
                 expected[:, (expected == 0).any(axis=0)] = np.nan
                 # Equal up to the float32 rounding of the sampling grid (~1e-5 px).
                 np.testing.assert_allclose(views[key][n].numpy(), expected, rtol=0, atol=5e-3)
+
+
+def test_views_across_dates_are_exact_crops_of_their_own_date():
+    """Landsat 1999 and 2002 of one tile: view A from the date drawn, view B from the other, each exact."""
+    mosaic = Mosaic([TUTORIAL_STACK, TUTORIAL_2002])
+    pairs = list(OverlappingPairSampler(mosaic, 64, scale=(1, 1), length=10, generator=seeded(3), across_files=True))
+    assert {pair.file_a for pair in pairs} == {str(TUTORIAL_STACK), str(TUTORIAL_2002)}
+    assert all(pair.file_b != pair.file_a for pair in pairs)
+    views = PairDataset(mosaic, 64).views(pairs)
+    assert views["image_a"].shape == views["image_b"].shape == (10, 8, 64, 64)
+    for n, pair in enumerate(pairs):
+        for key, box, path in (("image_a", pair.box_a, pair.file_a), ("image_b", pair.box_b, pair.file_b)):
+            with rasterio.open(path) as src:
+                window = from_bounds(*box, transform=src.transform).round_offsets().round_lengths()
+                expected = src.read(window=window).astype(np.float32)
+            # Equal up to the float32 rounding of the sampling grid: ~1e-5 px of steps up to 16,000.
+            np.testing.assert_allclose(views[key][n].numpy(), expected, rtol=0, atol=0.25)
+
+
+def test_views_across_dates_hold_data_where_both_dates_do(tmp_path):
+    early = np.full((2, 40, 40), 10, dtype=np.int16)
+    early[:, 5, 15] = -1  # a gap in the first date
+    late = np.full((2, 40, 40), 20, dtype=np.int16)
+    write_raster(tmp_path / "d2.tif", late)
+    with rasterio.open(write_raster(tmp_path / "d1.tif", early, nodata=-1)) as src:
+        xmin, ymax = src.bounds.left, src.bounds.top
+    mosaic = Mosaic([tmp_path / "d1.tif", tmp_path / "d2.tif"])
+    box_a, box_b = (xmin, ymax - 200, xmin + 200, ymax), (xmin + 100, ymax - 200, xmin + 300, ymax)
+    pair = ViewPair(box_a, box_b, str(tmp_path / "d2.tif"), str(tmp_path / "d1.tif"))
+    item = PairDataset(mosaic, 20)[pair]
+    assert item["stacked"] and item["union"].shape == (4, 20, 30) and item["nodata"] is None
+    views = cut_views(collate_pairs([item]), 20)
+    a, b = views["image_a"][0].numpy(), views["image_b"][0].numpy()
+    assert np.isnan(a[:, 5, 15]).all() and np.isnan(b[:, 5, 5]).all()  # x = xmin + 155 in both
+    np.testing.assert_allclose(a[np.isfinite(a)], 20, atol=1e-4)
+    np.testing.assert_allclose(b[np.isfinite(b)], 10, atol=1e-4)
+    assert np.isnan(a).sum() == 2 and np.isnan(b).sum() == 2
+    with pytest.raises(ValueError, match="one date and of two dates"):
+        collate_pairs([item, PairDataset(mosaic, 20)[ViewPair(box_a, box_b)]])
 
 
 def test_equal_scale_views_agree_at_every_overlap_pixel():

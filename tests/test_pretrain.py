@@ -359,3 +359,51 @@ def test_a_batch_spreads_over_the_whole_mosaic(naip_halves):
     # Both files, in proportion to their area (about half each), and no two pairs on the same spot.
     assert 8 <= west <= 24, west
     assert len({tuple(b.tolist()) for b in batch["box_a"]}) == 32
+
+
+def test_every_date_of_a_place_is_pretrained_on(tmp_path):
+    """Two Landsat dates of one tile (1999, 2002): a batch holds views of each, each view from one date alone."""
+    import numpy as np
+    import rasterio
+    from rasterio.windows import from_bounds
+
+    from conftest import TUTORIAL_2002, TUTORIAL_STACK
+    from geosscl.data.module import PairDataModule
+
+    # Normalisation counts both dates: each band's mean lies between the two dates' own.
+    both = band_statistics(Mosaic([TUTORIAL_STACK, TUTORIAL_2002]))[0]
+    old_mean, new_mean = band_statistics(Mosaic(TUTORIAL_STACK))[0], band_statistics(Mosaic(TUTORIAL_2002))[0]
+    for band in range(7):
+        low, high = sorted((old_mean[band], new_mean[band]))
+        assert low + 0.1 * (high - low) < both[band] < high - 0.1 * (high - low), (band, low, both[band], high)
+
+    module = PairDataModule(Mosaic([TUTORIAL_STACK, TUTORIAL_2002]), view_size=64, batch_size=32, steps=1, seed=5)
+    module.setup("fit")
+    batch = next(iter(module.train_dataloader()))
+    dates = []
+    with rasterio.open(TUTORIAL_STACK) as old, rasterio.open(TUTORIAL_2002) as new:
+        for union, (h, w), box in zip(batch["union"].numpy(), batch["union_size"].tolist(), batch["union_box"].tolist()):
+            window = from_bounds(box[0], box[3] - h * 30.0, box[0] + w * 30.0, box[3], old.transform).round_offsets()
+            window = rasterio.windows.Window(window.col_off, window.row_off, w, h)
+            matches = [np.array_equal(union[:, :h, :w], src.read(window=window)) for src in (old, new)]
+            assert sum(matches) == 1
+            dates.append(matches.index(True))
+    assert 8 <= sum(dates) <= 24, sum(dates)  # about half of the pairs from each date
+
+    # The two views of a pair from the two dates: 8 bands a view, not 16.
+    def run(*imagery: Path, out: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "geosscl", "pretrain", *map(str, imagery), "--across-dates",
+                               "--out", str(out), "--max-steps", "2", "--crop-size", "64", "--batch-size", "4",
+                               "--num-workers", "0", "-q"], capture_output=True, text=True)
+
+    result = run(TUTORIAL_STACK, TUTORIAL_2002, out=tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(str(tmp_path / "run" / "last.ckpt"))["hyper_parameters"]["in_channels"] == 8
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["across_dates"] is True
+    alone = run(TUTORIAL_STACK, out=tmp_path / "alone")
+    assert alone.returncode == 1 and not (tmp_path / "alone").exists()
+    assert alone.stderr.strip().splitlines()[-1] == (
+        "Error: across-dates: no two files of the imagery cover the same ground; it needs several dates "
+        "(or other acquisitions) of a place")

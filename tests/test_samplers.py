@@ -138,7 +138,7 @@ class _PairStream(IterableDataset):
 def test_workers_draw_disjoint_shares(naip):
     sampler = OverlappingPairSampler(naip, 64, length=40, generator=seeded(12))
     loader = DataLoader(_PairStream(sampler), batch_size=None, num_workers=2)
-    pairs = [ViewPair(tuple(float(v) for v in a), tuple(float(v) for v in b)) for a, b in loader]
+    pairs = [ViewPair(tuple(float(v) for v in a), tuple(float(v) for v in b), file) for a, b, file, _ in loader]
     assert len(pairs) == 40
     assert len(set(pairs)) == 40
 

@@ -35,6 +35,8 @@ class PairDataModule(pl.LightningDataModule):
         steps: batches in the whole run (one epoch), to size the stream.
         num_workers: DataLoader worker processes.
         seed: seed of the pair stream.
+        across_files: view B from another file that holds the pair, where there is
+            one (another date of the place; see :class:`samplers.OverlappingPairSampler`).
     """
 
     def __init__(
@@ -47,8 +49,10 @@ class PairDataModule(pl.LightningDataModule):
         steps: int = 1000,
         num_workers: int = 0,
         seed: int = 0,
+        across_files: bool = False,
     ) -> None:
         super().__init__()
+        self.across_files = across_files
         self.mosaic = mosaic
         self.view_size, self.overlap, self.scale = view_size, overlap, scale
         self.batch_size, self.steps, self.num_workers, self.seed = batch_size, steps, num_workers, seed
@@ -62,6 +66,7 @@ class PairDataModule(pl.LightningDataModule):
         self.sampler = OverlappingPairSampler(
             self.mosaic, self.view_size, overlap=self.overlap, scale=self.scale,
             length=self.steps * self.batch_size * world, generator=torch.Generator().manual_seed(self.seed),
+            across_files=self.across_files,
         )
 
     def train_dataloader(self) -> DataLoader:

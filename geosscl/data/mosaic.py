@@ -99,14 +99,18 @@ class Mosaic(MapGrid, RasterDataset):
     indexed by ``mosaic[xmin:xmax:xres, ymin:ymax:yres]`` in map units of
     :attr:`crs`.
 
-    Files that share one grid (same CRS, transform and size) are stacked as bands in
-    path order, so per-band products (``B1.tif``, ``B2.tif``, …) form one image;
-    files on different grids are placed side by side. Every place must then have the
-    same number of bands. Files in other CRSs are warped on the fly.
+    Single-band files that share one grid (same CRS, transform and size) are stacked
+    as bands in path order, so per-band products (``B1.tif``, ``B2.tif``, …) form one
+    image. Every other file is a place of its own: files on different grids lie side
+    by side, and files of several bands on one grid (acquisitions of one tile on
+    several dates) overlap. Every place must have the same number of bands. Files in
+    other CRSs are warped on the fly.
 
     Nodata is known per file (its nodata value, or its internal mask or alpha band)
     and returned as NaN in the float32 image: ``torch.isnan(image)`` is the mask.
-    Where files overlap, the first file in path order wins, pixel by pixel.
+    Where files overlap, the first file in path order wins, pixel by pixel, unless a
+    read names the file to take first (``first``: how every date of a place is
+    pretrained on).
 
     Reads at the native grid of a file in the mosaic CRS are plain window reads
     through a handle kept open per process (see :mod:`geosscl.data.files`), which is
@@ -159,6 +163,10 @@ class Mosaic(MapGrid, RasterDataset):
             if src.transform.b != 0 or src.transform.d != 0:
                 raise GeossclError(f"{path}: rotated or sheared geotransforms are not supported; warp the file first")
             key = (src.crs.to_wkt(), tuple(src.transform)[:6], src.width, src.height)
+            if src.count > 1:
+                # A file of all its bands on the grid of another is another date of that
+                # place, not more bands: stacking two 8-band dates would make one of 16.
+                key = (*key, path)
             groups.setdefault(key, []).append(path)
 
         first = open_raster(files[0])
@@ -175,7 +183,8 @@ class Mosaic(MapGrid, RasterDataset):
             if count != n_all:
                 raise GeossclError(
                     f"{layout[0][0]}: has {count} band(s) where {layouts[0][0][0]} has {n_all}; "
-                    "every place of a mosaic needs the same bands"
+                    "every place of a mosaic needs the same bands (single-band files on one grid stack as bands; "
+                    "a file of several bands is a place of its own)"
                 )
         if bands is None:
             bands = list(range(1, n_all + 1))
@@ -264,6 +273,7 @@ class Mosaic(MapGrid, RasterDataset):
 
     def _build_index(self) -> None:
         self._bounds = np.array([s.bounds for s in self._sources], dtype=np.float64).reshape(-1, 4)
+        self._place_of = {path: i for i, s in enumerate(self._sources) for path in s.paths}
         always = pd.IntervalIndex.from_tuples(
             [(pd.Timestamp.min, pd.Timestamp.max)] * len(self._sources), closed="both", name="datetime"
         )
@@ -391,12 +401,17 @@ class Mosaic(MapGrid, RasterDataset):
         (rx, ry), (x0, y0) = self.res, self.grid_origin
         return snap_down(bounds[0], x0, rx), snap_down(bounds[1], y0, ry), snap_up(bounds[2], x0, rx), snap_up(bounds[3], y0, ry)
 
-    def read(self, bounds: Bounds, res: tuple[float, float] | None = None) -> tuple[np.ndarray, Affine, bool]:
+    def read(self, bounds: Bounds, res: tuple[float, float] | None = None,
+             first: str | None = None) -> tuple[np.ndarray, Affine, bool]:
         """Read the grid of pixels covering ``bounds`` at ``res``.
 
         Args:
             bounds: ``(minx, miny, maxx, maxy)`` in the mosaic CRS.
             res: ``(xres, yres)`` in map units (default: :attr:`res`).
+            first: a file of the mosaic. Where its place covers ``bounds``, the read
+                is that place's alone, nodata and all: a view is one acquisition, not a
+                patchwork of dates. Otherwise it wins where files overlap and the
+                others fill its gaps in path order (default: path order throughout).
 
         Returns:
             ``(image, transform, complete)``: float32 array ``C×H×W`` with NaN where
@@ -408,7 +423,7 @@ class Mosaic(MapGrid, RasterDataset):
         width = max(1, round((maxx - minx) / rx))
         height = max(1, round((maxy - miny) / ry))
         transform = Affine(rx, 0.0, minx, 0.0, -ry, maxy)
-        hits = self._intersecting(bounds)
+        hits = self._first(self._intersecting(bounds), first, bounds)
         origins = [self._aligned_window(self._sources[i], transform) for i in hits]
         if len(hits) == 1 and origins[0] is not None:
             source = self._sources[hits[0]]
@@ -429,7 +444,7 @@ class Mosaic(MapGrid, RasterDataset):
                     self._read_warped(self._sources[i], part, transform, out)
         return out, transform, not np.isnan(out).any()
 
-    def read_raw(self, bounds: Bounds) -> RawWindow:
+    def read_raw(self, bounds: Bounds, first: str | None = None) -> RawWindow:
         """Read the pixels covering ``bounds`` at :attr:`res` as stored, nodata as a value or a mask.
 
         The cheapest read there is: where one file covers ``bounds`` on its own grid, a
@@ -441,6 +456,7 @@ class Mosaic(MapGrid, RasterDataset):
 
         Args:
             bounds: ``(minx, miny, maxx, maxy)`` in the mosaic CRS.
+            first: a file of the mosaic to read first, as in :meth:`read`.
 
         Returns:
             a :class:`RawWindow`.
@@ -449,7 +465,7 @@ class Mosaic(MapGrid, RasterDataset):
         minx, miny, maxx, maxy = bounds
         width, height = max(1, round((maxx - minx) / rx)), max(1, round((maxy - miny) / ry))
         transform = Affine(rx, 0.0, minx, 0.0, -ry, maxy)
-        hits = self._intersecting(bounds)
+        hits = self._first(self._intersecting(bounds), first, bounds)
         if len(hits) == 1:
             source = self._sources[hits[0]]
             origin = self._aligned_window(source, transform)
@@ -463,7 +479,7 @@ class Mosaic(MapGrid, RasterDataset):
                 if part.use_mask:
                     return RawWindow(data, src.read_masks(part.bidx[0], window=window) != 0, None, transform)
                 return self._flag_nodata(data, self._nodata_values[key], transform)
-        image, transform, _ = self.read(bounds)
+        image, transform, _ = self.read(bounds, first=first)
         valid = np.isfinite(image).all(axis=0)
         if np.issubdtype(self._dtype, np.integer):
             info = np.iinfo(self._dtype)
@@ -489,6 +505,19 @@ class Mosaic(MapGrid, RasterDataset):
             return None  # NaN nodata is found by a finiteness test, which float data always gets
         value = np.asarray(nodata).astype(self._dtype)
         return value.item() if value == nodata else None
+
+    def _first(self, hits: np.ndarray, first: str | None, bounds: Bounds) -> np.ndarray:
+        """The places to read ``bounds`` from, in order, when file ``first`` goes first."""
+        if first is None:
+            return hits
+        place = self._place_of.get(first)
+        if place is None:
+            raise GeossclError(f"{first}: not a file of this mosaic")
+        if len(hits) < 2:
+            return hits
+        if place in hits and self._covers(self._sources[place], bounds):
+            return np.array([place])
+        return np.concatenate([hits[hits == place], hits[hits != place]])
 
     @staticmethod
     def _covers(source: _Source, bounds: Bounds) -> bool:

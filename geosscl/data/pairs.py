@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
 from ..errors import GeossclError
-from .mosaic import Mosaic
+from .mosaic import Mosaic, RawWindow
 
 if TYPE_CHECKING:
     # samplers imports geosscl.errors, which runs this package's __init__: importing
@@ -72,20 +72,29 @@ class PairDataset(Dataset[dict[str, Any]]):
             ``nodata``: the value marking nodata in ``union``, or None when the file
             declares none or this union holds none; ``union_box``,
             ``box_a``, ``box_b``, ``overlap``: ``(minx, miny, maxx, maxy)`` tuples in
-            the mosaic CRS; ``crs``. Arrays and tuples become tensors in
+            the mosaic CRS; ``crs``; ``stacked``: whether ``union`` holds ``2·C``
+            bands, the union as ``file_a`` shows it, then as ``file_b`` does (a
+            pair with ``file_b`` set: views of two dates). A pixel of a stacked union
+            is valid where both hold data. Arrays and tuples become tensors in
             :func:`collate_pairs`: a tensor per item costs a tenth of the read.
         """
         union = self.mosaic.snap(pair.union)
-        raw = self.mosaic.read_raw(union)
+        raw = self.mosaic.read_raw(union, first=pair.file_a)
+        image, valid, nodata = raw.image, raw.valid, raw.nodata
+        if pair.file_b is not None:
+            other = self.mosaic.read_raw(union, first=pair.file_b) if pair.file_b != pair.file_a else raw
+            valid = _valid_pixels(raw) & _valid_pixels(other)
+            image, valid, nodata = np.concatenate([raw.image, other.image]), None if valid.all() else valid, None
         return {
-            "union": raw.image,
-            "union_valid": raw.valid,
-            "nodata": raw.nodata,
+            "union": image,
+            "union_valid": valid,
+            "nodata": nodata,
             "union_box": union,
             "box_a": pair.box_a,
             "box_b": pair.box_b,
             "overlap": pair.overlap,
             "crs": self.mosaic.crs,
+            "stacked": pair.file_b is not None,
         }
 
     def views(self, pairs: Iterable[ViewPair], device: torch.device | str | None = None) -> dict[str, Any]:
@@ -94,6 +103,14 @@ class PairDataset(Dataset[dict[str, Any]]):
         if device is not None:
             batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
         return cut_views(batch, self.view_size)
+
+
+def _valid_pixels(raw: RawWindow) -> np.ndarray:
+    """``H×W`` bool: where a raw window holds data."""
+    valid = np.ones(raw.image.shape[1:], dtype=bool) if raw.valid is None else raw.valid
+    if raw.nodata is not None:
+        valid = valid & (raw.image != raw.image.dtype.type(raw.nodata)).all(axis=0)
+    return valid
 
 
 def collate_pairs(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -111,10 +128,14 @@ def collate_pairs(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         ``union`` ``B×C×H×W``; ``union_size`` ``B×2`` (each union's height and width
         before padding); ``union_valid`` ``B×H×W`` bool, or None when no item has a
         mask; ``nodata`` ``B`` in the union's type and ``has_nodata`` ``B`` bool;
-        ``union_box``, ``box_a``, ``box_b``, ``overlap`` float64 ``B×4``; ``crs`` a list.
+        ``union_box``, ``box_a``, ``box_b``, ``overlap`` float64 ``B×4``; ``crs`` a list;
+        ``stacked`` a bool (see :meth:`PairDataset.__getitem__`).
     """
     if not samples:
         raise ValueError("collate_pairs: no samples")
+    stacked = {bool(s.get("stacked", False)) for s in samples}
+    if len(stacked) > 1:
+        raise ValueError("collate_pairs: pairs of one date and of two dates in one batch")
     first = samples[0]["union"]
     height = max(s["union"].shape[1] for s in samples)
     width = max(s["union"].shape[2] for s in samples)
@@ -148,6 +169,7 @@ def collate_pairs(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for key in ("box_a", "box_b", "overlap"):
         batch[key] = torch.tensor([s[key] for s in samples], dtype=torch.float64)
     batch["crs"] = [s["crs"] for s in samples]
+    batch["stacked"] = stacked.pop()
     return batch
 
 
@@ -190,6 +212,9 @@ def cut_views(batch: dict[str, Any], size: int) -> dict[str, Any]:
         batch: from :func:`collate_pairs`, on any device.
         size: side of each view in pixels.
 
+    A ``stacked`` batch (views of two dates) holds ``2·C`` bands: view A is cut from
+    the first ``C``, view B from the others.
+
     Returns:
         ``image_a``, ``image_b``: float32 ``B×C×size×size`` (NaN = nodata), with the
         batch's ``box_a``, ``box_b``, ``overlap`` and ``crs``.
@@ -219,7 +244,11 @@ def cut_views(batch: dict[str, Any], size: int) -> dict[str, Any]:
         out = F.grid_sample(source, grid[part], mode="bilinear", padding_mode="border", align_corners=False)
         weight = out[:, channels:]
         images[part] = (out[:, :channels] / weight.clamp_min(1e-6)).masked_fill(weight < 0.5, float("nan"))
-    result = {"image_a": images[..., :size].contiguous(), "image_b": images[..., size:].contiguous()}
+    if batch.get("stacked", False):  # view A from the first half of the bands, view B from the second
+        half = channels // 2
+        result = {"image_a": images[:, :half, :, :size].contiguous(), "image_b": images[:, half:, :, size:].contiguous()}
+    else:
+        result = {"image_a": images[..., :size].contiguous(), "image_b": images[..., size:].contiguous()}
     for key in ("box_a", "box_b", "overlap", "crs"):
         result[key] = batch[key]
     return result

@@ -12,6 +12,9 @@ from .mosaic import Mosaic
 def band_statistics(mosaic: Mosaic, windows: int = 64, size: int = 128, seed: int = 0) -> tuple[list[float], list[float]]:
     """Mean and standard deviation of each band over random windows, nodata ignored.
 
+    Where places overlap (dates of one tile), each window is read from one of the
+    places that hold it, drawn at random, so every date counts.
+
     Args:
         mosaic: the imagery.
         windows: number of windows read.
@@ -28,8 +31,18 @@ def band_statistics(mosaic: Mosaic, windows: int = 64, size: int = 128, seed: in
     total = np.zeros(mosaic.num_bands)
     total_sq = np.zeros(mosaic.num_bands)
     count = np.zeros(mosaic.num_bands)
+    places = mosaic.index.geometry.bounds.to_numpy()
+    files = list(mosaic.index["filepath"])
+    rng = np.random.default_rng(seed)
     for query in sampler:
-        image = mosaic[query]["image"].numpy().reshape(mosaic.num_bands, -1).astype(np.float64)
+        x, y = query[0], query[1]
+        holding = np.flatnonzero((places[:, 0] < x.stop) & (places[:, 2] > x.start)
+                                 & (places[:, 1] < y.stop) & (places[:, 3] > y.start))
+        if len(holding) > 1:
+            image = mosaic.read((x.start, y.start, x.stop, y.stop), first=files[rng.choice(holding)])[0]
+        else:
+            image = mosaic[query]["image"].numpy()
+        image = image.reshape(mosaic.num_bands, -1).astype(np.float64)
         valid = ~np.isnan(image)
         total += np.where(valid, image, 0).sum(1)
         total_sq += np.where(valid, image**2, 0).sum(1)

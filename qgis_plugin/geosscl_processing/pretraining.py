@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputFile,
     QgsProcessingOutputLayerDefinition,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
@@ -30,6 +31,7 @@ class PretrainAlgorithm(GeossclAlgorithm):
     STEPS = "STEPS"
     CROP_SIZE = "CROP_SIZE"
     BATCH_SIZE = "BATCH_SIZE"
+    ACROSS_DATES = "ACROSS_DATES"
     DEVICE = "DEVICE"
     RESUME = "RESUME"
     OUTPUT = "OUTPUT"
@@ -45,11 +47,14 @@ class PretrainAlgorithm(GeossclAlgorithm):
         return (
             "Teaches a segmentation network (encoder and decoder) to read your imagery without labels, by SSCCL "
             "self-supervised learning on pairs of overlapping views drawn from the rasters (read as one mosaic: "
-            "same bands, any CRS). The run folder's last.ckpt is the pretrained encoder that Train model from labels "
+            "same bands, any CRS; rasters of several bands over the same ground are dates of one place, and every "
+            "date is drawn). The run folder's last.ckpt is the pretrained encoder that Train model from labels "
             "starts from. Pretraining pays after hours on a GPU rather than minutes on a CPU (see geosscl's README); "
             "Cancel stops it at its last checkpoint, which stays usable; to go on, give that last.ckpt as the run to "
             "continue (minutes and steps then count the whole run, earlier ones included; it keeps its own view side "
-            "and pairs per step, and its folder). "
+            "and pairs per step, and its folder). With views from two dates, the two views of a pair come from two "
+            "rasters that cover the same ground (one place on two dates), so the network learns to see one place "
+            "alike across seasons and light. "
             f"Runs the geosscl executable (Processing options > Providers > geosscl, or {EXECUTABLE_SETTING}, or PATH)."
         )
 
@@ -66,6 +71,8 @@ class PretrainAlgorithm(GeossclAlgorithm):
             self.CROP_SIZE, "View side, pixels (a multiple of 32)", QgsProcessingParameterNumber.Integer, 128, False, 32))
         self.addParameter(QgsProcessingParameterNumber(
             self.BATCH_SIZE, "Pairs of views per step", QgsProcessingParameterNumber.Integer, 32, False, 2))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.ACROSS_DATES, "Views of a pair from two dates (rasters that cover the same ground)", False))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue=0))
         self.addParameter(QgsProcessingParameterFile(
             self.RESUME, "Continue this run (its last.ckpt; empty: a new run)", extension="ckpt", optional=True))
@@ -107,6 +114,7 @@ class PretrainAlgorithm(GeossclAlgorithm):
                     crop_size=self.parameterAsInt(parameters, self.CROP_SIZE, context),
                     batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
                     device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)], resume=resume,
+                    across_dates=self.parameterAsBool(parameters, self.ACROSS_DATES, context),
                 )
                 feedback.pushCommandInfo(" ".join(command))
                 run(command, feedback.setProgress, lambda line: feedback.pushInfo(named_after_layers(line, copies)),
@@ -138,10 +146,12 @@ def _continued_folder(resume: str, given, chosen: str) -> str:
 
 
 def _in_qgis_words(message: str) -> str:
-    """geosscl's advice on a resumed run's limits, as the dialog names them."""
+    """geosscl's advice on a run's limits and views, as the dialog names them."""
     return (message.replace("--max-steps counts all of its steps; give more", "Steps of training count all of its "
                             "steps; set more")
-            .replace("--max-time counts all of them; give more", "Minutes of training count all of them; set more"))
+            .replace("--max-time counts all of them; give more", "Minutes of training count all of them; set more")
+            .replace("across-dates: no two files of the imagery cover", "Views of a pair from two dates: no two of the "
+                     "rasters cover"))
 
 
 def _clear(folder: str, keep_folder: bool) -> None:

@@ -124,16 +124,19 @@ def train_command(
 
 def pretrain_command(
     executable: str, scenes: list[str], out: str, *, minutes: float, steps: int | None = None, crop_size: int = 128,
-    batch_size: int = 32, device: str = "auto", resume: str | None = None,
+    batch_size: int = 32, device: str = "auto", resume: str | None = None, across_dates: bool = False,
 ) -> list[str]:
     """The ``geosscl pretrain`` command line: SSCCL on ``scenes`` (one mosaic) for ``minutes`` (or ``steps``, whichever
     ends first), the run written to the folder ``out``. With ``resume`` (a run's ``last.ckpt``) the run goes on in its
-    own folder with its own crop and batch sizes (those given are not passed), and both limits count the whole run."""
+    own folder with its own crop and batch sizes (those given are not passed), and both limits count the whole run.
+    ``across_dates``: the two views of a pair from two files over the same ground (a continued run keeps its own)."""
     command = [executable, "pretrain", *scenes, "--out", out, "--max-time", f"{minutes:g}"]
     if resume:
         command += ["--resume", resume]
     else:
         command += ["--crop-size", str(crop_size), "--batch-size", str(batch_size)]
+        if across_dates:
+            command.append("--across-dates")
     command += ["--accelerator", {"cuda": "gpu"}.get(device, device), "--progress", "jsonl"]
     if steps:
         command += ["--max-steps", str(steps)]

@@ -23,6 +23,7 @@ FLOODS_LABELS = ROOT / "sample_data" / "sen1floods11" / "Spain_7370579_LabelHand
 NAIP = ROOT / "sample_data" / "naip" / "m_4709963_se_14_1_20200831.tif"
 #: Landsat 7 stack with sparse digitised polygons of five classes (field "class"): what a QGIS user labels.
 TUTORIAL_STACK = ROOT / "sample_data" / "landsat_tutorial" / "LE70220491999322EDC01_stack.gtif"
+TUTORIAL_2002 = ROOT / "sample_data" / "landsat_tutorial" / "LE70220492002106EDC00_stack.gtif"  # the same grid
 TUTORIAL_POLYGONS = ROOT / "sample_data" / "landsat_tutorial" / "training_data.shp"
 ATLANTA = ROOT / "sample_data" / "spacenet_atlanta" / "sample_geotiff.tif"  # WorldView pan, 0.5 m, EPSG:32616
 BUILDINGS = ROOT / "sample_data" / "spacenet_atlanta" / "buildings.geojson"  # its 43 footprints, field "class"

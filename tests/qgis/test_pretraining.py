@@ -9,7 +9,7 @@ import json
 import pytest
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer
 
-from conftest import SCENE, TUTORIAL_POLYGONS, TUTORIAL_STACK, geosscl
+from conftest import SCENE, TUTORIAL_2002, TUTORIAL_POLYGONS, TUTORIAL_STACK, geosscl
 
 PRETRAIN = "geosscl:pretrain"
 #: A run of a few small steps on the CPU.
@@ -22,7 +22,7 @@ def test_pretrain_algorithm_is_registered(provider):
     algorithm = QgsApplication.processingRegistry().algorithmById(PRETRAIN)
     assert algorithm is not None and algorithm.displayName() == "Pretrain encoder on unlabelled rasters"
     assert {p.name() for p in algorithm.parameterDefinitions()} >= {
-        "INPUT", "MINUTES", "STEPS", "CROP_SIZE", "BATCH_SIZE", "DEVICE", "OUTPUT"}
+        "INPUT", "MINUTES", "STEPS", "CROP_SIZE", "BATCH_SIZE", "ACROSS_DATES", "DEVICE", "OUTPUT"}
     assert {o.name() for o in algorithm.outputDefinitions()} >= {"CHECKPOINT"}
 
 
@@ -40,6 +40,22 @@ def test_pretrains_and_its_checkpoint_is_the_encoder_of_a_model(processing, tmp_
                                            "CLASS_FIELD": "class", "INIT": result["CHECKPOINT"], "OUTPUT": str(model)})
     info = json.loads(geosscl("info", str(model)).stdout)
     assert info["provenance"]["init"] == str(folder / "last.ckpt") and info["encoder"] == "resnet18"
+
+
+def test_views_from_two_dates_of_a_place(processing, in_project, tmp_path):
+    """The tutorial tile in 1999 and 2002, two layers of one place: an 8-band run whose pairs span both dates."""
+    import yaml
+
+    layers = [in_project(QgsRasterLayer(str(path), name)) for path, name in ((TUTORIAL_STACK, "1999"), (TUTORIAL_2002, "2002"))]
+    folder = tmp_path / "run"
+    processing.run(PRETRAIN, {"INPUT": layers, "STEPS": 2, "ACROSS_DATES": True, "OUTPUT": str(folder), **SHORT})
+    assert yaml.safe_load((folder / "config.yaml").read_text())["across_dates"] is True
+    assert json.loads((folder / "band_stats.json").read_text())["bands"] == list(range(1, 9))
+    with pytest.raises(QgsProcessingException, match="^geosscl: Views of a pair from two dates: no two of the rasters "
+                                                     "cover the same ground"):
+        processing.run(PRETRAIN, {"INPUT": layers[:1], "STEPS": 2, "ACROSS_DATES": True,
+                                  "OUTPUT": str(tmp_path / "alone"), **SHORT})
+    assert not (tmp_path / "alone").exists() or not any((tmp_path / "alone").iterdir())
 
 
 def test_cancel_keeps_the_last_checkpoint(processing, tmp_path):
