@@ -154,7 +154,8 @@ class OverlappingPairSampler(GeoSampler):
             max_nodata: if set, reject views whose nodata fraction exceeds it,
                 estimated on a coarse grid of the dataset's valid pixels (needs a
                 dataset with a ``read(bounds, res)`` method, like
-                :class:`geosscl.data.Mosaic`).
+                :class:`geosscl.data.Mosaic`). Where files overlap, the grid counts
+                a pixel valid if any of them holds it.
             rank: distributed rank (default: ``torch.distributed``'s, or 0).
             world_size: number of ranks (default: ``torch.distributed``'s, or 1).
             across_files: draw view B from another file that holds the union,
