@@ -179,12 +179,15 @@ class Mosaic(MapGrid, RasterDataset):
         layouts = [[(p, open_raster(p).count) for p in group] for group in groups.values()]
         counts = [sum(c for _, c in layout) for layout in layouts]
         n_all = counts[0]
-        for layout, count in zip(layouts, counts):
+        grids = [key[:4] for key in groups]
+        for layout, count, grid in zip(layouts, counts, grids):
             if count != n_all:
+                # Files of one grid that did not stack: say why (an RGB file and a NIR file, say).
+                why = (" (single-band files on one grid stack as bands; a file of several bands is a place of its own)"
+                       if grid == grids[0] else "")
                 raise GeossclError(
                     f"{layout[0][0]}: has {count} band(s) where {layouts[0][0][0]} has {n_all}; "
-                    "every place of a mosaic needs the same bands (single-band files on one grid stack as bands; "
-                    "a file of several bands is a place of its own)"
+                    f"every place of a mosaic needs the same bands{why}"
                 )
         if bands is None:
             bands = list(range(1, n_all + 1))
