@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from geosscl.data import Mosaic  # noqa: E402
 from geosscl.data.stats import band_statistics  # noqa: E402
-from geosscl.models import SegmentationNetwork  # noqa: E402
+from geosscl.models import DEFAULT_DENSE_STRIDE, SegmentationNetwork  # noqa: E402
 from geosscl.training import load_checkpoint  # noqa: E402
 
 TUTORIAL = ROOT / "sample_data" / "landsat_tutorial"
@@ -43,7 +43,7 @@ def network_of(spec: str, bands: int, dates: list[Path]) -> tuple[str, Segmentat
     if spec == "random":
         torch.manual_seed(0)
         mean, std = band_statistics(Mosaic([str(d) for d in dates]))
-        return "random", SegmentationNetwork(bands).eval(), mean, std, 16
+        return "random", SegmentationNetwork(bands).eval(), mean, std, DEFAULT_DENSE_STRIDE["unet"]
     name, path = spec.split("=", 1)
     checkpoint = load_checkpoint(path)
     hp = checkpoint["hyper_parameters"]
@@ -54,8 +54,9 @@ def network_of(spec: str, bands: int, dates: list[Path]) -> tuple[str, Segmentat
     return name, network.eval(), hp["band_mean"], hp["band_std"], hp["dense_stride"]
 
 
-def image_of(path: Path, mean: list[float], std: list[float]) -> torch.Tensor:
-    """The whole file, normalised, nodata as 0 (the band mean), padded to multiples of 32: ``1×C×H×W``."""
+def image_of(path: Path, mean: list[float], std: list[float]) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The whole file, normalised, nodata as 0 (the band mean), padded to multiples of 32 (``1×C×H×W``), and its
+    size before padding."""
     mosaic = Mosaic(str(path))
     image = torch.from_numpy(mosaic.read(tuple(mosaic.index.total_bounds))[0])
     image = (image - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).clamp_min(1e-6).view(-1, 1, 1)

@@ -31,15 +31,13 @@ def band_statistics(mosaic: Mosaic, windows: int = 64, size: int = 128, seed: in
     total = np.zeros(mosaic.num_bands)
     total_sq = np.zeros(mosaic.num_bands)
     count = np.zeros(mosaic.num_bands)
-    places = mosaic.index.geometry.bounds.to_numpy()
-    files = list(mosaic.index["filepath"])
+    files = list(mosaic.index["filepath"])  # one row per place, in the mosaic's order of places
     rng = np.random.default_rng(seed)
     for query in sampler:
-        x, y = query[0], query[1]
-        holding = np.flatnonzero((places[:, 0] < x.stop) & (places[:, 2] > x.start)
-                                 & (places[:, 1] < y.stop) & (places[:, 3] > y.start))
+        bounds = (query[0].start, query[1].start, query[0].stop, query[1].stop)
+        holding = mosaic._intersecting(bounds)
         if len(holding) > 1:
-            image = mosaic.read((x.start, y.start, x.stop, y.stop), first=files[rng.choice(holding)])[0]
+            image = mosaic.read(bounds, first=files[rng.choice(holding)])[0]
         else:
             image = mosaic[query]["image"].numpy()
         image = image.reshape(mosaic.num_bands, -1).astype(np.float64)
