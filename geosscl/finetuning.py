@@ -26,7 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 from torchgeo.datasets import IntersectionDataset, stack_samples
 
-from .data import Mosaic, RasterLabels, VectorLabels, open_labels
+from .data import DatedIntersection, Mosaic, RasterLabels, VectorLabels, open_labels
 from .data.labels import nodata_hint
 from .data.stats import band_statistics
 from .errors import GeossclError, RunStopped
@@ -52,6 +52,9 @@ class FinetuneConfig:
     background_class: str | None = None
     #: polygons where the labels are complete; outside them no pixel is labelled (default: everywhere)
     label_area: str | None = None
+    #: train (and validate) on every date of a place, with the same labels: labels true on
+    #: all of them (stable land cover). Default: where files overlap, the first one is read.
+    every_date: bool = False
     init: str = "random"
     label_fraction: float = 1.0
     #: share of the validation region whose labels are used (whole blocks, as
@@ -183,9 +186,11 @@ def prepare(config: FinetuneConfig) -> Setup:
     Raises:
         GeossclError: for bad input (nothing is written).
     """
-    from .training import load_checkpoint
+    from .training import check_dates, load_checkpoint
 
     mosaic = Mosaic(config.imagery, bands=config.bands)
+    if config.every_date:
+        check_dates(mosaic, "every-date")
     arch, encoder, decoder, checkpoint, init_model = config.arch, config.encoder, config.decoder_channels, None, None
     if config.init.lower().endswith((".safetensors", ".onnx")):
         init_model = open_init_model(config.init, mosaic.num_bands)
@@ -331,8 +336,6 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
     Raises:
         GeossclError: for bad input, before anything is written.
     """
-    from samplers import RegionGridSampler, RegionSampler
-
     from .tasks import SegmentationTask
     from .training import ReportProgress, check_accelerator, progress_bar, quiet_lightning
 
@@ -348,7 +351,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
     if config.pretrained_lr_factor < 0 or config.warmup_steps < 0:
         raise GeossclError(f"pretrained_lr_factor / warmup_steps: must not be negative, got {config.pretrained_lr_factor} / {config.warmup_steps}")
     setup = prepare(config)
-    mosaic, labels = setup.mosaic, setup.labels
+    mosaic = setup.mosaic
     if setup.val_region.is_empty:
         raise GeossclError("val_fraction: finetune keeps the weights of the best validation mIoU and needs a validation "
                            "region; give --val-fraction above 0 or --val-region")
@@ -363,23 +366,8 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
     if setup.init_model is not None and not setup.init_model.keep_head:
         log.warning(f"{config.init}: the classes ({', '.join(setup.class_names)}) are not the model's "
                     f"({', '.join(setup.init_model.info.class_names)}): its segmentation head starts anew")
-    train_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(setup.labelled))
-    val_set = IntersectionDataset(mosaic, labels, transforms=KeepRegion(setup.val_region))
     steps = config.max_steps or 10**7
-    train_loader = DataLoader(
-        # On the imagery's pixel grid: an imagery & labels extent need not be (vector labels end where
-        # their polygons do), and a box off the grid reads resampled imagery.
-        train_set, sampler=RegionSampler(train_set, config.crop_size, setup.labelled, length=steps * config.batch_size,
-                                         generator=torch.Generator().manual_seed(config.seed), origin=mosaic.grid_origin),
-        batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
-        generator=torch.Generator().manual_seed(config.seed), persistent_workers=config.num_workers > 0,
-    )
-    val_loader = DataLoader(
-        val_set, sampler=RegionGridSampler(val_set, config.crop_size, setup.val_region, origin=mosaic.grid_origin),
-        batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
-        # Kept between validations: else each one starts its workers again (and re-opens the rasters).
-        persistent_workers=config.num_workers > 0,
-    )
+    train_loader, val_loader = loaders(config, setup, steps)
     best = _KeepBest()
     callbacks: list[pl.Callback] = [best] + ([] if config.quiet or progress else [progress_bar("finetune")])
     if progress is not None:
@@ -418,7 +406,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
             provenance={
                 "init": config.init, "imagery": mosaic.files, "labels": list(config.labels),
                 "label_fraction": config.label_fraction, "val_label_fraction": config.val_label_fraction,
-                "freeze_encoder": config.freeze_encoder, "class_weights": setup.class_weights,
+                "every_date": config.every_date, "freeze_encoder": config.freeze_encoder, "class_weights": setup.class_weights,
                 "linear_probe": config.linear_probe,
                 "steps": trainer.global_step, "seed": config.seed,
                 "validation": {"miou": validation.get("val_miou"), "overall_accuracy": validation.get("val_oa"),
@@ -429,6 +417,36 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
         )
         save_model(out, task.network, info, overwrite=config.overwrite)
     return out
+
+
+def loaders(config: FinetuneConfig, setup: Setup, steps: int) -> tuple[DataLoader, DataLoader]:
+    """The training loader (``steps`` batches of random crops of the labelled blocks) and the
+    validation loader (a grid of crops over the validation region), of ``config``'s dates."""
+    from samplers import DateSampler, RegionGridSampler, RegionSampler
+
+    mosaic, labels = setup.mosaic, setup.labels
+    train_set = DatedIntersection(mosaic, labels, transforms=KeepRegion(setup.labelled))
+    val_set = DatedIntersection(mosaic, labels, transforms=KeepRegion(setup.val_region))
+    # On the imagery's pixel grid: an imagery & labels extent need not be (vector labels end where
+    # their polygons do), and a box off the grid reads resampled imagery.
+    train_boxes = RegionSampler(train_set, config.crop_size, setup.labelled, length=steps * config.batch_size,
+                                generator=torch.Generator().manual_seed(config.seed), origin=mosaic.grid_origin)
+    val_boxes = RegionGridSampler(val_set, config.crop_size, setup.val_region, origin=mosaic.grid_origin)
+    if config.every_date:
+        train_boxes = DateSampler(train_boxes, mosaic, generator=torch.Generator().manual_seed(config.seed))
+        val_boxes = DateSampler(val_boxes, mosaic, each=True)
+    train_loader = DataLoader(
+        train_set, sampler=train_boxes,
+        batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
+        generator=torch.Generator().manual_seed(config.seed), persistent_workers=config.num_workers > 0,
+    )
+    val_loader = DataLoader(
+        val_set, sampler=val_boxes,
+        batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=stack_samples,
+        # Kept between validations: else each one starts its workers again (and re-opens the rasters).
+        persistent_workers=config.num_workers > 0,
+    )
+    return train_loader, val_loader
 
 
 class _KeepBest(pl.Callback):

@@ -239,7 +239,7 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     where = resolve_device(device)
     network = frozen_encoder(setup, config.seed).to(where) if features == "encoder" else None
     data = _gather(setup.mosaic, setup.labels, network, BandStats(torch.tensor(setup.band_mean), torch.tensor(setup.band_std)),
-                   regions, max_pixels, block_size, config.seed, where, chosen, progress)
+                   regions, max_pixels, block_size, config.seed, where, chosen, progress, config.every_date)
     for name, (x, _) in data.items():
         if not len(x):
             raise GeossclError(f"{config.labels[0]}: no labelled pixel in the {name} region")
@@ -280,7 +280,7 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
                 "made_by": "geosscl probe (multinomial logistic regression by L-BFGS on frozen features)",
                 "init": config.init, "imagery": setup.mosaic.files, "labels": list(config.labels),
                 "label_fraction": config.label_fraction, "val_label_fraction": config.val_label_fraction,
-                "seed": config.seed, "weight_decay": decay, "depth_penalty": growth, "class_weights": setup.class_weights,
+                "every_date": config.every_date, "seed": config.seed, "weight_decay": decay, "depth_penalty": growth, "class_weights": setup.class_weights,
                 "pixels": pixels,
                 "validation": {"miou": val_miou},
                 **({"holdout": {"miou": scores.miou, "overall_accuracy": scores.overall_accuracy}} if region == "holdout" else {}),
@@ -312,13 +312,16 @@ def _classifier(setup: Setup, network: SegmentationNetwork | None, stages: list[
 def _gather(mosaic: Mosaic, labels: RasterLabels | VectorLabels, network: SegmentationNetwork | None, normalise: BandStats,
             regions: dict[str, BaseGeometry], max_pixels: int, block_size: int, seed: int,
             device: torch.device, stages: Sequence[int] | None,
-            progress: Callable[[str, int, int], None] | None) -> dict[str, tuple[Tensor, Tensor]]:
-    """Features and class ids of the labelled pixels of each region, block by block."""
+            progress: Callable[[str, int, int], None] | None,
+            every_date: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
+    """Features and class ids of the labelled pixels of each region, block by block; with
+    ``every_date``, a labelled pixel gives one sample per date of the imagery holding it."""
     rx, ry = mosaic.res
     keep = {name: KeepRegion(region) for name, region in regions.items()}
     # Keep each pixel with the probability that leaves about max_pixels of a split
-    # (its area bounds its labelled pixels), so that no split is held in full first.
-    chance = {name: min(1.0, max_pixels / max(1.0, region.area / (rx * ry))) for name, region in regions.items()}
+    # (its area, times the dates over it, bounds its samples), so that no split is held in full first.
+    depth = {name: len(mosaic.places_at(region.bounds)) if every_date else 1 for name, region in regions.items()}
+    chance = {name: min(1.0, max_pixels / max(1.0, depth[name] * region.area / (rx * ry))) for name, region in regions.items()}
     rng = np.random.default_rng(seed)
     parts: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in regions}
     minx, miny, maxx, maxy = mosaic.snap(_union_bounds(regions.values()))
@@ -343,13 +346,14 @@ def _gather(mosaic: Mosaic, labels: RasterLabels | VectorLabels, network: Segmen
         # Read the block with context on every side, padded up to a multiple of 32.
         height, width = round((y1 - y0) / ry), round((x1 - x0) / rx)
         pad_y, pad_x = MARGIN + (-height) % 32, MARGIN + (-width) % 32
-        image, _, _ = mosaic.read((x0 - MARGIN * rx, y0 - pad_y * ry, x1 + pad_x * rx, y1 + MARGIN * ry))
-        image, valid = normalise(torch.from_numpy(image)[None].to(device))
-        for name, (ys, xs, mask) in found.items():
-            ok = valid[0, 0, ys + MARGIN, xs + MARGIN].cpu() > 0  # no input, no verdict
-            ys, xs = ys[ok], xs[ok]
-            columns = hypercolumns(network, image, ys + MARGIN, xs + MARGIN, stages)
-            parts[name].append((columns.cpu(), mask[ys, xs].to(torch.int64)))
+        bounds = (x0 - MARGIN * rx, y0 - pad_y * ry, x1 + pad_x * rx, y1 + MARGIN * ry)
+        for date in mosaic.places_at((x0, y0, x1, y1)) if every_date else [None]:
+            image, _, _ = mosaic.read(bounds, first=date)
+            image, valid = normalise(torch.from_numpy(image)[None].to(device))
+            for name, (ys, xs, mask) in found.items():
+                ok = valid[0, 0, ys + MARGIN, xs + MARGIN].cpu() > 0  # no input, no verdict
+                columns = hypercolumns(network, image, ys[ok] + MARGIN, xs[ok] + MARGIN, stages)
+                parts[name].append((columns.cpu(), mask[ys[ok], xs[ok]].to(torch.int64)))
     if progress:
         progress("encoding blocks", len(grid), len(grid))
     out = {}

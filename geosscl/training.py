@@ -47,6 +47,8 @@ class PretrainConfig:
     overlap: tuple[float, float] = (0.3, 0.8)
     scale: tuple[float, float] = (0.75, 1.5)
     across_dates: bool = False  #: view B from another file that holds the pair (another date of the place)
+    #: reject views with a larger nodata fraction (swath edges, clouds masked on one date); None: keep all
+    max_nodata: float | None = None
     batch_size: int = 32
     max_steps: int | None = 1000
     max_time: float | None = None
@@ -120,16 +122,10 @@ def check_accelerator(accelerator: str) -> None:
         raise GeossclError("accelerator: gpu requested but no CUDA device is available")
 
 
-def check_across_dates(mosaic: Any) -> None:
-    """Refuse views across dates where no two places of ``mosaic`` share ground (an area, not only an edge)."""
-    import numpy as np
-    import shapely
-
-    boxes = mosaic.index.geometry.values
-    first, second = shapely.STRtree(boxes).query(boxes, predicate="intersects")
-    pairs = first < second
-    if not np.any(shapely.area(shapely.intersection(boxes[first[pairs]], boxes[second[pairs]])) > 0):
-        raise GeossclError("across-dates: no two files of the imagery cover the same ground; it needs several "
+def check_dates(mosaic: Any, option: str) -> None:
+    """Refuse ``option`` (a setting that needs several dates of a place) where no two places of ``mosaic`` share ground."""
+    if not mosaic.has_dates:
+        raise GeossclError(f"{option}: no two files of the imagery cover the same ground; it needs several "
                            "dates (or other acquisitions) of a place")
 
 
@@ -184,7 +180,9 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
     mosaic = Mosaic(config.imagery, bands=config.bands, crs=config.crs, res=config.res)
     OverlappingPairSampler(mosaic, config.crop_size, overlap=config.overlap, scale=config.scale, length=1)
     if config.across_dates:
-        check_across_dates(mosaic)
+        check_dates(mosaic, "across-dates")
+    if config.max_nodata is not None and not 0 <= config.max_nodata < 1:
+        raise GeossclError(f"max_nodata: must lie in [0, 1), got {config.max_nodata}")
     stats_path = os.path.join(out, "band_stats.json")
     if checkpoint is not None:
         hp = checkpoint.get("hyper_parameters", {})
@@ -216,7 +214,7 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
     datamodule = PairDataModule(
         mosaic, view_size=config.crop_size, overlap=config.overlap, scale=config.scale,
         batch_size=config.batch_size, steps=steps, num_workers=config.num_workers, seed=config.seed,
-        across_files=config.across_dates,
+        across_files=config.across_dates, max_nodata=config.max_nodata,
     )
     callbacks: list[pl.Callback] = [
         _BestCheckpoint(dirpath=out, filename="best", monitor="loss", mode="min", save_top_k=1, save_last=True,

@@ -1,6 +1,7 @@
-"""TorchGeo samplers: pairs of views overlapping in map coordinates, and boxes inside a region."""
+"""TorchGeo samplers: pairs of views overlapping in map coordinates, boxes inside a region, and the date to read a box on."""
 
+from .dates import DatedQuery, DateSampler
 from .pairs import OverlappingPairSampler, ViewPair
 from .regions import RegionGridSampler, RegionSampler
 
-__all__ = ["OverlappingPairSampler", "RegionGridSampler", "RegionSampler", "ViewPair"]
+__all__ = ["DateSampler", "DatedQuery", "OverlappingPairSampler", "RegionGridSampler", "RegionSampler", "ViewPair"]

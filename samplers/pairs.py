@@ -102,8 +102,9 @@ class OverlappingPairSampler(GeoSampler):
     which favours pairs with a smaller union in tight or patchy regions. The count of
     such redraws is kept in :attr:`geometry_redraws`. The file drawn is the pair's
     ``file_a``. With ``across_files``, ``file_b`` is drawn uniformly from the other
-    files whose footprint holds the whole union (other dates of the place), or is
-    ``file_a`` where there is none: the two views then show one place at two times,
+    files whose footprint holds the whole union (other dates of the place; with
+    ``max_nodata``, those whose nodata passes on both boxes), or is ``file_a`` where
+    there is none: the two views then show one place at two times,
     and the losses ask their features to agree across the change.
 
     Reproducibility: the stream of pairs is a function of the seed taken from
@@ -154,8 +155,11 @@ class OverlappingPairSampler(GeoSampler):
             max_nodata: if set, reject views whose nodata fraction exceeds it,
                 estimated on a coarse grid of the dataset's valid pixels (needs a
                 dataset with a ``read(bounds, res)`` method, like
-                :class:`geosscl.data.Mosaic`). Where files overlap, the grid counts
-                a pixel valid if any of them holds it.
+                :class:`geosscl.data.Mosaic`). A file that overlaps others (a date of
+                a place) has a grid of its own: a view read from it alone is judged
+                by its own nodata (clouds masked on one date reject that date's
+                views, not the others'); elsewhere a pixel is valid if any file
+                holds it, as a read fills one file's gaps from the others.
             rank: distributed rank (default: ``torch.distributed``'s, or 0).
             world_size: number of ranks (default: ``torch.distributed``'s, or 1).
             across_files: draw view B from another file that holds the union,
@@ -346,23 +350,26 @@ class OverlappingPairSampler(GeoSampler):
         ok = shapely.covers(self.footprint, shapely.box(*box_a.T))
         ok &= shapely.covers(self.footprint, shapely.box(*box_b.T))
         if self._coverage is not None:
-            ok &= self._valid_fraction(box_a) >= 1.0 - self.max_nodata
-            ok &= self._valid_fraction(box_b) >= 1.0 - self.max_nodata
-        hits = np.flatnonzero(ok)
-        if not hits.size:
-            return None
-        i = hits[0]
-        a_box, b_box = tuple(float(v) for v in box_a[i]), tuple(float(v) for v in box_b[i])
-        file_a = self._tile_files[drawn[i]]
-        if not self.across_files:
-            return ViewPair(a_box, b_box, file_a)
-        x0, y0 = min(a_box[0], b_box[0]), min(a_box[1], b_box[1])
-        x1, y1 = max(a_box[2], b_box[2]), max(a_box[3], b_box[3])
-        t = self._tiles
-        others = np.flatnonzero((t[:, 0] <= x0) & (t[:, 1] <= y0) & (t[:, 2] >= x1) & (t[:, 3] >= y1))
-        others = [j for j in others if self._tile_files[j] != file_a]
-        file_b = self._tile_files[others[rng.integers(len(others))]] if others else file_a
-        return ViewPair(a_box, b_box, file_a, file_b)
+            ok &= self._valid_fraction(box_a, drawn) >= 1.0 - self.max_nodata
+            ok &= self._valid_fraction(box_b, drawn) >= 1.0 - self.max_nodata
+        for i in np.flatnonzero(ok):
+            a_box, b_box = tuple(float(v) for v in box_a[i]), tuple(float(v) for v in box_b[i])
+            file_a = self._tile_files[drawn[i]]
+            if not self.across_files:
+                return ViewPair(a_box, b_box, file_a)
+            x0, y0 = min(a_box[0], b_box[0]), min(a_box[1], b_box[1])
+            x1, y1 = max(a_box[2], b_box[2]), max(a_box[3], b_box[3])
+            t = self._tiles
+            holding = np.flatnonzero((t[:, 0] <= x0) & (t[:, 1] <= y0) & (t[:, 2] >= x1) & (t[:, 3] >= y1))
+            others = [j for j in holding if self._tile_files[j] != file_a]
+            if others and self._coverage is not None:
+                # A pixel of a pair of two dates holds data where both do: the other date is judged on both boxes.
+                both = np.vstack([box_a[i], box_b[i]])
+                others = [j for j in others
+                          if (self._valid_fraction(both, np.array([j, j])) >= 1.0 - self.max_nodata).all()]
+            file_b = self._tile_files[others[rng.integers(len(others))]] if others else file_a
+            return ViewPair(a_box, b_box, file_a, file_b)
+        return None
 
     # -- nodata ---------------------------------------------------------------
 
@@ -390,12 +397,28 @@ class OverlappingPairSampler(GeoSampler):
             table[1:, 1:] = valid.cumsum(0).cumsum(1)
             self._coverage.append((table, (bounds[0], bounds[3], cell[0], cell[1])))
         self._places = shapely.STRtree(places)
+        # A date's own grid: read from its file alone (its place covers the grid, which stays
+        # inside it), as PairDataset reads a view whose union that file holds.
+        self._date_coverage = {}
+        tiles = shapely.box(*self._tiles.T)
+        for i, j in zip(*shapely.STRtree(tiles).query(tiles, predicate="intersects")):
+            if i == j or i in self._date_coverage or shapely.intersection(tiles[i], tiles[j]).area <= 0:
+                continue
+            x0, y0, x1, y1 = self._tiles[i]
+            width = max(1, math.floor((x1 - x0) / cell[0] + 1e-9))
+            height = max(1, math.floor((y1 - y0) / cell[1] + 1e-9))
+            bounds = (x0, y1 - height * cell[1], x0 + width * cell[0], y1)
+            valid = ~np.isnan(read(bounds, cell, first=self._tile_files[i])[0]).any(axis=0)
+            table = np.zeros((height + 1, width + 1), dtype=np.float64)
+            table[1:, 1:] = valid.cumsum(0).cumsum(1)
+            self._date_coverage[i] = (table, (bounds[0], bounds[3], cell[0], cell[1]))
 
-    def _valid_fraction(self, boxes: np.ndarray) -> np.ndarray:
+    def _valid_fraction(self, boxes: np.ndarray, tiles: np.ndarray | None = None) -> np.ndarray:
         """Fraction of valid grid cells in each box (rows ``minx, miny, maxx, maxy``).
 
         A box the footprint covers lies in one place, the one holding its centre; a box
-        whose centre is in none gets 0.
+        whose centre is in none gets 0. A box read from ``tiles`` (its tile's row, one per
+        box) that a date covers is judged on that date's own grid.
         """
         centres = shapely.points((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2)
         hit, place = self._places.query(centres, predicate="intersects")
@@ -404,11 +427,19 @@ class OverlappingPairSampler(GeoSampler):
         fraction = np.zeros(len(boxes))
         for p in np.unique(which[which >= 0]):
             rows = which == p
-            fraction[rows] = self._fraction_in(p, boxes[rows])
+            fraction[rows] = self._fraction_in(self._coverage[p], boxes[rows])
+        if tiles is not None and self._date_coverage:
+            t = self._tiles[tiles]
+            inside = (t[:, 0] <= boxes[:, 0]) & (t[:, 1] <= boxes[:, 1]) & (t[:, 2] >= boxes[:, 2]) & (t[:, 3] >= boxes[:, 3])
+            for tile in np.unique(tiles[inside]):
+                if int(tile) in self._date_coverage:
+                    rows = inside & (tiles == tile)
+                    fraction[rows] = self._fraction_in(self._date_coverage[int(tile)], boxes[rows])
         return fraction
 
-    def _fraction_in(self, place: int, boxes: np.ndarray) -> np.ndarray:
-        table, (x0, top, cw, ch) = self._coverage[place]
+    @staticmethod
+    def _fraction_in(coverage: tuple[np.ndarray, tuple[float, float, float, float]], boxes: np.ndarray) -> np.ndarray:
+        table, (x0, top, cw, ch) = coverage
         h, w = table.shape[0] - 1, table.shape[1] - 1
         c0 = np.clip(np.floor((boxes[:, 0] - x0) / cw).astype(int), 0, w)
         c1 = np.clip(np.ceil((boxes[:, 2] - x0) / cw).astype(int), 0, w)

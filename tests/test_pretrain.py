@@ -407,3 +407,39 @@ def test_every_date_of_a_place_is_pretrained_on(tmp_path):
     assert alone.stderr.strip().splitlines()[-1] == (
         "Error: across-dates: no two files of the imagery cover the same ground; it needs several dates "
         "(or other acquisitions) of a place")
+
+
+def test_max_nodata_keeps_views_off_a_date_s_masked_part(tmp_path):
+    """The tutorial tile of 1999 and of 2002 with its west half masked (clouds): with --max-nodata no view of a
+    pretraining batch is mostly nodata, also across dates; the run trains and keeps the setting for --resume."""
+    import rasterio
+    import yaml
+
+    from conftest import TUTORIAL_2002, TUTORIAL_STACK, write_raster
+    from geosscl.data import cut_views
+    from geosscl.data.module import PairDataModule
+
+    with rasterio.open(TUTORIAL_2002) as src:
+        data, profile = src.read(), src.profile
+    data[:, :, : data.shape[2] // 2] = -9999
+    cloudy = write_raster(tmp_path / "LE7_2002_cloudy.tif", data, crs=profile["crs"], transform=profile["transform"],
+                          nodata=-9999)
+    mosaic = Mosaic([TUTORIAL_STACK, cloudy])
+
+    def worst(max_nodata):
+        module = PairDataModule(mosaic, view_size=32, batch_size=64, steps=1, seed=2, across_files=True,
+                                max_nodata=max_nodata)
+        module.setup("fit")
+        views = cut_views(next(iter(module.train_dataloader())), 32)
+        return max(float(torch.isnan(views[k]).any(1).flatten(1).float().mean(1).max()) for k in ("image_a", "image_b"))
+
+    assert worst(None) > 0.5
+    assert worst(0.1) <= 0.1 + 2 / 8  # estimated on cells of an eighth of a view: a row or column of slack
+    result = subprocess.run([sys.executable, "-m", "geosscl", "pretrain", str(TUTORIAL_STACK), str(cloudy), "--across-dates",
+                             "--max-nodata", "0.1", "--out", str(tmp_path / "run"), "--max-steps", "2", "--crop-size", "64",
+                             "--batch-size", "4", "--num-workers", "0", "-q"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["max_nodata"] == 0.1
+    refused = subprocess.run([sys.executable, "-m", "geosscl", "pretrain", str(TUTORIAL_STACK), "--max-nodata", "1",
+                              "--out", str(tmp_path / "refused")], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--max-nodata" in refused.stderr and not (tmp_path / "refused").exists()

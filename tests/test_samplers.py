@@ -17,7 +17,7 @@ from torchgeo.samplers.utils import tile_to_chips
 
 from geosscl import GeossclError, Mosaic, PairDataset
 from samplers import OverlappingPairSampler, RegionGridSampler, RegionSampler, ViewPair
-from conftest import NAIP, NAIP_4326, NC_BANDS, S2_CHIP, TUTORIAL_POLYGONS, TUTORIAL_STACK, run_distributed, write_raster
+from conftest import NAIP, NAIP_4326, NC_BANDS, S2_CHIP, TUTORIAL_2002, TUTORIAL_POLYGONS, TUTORIAL_STACK, run_distributed, write_raster
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +201,39 @@ def test_max_nodata_rejects_mostly_empty_views(tmp_path):
     f_free = np.array([p.overlap_fraction for p in free_pairs])
     f_strict = np.array([p.overlap_fraction for p in strict_pairs])
     assert abs(f_free.mean() - f_strict.mean()) < 0.05
+
+
+@pytest.mark.parametrize("across", [False, True])
+def test_max_nodata_judges_each_date_by_its_own_nodata(tmp_path, across):
+    """The tutorial tile on two real dates, the 2002 one with its west half masked (clouds): views read from
+    2002 keep to its clear east; 1999 views are drawn everywhere. Counted as 'valid if any date holds it',
+    2002 views over its masked half passed."""
+    import rasterio
+
+    with rasterio.open(TUTORIAL_2002) as src:
+        data, profile = src.read(), src.profile
+    data[:, :, : data.shape[2] // 2] = -9999
+    cloudy = write_raster(tmp_path / "LE7_2002_cloudy.tif", data, crs=profile["crs"], transform=profile["transform"],
+                          nodata=-9999)
+    mosaic = Mosaic([TUTORIAL_STACK, cloudy])
+    sampler = OverlappingPairSampler(mosaic, 32, length=120, generator=seeded(5), max_nodata=0.1, across_files=across)
+    pairs = list(sampler)
+    views = PairDataset(mosaic, 32).views(pairs)
+    # Each view read from its own date: A from file_a, B from file_b (with across_files) or file_a.
+    empty = torch.stack([torch.isnan(views[k]).any(1).flatten(1).float().mean(1) for k in ("image_a", "image_b")], 1)
+    assert float(empty.max()) <= 0.1 + 2 / 8
+    files = [(p.file_a, p.file_b if across else p.file_a) for p in pairs]
+    assert any(str(cloudy) in f for f in files) and any(str(TUTORIAL_STACK) in f for f in files)
+    middle = profile["transform"].c + profile["transform"].a * data.shape[2] / 2
+    for pair, (a, b) in zip(pairs, files):
+        for box, file in ((pair.box_a, a), (pair.box_b, b)):
+            if file == str(cloudy):
+                assert box[2] > middle + 0.9 * (box[2] - box[0]) * 0.75  # most of it east of the mask's edge
+    # The masked half is drawn from 1999 alone (across dates too: where 2002 has no data, B is read from 1999).
+    west = [f for p, f in zip(pairs, files) if max(p.box_a[2], p.box_b[2]) < middle]
+    assert west and all(f == (str(TUTORIAL_STACK), str(TUTORIAL_STACK)) for f in west)
+    if across:
+        assert any(a != b for a, b in files)
 
 
 def test_max_nodata_in_places_far_apart(tmp_path):

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import bidx_opt, background_class_opt, label_area_opt, class_weights_opt, jsonl_progress, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
+from .options import bidx_opt, background_class_opt, every_date_opt, label_area_opt, class_weights_opt, jsonl_progress, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
 
 
 @click.command()
@@ -19,6 +19,7 @@ from .options import bidx_opt, background_class_opt, label_area_opt, class_weigh
 @label_nodata_opt
 @background_class_opt
 @label_area_opt
+@every_date_opt
 @click.option("--init", default="random", show_default=True, help="RUN_DIR/last.ckpt of geosscl pretrain, a model file of geosscl finetune to train further (more labels, another place), or 'random'.")
 @click.option("--label-fraction", type=float, default=1.0, show_default=True,
               help="Share of the training region whose labels are used (whole blocks).")
@@ -52,7 +53,7 @@ from .options import bidx_opt, background_class_opt, label_area_opt, class_weigh
               help="jsonl: one JSON object per line on stdout, for programs that drive geosscl.")
 @overwrite_opt
 @quiet_opt
-def finetune(imagery, labels, out, classes, class_column, label_nodata, background_class, label_area, init, label_fraction, val_label_fraction, freeze_encoder, linear_probe, pretrained_lr_factor, warmup_steps,
+def finetune(imagery, labels, out, classes, class_column, label_nodata, background_class, label_area, every_date, init, label_fraction, val_label_fraction, freeze_encoder, linear_probe, pretrained_lr_factor, warmup_steps,
              class_weights, crop_size, batch_size,
              max_steps, max_time, val_region, holdout_region, val_fraction, block_size, bands, accelerator, devices, num_workers, seed, progress_format, overwrite, quiet):
     """Fine-tune a segmenter on IMAGERY with --labels; write one model file."""
@@ -62,7 +63,7 @@ def finetune(imagery, labels, out, classes, class_column, label_nodata, backgrou
         max_steps = 500
     with log_to_stderr(quiet):
         path = run(FinetuneConfig(
-            imagery=list(imagery), labels=list(labels), out=out, classes=classes, class_column=class_column, label_nodata=label_nodata, background_class=background_class, label_area=label_area, init=init,
+            imagery=list(imagery), labels=list(labels), out=out, classes=classes, class_column=class_column, label_nodata=label_nodata, background_class=background_class, label_area=label_area, every_date=every_date, init=init,
             label_fraction=label_fraction, val_label_fraction=val_label_fraction, freeze_encoder=freeze_encoder, linear_probe=linear_probe,
             pretrained_lr_factor=pretrained_lr_factor, warmup_steps=warmup_steps, class_weights=class_weights, crop_size=crop_size, batch_size=batch_size,
             max_steps=max_steps, max_time=max_time, val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,

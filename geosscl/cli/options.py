@@ -91,6 +91,12 @@ label_area_opt = click.option(
     help="Polygons where the labels are complete (e.g. where footprints were mapped, with --background-class); "
          "pixels outside them are unlabelled.  [default: wherever labels and imagery meet]",
 )
+every_date_opt = click.option(
+    "--every-date", is_flag=True,
+    help="Where files of the imagery cover one place (dates of a tile), train and validate on every one of them "
+         "with the same labels: for labels true on all the dates (stable land cover).  [default: the first file "
+         "in path order is read]",
+)
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 
 

@@ -25,6 +25,9 @@ from .options import bidx_opt, crs_opt, float_pair, int_list, jsonl_progress, qu
 @click.option("--scale", callback=float_pair, metavar="LO,HI", help="Scale factor range of each view.  [default: 0.75,1.5]")
 @click.option("--across-dates", is_flag=True, default=None,
               help="Where files overlap (dates of one place), draw the two views of a pair from two of them.")
+@click.option("--max-nodata", type=click.FloatRange(0, 1, max_open=True), metavar="F",
+              help="Reject views with a larger nodata fraction (swath edges; clouds masked on one date reject that "
+                   "date's views only).  [default: keep every view]")
 @click.option("--batch-size", type=int, help="Pairs per batch and device.  [default: 32]")
 @click.option("--max-steps", type=int, help="Stop after N optimiser steps.  [default: 1000]")
 @click.option("--max-time", type=float, metavar="MINUTES", help="Stop after this many minutes.")
@@ -46,7 +49,7 @@ from .options import bidx_opt, crs_opt, float_pair, int_list, jsonl_progress, qu
               help="jsonl: one JSON object per line on stdout (steps, or seconds of --max-time, done), then the run "
                    "directory and its last.ckpt; for programs that drive geosscl.")
 @quiet_opt
-def pretrain(imagery, out, config_path, bands, crs, res, rgb, jitter, crop_size, overlap, scale, across_dates, batch_size, max_steps, max_time, arch,
+def pretrain(imagery, out, config_path, bands, crs, res, rgb, jitter, crop_size, overlap, scale, across_dates, max_nodata, batch_size, max_steps, max_time, arch,
              encoder, decoder_channels, dense_stride, weights_text, num_workers, accelerator, devices, strategy, num_nodes, resume, seed,
              progress_format, quiet):
     """Pretrain an encoder + decoder on IMAGERY with SSCCL.
@@ -58,7 +61,7 @@ def pretrain(imagery, out, config_path, bands, crs, res, rgb, jitter, crop_size,
 
     flags = {
         "imagery": list(imagery) or None, "out": out, "bands": bands, "crs": crs, "res": res, "rgb": rgb, "jitter": jitter, "crop_size": crop_size,
-        "overlap": overlap, "scale": scale, "across_dates": across_dates, "batch_size": batch_size, "max_steps": max_steps, "max_time": max_time,
+        "overlap": overlap, "scale": scale, "across_dates": across_dates, "max_nodata": max_nodata, "batch_size": batch_size, "max_steps": max_steps, "max_time": max_time,
         "arch": arch, "encoder": encoder,
         "decoder_channels": decoder_channels,
         "dense_stride": dense_stride,

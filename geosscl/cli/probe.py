@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import bidx_opt, int_list, background_class_opt, label_area_opt, class_weights_opt, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt, stop_on_sigterm
+from .options import bidx_opt, int_list, background_class_opt, every_date_opt, label_area_opt, class_weights_opt, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt, stop_on_sigterm
 
 
 def _stages(ctx: click.Context, param: click.Parameter, value: str) -> list[int] | str:
@@ -48,6 +48,7 @@ def _weight_decay(ctx: click.Context, param: click.Parameter, value: str) -> flo
 @label_nodata_opt
 @background_class_opt
 @label_area_opt
+@every_date_opt
 @class_weights_opt
 @click.option("--label-fraction", type=float, default=1.0, show_default=True,
               help="Share of the training region whose labels are used (whole blocks, as finetune draws them).")
@@ -68,7 +69,7 @@ def _weight_decay(ctx: click.Context, param: click.Parameter, value: str) -> flo
               help="Also write the fitted classifier as a model file (for predict, evaluate, export, QGIS).")
 @overwrite_opt
 @quiet_opt
-def probe(imagery, labels, holdout_region, init, bands_only, stages, weight_decay, classes, class_column, label_nodata, background_class, label_area, class_weights, label_fraction, val_label_fraction, crop_size,
+def probe(imagery, labels, holdout_region, init, bands_only, stages, weight_decay, classes, class_column, label_nodata, background_class, label_area, every_date, class_weights, label_fraction, val_label_fraction, crop_size,
           val_region, val_fraction, block_size, max_pixels, bands, device, seed, json_path, output, overwrite, quiet):
     """Score a linear classifier on the frozen encoder of --init (no fine-tuning): a quick, repeatable
     measure of a pretraining run, on the labels of IMAGERY, in --holdout-region (without one, in the
@@ -81,7 +82,7 @@ def probe(imagery, labels, holdout_region, init, bands_only, stages, weight_deca
     from ..probing import linear_probe
 
     config = FinetuneConfig(imagery=list(imagery), labels=list(labels), classes=classes,
-                            class_column=class_column, label_nodata=label_nodata, background_class=background_class, label_area=label_area, class_weights=class_weights,
+                            class_column=class_column, label_nodata=label_nodata, background_class=background_class, label_area=label_area, every_date=every_date, class_weights=class_weights,
                             init=init, label_fraction=label_fraction,
                             val_label_fraction=val_label_fraction, crop_size=crop_size,
                             val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,

@@ -63,9 +63,9 @@ class RasterLabels(Mosaic):
         super().__init__(paths, bands=[1], crs=crs, res=res, transforms=transforms, resampling=Resampling.nearest)
         self.ignore_value = ignore_value
 
-    def _sample(self, query: GeoSlice) -> dict[str, Any]:
+    def _sample(self, query: GeoSlice, first: str | None = None) -> dict[str, Any]:
         """``{"mask": int64 H×W (IGNORE_INDEX = unlabelled), "crs", "bounds"}``."""
-        sample = super()._sample(query)
+        sample = super()._sample(query, first)
         values = sample.pop("image")[0]
         unlabelled = torch.isnan(values)
         if self.ignore_value is not None:

@@ -37,6 +37,7 @@ class PairDataModule(pl.LightningDataModule):
         seed: seed of the pair stream.
         across_files: view B from another file that holds the pair, where there is
             one (another date of the place; see :class:`samplers.OverlappingPairSampler`).
+        max_nodata: reject views whose nodata fraction exceeds it (see the sampler).
     """
 
     def __init__(
@@ -50,9 +51,10 @@ class PairDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         across_files: bool = False,
+        max_nodata: float | None = None,
     ) -> None:
         super().__init__()
-        self.across_files = across_files
+        self.across_files, self.max_nodata = across_files, max_nodata
         self.mosaic = mosaic
         self.view_size, self.overlap, self.scale = view_size, overlap, scale
         self.batch_size, self.steps, self.num_workers, self.seed = batch_size, steps, num_workers, seed
@@ -66,7 +68,7 @@ class PairDataModule(pl.LightningDataModule):
         self.sampler = OverlappingPairSampler(
             self.mosaic, self.view_size, overlap=self.overlap, scale=self.scale,
             length=self.steps * self.batch_size * world, generator=torch.Generator().manual_seed(self.seed),
-            across_files=self.across_files,
+            across_files=self.across_files, max_nodata=self.max_nodata,
         )
 
     def train_dataloader(self) -> DataLoader:

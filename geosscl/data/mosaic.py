@@ -350,12 +350,24 @@ class Mosaic(MapGrid, RasterDataset):
             sample = self.transforms(sample)
         return sample
 
-    def _sample(self, query: GeoSlice) -> dict[str, Any]:
+    def sample(self, query: GeoSlice, first: str | None = None) -> dict[str, Any]:
+        """``mosaic[query]`` as one date shows it: read with file ``first`` first (see :meth:`read`).
+
+        Raises:
+            IndexError: if the query does not intersect the mosaic.
+            GeossclError: if ``first`` is not a file of the mosaic.
+        """
+        sample = self._sample(query, first)
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def _sample(self, query: GeoSlice, first: str | None = None) -> dict[str, Any]:
         x, y, _ = self._disambiguate_slice(query)
         bounds = (float(x.start), float(y.start), float(x.stop), float(y.stop))
         if not self._intersecting(bounds).size:
             raise IndexError(f"query: {query} not found in index with bounds: {self.bounds}")
-        image, _, _ = self.read(bounds, (float(x.step), float(y.step)))
+        image, _, _ = self.read(bounds, (float(x.step), float(y.step)), first=first)
         return {"image": torch.from_numpy(image), "crs": self.crs, "bounds": query}
 
     def __str__(self) -> str:
@@ -380,6 +392,20 @@ class Mosaic(MapGrid, RasterDataset):
         b = self._bounds
         hit = (b[:, 0] < bounds[2]) & (b[:, 2] > bounds[0]) & (b[:, 1] < bounds[3]) & (b[:, 3] > bounds[1])
         return np.flatnonzero(hit)
+
+    @property
+    def has_dates(self) -> bool:
+        """Whether two places share ground (an area, not only an edge): dates of one tile."""
+        boxes = self.index.geometry.values
+        first, second = shapely.STRtree(boxes).query(boxes, predicate="intersects")
+        pairs = first < second
+        return bool(np.any(shapely.area(shapely.intersection(boxes[first[pairs]], boxes[second[pairs]])) > 0))
+
+    def places_at(self, bounds: Bounds) -> list[str]:
+        """One file of each place holding part of ``bounds`` (the dates of a tile there), in path order:
+        what :meth:`read`'s ``first`` takes to read each of them."""
+        files = self.index["filepath"].to_numpy()
+        return [str(files[i]) for i in self._intersecting(bounds)]
 
     def footprint(self) -> GeoSeries:
         """The area the files cover (the union of their bounds), in :attr:`crs`."""

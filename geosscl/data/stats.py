@@ -31,15 +31,11 @@ def band_statistics(mosaic: Mosaic, windows: int = 64, size: int = 128, seed: in
     total = np.zeros(mosaic.num_bands)
     total_sq = np.zeros(mosaic.num_bands)
     count = np.zeros(mosaic.num_bands)
-    files = list(mosaic.index["filepath"])  # one row per place, in the mosaic's order of places
     rng = np.random.default_rng(seed)
     for query in sampler:
-        bounds = (query[0].start, query[1].start, query[0].stop, query[1].stop)
-        holding = mosaic._intersecting(bounds)
-        if len(holding) > 1:
-            image = mosaic.read(bounds, first=files[rng.choice(holding)])[0]
-        else:
-            image = mosaic[query]["image"].numpy()
+        holding = mosaic.places_at((query[0].start, query[1].start, query[0].stop, query[1].stop))
+        first = holding[rng.integers(len(holding))] if len(holding) > 1 else None
+        image = mosaic.sample(query, first)["image"].numpy()
         image = image.reshape(mosaic.num_bands, -1).astype(np.float64)
         valid = ~np.isnan(image)
         total += np.where(valid, image, 0).sum(1)

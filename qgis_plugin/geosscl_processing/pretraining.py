@@ -32,6 +32,7 @@ class PretrainAlgorithm(GeossclAlgorithm):
     CROP_SIZE = "CROP_SIZE"
     BATCH_SIZE = "BATCH_SIZE"
     ACROSS_DATES = "ACROSS_DATES"
+    MAX_NODATA = "MAX_NODATA"
     DEVICE = "DEVICE"
     RESUME = "RESUME"
     OUTPUT = "OUTPUT"
@@ -54,7 +55,8 @@ class PretrainAlgorithm(GeossclAlgorithm):
             "continue (minutes and steps then count the whole run, earlier ones included; it keeps its own view side "
             "and pairs per step, and its folder). With views from two dates, the two views of a pair come from two "
             "rasters that cover the same ground (one place on two dates), so the network learns to see one place "
-            "alike across seasons and light. "
+            "alike across seasons and light. A largest no-data share below 1 rejects views with more no-data than "
+            "that, each raster judged by its own (clouds masked on one date reject only that date's views). "
             f"Runs the geosscl executable (Processing options > Providers > geosscl, or {EXECUTABLE_SETTING}, or PATH)."
         )
 
@@ -73,6 +75,9 @@ class PretrainAlgorithm(GeossclAlgorithm):
             self.BATCH_SIZE, "Pairs of views per step", QgsProcessingParameterNumber.Integer, 32, False, 2))
         self.addParameter(QgsProcessingParameterBoolean(
             self.ACROSS_DATES, "Views of a pair from two dates (rasters that cover the same ground)", False))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.MAX_NODATA, "Largest no-data share of a view (swath edges, clouds masked on one date; 1: keep every view)",
+            QgsProcessingParameterNumber.Double, 1.0, False, 0.0, 1.0))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue=0))
         self.addParameter(QgsProcessingParameterFile(
             self.RESUME, "Continue this run (its last.ckpt; empty: a new run)", extension="ckpt", optional=True))
@@ -100,6 +105,7 @@ class PretrainAlgorithm(GeossclAlgorithm):
                 raise QgsProcessingException(f"{folder}: the run folder is not empty; choose a new or empty one, or "
                                              "give its last.ckpt as the run to continue")
         checkpoint = os.path.join(folder, "last.ckpt")
+        max_nodata = self.parameterAsDouble(parameters, self.MAX_NODATA, context)
         copies = {}
         try:
             executable = find_executable(configured_executable())
@@ -115,6 +121,7 @@ class PretrainAlgorithm(GeossclAlgorithm):
                     batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
                     device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)], resume=resume,
                     across_dates=self.parameterAsBool(parameters, self.ACROSS_DATES, context),
+                    max_nodata=max_nodata if max_nodata < 1 else None,
                 )
                 feedback.pushCommandInfo(" ".join(command))
                 run(command, feedback.setProgress, lambda line: feedback.pushInfo(named_after_layers(line, copies)),

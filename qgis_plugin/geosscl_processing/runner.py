@@ -98,10 +98,11 @@ def label_options(
 
 def train_command(
     executable: str, scene: str, labels: list[str], output: str, *, method: str, init: str | None = None,
-    steps: int = 500, crop_size: int = 128, balance: bool = False, device: str = "auto",
+    steps: int = 500, crop_size: int = 128, balance: bool = False, device: str = "auto", other_dates: list[str] = (),
 ) -> list[str]:
     """The ``geosscl probe -o`` or ``geosscl finetune`` command line that makes a model from ``labels``
-    (:func:`label_options`).
+    (:func:`label_options`); with ``other_dates`` (rasters of the scene's ground on other dates, where the
+    labels hold too) it trains on every date.
 
     ``classifier``: a linear classifier of the bands and the encoder's stride-2 stage, every
     label training it under a fixed L2 weight (with few labels this beat the fine-tuned
@@ -110,7 +111,9 @@ def train_command(
     """
     if method not in TRAIN_METHODS:
         raise ValueError(f"method must be one of {TRAIN_METHODS}, got {method!r}")
-    common = [*labels, "--crop-size", str(crop_size)]
+    common = [*other_dates, *labels, "--crop-size", str(crop_size)]
+    if other_dates:
+        common.append("--every-date")
     if init:
         common += ["--init", init]
     if balance:
@@ -125,11 +128,13 @@ def train_command(
 def pretrain_command(
     executable: str, scenes: list[str], out: str, *, minutes: float, steps: int | None = None, crop_size: int = 128,
     batch_size: int = 32, device: str = "auto", resume: str | None = None, across_dates: bool = False,
+    max_nodata: float | None = None,
 ) -> list[str]:
     """The ``geosscl pretrain`` command line: SSCCL on ``scenes`` (one mosaic) for ``minutes`` (or ``steps``, whichever
     ends first), the run written to the folder ``out``. With ``resume`` (a run's ``last.ckpt``) the run goes on in its
     own folder with its own crop and batch sizes (those given are not passed), and both limits count the whole run.
-    ``across_dates``: the two views of a pair from two files over the same ground (a continued run keeps its own)."""
+    ``across_dates``: the two views of a pair from two files over the same ground; ``max_nodata``: the largest nodata
+    share of a view (a continued run keeps its own of both)."""
     command = [executable, "pretrain", *scenes, "--out", out, "--max-time", f"{minutes:g}"]
     if resume:
         command += ["--resume", resume]
@@ -137,6 +142,8 @@ def pretrain_command(
         command += ["--crop-size", str(crop_size), "--batch-size", str(batch_size)]
         if across_dates:
             command.append("--across-dates")
+        if max_nodata is not None:
+            command += ["--max-nodata", f"{max_nodata:g}"]
     command += ["--accelerator", {"cuda": "gpu"}.get(device, device), "--progress", "jsonl"]
     if steps:
         command += ["--max-steps", str(steps)]

@@ -6,11 +6,13 @@ import os
 import tempfile
 
 from qgis.core import (
+    QgsProcessing,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -31,6 +33,7 @@ TRAINING_SHARE = 0.8
 
 class TrainModelAlgorithm(GeossclAlgorithm):
     INPUT = "INPUT"
+    OTHER_DATES = "OTHER_DATES"
     INIT = "INIT"
     METHOD = "METHOD"
     STEPS = "STEPS"
@@ -58,12 +61,17 @@ class TrainModelAlgorithm(GeossclAlgorithm):
             "on another place (it keeps the model's classes where the labels use them). "
             "With few labels the linear classifier of the encoder's first stage is the better model (and fitted in "
             "seconds); fine-tuning the whole network needs more labels and time. Optionally segments the raster with "
-            "the new model. Runs the geosscl executable (Processing options > Providers > geosscl, "
+            "the new model. Other dates of the input raster (rasters of its ground, with its bands), where the "
+            "labels hold too (stable land cover), train the model on every date: it then holds on each of them. "
+            "Runs the geosscl executable (Processing options > Providers > geosscl, "
             f"or {EXECUTABLE_SETTING}, or PATH)."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            self.OTHER_DATES, "Other dates of the input raster, where the labels hold too (trained on every date)",
+            QgsProcessing.TypeRaster, optional=True))
         self.add_label_parameters("Labels", "unlabelled")
         self.addParameter(QgsProcessingParameterFile(
             self.INIT, "Start from: last.ckpt of a geosscl pretraining run, or a fine-tuned model file (empty: random "
@@ -88,6 +96,9 @@ class TrainModelAlgorithm(GeossclAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         check_raster(raster)
+        others = self.parameterAsLayerList(parameters, self.OTHER_DATES, context) or []
+        for layer in others:
+            check_raster(layer, "Other dates")
         labels = self.label_parameters(parameters, context)
         init = self.parameterAsFile(parameters, self.INIT, context) or None
         if init and not os.path.isfile(init):
@@ -108,12 +119,17 @@ class TrainModelAlgorithm(GeossclAlgorithm):
                 label_options, copies = label_files(labels, scratch, context, feedback)
                 if scene.startswith(scratch):
                     copies[scene] = raster.name()
+                dates = []
+                for index, layer in enumerate(others):
+                    dates.append(raster_file(layer, scratch, context, feedback, name=f"date{index}"))
+                    if dates[-1].startswith(scratch):
+                        copies[dates[-1]] = layer.name()
                 command = train_command(
                     executable, scene, label_options, output,
                     method=TRAIN_METHODS[self.parameterAsEnum(parameters, self.METHOD, context)],
                     init=init, steps=self.parameterAsInt(parameters, self.STEPS, context),
                     crop_size=self.parameterAsInt(parameters, self.CROP_SIZE, context),
-                    balance=self.parameterAsBool(parameters, self.BALANCE, context), device=device,
+                    balance=self.parameterAsBool(parameters, self.BALANCE, context), device=device, other_dates=dates,
                 )
                 feedback.pushCommandInfo(" ".join(command))
                 run(command, lambda value: feedback.setProgress(share * value),
@@ -129,7 +145,10 @@ class TrainModelAlgorithm(GeossclAlgorithm):
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from None
         except RunError as exc:
-            raise QgsProcessingException(f"geosscl: {named_after_layers(str(exc), copies)}") from None
+            message = named_after_layers(str(exc), copies).replace(
+                "every-date: no two files of the imagery cover the same ground",
+                "Other dates: no two of the rasters cover the same ground")
+            raise QgsProcessingException(f"geosscl: {message}") from None
         if class_map and context.willLoadLayerOnCompletion(class_map):
             context.layerToLoadOnCompletionDetails(class_map).setPostProcessor(PALETTE)
         return {self.OUTPUT: output, self.CLASS_MAP: class_map}

@@ -22,7 +22,7 @@ def test_pretrain_algorithm_is_registered(provider):
     algorithm = QgsApplication.processingRegistry().algorithmById(PRETRAIN)
     assert algorithm is not None and algorithm.displayName() == "Pretrain encoder on unlabelled rasters"
     assert {p.name() for p in algorithm.parameterDefinitions()} >= {
-        "INPUT", "MINUTES", "STEPS", "CROP_SIZE", "BATCH_SIZE", "ACROSS_DATES", "DEVICE", "OUTPUT"}
+        "INPUT", "MINUTES", "STEPS", "CROP_SIZE", "BATCH_SIZE", "ACROSS_DATES", "MAX_NODATA", "DEVICE", "OUTPUT"}
     assert {o.name() for o in algorithm.outputDefinitions()} >= {"CHECKPOINT"}
 
 
@@ -48,8 +48,10 @@ def test_views_from_two_dates_of_a_place(processing, in_project, tmp_path):
 
     layers = [in_project(QgsRasterLayer(str(path), name)) for path, name in ((TUTORIAL_STACK, "1999"), (TUTORIAL_2002, "2002"))]
     folder = tmp_path / "run"
-    processing.run(PRETRAIN, {"INPUT": layers, "STEPS": 2, "ACROSS_DATES": True, "OUTPUT": str(folder), **SHORT})
-    assert yaml.safe_load((folder / "config.yaml").read_text())["across_dates"] is True
+    processing.run(PRETRAIN, {"INPUT": layers, "STEPS": 2, "ACROSS_DATES": True, "MAX_NODATA": 0.25, "OUTPUT": str(folder),
+                              **SHORT})
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert config["across_dates"] is True and config["max_nodata"] == 0.25
     assert json.loads((folder / "band_stats.json").read_text())["bands"] == list(range(1, 9))
     with pytest.raises(QgsProcessingException, match="^geosscl: Views of a pair from two dates: no two of the rasters "
                                                      "cover the same ground"):

@@ -34,6 +34,7 @@ from conftest import (
     FLOODS_S2,
     SCENE,
     STRATA,
+    TUTORIAL_2002,
     TUTORIAL_POLYGONS,
     TUTORIAL_STACK,
     geosscl,
@@ -94,7 +95,7 @@ def test_train_algorithm_is_registered(provider):
     algorithm = QgsApplication.processingRegistry().algorithmById(TRAIN)
     assert algorithm is not None and algorithm.displayName() == "Train model from labels"
     assert {p.name() for p in algorithm.parameterDefinitions()} >= {
-        "INPUT", "LABELS", "CLASS_FIELD", "LABEL_RASTER", "BACKGROUND_CLASS", "LABEL_AREA", "INIT", "METHOD", "STEPS", "CROP_SIZE",
+        "INPUT", "OTHER_DATES", "LABELS", "CLASS_FIELD", "LABEL_RASTER", "BACKGROUND_CLASS", "LABEL_AREA", "INIT", "METHOD", "STEPS", "CROP_SIZE",
         "BALANCE", "DEVICE", "OUTPUT", "CLASS_MAP"}
 
 
@@ -120,6 +121,35 @@ def test_classifier_from_digitised_polygons_is_the_command_lines(processing, che
     assert agree.mean() > 0.95
     assert len(np.unique(got)) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cli.safetensors", "cli.tif", "qgis.safetensors", "qgis.tif"]
+
+
+def test_other_dates_of_the_input_train_on_every_date(processing, in_project, tmp_path):
+    """The tutorial tile of 1999 with its 2002 layer as another date: the command line's --every-date classifier."""
+    late = in_project(QgsRasterLayer(str(TUTORIAL_2002), "2002"))
+    model, classes = tmp_path / "qgis.safetensors", tmp_path / "qgis.tif"
+    processing.run(TRAIN, {"INPUT": str(TUTORIAL_STACK), "OTHER_DATES": [late], "LABELS": str(TUTORIAL_POLYGONS),
+                           "CLASS_FIELD": "class", "OUTPUT": str(model), "CLASS_MAP": str(classes)})
+    info = json.loads(geosscl("info", str(model)).stdout)
+    assert info["provenance"]["every_date"] is True
+    assert sorted(info["provenance"]["imagery"]) == sorted([str(TUTORIAL_STACK), str(TUTORIAL_2002)])
+    reference, reference_map = tmp_path / "cli.safetensors", tmp_path / "cli.tif"
+    made = geosscl("probe", str(TUTORIAL_STACK), str(TUTORIAL_2002), "--every-date", "--labels", str(TUTORIAL_POLYGONS),
+                   "--class-column", "class", "--crop-size", "128", *CLASSIFIER, "-o", str(reference), "-q")
+    assert made.returncode == 0, made.stderr
+    assert geosscl_predict(str(TUTORIAL_STACK), "-m", str(reference), "-o", str(reference_map), "-q").returncode == 0
+    np.testing.assert_array_equal(read(classes)[0], read(reference_map)[0])  # the map is of the input raster
+    # A raster of another place is no other date: refused in the dialog's words, no model written.
+    away = tmp_path / "away.tif"
+    source = gdal.Open(str(TUTORIAL_2002))
+    x0, dx, _, y0, _, dy = source.GetGeoTransform()
+    shift = 10 * source.RasterXSize * dx
+    gdal.Translate(str(away), source, outputBounds=[x0 + shift, y0, x0 + shift + source.RasterXSize * dx,
+                                                    y0 + source.RasterYSize * dy])
+    with pytest.raises(QgsProcessingException, match="^geosscl: Other dates: no two of the rasters cover the same ground"):
+        processing.run(TRAIN, {"INPUT": str(TUTORIAL_STACK), "OTHER_DATES": [in_project(QgsRasterLayer(str(away), "away"))],
+                               "LABELS": str(TUTORIAL_POLYGONS), "CLASS_FIELD": "class",
+                               "OUTPUT": str(tmp_path / "refused.safetensors")})
+    assert not (tmp_path / "refused.safetensors").exists()
 
 
 def test_footprints_with_background_label_area_and_weights(processing, tmp_path):

@@ -1,0 +1,118 @@
+"""One set of labels on every date of a place: the two real Landsat dates of the tutorial tile (Nov 1999, Apr 2002)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.windows import from_bounds
+
+from geosscl.data import DatedIntersection, Mosaic, RasterLabels
+from geosscl.finetuning import FinetuneConfig, loaders, prepare
+from geosscl.modelfile import read_info
+from geosscl.probing import linear_probe
+from samplers import DatedQuery, DateSampler, RegionGridSampler, RegionSampler
+from conftest import TUTORIAL, TUTORIAL_2002, TUTORIAL_STACK
+
+DATES = [str(TUTORIAL_STACK), str(TUTORIAL_2002)]
+MASK = str(TUTORIAL / "training_data.gtif")  # 5 classes, 0 = nodata (unlabelled)
+
+
+def window_of(path: str, bounds: tuple[float, float, float, float]) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(window=from_bounds(*bounds, transform=src.transform)).astype(np.float32)
+
+
+def bounds_of(query) -> tuple[float, float, float, float]:
+    return query[0].start, query[1].start, query[0].stop, query[1].stop
+
+
+def date_of(image: torch.Tensor, bounds) -> str:
+    """The one file whose window ``image`` is."""
+    matches = [p for p in DATES if np.array_equal(image.numpy(), window_of(p, bounds))]
+    assert len(matches) == 1
+    return matches[0]
+
+
+@pytest.fixture(scope="module")
+def dataset() -> DatedIntersection:
+    return DatedIntersection(Mosaic(DATES), RasterLabels([MASK]))
+
+
+def test_a_dated_query_reads_that_date_with_the_same_labels(dataset):
+    x0, _, _, y1 = dataset.datasets[0].index.total_bounds
+    query = (slice(x0 + 30 * 90, x0 + 30 * 154, 30.0), slice(y1 - 30 * 164, y1 - 30 * 100, 30.0), slice(None))
+    plain, late = dataset[query], dataset[DatedQuery(query, DATES[1])]
+    assert np.array_equal(plain["image"].numpy(), window_of(DATES[0], bounds_of(query)))  # the first file wins
+    assert np.array_equal(late["image"].numpy(), window_of(DATES[1], bounds_of(query)))
+    assert not np.array_equal(plain["image"].numpy(), late["image"].numpy())
+    assert torch.equal(plain["mask"], late["mask"]) and (plain["mask"] >= 0).sum() > 0
+    assert torch.equal(dataset[DatedQuery(query, DATES[0])]["image"], plain["image"])
+
+
+def test_the_date_sampler_draws_dates_by_seed_or_gives_every_date(dataset):
+    footprint = dataset.datasets[0].footprint().iloc[0]
+    grid = RegionGridSampler(dataset, 64, footprint)
+    each = list(DateSampler(grid, dataset.datasets[0], each=True))
+    assert len(each) == len(DateSampler(grid, dataset.datasets[0], each=True)) == 2 * len(grid)
+    assert each == [DatedQuery(q, f) for q in grid for f in DATES]
+
+    def draw(seed: int, epoch: int = 0) -> list[DatedQuery]:
+        boxes = RegionSampler(dataset, 64, footprint, length=200, generator=torch.Generator().manual_seed(seed))
+        sampler = DateSampler(boxes, dataset.datasets[0], generator=torch.Generator().manual_seed(seed))
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    drawn = draw(0)
+    counts = Counter(item.file for item in drawn)
+    assert len(drawn) == 200 and set(counts) == set(DATES) and min(counts.values()) > 70
+    assert draw(0) == drawn and draw(1) != drawn
+    assert [item.query for item in draw(0, epoch=1)] != [item.query for item in drawn]
+
+
+def test_fine_tuning_on_every_date_trains_and_validates_on_both(tmp_path):
+    config = FinetuneConfig(imagery=DATES, labels=[MASK], crop_size=64, batch_size=8, num_workers=0, every_date=True)
+    setup = prepare(config)
+    train, val = loaders(config, setup, steps=4)
+    seen = Counter()
+    for batch in train:
+        for image, query in zip(batch["image"], batch["bounds"]):
+            seen[date_of(image, bounds_of(query))] += 1
+    assert sum(seen.values()) == 32 and min(seen.values()) >= 6
+    # Validation: each box of the grid on both dates, in path order.
+    plain = loaders(FinetuneConfig(**{**config.__dict__, "every_date": False}), setup, steps=4)[1]
+    assert len(val.sampler) == 2 * len(plain.sampler)
+    batch = next(iter(val))
+    assert [date_of(i, bounds_of(q)) for i, q in zip(batch["image"][:2], batch["bounds"][:2])] == DATES
+    assert batch["bounds"][0] == batch["bounds"][1] and torch.equal(batch["mask"][0], batch["mask"][1])
+
+
+def test_every_date_from_the_command_line_and_its_refusal(tmp_path):
+    out = tmp_path / "model.safetensors"
+    command = [sys.executable, "-m", "geosscl", "finetune", *DATES, "--labels", MASK, "--every-date", "--out", str(out),
+               "--crop-size", "64", "--batch-size", "4", "--max-steps", "2", "--num-workers", "0", "-q"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    info = read_info(out)
+    assert info.provenance["every_date"] is True and info.provenance["imagery"] == DATES
+    alone = tmp_path / "alone.safetensors"
+    command[command.index(DATES[1])] = "--quiet"  # the 1999 file alone: no second date
+    result = subprocess.run([c.replace(str(out), str(alone)) for c in command], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and not alone.exists()
+    assert result.stderr.strip().splitlines() == ["Error: every-date: no two files of the imagery cover the same ground; "
+                                                  "it needs several dates (or other acquisitions) of a place"]
+
+
+def test_the_probe_on_every_date_fits_each_labelled_pixel_on_each_date():
+    settings = dict(imagery=DATES, labels=[MASK], crop_size=64, seed=0)
+    first = linear_probe(FinetuneConfig(**settings), features="bands", weight_decay=1e-3, max_pixels=10**6)
+    both = linear_probe(FinetuneConfig(**settings, every_date=True), features="bands", weight_decay=1e-3, max_pixels=10**6)
+    assert first.pixels["train"] > 300
+    # Neither date has nodata under the labels: every labelled pixel is one sample per date.
+    assert both.pixels == {name: 2 * count for name, count in first.pixels.items()}
+    assert both.scores.confusion != first.scores.confusion
