@@ -30,6 +30,14 @@ BUILDINGS = SAMPLES / "spacenet_atlanta" / "buildings.geojson"  # 43 footprints,
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 
 
+def half_masked_2002(folder: Path) -> Path:
+    """The 2002 tutorial scene with its west half nodata (-9999): one date of the place under clouds."""
+    with rasterio.open(TUTORIAL_2002) as src:
+        data, profile = src.read(), src.profile
+    data[:, :, : data.shape[2] // 2] = -9999
+    return write_raster(folder / "LE7_2002_cloudy.tif", data, crs=profile["crs"], transform=profile["transform"], nodata=-9999)
+
+
 def write_raster(path: Path, data: np.ndarray, crs="EPSG:32614", transform=None, nodata=None, **extra) -> Path:
     """Write ``data`` (``C×H×W``) as a GeoTIFF; ``crs=None`` writes one without a CRS."""
     data = np.asarray(data)

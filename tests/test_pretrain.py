@@ -412,18 +412,13 @@ def test_every_date_of_a_place_is_pretrained_on(tmp_path):
 def test_max_nodata_keeps_views_off_a_date_s_masked_part(tmp_path):
     """The tutorial tile of 1999 and of 2002 with its west half masked (clouds): with --max-nodata no view of a
     pretraining batch is mostly nodata, also across dates; the run trains and keeps the setting for --resume."""
-    import rasterio
     import yaml
 
-    from conftest import TUTORIAL_2002, TUTORIAL_STACK, write_raster
+    from conftest import TUTORIAL_STACK, half_masked_2002
     from geosscl.data import cut_views
     from geosscl.data.module import PairDataModule
 
-    with rasterio.open(TUTORIAL_2002) as src:
-        data, profile = src.read(), src.profile
-    data[:, :, : data.shape[2] // 2] = -9999
-    cloudy = write_raster(tmp_path / "LE7_2002_cloudy.tif", data, crs=profile["crs"], transform=profile["transform"],
-                          nodata=-9999)
+    cloudy = half_masked_2002(tmp_path)
     mosaic = Mosaic([TUTORIAL_STACK, cloudy])
 
     def worst(max_nodata):
