@@ -7,7 +7,6 @@ from typing import Any
 from torchgeo.datasets import IntersectionDataset
 from torchgeo.datasets.utils import GeoSlice
 
-from .mosaic import Mosaic
 
 
 class DatedIntersection(IntersectionDataset):
@@ -18,14 +17,9 @@ class DatedIntersection(IntersectionDataset):
     TorchGeo's :class:`~torchgeo.datasets.IntersectionDataset` does (the first date
     in path order wins).
 
-    Args:
-        imagery: the mosaic (its dates are its places that overlap).
-        labels: a labels dataset (:class:`~geosscl.data.RasterLabels`, :class:`~geosscl.data.VectorLabels`).
-        transforms: applied to each merged sample.
+    Built as TorchGeo's: ``DatedIntersection(mosaic, labels, transforms=...)``, the
+    :class:`~geosscl.data.Mosaic` first (its dates are its places that overlap).
     """
-
-    def __init__(self, imagery: Mosaic, labels: Any, transforms: Any = None) -> None:
-        super().__init__(imagery, labels, transforms=transforms)
 
     def __getitem__(self, item: GeoSlice | tuple[GeoSlice, str]) -> dict[str, Any]:
         """``{"image": float32 C×H×W (NaN = nodata), "mask": int64 H×W, "crs", "bounds"}``."""

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 #: Processing setting and environment variable naming the geosscl executable.
 EXECUTABLE_SETTING = "GEOSSCL_EXECUTABLE"
@@ -98,7 +98,7 @@ def label_options(
 
 def train_command(
     executable: str, scene: str, labels: list[str], output: str, *, method: str, init: str | None = None,
-    steps: int = 500, crop_size: int = 128, balance: bool = False, device: str = "auto", other_dates: list[str] = (),
+    steps: int = 500, crop_size: int = 128, balance: bool = False, device: str = "auto", other_dates: Sequence[str] = (),
 ) -> list[str]:
     """The ``geosscl probe -o`` or ``geosscl finetune`` command line that makes a model from ``labels``
     (:func:`label_options`); with ``other_dates`` (rasters of the scene's ground on other dates, where the
