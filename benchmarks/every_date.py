@@ -4,8 +4,8 @@ The tutorial tile (Landsat 7, 250 × 250 px of 30 m) was imaged on 1999-11-18 an
 2002-04-16: autumn and spring. Its labels (30 polygons, 5 land-cover classes) hold on
 both. For each seed the labelled area is cut into 64 px blocks; a third of them is the
 test region, the rest trains and validates (``finetune`` draws its own validation blocks).
-Each model is then scored on the test region of each date separately (``evaluate`` on
-that date's file):
+Each model is then scored on the test region of each date separately
+(``evaluate --every-date``: each date's file on its own):
 
   1999          finetune 1999.gtif                      (the date the labels were drawn on)
   2002          finetune 2002.gtif
@@ -33,7 +33,7 @@ import shapely
 import torch
 
 from geosscl.data import Mosaic
-from geosscl.evaluation import evaluate
+from geosscl.evaluation import evaluate_each_date
 from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.probing import linear_probe
 from geosscl.splits import block_split
@@ -89,9 +89,9 @@ def main() -> None:
                         linear_probe(config, stages=[1])
                     else:
                         finetune(config)
+                _, by_file, _ = evaluate_each_date(str(path), list(DATES.values()), LABELS, region=test)
                 for date, file in DATES.items():
-                    result, _ = evaluate(str(path), [file], LABELS, region=test)
-                    scores[date].append(100 * result.miou)
+                    scores[date].append(100 * by_file[file].miou)
             means = {date: statistics.mean(values) for date, values in scores.items()}
             both = statistics.mean(means.values())
             key = name.replace(" ", "_")

@@ -9,7 +9,7 @@ from typing import Any
 import shapely
 from torchgeo.datasets import IntersectionDataset
 
-from .data import open_labels
+from .data import Mosaic, open_labels
 from .data.labels import nodata_hint
 from .errors import GeossclError
 from .inference import TiledSegmenter
@@ -18,6 +18,72 @@ from .modelfile import ModelInfo, load_model
 from .output import atomic_output
 from .prediction import open_scene
 from .splits import KeepRegion, label_extent, read_region
+
+
+class _Disjoint(GeossclError):
+    """Labels, label area or region that miss the imagery."""
+
+
+class _Scene:
+    """Imagery with its labels and the area to score, checked: what :func:`evaluate` runs the model over."""
+
+    def __init__(self, mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column: str | None, region: str | None,
+                 label_nodata: float | None, background_class: str | None, label_area: str | None) -> None:
+        extent, limit = label_extent(mosaic, label_area)
+        self.truth, _ = open_labels(labels, class_column, info.class_names if class_column else None,
+                                    nodata=label_nodata, background=background_class, extent=extent)
+        try:
+            paired = IntersectionDataset(mosaic, self.truth)
+        except RuntimeError:
+            raise _Disjoint(f"{labels[0]}: labels do not overlap the imagery") from None
+        area = shapely.union_all(paired.index.geometry.values)
+        if limit is not None:
+            area = area.intersection(limit)
+            if area.is_empty:
+                raise _Disjoint(f"{label_area}: label area does not overlap the labels")
+        chosen = limit
+        if region:
+            chosen = read_region(region, mosaic.crs)
+            if limit is not None:
+                chosen = chosen.intersection(limit)
+            area = area.intersection(chosen)
+            if area.is_empty:
+                raise _Disjoint(f"{region}: region does not overlap the labelled imagery")
+        self.keep = KeepRegion(chosen) if chosen is not None else None
+        self.mosaic, self.info, self.area = mosaic, info, area.bounds
+        self.labels, self.class_column = labels, class_column
+
+    def score(self, engine: TiledSegmenter, tick: Callable[[], None]) -> ConfusionMatrix:
+        """The confusion matrix of the model's classes against the labels; ``tick()`` after every block."""
+        mosaic, info = self.mosaic, self.info
+        matrix = ConfusionMatrix(info.num_classes)
+        for block in engine.blocks(mosaic, self.area):
+            x0, y0, x1, y1 = block.bounds
+            sample = self.truth[x0:x1:mosaic.res[0], y0:y1:mosaic.res[1]]
+            if self.keep is not None:
+                sample = self.keep(sample)
+            mask = sample["mask"]
+            if int(mask.max()) >= info.num_classes:
+                value = int(mask.max())
+                hint = f"; {nodata_hint(value)}" if not self.class_column else ""
+                raise GeossclError(f"{self.labels[0]}: class id {value} is outside the model's {info.num_classes} classes{hint}")
+            mask = mask.masked_fill(block.classes < 0, -1)  # no input, no verdict
+            matrix.update(block.classes.clamp_min(0), mask)
+            tick()
+        return matrix
+
+
+def _ticker(progress: Callable[[int, int], None] | None, total: int) -> Callable[[], None]:
+    """A callable that reports one more block of ``total`` to ``progress``."""
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    return tick
 
 
 def evaluate(
@@ -48,49 +114,68 @@ def evaluate(
     network, info = load_model(model)
     # The scene as predict reads it: scored in the imagery's own CRS, at the model's GSD
     # (in metres, so a model made in one CRS scores imagery in another).
-    mosaic = open_scene(imagery, info)
-    extent, limit = label_extent(mosaic, label_area)
-    truth, _ = open_labels(labels, class_column, info.class_names if class_column else None, nodata=label_nodata,
-                           background=background_class, extent=extent)
-    try:
-        paired = IntersectionDataset(mosaic, truth)
-    except RuntimeError:
-        raise GeossclError(f"{labels[0]}: labels do not overlap the imagery") from None
-    area = shapely.union_all(paired.index.geometry.values)
-    if limit is not None:
-        area = area.intersection(limit)
-        if area.is_empty:
-            raise GeossclError(f"{label_area}: label area does not overlap the labels")
-    chosen = limit
-    if region:
-        chosen = read_region(region, mosaic.crs)
-        if limit is not None:
-            chosen = chosen.intersection(limit)
-        area = area.intersection(chosen)
-        if area.is_empty:
-            raise GeossclError(f"{region}: region does not overlap the labelled imagery")
-    keep = KeepRegion(chosen) if chosen is not None else None
+    scene = _Scene(open_scene(imagery, info), info, labels, class_column, region, label_nodata, background_class,
+                   label_area)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
-    matrix = ConfusionMatrix(info.num_classes)
-    total = len(engine.plan(mosaic, area.bounds))
-    for done, block in enumerate(engine.blocks(mosaic, area.bounds), 1):
-        x0, y0, x1, y1 = block.bounds
-        sample = truth[x0:x1:mosaic.res[0], y0:y1:mosaic.res[1]]
-        if keep is not None:
-            sample = keep(sample)
-        mask = sample["mask"]
-        if int(mask.max()) >= info.num_classes:
-            value = int(mask.max())
-            hint = f"; {nodata_hint(value)}" if not class_column else ""
-            raise GeossclError(f"{labels[0]}: class id {value} is outside the model's {info.num_classes} classes{hint}")
-        mask = mask.masked_fill(block.classes < 0, -1)  # no input, no verdict
-        matrix.update(block.classes.clamp_min(0), mask)
-        if progress is not None:
-            progress(done, total)
+    matrix = scene.score(engine, _ticker(progress, len(engine.plan(scene.mosaic, scene.area))))
     if not int(matrix.counts.sum()):
         raise GeossclError(f"{labels[0]}: no labelled pixel where the model has input"
                            + (f" inside {region}" if region else ""))
     return matrix.scores(), info
+
+
+def evaluate_each_date(
+    model: str,
+    imagery: list[str],
+    labels: list[str],
+    class_column: str | None = None,
+    region: str | None = None,
+    label_nodata: float | None = None,
+    background_class: str | None = None,
+    label_area: str | None = None,
+    device: str = "auto",
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Scores, dict[str, Scores], ModelInfo]:
+    """Scores of ``model`` on every date of a place, with one set of labels for all.
+
+    Where files of ``imagery`` cover the same ground (dates of a tile), each place
+    (a file, or single-band files stacked as bands) is scored on its own, exactly as
+    :func:`evaluate` scores it passed alone. The pooled scores count each labelled
+    pixel once per date holding it. Places the labels (or ``region``) miss, or where
+    the model has no input on a labelled pixel, are left out. Arguments are
+    :func:`evaluate`'s.
+
+    Returns:
+        ``(pooled, {first file of each place scored: its scores}, info)``, places in
+        path order.
+
+    Raises:
+        GeossclError: as :func:`evaluate`; also imagery where no two files cover the
+            same ground.
+    """
+    network, info = load_model(model)
+    settings = (info, labels, class_column, region, label_nodata, background_class, label_area)
+    mosaic = open_scene(imagery, info)
+    mosaic.require_dates("every-date")
+    scenes = {}
+    for files in mosaic.places:
+        try:
+            scenes[files[0]] = _Scene(open_scene(list(files), info), *settings)
+        except _Disjoint:
+            continue
+    if not scenes:
+        _Scene(mosaic, *settings)  # raises why the labels miss the imagery as a whole
+    engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
+    tick = _ticker(progress, sum(len(engine.plan(s.mosaic, s.area)) for s in scenes.values()))
+    matrices = {file: scene.score(engine, tick) for file, scene in scenes.items()}
+    pooled = ConfusionMatrix(info.num_classes)
+    for matrix in matrices.values():
+        pooled.counts += matrix.counts
+    if not int(pooled.counts.sum()):
+        raise GeossclError(f"{labels[0]}: no labelled pixel where the model has input on any date"
+                           + (f" inside {region}" if region else ""))
+    return pooled.scores(), {file: m.scores() for file, m in matrices.items() if int(m.counts.sum())}, info
 
 
 def format_table(scores: Scores, class_names: list[str]) -> str:
@@ -104,6 +189,17 @@ def format_table(scores: Scores, class_names: list[str]) -> str:
         lines.append(f"{name:<{width}}  {_pct(scores.iou[i])}  {_pct(scores.f1[i])}  {pixels:>9}")
     lines.append(f"mIoU {_pct(scores.miou).strip()}  OA {_pct(scores.overall_accuracy).strip()}  "
                  f"kappa {scores.kappa:.3f}  mean F1 {_pct(scores.mean_f1).strip()}")
+    return "\n".join(lines)
+
+
+def format_dates(pooled: Scores, dates: dict[str, Scores]) -> str:
+    """The summary scores of each date (file) and of all pooled, one line each, as a plain-text table."""
+    rows = [(name, scores) for name, scores in dates.items()] + [("every date, pooled", pooled)]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{'date (file)':<{width}}  {'mIoU':>6}  {'OA':>6}  {'kappa':>6}  {'mean F1':>7}  {'pixels':>9}"]
+    for name, scores in rows:
+        lines.append(f"{name:<{width}}  {_pct(scores.miou)}  {_pct(scores.overall_accuracy)}  {scores.kappa:6.3f}  "
+                     f" {_pct(scores.mean_f1)}  {sum(map(sum, scores.confusion)):>9}")
     return "\n".join(lines)
 
 

@@ -186,11 +186,11 @@ def prepare(config: FinetuneConfig) -> Setup:
     Raises:
         GeossclError: for bad input (nothing is written).
     """
-    from .training import check_dates, load_checkpoint
+    from .training import load_checkpoint
 
     mosaic = Mosaic(config.imagery, bands=config.bands)
     if config.every_date:
-        check_dates(mosaic, "every-date")
+        mosaic.require_dates("every-date")
     arch, encoder, decoder, checkpoint, init_model = config.arch, config.encoder, config.decoder_channels, None, None
     if config.init.lower().endswith((".safetensors", ".onnx")):
         init_model = open_init_model(config.init, mosaic.num_bands)

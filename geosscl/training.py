@@ -122,13 +122,6 @@ def check_accelerator(accelerator: str) -> None:
         raise GeossclError("accelerator: gpu requested but no CUDA device is available")
 
 
-def check_dates(mosaic: Any, option: str) -> None:
-    """Refuse ``option`` (a setting that needs several dates of a place) where no two places of ``mosaic`` share ground."""
-    if not mosaic.has_dates:
-        raise GeossclError(f"{option}: no two files of the imagery cover the same ground; it needs several "
-                           "dates (or other acquisitions) of a place")
-
-
 def load_checkpoint(path: str) -> dict[str, Any]:
     """Load a geosscl pretraining checkpoint without executing code.
 
@@ -180,7 +173,7 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
     mosaic = Mosaic(config.imagery, bands=config.bands, crs=config.crs, res=config.res)
     OverlappingPairSampler(mosaic, config.crop_size, overlap=config.overlap, scale=config.scale, length=1)
     if config.across_dates:
-        check_dates(mosaic, "across-dates")
+        mosaic.require_dates("across-dates")
     if config.max_nodata is not None and not 0 <= config.max_nodata < 1:
         raise GeossclError(f"max_nodata: must lie in [0, 1), got {config.max_nodata}")
     stats_path = os.path.join(out, "band_stats.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -10,9 +11,11 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from affine import Affine
 from rasterio.windows import from_bounds
 
 from geosscl.data import DatedIntersection, Mosaic, RasterLabels
+from geosscl.evaluation import evaluate, evaluate_each_date
 from geosscl.finetuning import FinetuneConfig, loaders, prepare
 from geosscl.modelfile import read_info
 from geosscl.probing import linear_probe
@@ -116,3 +119,56 @@ def test_the_probe_on_every_date_fits_each_labelled_pixel_on_each_date():
     # Neither date has nodata under the labels: every labelled pixel is one sample per date.
     assert both.pixels == {name: 2 * count for name, count in first.pixels.items()}
     assert both.scores.confusion != first.scores.confusion
+
+
+@pytest.fixture(scope="module")
+def both_dates_model(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("model") / "both.safetensors"
+    config = FinetuneConfig(imagery=DATES, labels=[MASK], crop_size=64, seed=0, every_date=True, out=str(out))
+    linear_probe(config, features="bands", weight_decay=1e-3, max_pixels=10**6)
+    return str(out)
+
+
+def test_evaluating_every_date_scores_each_as_alone_and_pools_them(both_dates_model, tmp_path):
+    # A third place the labels miss: the 1999 tile moved 100 km east.
+    with rasterio.open(DATES[0]) as src:
+        profile, data = src.profile, src.read()
+    profile["transform"] = Affine.translation(100_000, 0) @ src.transform
+    elsewhere = tmp_path / "elsewhere.tif"
+    with rasterio.open(elsewhere, "w", **profile) as dst:
+        dst.write(data)
+    ticks = []
+    pooled, dates, _ = evaluate_each_date(both_dates_model, [*DATES, str(elsewhere)], [MASK],
+                                          progress=lambda done, total: ticks.append((done, total)))
+    assert list(dates) == DATES  # path order; the place off the labels is left out
+    for file, scores in dates.items():
+        alone, _ = evaluate(both_dates_model, [file], [MASK])
+        assert scores.confusion == alone.confusion and scores.miou == alone.miou
+    assert np.array_equal(pooled.confusion, np.add(*[dates[f].confusion for f in DATES]))
+    assert np.sum(pooled.confusion) == 2 * 718  # every labelled pixel once on each date
+    assert dates[DATES[0]].miou != dates[DATES[1]].miou
+    assert ticks[-1][0] == ticks[-1][1] == len(ticks) >= 2
+    # Without --every-date the 1999 file wins where both dates lie: its scores.
+    assert evaluate(both_dates_model, DATES, [MASK])[0].confusion == dates[DATES[0]].confusion
+
+
+def test_evaluating_every_date_from_the_command_line_and_its_refusal(both_dates_model, tmp_path):
+    scores = tmp_path / "scores.json"
+    command = [sys.executable, "-m", "geosscl", "evaluate", both_dates_model, *DATES, "--labels", MASK, "--every-date",
+               "--json", str(scores), "--png", str(tmp_path / "confusion.png")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads(scores.read_text())
+    assert [d["file"] for d in written["dates"]] == DATES
+    assert np.array_equal(written["confusion"], np.add(*[d["confusion"] for d in written["dates"]]))
+    lines = result.stdout.splitlines()
+    for d in written["dates"]:  # a line per date with its mIoU, then the pooled line
+        assert any(line.startswith(d["file"]) and f"{100 * d['miou']:.1f}" in line for line in lines)
+    assert any(line.startswith("every date, pooled") and f"{100 * written['miou']:.1f}" in line for line in lines)
+    assert (tmp_path / "confusion.png").stat().st_size > 0
+    alone = tmp_path / "alone.json"
+    command = [c.replace(str(scores), str(alone)) for c in command if c != DATES[1]]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and not alone.exists()
+    assert result.stderr.strip().splitlines()[-1] == ("Error: every-date: no two files of the imagery cover the same "
+                                                       "ground; it needs several dates (or other acquisitions) of a place")

@@ -18,6 +18,10 @@ from .options import background_class_opt, label_area_opt, jsonl_progress, label
 @background_class_opt
 @label_area_opt
 @click.option("--region", type=click.Path(dir_okay=False), help="Polygons to evaluate inside (e.g. the test region).")
+@click.option("--every-date", is_flag=True,
+              help="Where files of the imagery cover one place (dates of a tile), score each of them with the same "
+                   "labels, and all of them pooled (each labelled pixel once per date).  [default: the first file in "
+                   "path order is read]")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the scores as JSON.")
 @click.option("--png", "png_path", type=click.Path(dir_okay=False), help="Write the confusion matrix as PNG.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -25,29 +29,41 @@ from .options import background_class_opt, label_area_opt, jsonl_progress, label
 @click.option("--progress", "progress_format", type=click.Choice(["bar", "jsonl"]), default="bar", show_default=True,
               help="jsonl: one JSON object per line on stdout (blocks done, then the scores), for programs.")
 @quiet_opt
-def evaluate(model, imagery, labels, class_column, label_nodata, background_class, label_area, region, json_path, png_path, device, batch_size, progress_format, quiet):
+def evaluate(model, imagery, labels, class_column, label_nodata, background_class, label_area, region, every_date,
+             json_path, png_path, device, batch_size, progress_format, quiet):
     """Score MODEL on the labelled pixels of IMAGERY (mIoU, IoU and F1 per class, OA, kappa)."""
-    from ..evaluation import evaluate as run, format_table, plot_confusion, scores_dict, write_json
+    from ..evaluation import evaluate as run, evaluate_each_date, format_dates, format_table, plot_confusion, scores_dict, write_json
 
     stop_on_sigterm()
     options = dict(class_column=class_column, region=region, label_nodata=label_nodata, background_class=background_class,
                    label_area=label_area, device=device, batch_size=batch_size)
+
+    def score(progress=None):
+        if every_date:
+            return evaluate_each_date(model, list(imagery), list(labels), progress=progress, **options)
+        scores, info = run(model, list(imagery), list(labels), progress=progress, **options)
+        return scores, None, info
+
     if progress_format == "jsonl":
-        scores, info = run(model, list(imagery), list(labels), progress=jsonl_progress, **options)
+        scores, dates, info = score(jsonl_progress)
     elif quiet:
-        scores, info = run(model, list(imagery), list(labels), **options)
+        scores, dates, info = score()
     else:
         with progress_bar("scoring blocks") as progress:
-            scores, info = run(model, list(imagery), list(labels), progress=progress, **options)
+            scores, dates, info = score(progress)
+    extra = {} if dates is None else {"dates": [{"file": f, **s.__dict__} for f, s in dates.items()]}
+    table = format_table(scores, info.class_names)
+    if dates is not None:
+        table = f"{format_dates(scores, dates)}\n\nevery date, pooled:\n{table}"
     if json_path:
-        write_json(scores, info.class_names, json_path)
+        write_json(scores, info.class_names, json_path, **extra)
     if png_path:
         plot_confusion(scores, info, png_path)
     if progress_format == "jsonl":
-        click.echo(json.dumps(scores_dict(scores, info.class_names, json=json_path, png=png_path,
-                                          table=format_table(scores, info.class_names)), allow_nan=False))
+        click.echo(json.dumps(scores_dict(scores, info.class_names, json=json_path, png=png_path, table=table, **extra),
+                              allow_nan=False))
     elif not quiet:
-        click.echo(format_table(scores, info.class_names))
+        click.echo(table)
 
 
 @click.command()

@@ -42,9 +42,7 @@ def pairs(imagery, output, count, view_size, overlap, scale, across_dates, max_n
     check_output(output, overwrite)
     mosaic = Mosaic(imagery, bands=bands, crs=crs, res=res)
     if across_dates:
-        from ..training import check_dates
-
-        check_dates(mosaic, "across-dates")
+        mosaic.require_dates("across-dates")
     sampler = OverlappingPairSampler(
         mosaic, view_size, overlap=overlap, scale=scale, length=count, max_nodata=max_nodata,
         generator=torch.Generator().manual_seed(seed), across_files=across_dates,

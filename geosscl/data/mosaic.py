@@ -401,6 +401,21 @@ class Mosaic(MapGrid, RasterDataset):
         pairs = first < second
         return bool(np.any(shapely.area(shapely.intersection(boxes[first[pairs]], boxes[second[pairs]])) > 0))
 
+    def require_dates(self, option: str) -> None:
+        """Refuse ``option``, a setting that needs several dates of a place, unless :attr:`has_dates`.
+
+        Raises:
+            GeossclError: naming ``option``, where no two places share ground.
+        """
+        if not self.has_dates:
+            raise GeossclError(f"{option}: no two files of the imagery cover the same ground; it needs several "
+                               "dates (or other acquisitions) of a place")
+
+    @property
+    def places(self) -> list[tuple[str, ...]]:
+        """The files of each place (one file, or single-band files stacked as its bands), in path order."""
+        return [source.paths for source in self._sources]
+
     def places_at(self, bounds: Bounds) -> list[str]:
         """One file of each place holding part of ``bounds`` (the dates of a tile there), in path order:
         what :meth:`read`'s ``first`` takes to read each of them."""

@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorLayer,
 )
@@ -27,6 +28,7 @@ SCORES = {"MIOU": "miou", "OVERALL_ACCURACY": "overall_accuracy", "KAPPA": "kapp
 
 class EvaluateModelAlgorithm(GeossclAlgorithm):
     INPUT = "INPUT"
+    OTHER_DATES = "OTHER_DATES"
     MODEL = "MODEL"
     REGION = "REGION"
     DEVICE = "DEVICE"
@@ -46,12 +48,17 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
             "pixels are not scored). The raster is segmented tile by tile, as Segment raster does, and compared with "
             "the labels pixel by pixel. Gives mIoU, overall accuracy, Cohen's kappa and mean "
             "F1 (0 to 1), per-class IoU and F1 in the log, and optionally the scores as JSON and the confusion matrix "
-            "as PNG. The polygons' class names must be the model's. Runs the geosscl executable (Processing options > Providers > "
+            "as PNG. The polygons' class names must be the model's. With other dates of the input raster (rasters of "
+            "its ground, with its bands), where the labels hold too, each date is scored, and the summary scores are "
+            "those of all dates pooled (each labelled pixel once per date); the log gives each date's. Runs the geosscl executable (Processing options > Providers > "
             f"geosscl, or {EXECUTABLE_SETTING}, or PATH)."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            self.OTHER_DATES, "Other dates of the input raster, where the labels hold too (each date scored)",
+            QgsProcessing.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterFile(
             self.MODEL, "geosscl model", behavior=QgsProcessingParameterFile.File,
             fileFilter="geosscl models (*.safetensors *.onnx)"))
@@ -72,6 +79,9 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         check_raster(raster)
+        others = self.parameterAsLayerList(parameters, self.OTHER_DATES, context) or []
+        for layer in others:
+            check_raster(layer, "Other dates")
         model = self.parameterAsFile(parameters, self.MODEL, context)
         if not model or not os.path.isfile(model):
             raise QgsProcessingException(f"model file {model or '(none)'} does not exist")
@@ -92,10 +102,17 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
                     copies[region_file] = region.name()
                 if scene.startswith(scratch):
                     copies[scene] = raster.name()
+                names = {scene: raster.name()}  # the table of dates names every raster by its layer
+                dates = []
+                for index, layer in enumerate(others):
+                    dates.append(raster_file(layer, scratch, context, feedback, name=f"date{index}"))
+                    names[dates[-1]] = layer.name()
+                    if dates[-1].startswith(scratch):
+                        copies[dates[-1]] = layer.name()
                 command = evaluate_command(
                     executable, scene, model, label_options, region=region_file,
                     json_path=outputs[self.OUTPUT_JSON], png_path=outputs[self.OUTPUT_CONFUSION],
-                    device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+                    device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)], other_dates=dates,
                 )
                 feedback.pushCommandInfo(" ".join(command))
                 scores = run(command, feedback.setProgress, lambda line: feedback.pushInfo(named_after_layers(line, copies)),
@@ -103,8 +120,11 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from None
         except RunError as exc:
-            raise QgsProcessingException(f"geosscl: {named_after_layers(str(exc), copies)}") from None
-        feedback.pushInfo(scores["table"])
+            message = named_after_layers(str(exc), copies).replace(
+                "every-date: no two files of the imagery cover the same ground",
+                "Other dates: no two of the rasters cover the same ground")
+            raise QgsProcessingException(f"geosscl: {message}") from None
+        feedback.pushInfo(named_after_layers(scores["table"], {**copies, **names}))
         return {**outputs, **{name: scores.get(key) for name, key in SCORES.items()}}
 
     def _optional_file(self, parameters, name, context):

@@ -152,10 +152,13 @@ def pretrain_command(
 
 def evaluate_command(
     executable: str, scene: str, model: str, labels: list[str], *, region: str | None = None,
-    json_path: str | None = None, png_path: str | None = None, device: str = "auto",
+    json_path: str | None = None, png_path: str | None = None, device: str = "auto", other_dates: Sequence[str] = (),
 ) -> list[str]:
-    """The ``geosscl evaluate`` command line that scores a model on ``labels`` (:func:`label_options`)."""
-    command = [executable, "evaluate", model, scene, *labels, "--device", device, "--progress", "jsonl"]
+    """The ``geosscl evaluate`` command line that scores a model on ``labels`` (:func:`label_options`); with
+    ``other_dates`` (rasters of the scene's ground on other dates) it scores every date, and all pooled."""
+    command = [executable, "evaluate", model, scene, *other_dates, *labels, "--device", device, "--progress", "jsonl"]
+    if other_dates:
+        command.append("--every-date")
     for option, value in (("--region", region), ("--json", json_path), ("--png", png_path)):
         if value:
             command += [option, value]

@@ -21,7 +21,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from conftest import ATLANTA, BUILDINGS, MODEL, SCENE, STRATA, TUTORIAL_POLYGONS, TUTORIAL_STACK, geosscl
+from conftest import ATLANTA, BUILDINGS, MODEL, SCENE, STRATA, TUTORIAL_2002, TUTORIAL_POLYGONS, TUTORIAL_STACK, geosscl
 
 EVALUATE = "geosscl:evaluate_model"
 
@@ -49,7 +49,7 @@ def test_evaluate_algorithm_is_registered(provider):
     algorithm = QgsApplication.processingRegistry().algorithmById(EVALUATE)
     assert algorithm is not None and algorithm.displayName() == "Evaluate model on labels"
     assert {p.name() for p in algorithm.parameterDefinitions()} >= {
-        "INPUT", "MODEL", "LABELS", "CLASS_FIELD", "LABEL_RASTER", "BACKGROUND_CLASS", "LABEL_AREA", "REGION", "DEVICE", "OUTPUT_JSON",
+        "INPUT", "OTHER_DATES", "MODEL", "LABELS", "CLASS_FIELD", "LABEL_RASTER", "BACKGROUND_CLASS", "LABEL_AREA", "REGION", "DEVICE", "OUTPUT_JSON",
         "OUTPUT_CONFUSION"}
     assert {o.name() for o in algorithm.outputDefinitions()} >= {"MIOU", "OVERALL_ACCURACY", "KAPPA", "MEAN_F1"}
 
@@ -73,6 +73,36 @@ def test_scores_are_geosscl_evaluates(processing, tutorial_model, tmp_path):
     assert confusion.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert seen and max(seen) == 100
     assert "mIoU" in feedback.textLog() and "forest" in feedback.textLog()
+
+
+def test_other_dates_of_the_input_are_each_scored_and_pooled(processing, in_project, tutorial_model, tmp_path):
+    """The tutorial tile of 1999 with its 2002 layer: the command line's --every-date scores, each date in the log."""
+    feedback, scores = QgsProcessingFeedback(), tmp_path / "scores.json"
+    late = in_project(QgsRasterLayer(str(TUTORIAL_2002), "spring 2002"))
+    result = processing.run(EVALUATE, {"INPUT": str(TUTORIAL_STACK), "OTHER_DATES": [late], "MODEL": str(tutorial_model),
+                                       "LABELS": str(TUTORIAL_POLYGONS), "CLASS_FIELD": "class",
+                                       "OUTPUT_JSON": str(scores)}, feedback=feedback)
+    want = cli_scores(tmp_path, str(tutorial_model), str(TUTORIAL_STACK), str(TUTORIAL_2002), "--every-date",
+                      "--labels", str(TUTORIAL_POLYGONS), "--class-column", "class")
+    got = json.loads(scores.read_text())
+    assert got == want and len(got["dates"]) == 2
+    assert sum(map(sum, got["confusion"])) == 2 * 718  # each labelled pixel on both dates
+    assert result["MIOU"] == got["miou"] != got["dates"][0]["miou"]
+    lines = feedback.textLog().splitlines()  # a line per date, named after its layer, with its mIoU
+    assert any(line.startswith("layer 'spring 2002'") and f"{100 * got['dates'][1]['miou']:.1f}" in line for line in lines)
+    assert any(line.startswith("every date, pooled") and f"{100 * got['miou']:.1f}" in line for line in lines)
+    away = tmp_path / "away.tif"
+    source = gdal.Open(str(TUTORIAL_2002))
+    x0, dx, _, y0, _, dy = source.GetGeoTransform()
+    shift = 10 * source.RasterXSize * dx
+    gdal.Translate(str(away), source, outputBounds=[x0 + shift, y0, x0 + shift + source.RasterXSize * dx,
+                                                    y0 + source.RasterYSize * dy])
+    refused = tmp_path / "refused.json"
+    with pytest.raises(QgsProcessingException, match="^geosscl: Other dates: no two of the rasters cover the same ground"):
+        processing.run(EVALUATE, {"INPUT": str(TUTORIAL_STACK), "OTHER_DATES": [in_project(QgsRasterLayer(str(away), "away"))],
+                                  "MODEL": str(tutorial_model), "LABELS": str(TUTORIAL_POLYGONS), "CLASS_FIELD": "class",
+                                  "OUTPUT_JSON": str(refused)})
+    assert not refused.exists()
 
 
 def test_scores_on_a_class_raster_in_a_test_region(processing, tmp_path):
