@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -15,6 +16,8 @@ from affine import Affine
 from rasterio.windows import from_bounds
 
 from geosscl.data import DatedIntersection, Mosaic, RasterLabels
+from geosscl.data.mosaic import acquisitions
+from geosscl.errors import GeossclError
 from geosscl.evaluation import evaluate, evaluate_each_date
 from geosscl.finetuning import FinetuneConfig, loaders, prepare
 from geosscl.modelfile import read_info
@@ -172,3 +175,49 @@ def test_evaluating_every_date_from_the_command_line_and_its_refusal(both_dates_
     assert result.returncode == 1 and not alone.exists()
     assert result.stderr.strip().splitlines()[-1] == ("Error: every-date: no two files of the imagery cover the same "
                                                        "ground; it needs several dates (or other acquisitions) of a place")
+
+
+@pytest.fixture(scope="module")
+def per_band_dates(tmp_path_factory):
+    """The two dates as one folder of per-band files, named as Landsat products name them."""
+    folder = tmp_path_factory.mktemp("per_band")
+    for stem, path in zip(["LE07_L1TP_022049_19991118_20200918_02_T1", "LE07_L1TP_022049_20020416_20200916_02_T1"], DATES):
+        with rasterio.open(path) as src:
+            profile = {**src.profile, "count": 1}
+            for band in range(1, src.count + 1):
+                with rasterio.open(folder / f"{stem}_B{band}.TIF", "w", **profile) as dst:
+                    dst.write(src.read(band), 1)
+    return folder
+
+
+def test_per_band_files_of_two_dates_are_two_places_not_one_of_twice_the_bands(per_band_dates, tmp_path):
+    mosaic = Mosaic(per_band_dates)
+    assert mosaic.num_bands == 8 and mosaic.has_dates
+    assert [len(files) for files in mosaic.places] == [8, 8]
+    assert [{os.path.basename(f)[17:25] for f in files} for files in mosaic.places] == [{"19991118"}, {"20020416"}]
+    bounds = tuple(mosaic.index.total_bounds)
+    for files, stacked in zip(mosaic.places, DATES):
+        np.testing.assert_array_equal(mosaic.read(bounds, first=files[0])[0], window_of(stacked, bounds))
+    # Names without a band (or with two) stack in path order, as before.
+    assert acquisitions(["d/red.tif", "d/nir.tif"]) == [["d/red.tif", "d/nir.tif"]]
+    assert acquisitions(["x_SR_B1.TIF", "x_ST_B10.TIF", "y_SR_B1.TIF"]) == [["x_SR_B1.TIF", "x_ST_B10.TIF"], ["y_SR_B1.TIF"]]
+    assert acquisitions(["a/s_B1.tif", "a/s_B2.tif", "b/s_B1.tif", "b/s_B2.tif"]) == [["a/s_B1.tif", "a/s_B2.tif"],
+                                                                                   ["b/s_B1.tif", "b/s_B2.tif"]]
+    assert acquisitions(["T33_B02_B03.tif", "T34_B02_B03.tif"]) == [["T33_B02_B03.tif", "T34_B02_B03.tif"]]
+    # A date missing a band is refused, naming it.
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for path in per_band_dates.glob("*.TIF"):
+        if not path.name.endswith("20020416_20200916_02_T1_B8.TIF"):
+            os.symlink(path, partial / path.name)
+    with pytest.raises(GeossclError, match=r"20020416_20200916_02_T1_B1\.TIF: has 7 band\(s\) where .*19991118.*_B1\.TIF "
+                                           r"has 8; every place of a mosaic needs the same bands \(single-band files on "
+                                           r"one grid stack as bands, one stack per scene their names tell apart"):
+        Mosaic(partial)
+
+
+def test_every_date_of_per_band_files_scores_as_the_stacked_dates(both_dates_model, per_band_dates):
+    _, stacked, _ = evaluate_each_date(both_dates_model, DATES, [MASK])
+    _, per_band, _ = evaluate_each_date(both_dates_model, [str(per_band_dates)], [MASK])
+    assert [os.path.basename(f)[17:25] for f in per_band] == ["19991118", "20020416"]
+    assert [s.confusion for s in per_band.values()] == [s.confusion for s in stacked.values()]

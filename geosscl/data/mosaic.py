@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -28,6 +29,31 @@ from .grid import ALIGN_TOL, MapGrid, snap_down, snap_up
 
 Bounds = tuple[float, float, float, float]
 """``(minx, miny, maxx, maxy)`` in map units of a CRS."""
+
+#: The band of a per-band file, in its name: ``_SR_B4.TIF``, ``_ST_B10.TIF`` (Landsat), ``_B8A_20m`` (Sentinel-2), ``band3``.
+BAND_IN_NAME = re.compile(r"(?i)(?<![a-z0-9])(?:(?:sr|st)_)?(?:b|band)\d{1,2}a?(?![a-z0-9])")
+
+
+def acquisitions(paths: list[str]) -> list[list[str]]:
+    """Single-band files of one grid, split into the acquisitions their names tell apart.
+
+    Per-band products name each file after its scene and its band
+    (``LC08_…_20200101_…_SR_B4.TIF``, ``T33UUP_20200101T101401_B04_10m.jp2``). Files
+    whose paths differ in the band alone are one acquisition; two dates of a tile in
+    one folder are then two places, not one of twice the bands. Where a name holds no
+    band (``red.tif``), or one name holds two, the files are one acquisition, as before.
+
+    Returns:
+        the acquisitions, each its files in path order, in the order of their first files.
+    """
+    by_rest: dict[str, list[str]] = {}
+    for path in paths:
+        name = os.path.basename(path)
+        found = BAND_IN_NAME.findall(name)
+        if len(found) != 1:
+            return [paths]
+        by_rest.setdefault(os.path.join(os.path.dirname(path), BAND_IN_NAME.sub("", name)), []).append(path)
+    return list(by_rest.values())
 
 
 def ground_sampling_distance(crs: CRS, res: tuple[float, float], bounds: Bounds) -> float | None:
@@ -101,7 +127,9 @@ class Mosaic(MapGrid, RasterDataset):
 
     Single-band files that share one grid (same CRS, transform and size) are stacked
     as bands in path order, so per-band products (``B1.tif``, ``B2.tif``, …) form one
-    image. Every other file is a place of its own: files on different grids lie side
+    image; where their names tell acquisitions apart (``X_B1.tif``, ``X_B2.tif``,
+    ``Y_B1.tif``, ``Y_B2.tif``: see :func:`acquisitions`), each acquisition is stacked
+    on its own, a place of its own. Every other file is a place of its own: files on different grids lie side
     by side, and files of several bands on one grid (acquisitions of one tile on
     several dates) overlap. Every place must have the same number of bands. Files in
     other CRSs are warped on the fly.
@@ -168,6 +196,7 @@ class Mosaic(MapGrid, RasterDataset):
                 # place, not more bands: stacking two 8-band dates would make one of 16.
                 key = (*key, path)
             groups.setdefault(key, []).append(path)
+        groups = {(*key, i): part for key, group in groups.items() for i, part in enumerate(acquisitions(group))}
 
         first = open_raster(files[0])
         try:
@@ -183,7 +212,8 @@ class Mosaic(MapGrid, RasterDataset):
         for layout, count, grid in zip(layouts, counts, grids):
             if count != n_all:
                 # Files of one grid that did not stack: say why (an RGB file and a NIR file, say).
-                why = (" (single-band files on one grid stack as bands; a file of several bands is a place of its own)"
+                why = (" (single-band files on one grid stack as bands, one stack per scene their names tell apart; "
+                       "a file of several bands is a place of its own)"
                        if grid == grids[0] else "")
                 raise GeossclError(
                     f"{layout[0][0]}: has {count} band(s) where {layouts[0][0][0]} has {n_all}; "
