@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -26,6 +27,7 @@ from rasterio.windows import Window
 
 from .data import Mosaic
 from .data.files import find_rasters
+from .data.mosaic import BAND_IN_NAME, places_of
 from .errors import GeossclError
 from .inference import TiledSegmenter, check_bands
 from .modelfile import ModelInfo, load_model
@@ -269,18 +271,22 @@ def predict_each(
     progress: Progress | None = None,
     **options: Any,
 ) -> list[str]:
-    """Segment every raster file of ``scenes`` on its own, in its own grid and CRS: one class map per file
+    """Segment every scene of ``scenes`` on its own, in its own grid and CRS: one class map per scene
     (tiles of a survey, scenes of several dates or UTM zones), the model loaded once.
 
+    A scene is a raster file, or the per-band files of one acquisition, named after their
+    bands (``X_B1.TIF``, ``X_B2.TIF``, …), stacked as a :class:`~geosscl.data.Mosaic`
+    stacks them (:func:`~geosscl.data.mosaic.acquisitions`).
     ``out`` (and ``probabilities``, ``vector``, ``preview`` if given) are folders, created
     if needed; a file ``STEM.tif`` gives ``STEM_classes.tif`` (``STEM_probabilities.tif``,
-    ``STEM_classes.gpkg``, ``STEM_classes.png``). A file whose outputs all exist is skipped
-    unless ``overwrite``: outputs are only ever complete (see :func:`predict`), so a batch
-    that was stopped goes on where it stopped. Every file is opened and checked against the
-    model before anything is written. ``options`` are :func:`predict`'s.
+    ``STEM_classes.gpkg``, ``STEM_classes.png``), per-band files ``STEM_B1.TIF``, …
+    ``STEM_classes.tif``. A scene whose outputs all exist is skipped unless ``overwrite``:
+    outputs are only ever complete (see :func:`predict`), so a batch that was stopped goes
+    on where it stopped. Every scene is opened and checked against the model before
+    anything is written. ``options`` are :func:`predict`'s.
 
     Returns:
-        the class maps, one per file, in the order of the files.
+        the class maps, one per scene, in the order of their first files.
 
     Raises:
         GeossclError: bad input (a file the model cannot read, two files of one name, an
@@ -299,15 +305,15 @@ def predict_each(
         if inside:
             # The next run over that folder would take the class maps for scenes.
             raise GeossclError(f"{folder}: is inside {inside[0]}, which is searched for scenes; write the outputs elsewhere")
-    stems: dict[str, str] = {}
-    for path in files:
-        stem = os.path.splitext(os.path.basename(path))[0]
+    stems: dict[str, list[str]] = {}
+    for place in _scenes(files):
+        stem = _scene_stem(place)
         if stem in stems:
-            raise GeossclError(f"{path}: {stems[stem]} has the same name; their outputs would be one file "
+            raise GeossclError(f"{place[0]}: {stems[stem][0]} has the same name; their outputs would be one file "
                                f"({EACH_NAMES['out'].format(stem)})")
-        stems[stem] = path
-    jobs = [(path, {key: os.path.join(folder, EACH_NAMES[key].format(stem)) for key, folder in folders.items()})
-            for stem, path in stems.items()]
+        stems[stem] = place
+    jobs = [(place, {key: os.path.join(folder, EACH_NAMES[key].format(stem)) for key, folder in folders.items()})
+            for stem, place in stems.items()]
     written = {os.path.abspath(o) for _, outputs in jobs for o in outputs.values()}
     clash = sorted(written & {os.path.abspath(f) for f in files})
     if clash:
@@ -318,22 +324,41 @@ def predict_each(
             if present and len(present) < len(outputs):
                 raise GeossclError(f"{present[0]}: already exists, without the scene's other outputs; pass --overwrite "
                                    "to remake it with them")
-    mosaics = [open_scene([path], info, bands, resample) for path, _ in jobs]  # every check before any write
+    mosaics = [open_scene(place, info, bands, resample) for place, _ in jobs]  # every check before any write
     for folder in folders.values():
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise GeossclError(f"{folder}: cannot create the output folder ({exc.strerror})") from None
     made = []
-    for done, ((path, outputs), mosaic) in enumerate(zip(jobs, mosaics), 1):
+    for done, ((place, outputs), mosaic) in enumerate(zip(jobs, mosaics), 1):
         if not overwrite and all(os.path.exists(o) for o in outputs.values()):
-            log.info(f"{path}: skipped, its outputs exist")
+            log.info(f"{place[0]}: skipped, its outputs exist")
         else:
             predict(mosaic, (network, info), overwrite=overwrite, **options, **outputs)
         made.append(outputs["out"])
         if progress:
             progress(done, len(jobs))
     return made
+
+
+def _scenes(files: list[str]) -> list[list[str]]:
+    """The scenes of :func:`predict_each`: per-band files named after their band (``X_B1.TIF``, …) stacked
+    into their acquisitions, every other file alone (single-band images of one grid, such as radar or
+    panchromatic dates, are each a scene, not bands of one)."""
+    scenes = []
+    for place in places_of(files):
+        named = len(place) > 1 and all(BAND_IN_NAME.search(os.path.basename(f)) for f in place)
+        scenes += [place] if named else [[f] for f in place]
+    return scenes
+
+
+def _scene_stem(files: list[str]) -> str:
+    """The name of a scene's outputs: its file's stem, or for per-band files the first's without its band."""
+    stem = os.path.splitext(os.path.basename(files[0]))[0]
+    if len(files) == 1:
+        return stem
+    return re.sub(r"([_.-])[_.-]+", r"\1", BAND_IN_NAME.sub("", stem)).strip("_.- ") or stem
 
 
 def write_polygons(class_map: str, out: str, names: list[str], simplify: float = 1.0, rows: int = 1024) -> int:

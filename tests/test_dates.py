@@ -21,6 +21,7 @@ from geosscl.errors import GeossclError
 from geosscl.evaluation import evaluate, evaluate_each_date
 from geosscl.finetuning import FinetuneConfig, loaders, prepare
 from geosscl.modelfile import read_info
+from geosscl.prediction import _scenes, predict, predict_each
 from geosscl.probing import linear_probe
 from samplers import DatedQuery, DateSampler, RegionGridSampler, RegionSampler
 from conftest import TUTORIAL, TUTORIAL_2002, TUTORIAL_STACK
@@ -221,3 +222,23 @@ def test_every_date_of_per_band_files_scores_as_the_stacked_dates(both_dates_mod
     _, per_band, _ = evaluate_each_date(both_dates_model, [str(per_band_dates)], [MASK])
     assert [os.path.basename(f)[17:25] for f in per_band] == ["19991118", "20020416"]
     assert [s.confusion for s in per_band.values()] == [s.confusion for s in stacked.values()]
+
+
+def test_each_date_of_per_band_files_is_mapped_on_its_own(both_dates_model, per_band_dates, tmp_path):
+    made = predict_each([str(per_band_dates)], both_dates_model, tmp_path / "maps")
+    assert [os.path.basename(m) for m in made] == ["LE07_L1TP_022049_19991118_20200918_02_T1_classes.tif",
+                                                   "LE07_L1TP_022049_20020416_20200916_02_T1_classes.tif"]
+    for map_, stacked in zip(made, DATES):
+        alone = tmp_path / f"alone_{os.path.basename(stacked)}.tif"
+        predict([stacked], both_dates_model, alone)
+        with rasterio.open(map_) as got, rasterio.open(alone) as want:
+            assert got.transform == want.transform
+            np.testing.assert_array_equal(got.read(1), want.read(1))
+    # Single-band files that name no band (dates of a panchromatic or radar image) stay one scene each.
+    pan = tmp_path / "pan"
+    pan.mkdir()
+    for year, stacked in zip(["1999", "2002"], DATES):
+        with rasterio.open(stacked) as src:
+            with rasterio.open(pan / f"pan_{year}.tif", "w", **{**src.profile, "count": 1}) as dst:
+                dst.write(src.read(8), 1)
+    assert _scenes(sorted(str(p) for p in pan.iterdir())) == [[str(pan / "pan_1999.tif")], [str(pan / "pan_2002.tif")]]

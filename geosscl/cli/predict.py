@@ -24,8 +24,9 @@ def _creation_options(ctx: click.Context, param: click.Parameter, value: tuple[s
 @click.option("-m", "--model", required=True, type=click.Path(dir_okay=False), help="geosscl model file (.safetensors).")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Class map to write (COG); with --each, a folder.")
 @click.option("--each", is_flag=True,
-              help="Segment every file of SCENE on its own (its grid and CRS): -o and the other outputs are folders, "
-                   "FILE.tif gives FILE_classes.tif; files whose outputs exist are skipped unless --overwrite.")
+              help="Segment every file of SCENE on its own (its grid and CRS; per-band files X_B1.TIF, X_B2.TIF, … "
+                   "as one scene X): -o and the other outputs are folders, FILE.tif gives FILE_classes.tif; scenes "
+                   "whose outputs exist are skipped unless --overwrite.")
 @click.option("--tile-size", type=int, help="Tile side fed to the model, pixels (multiple of 32).  [default: the model's]")
 @click.option("--overlap", type=int, help="Overlap of neighbouring tiles, pixels.  [default: the model's]")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Tiles per forward pass.")

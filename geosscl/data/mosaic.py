@@ -117,6 +117,37 @@ class _Source:
     reads: tuple[_FileBands, ...]
 
 
+def places_of(files: Sequence[str]) -> list[list[str]]:
+    """The places of a mosaic's files: single-band files of one grid (same CRS, transform
+    and size) together, one place per acquisition their names tell apart (see
+    :func:`acquisitions`), every other file a place of its own.
+
+    Returns:
+        the files of each place in path order, the places in the order of their first files.
+
+    Raises:
+        GeossclError: naming the file, if one has no CRS or a rotated geotransform.
+    """
+    groups: dict[tuple, list[str]] = {}
+    for path in files:
+        src = open_raster(path)
+        if src.crs is None:
+            raise GeossclError(f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX)")
+        if src.transform.b != 0 or src.transform.d != 0:
+            raise GeossclError(f"{path}: rotated or sheared geotransforms are not supported; warp the file first")
+        key = _grid(src)
+        if src.count > 1:
+            # A file of all its bands on the grid of another is another date of that
+            # place, not more bands: stacking two 8-band dates would make one of 16.
+            key = (*key, path)
+        groups.setdefault(key, []).append(path)
+    return [part for group in groups.values() for part in acquisitions(group)]
+
+
+def _grid(src: rasterio.DatasetReader) -> tuple:
+    return src.crs.to_wkt(), tuple(src.transform)[:6], src.width, src.height
+
+
 class Mosaic(MapGrid, RasterDataset):
     """GeoTIFFs of one or many files, CRSs and resolutions, read as one image.
 
@@ -129,7 +160,7 @@ class Mosaic(MapGrid, RasterDataset):
     as bands in path order, so per-band products (``B1.tif``, ``B2.tif``, …) form one
     image; where their names tell acquisitions apart (``X_B1.tif``, ``X_B2.tif``,
     ``Y_B1.tif``, ``Y_B2.tif``: see :func:`acquisitions`), each acquisition is stacked
-    on its own, a place of its own. Every other file is a place of its own: files on different grids lie side
+    on its own, a place of its own (:func:`places_of`). Every other file is a place of its own: files on different grids lie side
     by side, and files of several bands on one grid (acquisitions of one tile on
     several dates) overlap. Every place must have the same number of bands. Files in
     other CRSs are warped on the fly.
@@ -183,20 +214,7 @@ class Mosaic(MapGrid, RasterDataset):
         self.cache = True
         self._resampling = resampling
 
-        groups: dict[tuple, list[str]] = {}
-        for path in files:
-            src = open_raster(path)
-            if src.crs is None:
-                raise GeossclError(f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX)")
-            if src.transform.b != 0 or src.transform.d != 0:
-                raise GeossclError(f"{path}: rotated or sheared geotransforms are not supported; warp the file first")
-            key = (src.crs.to_wkt(), tuple(src.transform)[:6], src.width, src.height)
-            if src.count > 1:
-                # A file of all its bands on the grid of another is another date of that
-                # place, not more bands: stacking two 8-band dates would make one of 16.
-                key = (*key, path)
-            groups.setdefault(key, []).append(path)
-        groups = {(*key, i): part for key, group in groups.items() for i, part in enumerate(acquisitions(group))}
+        places = places_of(files)
 
         first = open_raster(files[0])
         try:
@@ -205,10 +223,10 @@ class Mosaic(MapGrid, RasterDataset):
             raise GeossclError(f"crs: {crs!r} is not a CRS ({exc})") from None
 
         # Band layout of each place: total count must agree everywhere.
-        layouts = [[(p, open_raster(p).count) for p in group] for group in groups.values()]
+        layouts = [[(p, open_raster(p).count) for p in group] for group in places]
         counts = [sum(c for _, c in layout) for layout in layouts]
         n_all = counts[0]
-        grids = [key[:4] for key in groups]
+        grids = [_grid(open_raster(group[0])) for group in places]
         for layout, count, grid in zip(layouts, counts, grids):
             if count != n_all:
                 # Files of one grid that did not stack: say why (an RGB file and a NIR file, say).
