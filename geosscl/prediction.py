@@ -27,7 +27,7 @@ from rasterio.windows import Window
 
 from .data import Mosaic
 from .data.files import find_rasters
-from .data.mosaic import BAND_IN_NAME, places_of
+from .data.mosaic import BAND_IN_NAME, named_as_bands, places_of
 from .errors import GeossclError
 from .inference import TiledSegmenter, check_bands
 from .modelfile import ModelInfo, load_model
@@ -343,13 +343,12 @@ def predict_each(
 
 
 def _scenes(files: list[str]) -> list[list[str]]:
-    """The scenes of :func:`predict_each`: per-band files named after their band (``X_B1.TIF``, …) stacked
-    into their acquisitions, every other file alone (single-band images of one grid, such as radar or
-    panchromatic dates, are each a scene, not bands of one)."""
+    """The scenes of :func:`predict_each`: single-band files whose names say they are bands of one acquisition
+    (each names its band, ``X_B1.TIF``, …; or all name one date, ``S1_20200101_VV.tif``, ``S1_20200101_VH.tif``)
+    stacked, every other file alone (``pan_a.tif``, ``pan_b.tif`` on one grid are two scenes, not two bands)."""
     scenes = []
     for place in places_of(files):
-        named = len(place) > 1 and all(BAND_IN_NAME.search(os.path.basename(f)) for f in place)
-        scenes += [place] if named else [[f] for f in place]
+        scenes += [place] if len(place) > 1 and named_as_bands(place) else [[f] for f in place]
     return scenes
 
 

@@ -242,3 +242,26 @@ def test_each_date_of_per_band_files_is_mapped_on_its_own(both_dates_model, per_
             with rasterio.open(pan / f"pan_{year}.tif", "w", **{**src.profile, "count": 1}) as dst:
                 dst.write(src.read(8), 1)
     assert _scenes(sorted(str(p) for p in pan.iterdir())) == [[str(pan / "pan_1999.tif")], [str(pan / "pan_2002.tif")]]
+
+
+def test_single_band_dates_named_by_date_are_dates(tmp_path):
+    """Radar and panchromatic dates come as one file per date (or per polarisation): the date in the name tells them
+    apart. Here two real bands of each Landsat date, as a radar scene's VV and VH would be named."""
+    for day, stacked in zip(["19991118", "20020416"], DATES):
+        with rasterio.open(stacked) as src:
+            for band, name in ((4, "nir"), (5, "swir")):
+                with rasterio.open(tmp_path / f"LE07_{day}_{name}.tif", "w", **{**src.profile, "count": 1}) as dst:
+                    dst.write(src.read(band), 1)
+    mosaic = Mosaic(tmp_path)
+    assert mosaic.num_bands == 2 and mosaic.has_dates
+    assert [[os.path.basename(f) for f in files] for files in mosaic.places] == [
+        ["LE07_19991118_nir.tif", "LE07_19991118_swir.tif"], ["LE07_20020416_nir.tif", "LE07_20020416_swir.tif"]]
+    bounds = tuple(mosaic.index.total_bounds)
+    for files, stacked in zip(mosaic.places, DATES):
+        np.testing.assert_array_equal(mosaic.read(bounds, first=files[0])[0], window_of(stacked, bounds)[3:5])
+    assert _scenes(mosaic.paths) == [list(files) for files in mosaic.places]  # predict --each: a map per date
+    # One file per date: a one-band place per date; ISO dates too. Undated names stack, as always.
+    assert acquisitions(["s/pan_2019-06-01.tif", "s/pan_2020-06-01.tif"]) == [["s/pan_2019-06-01.tif"],
+                                                                              ["s/pan_2020-06-01.tif"]]
+    assert acquisitions(["lsat7_2000_10.tif", "lsat7_2000_20.tif"]) == [["lsat7_2000_10.tif", "lsat7_2000_20.tif"]]
+    assert acquisitions(["pan_20190601.tif", "nir.tif"]) == [["pan_20190601.tif", "nir.tif"]]

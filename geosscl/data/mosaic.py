@@ -32,28 +32,59 @@ Bounds = tuple[float, float, float, float]
 
 #: The band of a per-band file, in its name: ``_SR_B4.TIF``, ``_ST_B10.TIF`` (Landsat), ``_B8A_20m`` (Sentinel-2), ``band3``.
 BAND_IN_NAME = re.compile(r"(?i)(?<![a-z0-9])(?:(?:sr|st)_)?(?:b|band)\d{1,2}a?(?![a-z0-9])")
+#: A date in a file name: ``20200101``, ``2020-01-01`` (also in ``20200101T101401``).
+DATE_IN_NAME = re.compile(r"(?<!\d)(?:19|20)\d\d(-?)(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])(?!\d)")
 
 
 def acquisitions(paths: list[str]) -> list[list[str]]:
     """Single-band files of one grid, split into the acquisitions their names tell apart.
 
-    Per-band products name each file after its scene and its band
-    (``LC08_…_20200101_…_SR_B4.TIF``, ``T33UUP_20200101T101401_B04_10m.jp2``). Files
-    whose paths differ in the band alone are one acquisition; two dates of a tile in
-    one folder are then two places, not one of twice the bands. Where a name holds no
-    band (``red.tif``), or one name holds two, the files are one acquisition, as before.
+    - Per-band products name each file after its scene and its band
+      (``LC08_…_20200101_…_SR_B4.TIF``, ``T33UUP_20200101T101401_B04_10m.jp2``): files
+      whose paths differ in the band alone are one acquisition.
+    - Otherwise, where every name holds a date (``S1A_…_20200101T055950_…_VV.tif``,
+      ``pan_2019-06-01.tif``) and they hold several: files of one date (its first in
+      the name) and folder are one acquisition, so single-band dates (radar,
+      panchromatic) are dates, and the polarisations of one date its bands.
+    - Otherwise (``red.tif``, ``nir.tif``) the files are one acquisition, as always.
+
+    Two dates of a tile in one folder are then two places, not one of twice the bands.
 
     Returns:
         the acquisitions, each its files in path order, in the order of their first files.
     """
-    by_rest: dict[str, list[str]] = {}
-    for path in paths:
-        name = os.path.basename(path)
-        found = BAND_IN_NAME.findall(name)
-        if len(found) != 1:
-            return [paths]
-        by_rest.setdefault(os.path.join(os.path.dirname(path), BAND_IN_NAME.sub("", name)), []).append(path)
-    return list(by_rest.values())
+    for key in (_without_band, _first_date):
+        by_key: dict[str, list[str]] = {}
+        for path in paths:
+            found = key(os.path.basename(path))
+            if found is None:
+                break
+            by_key.setdefault(os.path.join(os.path.dirname(path), found), []).append(path)
+        else:
+            if len(by_key) > 1 or key is _without_band:
+                return list(by_key.values())
+    return [paths]
+
+
+def named_as_bands(paths: list[str]) -> bool:
+    """Whether the names of ``paths`` say they are bands of one acquisition: each names its band, or all name
+    one date (the polarisations of one radar scene)."""
+    names = [os.path.basename(p) for p in paths]
+    if all(_without_band(n) is not None for n in names):
+        return True
+    dates = [_first_date(n) for n in names]
+    return None not in dates and len(set(dates)) == 1
+
+
+def _without_band(name: str) -> str | None:
+    """``name`` without its band, if it holds exactly one."""
+    return BAND_IN_NAME.sub("", name) if len(BAND_IN_NAME.findall(name)) == 1 else None
+
+
+def _first_date(name: str) -> str | None:
+    """The first date in ``name``, digits only, if it holds one."""
+    found = DATE_IN_NAME.search(name)
+    return found.group(0).replace("-", "") if found else None
 
 
 def ground_sampling_distance(crs: CRS, res: tuple[float, float], bounds: Bounds) -> float | None:
