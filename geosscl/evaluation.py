@@ -66,7 +66,8 @@ class _Scene:
             if int(mask.max()) >= info.num_classes:
                 value = int(mask.max())
                 hint = f"; {nodata_hint(value)}" if not self.class_column else ""
-                raise GeossclError(f"{self.labels[0]}: class id {value} is outside the model's {info.num_classes} classes{hint}")
+                raise GeossclError(f"{self.labels[0]}: class id {value} is outside the model's {info.num_classes} "
+                                   f"classes{hint}")
             mask = mask.masked_fill(block.classes < 0, -1)  # no input, no verdict
             matrix.update(block.classes.clamp_min(0), mask)
             tick()

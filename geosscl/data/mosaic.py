@@ -30,7 +30,8 @@ from .grid import ALIGN_TOL, MapGrid, snap_down, snap_up
 Bounds = tuple[float, float, float, float]
 """``(minx, miny, maxx, maxy)`` in map units of a CRS."""
 
-#: The band of a per-band file, in its name: ``_SR_B4.TIF``, ``_ST_B10.TIF`` (Landsat), ``_B8A_20m`` (Sentinel-2), ``band3``.
+#: The band of a per-band file, in its name: ``_SR_B4.TIF``, ``_ST_B10.TIF`` (Landsat),
+#: ``_B8A_20m`` (Sentinel-2), ``band3``.
 BAND_IN_NAME = re.compile(r"(?i)(?<![a-z0-9])(?:(?:sr|st)_)?(?:b|band)\d{1,2}a?(?![a-z0-9])")
 #: A date in a file name: ``20200101``, ``2020-01-01`` (also in ``20200101T101401``).
 DATE_IN_NAME = re.compile(r"(?<!\d)(?:19|20)\d\d(-?)(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])(?!\d)")
@@ -53,6 +54,8 @@ def acquisitions(paths: list[str]) -> list[list[str]]:
     Returns:
         the acquisitions, each its files in path order, in the order of their first files.
     """
+    # The band rule applies whenever every name holds one band, also where it finds one
+    # acquisition; the date rule only where it finds several (bands of one date then stack).
     for key in (_without_band, _first_date):
         by_key: dict[str, list[str]] = {}
         for path in paths:
@@ -191,10 +194,10 @@ class Mosaic(MapGrid, RasterDataset):
     as bands in path order, so per-band products (``B1.tif``, ``B2.tif``, …) form one
     image; where their names tell acquisitions apart (``X_B1.tif``, ``X_B2.tif``,
     ``Y_B1.tif``, ``Y_B2.tif``: see :func:`acquisitions`), each acquisition is stacked
-    on its own, a place of its own (:func:`places_of`). Every other file is a place of its own: files on different grids lie side
-    by side, and files of several bands on one grid (acquisitions of one tile on
-    several dates) overlap. Every place must have the same number of bands. Files in
-    other CRSs are warped on the fly.
+    on its own, a place of its own (:func:`places_of`). Every other file is a place of
+    its own: files on different grids lie side by side, and files of several bands on
+    one grid (acquisitions of one tile on several dates) overlap. Every place must have
+    the same number of bands. Files in other CRSs are warped on the fly.
 
     Nodata is known per file (its nodata value, or its internal mask or alpha band)
     and returned as NaN in the float32 image: ``torch.isnan(image)`` is the mask.

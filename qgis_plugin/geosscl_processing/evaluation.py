@@ -50,8 +50,8 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
             "F1 (0 to 1), per-class IoU and F1 in the log, and optionally the scores as JSON and the confusion matrix "
             "as PNG. The polygons' class names must be the model's. With other dates of the input raster (rasters of "
             "its ground, with its bands), where the labels hold too, each date is scored, and the summary scores are "
-            "those of all dates pooled (each labelled pixel once per date); the log gives each date's. Runs the geosscl executable (Processing options > Providers > "
-            f"geosscl, or {EXECUTABLE_SETTING}, or PATH)."
+            "those of all dates pooled (each labelled pixel once per date); the log gives each date's. Runs the "
+            f"geosscl executable (Processing options > Providers > geosscl, or {EXECUTABLE_SETTING}, or PATH)."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
