@@ -27,8 +27,9 @@ class _Disjoint(GeossclError):
 class _Scene:
     """Imagery with its labels and the area to score, checked: what :func:`evaluate` runs the model over."""
 
-    def __init__(self, mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column: str | None, region: str | None,
-                 label_nodata: float | None, background_class: str | None, label_area: str | None) -> None:
+    def __init__(self, mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column: str | None = None,
+                 region: str | None = None, label_nodata: float | None = None, background_class: str | None = None,
+                 label_area: str | None = None) -> None:
         extent, limit = label_extent(mosaic, label_area)
         self.truth, _ = open_labels(labels, class_column, info.class_names if class_column else None,
                                     nodata=label_nodata, background=background_class, extent=extent)
@@ -115,8 +116,8 @@ def evaluate(
     network, info = load_model(model)
     # The scene as predict reads it: scored in the imagery's own CRS, at the model's GSD
     # (in metres, so a model made in one CRS scores imagery in another).
-    scene = _Scene(open_scene(imagery, info), info, labels, class_column, region, label_nodata, background_class,
-                   label_area)
+    scene = _Scene(open_scene(imagery, info), info, labels, class_column=class_column, region=region,
+                   label_nodata=label_nodata, background_class=background_class, label_area=label_area)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
     matrix = scene.score(engine, _ticker(progress, len(engine.plan(scene.mosaic, scene.area))))
     if not int(matrix.counts.sum()):
@@ -129,14 +130,10 @@ def evaluate_each_date(
     model: str,
     imagery: list[str],
     labels: list[str],
-    class_column: str | None = None,
-    region: str | None = None,
-    label_nodata: float | None = None,
-    background_class: str | None = None,
-    label_area: str | None = None,
     device: str = "auto",
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    **options: Any,
 ) -> tuple[Scores, dict[str, Scores], ModelInfo]:
     """Scores of ``model`` on every date of a place, with one set of labels for all.
 
@@ -144,8 +141,9 @@ def evaluate_each_date(
     (a file, or single-band files stacked as bands) is scored on its own, exactly as
     :func:`evaluate` scores it passed alone. The pooled scores count each labelled
     pixel once per date holding it. Places the labels (or ``region``) miss, or where
-    the model has no input on a labelled pixel, are left out. Arguments are
-    :func:`evaluate`'s.
+    the model has no input on a labelled pixel, are left out. Arguments and
+    ``options`` (``class_column``, ``region``, ``label_nodata``, ``background_class``,
+    ``label_area``) are :func:`evaluate`'s.
 
     Returns:
         ``(pooled, {first file of each place scored: its scores}, info)``, places in
@@ -156,17 +154,16 @@ def evaluate_each_date(
             same ground.
     """
     network, info = load_model(model)
-    settings = (info, labels, class_column, region, label_nodata, background_class, label_area)
     mosaic = open_scene(imagery, info)
     mosaic.require_dates("every-date")
     scenes = {}
     for files in mosaic.places:
         try:
-            scenes[files[0]] = _Scene(open_scene(list(files), info), *settings)
+            scenes[files[0]] = _Scene(open_scene(list(files), info), info, labels, **options)
         except _Disjoint:
             continue
     if not scenes:
-        _Scene(mosaic, *settings)  # raises why the labels miss the imagery as a whole
+        _Scene(mosaic, info, labels, **options)  # raises why the labels miss the imagery as a whole
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
     tick = _ticker(progress, sum(len(engine.plan(s.mosaic, s.area)) for s in scenes.values()))
     matrices = {file: scene.score(engine, tick) for file, scene in scenes.items()}
@@ -175,7 +172,7 @@ def evaluate_each_date(
         pooled.counts += matrix.counts
     if not int(pooled.counts.sum()):
         raise GeossclError(f"{labels[0]}: no labelled pixel where the model has input on any date"
-                           + (f" inside {region}" if region else ""))
+                           + (f" inside {options['region']}" if options.get("region") else ""))
     return pooled.scores(), {file: m.scores() for file, m in matrices.items() if int(m.counts.sum())}, info
 
 

@@ -78,3 +78,15 @@ def geosscl(*args: str) -> subprocess.CompletedProcess:
 
 def geosscl_predict(*args: str) -> subprocess.CompletedProcess:
     return geosscl("predict", *args)
+
+
+def elsewhere(path: Path) -> Path:
+    """A copy of the 2002 tutorial scene moved ten scene widths east: no other date of the tutorial tile."""
+    from osgeo import gdal
+
+    source = gdal.Open(str(TUTORIAL_2002))
+    x0, dx, _, y0, _, dy = source.GetGeoTransform()
+    shift = 10 * source.RasterXSize * dx
+    gdal.Translate(str(path), source, outputBounds=[x0 + shift, y0, x0 + shift + source.RasterXSize * dx,
+                                                   y0 + source.RasterYSize * dy])
+    return path

@@ -21,7 +21,8 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from conftest import ATLANTA, BUILDINGS, MODEL, SCENE, STRATA, TUTORIAL_2002, TUTORIAL_POLYGONS, TUTORIAL_STACK, geosscl
+from conftest import (ATLANTA, BUILDINGS, MODEL, SCENE, STRATA, TUTORIAL_2002, TUTORIAL_POLYGONS, TUTORIAL_STACK,
+                      elsewhere, geosscl)
 
 EVALUATE = "geosscl:evaluate_model"
 
@@ -91,12 +92,7 @@ def test_other_dates_of_the_input_are_each_scored_and_pooled(processing, in_proj
     lines = feedback.textLog().splitlines()  # a line per date, named after its layer, with its mIoU
     assert any(line.startswith("layer 'spring 2002'") and f"{100 * got['dates'][1]['miou']:.1f}" in line for line in lines)
     assert any(line.startswith("every date, pooled") and f"{100 * got['miou']:.1f}" in line for line in lines)
-    away = tmp_path / "away.tif"
-    source = gdal.Open(str(TUTORIAL_2002))
-    x0, dx, _, y0, _, dy = source.GetGeoTransform()
-    shift = 10 * source.RasterXSize * dx
-    gdal.Translate(str(away), source, outputBounds=[x0 + shift, y0, x0 + shift + source.RasterXSize * dx,
-                                                    y0 + source.RasterYSize * dy])
+    away = elsewhere(tmp_path / "away.tif")
     refused = tmp_path / "refused.json"
     with pytest.raises(QgsProcessingException, match="^geosscl: Other dates: no two of the rasters cover the same ground"):
         processing.run(EVALUATE, {"INPUT": str(TUTORIAL_STACK), "OTHER_DATES": [in_project(QgsRasterLayer(str(away), "away"))],

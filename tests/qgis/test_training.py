@@ -37,6 +37,7 @@ from conftest import (
     TUTORIAL_2002,
     TUTORIAL_POLYGONS,
     TUTORIAL_STACK,
+    elsewhere,
     geosscl,
     geosscl_predict,
 )
@@ -139,12 +140,7 @@ def test_other_dates_of_the_input_train_on_every_date(processing, in_project, tm
     assert geosscl_predict(str(TUTORIAL_STACK), "-m", str(reference), "-o", str(reference_map), "-q").returncode == 0
     np.testing.assert_array_equal(read(classes)[0], read(reference_map)[0])  # the map is of the input raster
     # A raster of another place is no other date: refused in the dialog's words, no model written.
-    away = tmp_path / "away.tif"
-    source = gdal.Open(str(TUTORIAL_2002))
-    x0, dx, _, y0, _, dy = source.GetGeoTransform()
-    shift = 10 * source.RasterXSize * dx
-    gdal.Translate(str(away), source, outputBounds=[x0 + shift, y0, x0 + shift + source.RasterXSize * dx,
-                                                    y0 + source.RasterYSize * dy])
+    away = elsewhere(tmp_path / "away.tif")
     with pytest.raises(QgsProcessingException, match="^geosscl: Other dates: no two of the rasters cover the same ground"):
         processing.run(TRAIN, {"INPUT": str(TUTORIAL_STACK), "OTHER_DATES": [in_project(QgsRasterLayer(str(away), "away"))],
                                "LABELS": str(TUTORIAL_POLYGONS), "CLASS_FIELD": "class",
