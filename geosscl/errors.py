@@ -9,6 +9,11 @@ class GeossclError(ValueError):
     """Bad input: the message names the file or parameter and the problem."""
 
 
+class NoOverlap(GeossclError):
+    """Inputs that do not meet on the ground (labels, label area or region, and the imagery): where
+    several places are scored (``evaluate --every-date``), a place they miss is left out."""
+
+
 class RunStopped(GeossclError):
     """A run stopped before its end by a signal: pretraining saved its last step (``--resume``
     continues it); fine-tuning wrote no model.

@@ -11,7 +11,7 @@ from torchgeo.datasets import IntersectionDataset
 
 from .data import Mosaic, open_labels
 from .data.labels import nodata_hint
-from .errors import GeossclError
+from .errors import GeossclError, NoOverlap
 from .inference import TiledSegmenter
 from .metrics import ConfusionMatrix, Scores
 from .modelfile import ModelInfo, load_model
@@ -20,28 +20,30 @@ from .prediction import open_scene
 from .splits import KeepRegion, label_extent, read_region
 
 
-class _Disjoint(GeossclError):
-    """Labels, label area or region that miss the imagery."""
+def _open_truth(mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column: str | None = None,
+                label_nodata: float | None = None, background_class: str | None = None,
+                label_area: str | None = None) -> tuple[Any, Any]:
+    """The labels of ``mosaic``, and the geometry of ``label_area`` (``None`` without one)."""
+    extent, limit = label_extent(mosaic, label_area)
+    truth, _ = open_labels(labels, class_column, info.class_names if class_column else None, nodata=label_nodata,
+                           background=background_class, extent=extent)
+    return truth, limit
 
 
 class _Scene:
     """Imagery with its labels and the area to score, checked: what :func:`evaluate` runs the model over."""
 
-    def __init__(self, mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column: str | None = None,
-                 region: str | None = None, label_nodata: float | None = None, background_class: str | None = None,
-                 label_area: str | None = None) -> None:
-        extent, limit = label_extent(mosaic, label_area)
-        self.truth, _ = open_labels(labels, class_column, info.class_names if class_column else None,
-                                    nodata=label_nodata, background=background_class, extent=extent)
+    def __init__(self, mosaic: Mosaic, info: ModelInfo, labels: list[str], truth: Any, limit: Any,
+                 class_column: str | None = None, region: str | None = None, label_area: str | None = None) -> None:
         try:
-            paired = IntersectionDataset(mosaic, self.truth)
+            paired = IntersectionDataset(mosaic, truth)
         except RuntimeError:
-            raise _Disjoint(f"{labels[0]}: labels do not overlap the imagery") from None
+            raise NoOverlap(f"{labels[0]}: labels do not overlap the imagery") from None
         area = shapely.union_all(paired.index.geometry.values)
         if limit is not None:
             area = area.intersection(limit)
             if area.is_empty:
-                raise _Disjoint(f"{label_area}: label area does not overlap the labels")
+                raise NoOverlap(f"{label_area}: label area does not overlap the labels")
         chosen = limit
         if region:
             chosen = read_region(region, mosaic.crs)
@@ -49,9 +51,9 @@ class _Scene:
                 chosen = chosen.intersection(limit)
             area = area.intersection(chosen)
             if area.is_empty:
-                raise _Disjoint(f"{region}: region does not overlap the labelled imagery")
+                raise NoOverlap(f"{region}: region does not overlap the labelled imagery")
         self.keep = KeepRegion(chosen) if chosen is not None else None
-        self.mosaic, self.info, self.area = mosaic, info, area.bounds
+        self.mosaic, self.info, self.truth, self.area = mosaic, info, truth, area.bounds
         self.labels, self.class_column = labels, class_column
 
     def score(self, engine: TiledSegmenter, tick: Callable[[], None]) -> ConfusionMatrix:
@@ -116,8 +118,9 @@ def evaluate(
     network, info = load_model(model)
     # The scene as predict reads it: scored in the imagery's own CRS, at the model's GSD
     # (in metres, so a model made in one CRS scores imagery in another).
-    scene = _Scene(open_scene(imagery, info), info, labels, class_column=class_column, region=region,
-                   label_nodata=label_nodata, background_class=background_class, label_area=label_area)
+    mosaic = open_scene(imagery, info)
+    truth = _open_truth(mosaic, info, labels, class_column, label_nodata, background_class, label_area)
+    scene = _Scene(mosaic, info, labels, *truth, class_column, region, label_area)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
     matrix = scene.score(engine, _ticker(progress, len(engine.plan(scene.mosaic, scene.area))))
     if not int(matrix.counts.sum()):
@@ -156,14 +159,20 @@ def evaluate_each_date(
     network, info = load_model(model)
     mosaic = open_scene(imagery, info)
     mosaic.require_dates("every-date")
+    region = options.pop("region", None)
+    where = (options.get("class_column"), region, options.get("label_area"))
     scenes = {}
     for files in mosaic.places:
+        place = open_scene(list(files), info)
         try:
-            scenes[files[0]] = _Scene(open_scene(list(files), info), info, labels, **options)
-        except _Disjoint:
+            # Labels opened for each place, in its CRS: TorchGeo's intersection sets the
+            # CRS of the datasets it joins, so one labels dataset cannot serve two CRSs.
+            scenes[files[0]] = _Scene(place, info, labels, *_open_truth(place, info, labels, **options), *where)
+        except NoOverlap:
             continue
     if not scenes:
-        _Scene(mosaic, info, labels, **options)  # raises why the labels miss the imagery as a whole
+        # Raises why the labels miss the imagery as a whole.
+        _Scene(mosaic, info, labels, *_open_truth(mosaic, info, labels, **options), *where)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
     tick = _ticker(progress, sum(len(engine.plan(s.mosaic, s.area)) for s in scenes.values()))
     matrices = {file: scene.score(engine, tick) for file, scene in scenes.items()}
@@ -172,7 +181,7 @@ def evaluate_each_date(
         pooled.counts += matrix.counts
     if not int(pooled.counts.sum()):
         raise GeossclError(f"{labels[0]}: no labelled pixel where the model has input on any date"
-                           + (f" inside {options['region']}" if options.get("region") else ""))
+                           + (f" inside {region}" if region else ""))
     return pooled.scores(), {file: m.scores() for file, m in matrices.items() if int(m.counts.sum())}, info
 
 

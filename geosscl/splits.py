@@ -22,7 +22,7 @@ from shapely.geometry.base import BaseGeometry
 from .data.grid import ALIGN_TOL
 from .data.labels import IGNORE_INDEX
 from .data.vector import read_layer
-from .errors import GeossclError
+from .errors import GeossclError, NoOverlap
 
 if TYPE_CHECKING:
     from torchgeo.datasets import GeoDataset
@@ -167,7 +167,7 @@ def label_extent(mosaic: Mosaic, label_area: str | None) -> tuple[gpd.GeoSeries,
     limit = read_region(label_area, mosaic.crs)
     inside = polygonal(shapely.intersection(footprint.iloc[0], limit))
     if inside.is_empty:
-        raise GeossclError(f"{label_area}: label area does not overlap the imagery")
+        raise NoOverlap(f"{label_area}: label area does not overlap the imagery")
     return gpd.GeoSeries([inside], crs=footprint.crs), limit
 
 

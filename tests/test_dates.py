@@ -8,9 +8,11 @@ import subprocess
 import sys
 from collections import Counter
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import shapely
 import torch
 from affine import Affine
 from rasterio.windows import from_bounds
@@ -24,7 +26,7 @@ from geosscl.modelfile import read_info
 from geosscl.prediction import _scenes, predict, predict_each
 from geosscl.probing import linear_probe
 from samplers import DatedQuery, DateSampler, RegionGridSampler, RegionSampler
-from conftest import TUTORIAL, TUTORIAL_2002, TUTORIAL_STACK
+from conftest import TUTORIAL, TUTORIAL_2002, TUTORIAL_POLYGONS, TUTORIAL_STACK
 
 DATES = [str(TUTORIAL_STACK), str(TUTORIAL_2002)]
 MASK = str(TUTORIAL / "training_data.gtif")  # 5 classes, 0 = nodata (unlabelled)
@@ -152,6 +154,15 @@ def test_evaluating_every_date_scores_each_as_alone_and_pools_them(both_dates_mo
     assert np.sum(pooled.confusion) == 2 * 718  # every labelled pixel once on each date
     assert dates[DATES[0]].miou != dates[DATES[1]].miou
     assert ticks[-1][0] == ticks[-1][1] == len(ticks) >= 2
+    # Polygons, and a label area on the tile: the place it misses is left out too, each date still scored as alone.
+    area = tmp_path / "tile.geojson"
+    tile = Mosaic(DATES[0])
+    gpd.GeoDataFrame(geometry=[shapely.box(*tile.index.total_bounds)], crs=tile.crs).to_file(area)
+    vector = dict(class_column="id", label_area=str(area))
+    _, within, _ = evaluate_each_date(both_dates_model, [*DATES, str(elsewhere)], [str(TUTORIAL_POLYGONS)], **vector)
+    assert list(within) == DATES
+    for file, scores in within.items():
+        assert scores.confusion == evaluate(both_dates_model, [file], [str(TUTORIAL_POLYGONS)], **vector)[0].confusion
     # Without --every-date the 1999 file wins where both dates lie: its scores.
     assert evaluate(both_dates_model, DATES, [MASK])[0].confusion == dates[DATES[0]].confusion
 
