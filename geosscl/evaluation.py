@@ -143,7 +143,7 @@ def evaluate_each_date(
     Where files of ``imagery`` cover the same ground (dates of a tile), each place
     (a file, or single-band files stacked as bands) is scored on its own, exactly as
     :func:`evaluate` scores it passed alone. The pooled scores count each labelled
-    pixel once per date holding it. Places the labels (or ``region``) miss, or where
+    pixel once per date holding it. Places the labels (or label area, or region) miss, or where
     the model has no input on a labelled pixel, are left out. Arguments and
     ``options`` (``class_column``, ``region``, ``label_nodata``, ``background_class``,
     ``label_area``) are :func:`evaluate`'s.
