@@ -120,10 +120,7 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from None
         except RunError as exc:
-            message = named_after_layers(str(exc), copies).replace(
-                "every-date: no two files of the imagery cover the same ground",
-                "Other dates: no two of the rasters cover the same ground")
-            raise QgsProcessingException(f"geosscl: {message}") from None
+            raise QgsProcessingException(f"geosscl: {named_after_layers(str(exc), copies)}") from None
         feedback.pushInfo(named_after_layers(scores["table"], {**copies, **names}))
         return {**outputs, **{name: scores.get(key) for name, key in SCORES.items()}}
 

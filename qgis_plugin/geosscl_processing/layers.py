@@ -183,8 +183,10 @@ def configured_executable() -> str | None:
 
 def named_after_layers(message: str, copies: dict[str, str]) -> str:
     """``message`` with the files' paths (keys) replaced by the names of the layers they hold, and the command
-    line's advice on unlabelled values as a QGIS user follows it."""
+    line's words (``--every-date``, advice on unlabelled values) as a QGIS user sees them in the dialog."""
     for path, name in copies.items():
         message = message.replace(path, f"layer '{name}'")
+    message = message.replace("every-date: no two files of the imagery cover the same ground",
+                              "Other dates: no two of the rasters cover the same ground")
     return re.sub(r"pass --label-nodata (\S+)", r"set \1 as the class raster's additional no-data value "
                   "(Layer Properties > Transparency)", message)

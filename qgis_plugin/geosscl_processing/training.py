@@ -145,10 +145,7 @@ class TrainModelAlgorithm(GeossclAlgorithm):
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from None
         except RunError as exc:
-            message = named_after_layers(str(exc), copies).replace(
-                "every-date: no two files of the imagery cover the same ground",
-                "Other dates: no two of the rasters cover the same ground")
-            raise QgsProcessingException(f"geosscl: {message}") from None
+            raise QgsProcessingException(f"geosscl: {named_after_layers(str(exc), copies)}") from None
         if class_map and context.willLoadLayerOnCompletion(class_map):
             context.layerToLoadOnCompletionDetails(class_map).setPostProcessor(PALETTE)
         return {self.OUTPUT: output, self.CLASS_MAP: class_map}
