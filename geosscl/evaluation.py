@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
 import shapely
 from torchgeo.datasets import IntersectionDataset
 
-from .data import Mosaic, open_labels
+from .data import Mosaic, RasterLabels, open_labels
 from .data.labels import nodata_hint
 from .errors import GeossclError, NoOverlap
 from .inference import TiledSegmenter
@@ -19,6 +21,8 @@ from .output import atomic_output
 from .prediction import open_scene
 from .splits import KeepRegion, label_extent, read_region
 
+log = logging.getLogger("geosscl")
+
 
 def _open_truth(mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column: str | None = None,
                 label_nodata: float | None = None, background_class: str | None = None,
@@ -27,7 +31,27 @@ def _open_truth(mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column
     extent, limit = label_extent(mosaic, label_area)
     truth, _ = open_labels(labels, class_column, info.class_names if class_column else None, nodata=label_nodata,
                            background=background_class, extent=extent)
+    if isinstance(truth, RasterLabels):
+        _check_names(labels[0], truth, info.class_names)
     return truth, limit
+
+
+def _check_names(path: str, truth: RasterLabels, model_names: list[str]) -> None:
+    """Warn where the class raster's own class names contradict the model's: the same id
+    naming two classes makes every score wrong, without an error."""
+    try:
+        names = truth.class_names() or []
+    except GeossclError as exc:
+        log.warning("%s", exc)
+        return
+    placeholder = re.compile(r"class \d+")
+    clashes = [(i, a, b) for i, (a, b) in enumerate(zip(names, model_names))
+               if a.casefold() != b.casefold() and not placeholder.fullmatch(a) and not placeholder.fullmatch(b)]
+    if clashes:
+        i, a, b = clashes[0]
+        more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
+        log.warning(f"{path}: its category names call class {i} {a!r}, the model {b!r}{more}; the scores are only "
+                    "right if the labels use the model's class ids")
 
 
 class _Scene:

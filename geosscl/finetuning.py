@@ -207,20 +207,27 @@ def prepare(config: FinetuneConfig) -> Setup:
     else:
         mean, std = band_statistics(mosaic)
     names, colors = read_classes(config.classes) if config.classes else (None, None)
+    source = f"of {config.classes}"
     if names is None and init_model is not None:
         # Further fine-tuning keeps the model's classes unless a classes file gives others.
         names, colors = list(init_model.info.class_names), init_model.info.class_colors
+        source = f"of {config.init}"
     extent, limit = label_extent(mosaic, config.label_area)
     labels, label_ids = open_labels(config.labels, config.class_column, names, nodata=config.label_nodata,
                                     background=config.background_class, extent=extent)
     if names is None and isinstance(labels, VectorLabels) and labels.classes:
         names = labels.classes
+    if names is None and isinstance(labels, RasterLabels):
+        names = labels.class_names()
+        source = "its category names give"
+        if names:
+            log.info(f"{config.labels[0]}: class names from its category names: {', '.join(names)}")
     num_classes = len(names) if names else int(max(label_ids)) + 1
     outside = sorted(i for i in label_ids if i >= num_classes)
     if outside:
         lone = len(outside) == 1 and config.class_column is None  # a lone stray value: likely an undeclared nodata
         hint = f"; {nodata_hint(outside[0])}" if lone else ""
-        raise GeossclError(f"{config.labels[0]}: class id(s) {outside} are outside the {num_classes} classes of {config.classes}{hint}")
+        raise GeossclError(f"{config.labels[0]}: class id(s) {outside} are outside the {num_classes} classes {source}{hint}")
     names = names or [f"class {i}" for i in range(num_classes)]
     if colors is None:
         colors = default_colors(num_classes)

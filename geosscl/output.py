@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 
+from .data.categories import sidecar
 from .errors import GeossclError
 
 
@@ -34,8 +35,10 @@ def check_output(path: str | os.PathLike, overwrite: bool = False) -> str:
 def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
-    On any exception (including KeyboardInterrupt) the temporary file is removed
-    and ``path`` is left as it was.
+    GDAL's PAM sidecar of the temporary file (``TMP.aux.xml``: category names,
+    statistics) goes with it; a sidecar of the file replaced, which describes the old
+    contents, is removed. On any exception (including KeyboardInterrupt) the temporary
+    file and its sidecar are removed and ``path`` is left as it was.
     """
     path = check_output(path, overwrite)
     folder, name = os.path.split(os.path.abspath(path))
@@ -47,10 +50,16 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
         if os.path.exists(tmp):
             # mkstemp makes the file private (0600); the output gets the usual permissions.
             os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+            os.remove(sidecar(path))
+        os.replace(tmp, path)
+        if os.path.exists(sidecar(tmp)):
+            os.chmod(sidecar(tmp), 0o666 & ~_umask())
+            os.replace(sidecar(tmp), sidecar(path))
+    except BaseException:
+        for leftover in (tmp, sidecar(tmp)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
         raise
 
 

@@ -26,6 +26,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from .data import Mosaic
+from .data.categories import write_category_names
 from .data.files import find_rasters
 from .data.mosaic import BAND_IN_NAME, named_as_bands, places_of
 from .errors import GeossclError
@@ -236,6 +237,8 @@ def predict(
         classes_out.set_band_description(1, "class")
         classes_out.close()
         rasterio.shutil.copy(staged, final, driver="COG", **options)
+        # GDAL-based GIS (QGIS's paletted renderer, gdalinfo) name the classes from these.
+        write_category_names(final, names)
         if probs_out is not None:
             for i, name in enumerate(names, 1):
                 probs_out.set_band_description(i, name)

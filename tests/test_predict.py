@@ -114,7 +114,8 @@ def test_predict_writes_a_cloud_optimised_class_map(model, tmp_path):
     np.testing.assert_array_equal(classes == 255, np.isnan(image).any(0))
     assert (classes != 255).mean() > 0.5
     assert oct(out.stat().st_mode & 0o777) != oct(0o600)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif"]
+    # The sidecar holds the class names as GDAL category names (tests/test_categories.py).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif", "classes.tif.aux.xml"]
 
 
 def _two_scenes_in_two_crs(stack, folder: Path, names: tuple[str, str] = ("west.tif", "east.tif")) -> tuple[Path, Path, int]:

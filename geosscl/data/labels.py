@@ -27,6 +27,7 @@ from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice
 
 from ..errors import GeossclError
+from .categories import category_names, class_list
 from .grid import MapGrid
 from .mosaic import Mosaic
 from .vector import read_layer
@@ -72,6 +73,22 @@ class RasterLabels(Mosaic):
             unlabelled |= values == self.ignore_value
         sample["mask"] = values.nan_to_num(0).to(torch.int64).masked_fill(unlabelled, IGNORE_INDEX)
         return sample
+
+    def class_names(self) -> list[str] | None:
+        """Class names by id from the files' GDAL category names or raster attribute tables
+        (:func:`~geosscl.data.categories.category_names`), merged over the files, since a
+        tile's table may list only the values it holds; None when no file names a class.
+
+        Raises:
+            GeossclError: if two files give one class id different names.
+        """
+        merged: dict[int, tuple[str, str]] = {}  # id: (name, file)
+        for path in self.files:
+            for i, name in category_names(path).items():
+                if merged.setdefault(i, (name, path))[0] != name:
+                    raise GeossclError(f"{path}: names class {i} {name!r}, {merged[i][1]} names it "
+                                       f"{merged[i][0]!r}")
+        return class_list({i: name for i, (name, _) in merged.items()}) if merged else None
 
     def colors(self) -> dict[int, list[int]]:
         """RGB (0-255) by class id from the first file's colour table (empty without one): land-cover

@@ -95,12 +95,15 @@ def raster_classes(layer, path, nodata=None) -> dict[int, dict] | None:
 
     Only the ids the raster holds (its file is ``path``) are kept: a raster with a colour
     table opens in QGIS with a 256-entry palette, which would make a 256-class model.
+    A palette that names no class (QGIS labels a colour table's entries by value) gives
+    None too: geosscl then reads the names the file carries itself (category names, a
+    raster attribute table, which QGIS 3.22 does not show) and its colour table.
     """
     renderer = layer.renderer()
     if not isinstance(renderer, QgsPalettedRasterRenderer):
         return None
     present = raster_values(path, nodata)
-    classes = {}
+    classes, any_named = {}, False
     for entry in renderer.classes():
         if entry.value < 0 or entry.value not in present:
             continue  # negative: never a class id (geosscl says what to do with such values)
@@ -110,7 +113,8 @@ def raster_classes(layer, path, nodata=None) -> dict[int, dict] | None:
         named = entry.label and entry.label != f"{entry.value:g}"  # QGIS labels a colour table's entries by value
         classes[int(entry.value)] = {"name": entry.label if named else f"class {int(entry.value)}",
                                      "color": [colour.red(), colour.green(), colour.blue()]}
-    return classes or None
+        any_named = any_named or bool(named)
+    return classes if any_named else None
 
 
 def label_files(labels, scratch, context, feedback, *, with_classes=True) -> tuple[list[str], dict[str, str]]:
