@@ -50,8 +50,8 @@ def _check_names(path: str, truth: RasterLabels, model_names: list[str]) -> None
     if clashes:
         i, a, b = clashes[0]
         more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
-        log.warning(f"{path}: its category names call class {i} {a!r}, the model {b!r}{more}; the scores are only "
-                    "right if the labels use the model's class ids")
+        log.warning(f"{path}: names class {i} {a!r} where the model has {b!r}{more}; the scores are only right if "
+                    "the labels use the model's class ids")
 
 
 class _Scene:

@@ -219,9 +219,9 @@ def prepare(config: FinetuneConfig) -> Setup:
         names = labels.classes
     if names is None and isinstance(labels, RasterLabels):
         names = labels.class_names()
-        source = "its category names give"
+        source = "the raster names"
         if names:
-            log.info(f"{config.labels[0]}: class names from its category names: {', '.join(names)}")
+            log.info(f"{config.labels[0]}: class names from the raster itself: {', '.join(names)}")
     num_classes = len(names) if names else int(max(label_ids)) + 1
     outside = sorted(i for i in label_ids if i >= num_classes)
     if outside:

@@ -97,8 +97,8 @@ def test_tiles_that_each_list_their_own_values_merge_and_contradictions_are_refu
 def test_label_ids_beyond_the_named_classes_are_refused(tmp_path):
     labels = labelled(tmp_path, None)
     write_category_names(labels, ["", "forest", "water", "herbaceous"])
-    with pytest.raises(GeossclError, match=r"labels\.tif: class id\(s\) \[4, 5\] are outside the 4 classes its category "
-                                           r"names give$"):
+    with pytest.raises(GeossclError, match=r"labels\.tif: class id\(s\) \[4, 5\] are outside the 4 classes the raster "
+                                           r"names$"):
         setup_of([labels], tmp_path)
 
 
@@ -166,7 +166,7 @@ def test_evaluate_warns_where_the_labels_name_the_model_s_classes_otherwise(tmp_
         assert caplog.text == ""
         crossed, _ = evaluate(str(NC_MODEL), imagery, [str(swapped)], region=str(TEST_REGION))
     assert crossed.confusion == plain.confusion
-    assert "swapped.tif: its category names call class 1 'water', the model 'developed' (and 1 more)" in caplog.text
+    assert "swapped.tif: names class 1 'water' where the model has 'developed' (and 1 more)" in caplog.text
 
 
 def test_an_output_s_sidecar_moves_with_it_and_a_failed_one_leaves_nothing(tmp_path):
