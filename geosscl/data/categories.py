@@ -4,8 +4,9 @@ A land-cover raster made in a GIS names its classes in one of two GDAL structure
 band's *category names* (one name per value, 0 first; QGIS shows them as the class
 labels of a paletted raster) or a *raster attribute table* (RAT: one row per value,
 with a name column). GDAL keeps both outside a GeoTIFF, in its PAM sidecar
-``FILE.aux.xml``; a VRT keeps them in its own XML. rasterio reads a band's colour table
-but neither of these, hence this small reader and writer of GDAL's documented XML.
+``FILE.aux.xml``; a VRT keeps them in its own XML; ArcGIS keeps a file raster's table in
+``FILE.vat.dbf``. rasterio reads a band's colour table but none of these, hence this
+small reader and writer of GDAL's documented XML (the dBASE table is read with pyogrio).
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from collections.abc import Sequence
 
 log = logging.getLogger("geosscl")
 
-#: GDAL's RAT field usages (``GDALRATFieldUsage``) this reader looks for.
-_GFU_NAME, _GFU_MIN_MAX = 2, 5
-#: Name columns of RATs that do not mark one with GFU_Name (ArcGIS names its column so).
-_NAME_COLUMNS = ("class_name", "classname", "class", "name", "label")
+#: GDAL's RAT field usages (``GDALRATFieldUsage``) and text type (``GDALRATFieldType``) this reader looks for.
+_GFU_NAME, _GFU_MIN_MAX, _GFT_STRING = 2, 5, "2"
 
 
 def sidecar(path: str | os.PathLike) -> str:
@@ -37,8 +36,10 @@ def category_names(path: str | os.PathLike, band: int = 1) -> dict[int, str]:
     """Class names by value that ``path``'s band holds (empty when it names none).
 
     Read from the band's category names, else from its raster attribute table's name
-    column (values that are whole numbers ≥ 0); unnamed values are left out. A sidecar
-    GDAL could not read either is ignored with a warning, as GDAL ignores it.
+    column (values that are whole numbers ≥ 0): in the VRT itself, its PAM sidecar, or
+    ArcGIS's ``FILE.vat.dbf`` (band 1 only; GDAL reads it from version 3.11). Unnamed
+    values are left out. A sidecar GDAL could not read either is ignored with a warning,
+    as GDAL ignores it.
     """
     path = os.fspath(path)
     sources = [sidecar(path)] if pam_enabled() else []
@@ -58,6 +59,8 @@ def category_names(path: str | os.PathLike, band: int = 1) -> dict[int, str]:
         names = _from_categories(element) or _from_table(element)
         if names:
             return names
+    if band == 1 and os.path.isfile(path + ".vat.dbf"):
+        return _from_vat_dbf(path + ".vat.dbf")
     return {}
 
 
@@ -77,29 +80,52 @@ def _from_table(band: ET.Element) -> dict[int, str]:
     table = band.find("GDALRasterAttributeTable")
     if table is None:
         return {}
-    fields = {}  # index: (name, usage)
+    fields = {}
     for field in table.findall("FieldDefn"):
         fields[int(field.get("index", len(fields)))] = ((field.findtext("Name") or "").strip(),
+                                                        field.findtext("Type") == _GFT_STRING,
                                                         int(field.findtext("Usage") or 0))
-    value = next((i for i, (_, usage) in fields.items() if usage == _GFU_MIN_MAX), None)
+    rows = ([(f.text or "").strip() for f in row.findall("F")] for row in table.findall("Row"))
+    return _table_names([fields[i] for i in sorted(fields)], rows)
+
+
+def _from_vat_dbf(path: str) -> dict[int, str]:
+    """ArcGIS's raster attribute table of a file raster, ``FILE.vat.dbf``."""
+    import pandas as pd
+    import pyogrio
+
+    try:
+        frame = pyogrio.read_dataframe(path, read_geometry=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable table: GDAL would ignore it too
+        log.warning("%s: not read (%s); class names are not taken from it", path, exc)
+        return {}
+    fields = [(str(c), pd.api.types.is_string_dtype(frame[c]) and not pd.api.types.is_numeric_dtype(frame[c]), 0)
+              for c in frame.columns]
+    return _table_names(fields, frame.fillna("").astype(str).itertuples(index=False))
+
+
+def _table_names(fields: list[tuple[str, bool, int]], rows) -> dict[int, str]:
+    """Names by value of a table of ``fields`` (name, holds text, GDAL usage). The value column is the one of
+    usage GFU_MinMax, else "Value"; the name column the one of usage GFU_Name, else the first text column called
+    "Name" or "Class…" (how GDAL reads ArcGIS's tables)."""
+    value = next((i for i, (_, _, usage) in enumerate(fields) if usage == _GFU_MIN_MAX), None)
     if value is None:
-        value = next((i for i, (name, _) in fields.items() if name.lower() == "value"), None)
-    name = next((i for i, (_, usage) in fields.items() if usage == _GFU_NAME), None)
+        value = next((i for i, (name, _, _) in enumerate(fields) if name.lower() == "value"), None)
+    name = next((i for i, (_, _, usage) in enumerate(fields) if usage == _GFU_NAME), None)
     if name is None:
-        by_name = {n.lower(): i for i, (n, _) in fields.items()}
-        name = next((by_name[c] for c in _NAME_COLUMNS if c in by_name), None)
+        name = next((i for i, (n, text, _) in enumerate(fields)
+                     if text and (n.lower() == "name" or n.lower().startswith("class"))), None)
     if value is None or name is None:
         return {}
     names = {}
-    for row in table.findall("Row"):
-        cells = [(f.text or "").strip() for f in row.findall("F")]
+    for cells in rows:
         try:
             number = float(cells[value])
         except (IndexError, ValueError):
             return {}
         if number < 0 or number != int(number):
             return {}  # a table of ranges or of negative values does not name class ids
-        names[int(number)] = cells[name] if name < len(cells) else ""
+        names[int(number)] = cells[name].strip() if name < len(cells) else ""
     return _named(names)
 
 
