@@ -98,7 +98,7 @@ def test_tiles_that_each_list_their_own_values_merge_and_contradictions_are_refu
 
 def test_an_arcgis_value_attribute_table_names_the_classes(tmp_path):
     """ArcGIS keeps a file raster's table in FILE.vat.dbf: VALUE, COUNT, then e.g. CLASSVALUE (a number, not the
-    name) and CLASSNAME, colours as RED/GREEN/BLUE in 0-1. Written here with GDAL's Shapefile driver, read by the
+    name) and CLASSNAME, colours as RED/GREEN/BLUE in 0-1 (GDAL scales them to 0-255). Written here with GDAL's Shapefile driver, read by the
     rules GDAL 3.11 reads such a table by. A value without a name keeps a placeholder."""
     labels = labelled(tmp_path, None)
     table = pd.DataFrame({"VALUE": [1, 2, 3, 4, 5], "COUNT": [383, 16, 145, 106, 68], "CLASSVALUE": [1, 2, 3, 4, 5],
@@ -106,7 +106,10 @@ def test_an_arcgis_value_attribute_table_names_the_classes(tmp_path):
                           "RED": [0.0, 0.0, 0.5, 0.6, 1.0], "GREEN": [0.4, 0.3, 0.9, 0.4, 0.0], "BLUE": [0.1, 1.0, 0.3, 0.2, 0.0]})
     pyogrio.write_dataframe(table, f"{labels}.vat.dbf", driver="ESRI Shapefile")
     assert category_names(labels) == {1: "forest", 2: "water", 4: "barren", 5: "urban"}
-    assert setup_of([labels], tmp_path).class_names == ["class 0", "forest", "water", "class 3", "barren", "urban"]
+    setup = setup_of([labels], tmp_path)
+    assert setup.class_names == ["class 0", "forest", "water", "class 3", "barren", "urban"]
+    # The raster has no colour table: the table's colours colour the classes.
+    assert setup.class_colors[1:] == [[0, 102, 26], [0, 77, 255], [128, 230, 77], [153, 102, 51], [255, 0, 0]]
     # A table GDAL's PAM sidecar holds comes first.
     shutil.copy(FIXTURES / "training_data_categories.aux.xml", sidecar(labels))
     assert category_names(labels)[3] == "herbaceous"

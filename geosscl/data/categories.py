@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 log = logging.getLogger("geosscl")
 
 #: GDAL's RAT field usages (``GDALRATFieldUsage``) and text type (``GDALRATFieldType``) this reader looks for.
-_GFU_NAME, _GFU_MIN_MAX, _GFT_STRING = 2, 5, "2"
+_GFU_GENERIC, _GFU_NAME, _GFU_MIN_MAX, _GFT_STRING = 0, 2, 5, "2"
+_COLOR_USAGE = {"RED": 6, "GREEN": 7, "BLUE": 8}
 
 
 def sidecar(path: str | os.PathLike) -> str:
@@ -32,14 +34,23 @@ def pam_enabled() -> bool:
     return os.environ.get("GDAL_PAM_ENABLED", "YES").strip().upper() not in ("NO", "FALSE", "OFF", "0")
 
 
-def category_names(path: str | os.PathLike, band: int = 1) -> dict[int, str]:
-    """Class names by value that ``path``'s band holds (empty when it names none).
+@dataclass
+class Legend:
+    """What a class raster's band says of its values: names and colours (RGB 0-255) by value."""
 
-    Read from the band's category names, else from its raster attribute table's name
-    column (values that are whole numbers ≥ 0): in the VRT itself, its PAM sidecar, or
-    ArcGIS's ``FILE.vat.dbf`` (band 1 only; GDAL reads it from version 3.11). Unnamed
-    values are left out. A sidecar GDAL could not read either is ignored with a warning,
-    as GDAL ignores it.
+    names: dict[int, str] = field(default_factory=dict)
+    colors: dict[int, list[int]] = field(default_factory=dict)
+
+
+def legend(path: str | os.PathLike, band: int = 1) -> Legend:
+    """The class names and colours by value that ``path``'s band holds (empty where it has none).
+
+    Names come from the band's category names, else from its raster attribute table's name
+    column; colours from the table's red, green and blue columns (values that are whole
+    numbers ≥ 0). Read from the VRT itself, its PAM sidecar, or ArcGIS's ``FILE.vat.dbf``
+    (band 1 only; GDAL reads it from version 3.11). Unnamed values are left out. A sidecar
+    GDAL could not read either is ignored with a warning, as GDAL ignores it. A band's
+    colour table is rasterio's to read.
     """
     path = os.fspath(path)
     sources = [sidecar(path)] if pam_enabled() else []
@@ -56,12 +67,18 @@ def category_names(path: str | os.PathLike, band: int = 1) -> dict[int, str]:
         element = root.find(f"./{'VRT' if root.tag == 'VRTDataset' else 'PAM'}RasterBand[@band='{band}']")
         if element is None:
             continue
-        names = _from_categories(element) or _from_table(element)
-        if names:
-            return names
+        found = _from_table(element)
+        found.names = _from_categories(element) or found.names
+        if found.names or found.colors:
+            return found
     if band == 1 and os.path.isfile(path + ".vat.dbf"):
         return _from_vat_dbf(path + ".vat.dbf")
-    return {}
+    return Legend()
+
+
+def category_names(path: str | os.PathLike, band: int = 1) -> dict[int, str]:
+    """Class names by value that ``path``'s band holds (:func:`legend`'s names)."""
+    return legend(path, band).names
 
 
 def class_list(names: dict[int, str]) -> list[str]:
@@ -76,21 +93,23 @@ def _from_categories(band: ET.Element) -> dict[int, str]:
     return _named({i: (c.text or "").strip() for i, c in enumerate(categories.findall("Category"))})
 
 
-def _from_table(band: ET.Element) -> dict[int, str]:
+def _from_table(band: ET.Element) -> Legend:
     table = band.find("GDALRasterAttributeTable")
     if table is None:
-        return {}
+        return Legend()
     fields = {}
-    for field in table.findall("FieldDefn"):
-        fields[int(field.get("index", len(fields)))] = ((field.findtext("Name") or "").strip(),
-                                                        field.findtext("Type") == _GFT_STRING,
-                                                        int(field.findtext("Usage") or 0))
+    for column in table.findall("FieldDefn"):
+        fields[int(column.get("index", len(fields)))] = _Field((column.findtext("Name") or "").strip(),
+                                                              column.findtext("Type") == _GFT_STRING,
+                                                              int(column.findtext("Usage") or 0))
     rows = ([(f.text or "").strip() for f in row.findall("F")] for row in table.findall("Row"))
-    return _table_names([fields[i] for i in sorted(fields)], rows)
+    return _table_legend([fields[i] for i in sorted(fields)], rows)
 
 
-def _from_vat_dbf(path: str) -> dict[int, str]:
-    """ArcGIS's raster attribute table of a file raster, ``FILE.vat.dbf``."""
+def _from_vat_dbf(path: str) -> Legend:
+    """ArcGIS's raster attribute table of a file raster, ``FILE.vat.dbf``, with the column roles GDAL gives it:
+    VALUE the values, a text column called NAME or CLASS… the names, real RED, GREEN, BLUE columns (0-1) the
+    colours."""
     import pandas as pd
     import pyogrio
 
@@ -98,35 +117,58 @@ def _from_vat_dbf(path: str) -> dict[int, str]:
         frame = pyogrio.read_dataframe(path, read_geometry=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable table: GDAL would ignore it too
         log.warning("%s: not read (%s); class names are not taken from it", path, exc)
-        return {}
-    fields = [(str(c), pd.api.types.is_string_dtype(frame[c]) and not pd.api.types.is_numeric_dtype(frame[c]), 0)
-              for c in frame.columns]
-    return _table_names(fields, frame.fillna("").astype(str).itertuples(index=False))
+        return Legend()
+    fields = []
+    for column in frame.columns:
+        name, values = str(column), frame[column]
+        text = pd.api.types.is_string_dtype(values) and not pd.api.types.is_numeric_dtype(values)
+        usage, scale = _GFU_GENERIC, 1.0
+        if name.upper() == "VALUE":
+            usage = _GFU_MIN_MAX
+        elif text and (name.upper() == "NAME" or name.upper().startswith("CLASS")):
+            usage = _GFU_NAME
+        elif name.upper() in _COLOR_USAGE and pd.api.types.is_float_dtype(values):
+            usage, scale = _COLOR_USAGE[name.upper()], 255.0
+        fields.append(_Field(name, text, usage, scale))
+    return _table_legend(fields, frame.fillna("").astype(str).itertuples(index=False))
 
 
-def _table_names(fields: list[tuple[str, bool, int]], rows) -> dict[int, str]:
-    """Names by value of a table of ``fields`` (name, holds text, GDAL usage). The value column is the one of
-    usage GFU_MinMax, else "Value"; the name column the one of usage GFU_Name, else the first text column called
-    "Name" or "Class…" (how GDAL reads ArcGIS's tables)."""
-    value = next((i for i, (_, _, usage) in enumerate(fields) if usage == _GFU_MIN_MAX), None)
+@dataclass
+class _Field:
+    name: str
+    text: bool
+    usage: int
+    scale: float = 1.0  #: of a colour column: its values times this are 0-255
+
+
+def _table_legend(fields: list[_Field], rows: Iterable[Sequence[str]]) -> Legend:
+    """Names and colours by value of a table of ``fields``. The value column is the one of usage GFU_MinMax,
+    else "Value"; the name column the one of usage GFU_Name, else the first text column called "Name" or
+    "Class…" (how GDAL reads ArcGIS's tables); the colours those of usage GFU_Red, GFU_Green, GFU_Blue."""
+    value = next((i for i, f in enumerate(fields) if f.usage == _GFU_MIN_MAX), None)
     if value is None:
-        value = next((i for i, (name, _, _) in enumerate(fields) if name.lower() == "value"), None)
-    name = next((i for i, (_, _, usage) in enumerate(fields) if usage == _GFU_NAME), None)
+        value = next((i for i, f in enumerate(fields) if f.name.lower() == "value"), None)
+    name = next((i for i, f in enumerate(fields) if f.usage == _GFU_NAME), None)
     if name is None:
-        name = next((i for i, (n, text, _) in enumerate(fields)
-                     if text and (n.lower() == "name" or n.lower().startswith("class"))), None)
-    if value is None or name is None:
-        return {}
-    names = {}
+        name = next((i for i, f in enumerate(fields)
+                     if f.text and (f.name.lower() == "name" or f.name.lower().startswith("class"))), None)
+    rgb = [next((i for i, f in enumerate(fields) if f.usage == usage), None) for usage in _COLOR_USAGE.values()]
+    if value is None:
+        return Legend()
+    found = Legend()
     for cells in rows:
         try:
             number = float(cells[value])
+            color = None if None in rgb else [int(float(cells[i]) * fields[i].scale + 0.5) for i in rgb]
         except (IndexError, ValueError):
-            return {}
+            return Legend()
         if number < 0 or number != int(number):
-            return {}  # a table of ranges or of negative values does not name class ids
-        names[int(number)] = cells[name].strip() if name < len(cells) else ""
-    return _named(names)
+            return Legend()  # a table of ranges or of negative values does not name class ids
+        if name is not None and name < len(cells) and cells[name].strip():
+            found.names[int(number)] = cells[name].strip()
+        if color is not None:
+            found.colors[int(number)] = [min(255, max(0, c)) for c in color]
+    return found
 
 
 def _named(names: dict[int, str]) -> dict[int, str]:

@@ -27,7 +27,7 @@ from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice
 
 from ..errors import GeossclError
-from .categories import category_names, class_list
+from .categories import class_list, legend
 from .grid import MapGrid
 from .mosaic import Mosaic
 from .vector import read_layer
@@ -75,30 +75,35 @@ class RasterLabels(Mosaic):
         return sample
 
     def class_names(self) -> list[str] | None:
-        """Class names by id from the files' GDAL category names or raster attribute tables
-        (:func:`~geosscl.data.categories.category_names`), merged over the files, since a
-        tile's table may list only the values it holds; None when no file names a class.
+        """Class names by id that the files carry (GDAL category names, raster attribute tables:
+        :func:`~geosscl.data.categories.legend`), merged over the files, since a tile's table
+        may list only the values it holds; None when no file names a class.
 
         Raises:
             GeossclError: if two files give one class id different names.
         """
         merged: dict[int, tuple[str, str]] = {}  # id: (name, file)
         for path in self.files:
-            for i, name in category_names(path).items():
+            for i, name in legend(path).names.items():
                 if merged.setdefault(i, (name, path))[0] != name:
                     raise GeossclError(f"{path}: names class {i} {name!r}, {merged[i][1]} names it "
                                        f"{merged[i][0]!r}")
         return class_list({i: name for i, (name, _) in merged.items()}) if merged else None
 
     def colors(self) -> dict[int, list[int]]:
-        """RGB (0-255) by class id from the first file's colour table (empty without one): land-cover
-        products (NLCD, ESA WorldCover, …) carry their legend's colours there."""
+        """RGB (0-255) by class id from the first file's colour table (land-cover products, NLCD,
+        ESA WorldCover, …, carry their legend's colours there), else from the colours of the
+        files' raster attribute tables (ArcGIS keeps them there); empty without either."""
         from .files import open_raster
 
         try:
             table = open_raster(self.files[0]).colormap(1)
         except ValueError:  # no colour table
-            return {}
+            colors: dict[int, list[int]] = {}
+            for path in self.files:
+                for i, rgb in legend(path).colors.items():
+                    colors.setdefault(i, rgb)
+            return colors
         # GDAL fills the entries a table skips with transparent black: those are no colour.
         return {int(i): list(rgba[:3]) for i, rgba in table.items() if len(rgba) < 4 or rgba[3] > 0}
 
