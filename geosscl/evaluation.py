@@ -31,14 +31,14 @@ def _open_truth(mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column
     extent, limit = label_extent(mosaic, label_area)
     truth, _ = open_labels(labels, class_column, info.class_names if class_column else None, nodata=label_nodata,
                            background=background_class, extent=extent)
-    if isinstance(truth, RasterLabels):
-        _check_names(labels[0], truth, info.class_names)
     return truth, limit
 
 
-def _check_names(path: str, truth: RasterLabels, model_names: list[str]) -> None:
-    """Warn where the class raster's own class names contradict the model's: the same id
+def _check_names(path: str, truth: Any, model_names: list[str]) -> None:
+    """Warn where a class raster's own class names contradict the model's: the same id
     naming two classes makes every score wrong, without an error."""
+    if not isinstance(truth, RasterLabels):
+        return  # a vector layer's names are mapped to the model's ids
     try:
         names = truth.class_names() or []
     except GeossclError as exc:
@@ -144,6 +144,7 @@ def evaluate(
     # (in metres, so a model made in one CRS scores imagery in another).
     mosaic = open_scene(imagery, info)
     truth = _open_truth(mosaic, info, labels, class_column, label_nodata, background_class, label_area)
+    _check_names(labels[0], truth[0], info.class_names)
     scene = _Scene(mosaic, info, labels, *truth, class_column, region, label_area)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
     matrix = scene.score(engine, _ticker(progress, len(engine.plan(scene.mosaic, scene.area))))
@@ -197,6 +198,7 @@ def evaluate_each_date(
     if not scenes:
         # Raises why the labels miss the imagery as a whole.
         _Scene(mosaic, info, labels, *_open_truth(mosaic, info, labels, **options), *where)
+    _check_names(labels[0], next(iter(scenes.values())).truth, info.class_names)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
     tick = _ticker(progress, sum(len(engine.plan(s.mosaic, s.area)) for s in scenes.values()))
     matrices = {file: scene.score(engine, tick) for file, scene in scenes.items()}

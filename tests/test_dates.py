@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -276,3 +278,24 @@ def test_single_band_dates_named_by_date_are_dates(tmp_path):
                                                                               ["s/pan_2020-06-01.tif"]]
     assert acquisitions(["lsat7_2000_10.tif", "lsat7_2000_20.tif"]) == [["lsat7_2000_10.tif", "lsat7_2000_20.tif"]]
     assert acquisitions(["pan_20190601.tif", "nir.tif"]) == [["pan_20190601.tif", "nir.tif"]]
+
+
+
+def test_labels_naming_the_classes_otherwise_warn_once_for_every_date(tmp_path, caplog):
+    """Labels are opened once per date: the warning that they name an id otherwise than the model is said once."""
+    from geosscl.data.categories import write_category_names
+
+    names = ["", "forest", "water", "herbaceous", "barren", "urban"]
+    named, swapped = tmp_path / "named.tif", tmp_path / "swapped.tif"
+    for path, order in ((named, names), (swapped, [names[0], names[2], names[1], *names[3:]])):
+        shutil.copy(MASK, path)
+        write_category_names(path, order)
+    model = tmp_path / "model.safetensors"
+    linear_probe(FinetuneConfig(imagery=DATES, labels=[str(named)], crop_size=64, seed=0, every_date=True,
+                                out=str(model)), features="bands", weight_decay=1e-3, max_pixels=10**5)
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        agreeing, _, info = evaluate_each_date(str(model), DATES, [str(named)])
+        assert caplog.text == "" and info.class_names[1:3] == ["forest", "water"]
+        crossed, _, _ = evaluate_each_date(str(model), DATES, [str(swapped)])
+    assert caplog.text.count("swapped.tif: names class 1 'water' where the model has 'forest' (and 1 more)") == 1
+    assert crossed.confusion == agreeing.confusion
