@@ -17,7 +17,7 @@ import rasterio
 from rasterio.windows import Window
 
 from geosscl import GeossclError
-from geosscl.data.categories import category_names, sidecar, write_category_names
+from geosscl.data.categories import category_names, legend, sidecar, write_category_names
 from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig, prepare
 from geosscl.modelfile import read_info
@@ -110,6 +110,11 @@ def test_an_arcgis_value_attribute_table_names_the_classes(tmp_path):
     assert setup.class_names == ["class 0", "forest", "water", "class 3", "barren", "urban"]
     # The raster has no colour table: the table's colours colour the classes.
     assert setup.class_colors[1:] == [[0, 102, 26], [0, 77, 255], [128, 230, 77], [153, 102, 51], [255, 0, 0]]
+    # A row without a colour keeps its name.
+    other = labelled(tmp_path, None, "other.tif")
+    pyogrio.write_dataframe(table.assign(RED=[0.0, None, 0.5, 0.6, 1.0]), f"{other}.vat.dbf", driver="ESRI Shapefile")
+    found = legend(other)
+    assert found.names == category_names(labels) and sorted(found.colors) == [1, 3, 4, 5]
     # A table GDAL's PAM sidecar holds comes first.
     shutil.copy(FIXTURES / "training_data_categories.aux.xml", sidecar(labels))
     assert category_names(labels)[3] == "herbaceous"

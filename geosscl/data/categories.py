@@ -67,7 +67,11 @@ def legend(path: str | os.PathLike, band: int = 1) -> Legend:
         element = root.find(f"./{'VRT' if root.tag == 'VRTDataset' else 'PAM'}RasterBand[@band='{band}']")
         if element is None:
             continue
-        found = _from_table(element)
+        try:
+            found = _from_table(element)
+        except ValueError as exc:  # a field's index or usage that is not a number
+            log.warning("%s: its attribute table not read (%s)", source, exc)
+            found = Legend()
         found.names = _from_categories(element) or found.names
         if found.names or found.colors:
             return found
@@ -130,7 +134,7 @@ def _from_vat_dbf(path: str) -> Legend:
         elif name.upper() in _COLOR_USAGE and pd.api.types.is_float_dtype(values):
             usage, scale = _COLOR_USAGE[name.upper()], 255.0
         fields.append(_Field(name, text, usage, scale))
-    return _table_legend(fields, frame.fillna("").astype(str).itertuples(index=False))
+    return _table_legend(fields, frame.astype(object).fillna("").astype(str).itertuples(index=False))
 
 
 @dataclass
@@ -159,15 +163,17 @@ def _table_legend(fields: list[_Field], rows: Iterable[Sequence[str]]) -> Legend
     for cells in rows:
         try:
             number = float(cells[value])
-            color = None if None in rgb else [int(float(cells[i]) * fields[i].scale + 0.5) for i in rgb]
         except (IndexError, ValueError):
             return Legend()
         if number < 0 or number != int(number):
             return Legend()  # a table of ranges or of negative values does not name class ids
         if name is not None and name < len(cells) and cells[name].strip():
             found.names[int(number)] = cells[name].strip()
-        if color is not None:
-            found.colors[int(number)] = [min(255, max(0, c)) for c in color]
+        try:
+            if None not in rgb:
+                found.colors[int(number)] = [min(255, max(0, int(float(cells[i]) * fields[i].scale + 0.5))) for i in rgb]
+        except (IndexError, ValueError):
+            pass  # a row without a colour
     return found
 
 
@@ -189,7 +195,10 @@ def write_category_names(path: str | os.PathLike, names: Sequence[str], band: in
     out = sidecar(path)
     root = ET.Element("PAMDataset")
     if os.path.isfile(out):
-        root = ET.parse(out).getroot()
+        try:
+            root = ET.parse(out).getroot()
+        except ET.ParseError:
+            pass  # GDAL could not read it either: replaced
     element = root.find(f"./PAMRasterBand[@band='{band}']")
     if element is None:
         element = ET.SubElement(root, "PAMRasterBand", band=str(band))
