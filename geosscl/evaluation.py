@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,8 +19,6 @@ from .output import atomic_output
 from .prediction import open_scene
 from .splits import KeepRegion, label_extent, read_region
 
-log = logging.getLogger("geosscl")
-
 
 def _open_truth(mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column: str | None = None,
                 label_nodata: float | None = None, background_class: str | None = None,
@@ -34,24 +30,9 @@ def _open_truth(mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column
     return truth, limit
 
 
-def _check_names(path: str, truth: Any, model_names: list[str]) -> None:
-    """Warn where a class raster's own class names contradict the model's: the same id
-    naming two classes makes every score wrong, without an error."""
-    if not isinstance(truth, RasterLabels):
-        return  # a vector layer's names are mapped to the model's ids
-    try:
-        names = truth.class_names() or []
-    except GeossclError as exc:
-        log.warning("%s", exc)
-        return
-    placeholder = re.compile(r"class \d+")
-    clashes = [(i, a, b) for i, (a, b) in enumerate(zip(names, model_names))
-               if a.casefold() != b.casefold() and not placeholder.fullmatch(a) and not placeholder.fullmatch(b)]
-    if clashes:
-        i, a, b = clashes[0]
-        more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
-        log.warning(f"{path}: names class {i} {a!r} where the model has {b!r}{more}; the scores are only right if "
-                    "the labels use the model's class ids")
+def _check_names(truth: Any, info: ModelInfo) -> None:
+    if isinstance(truth, RasterLabels):  # a vector layer's names are mapped to the model's ids
+        truth.check_names(info.class_names, "the model")
 
 
 class _Scene:
@@ -144,7 +125,7 @@ def evaluate(
     # (in metres, so a model made in one CRS scores imagery in another).
     mosaic = open_scene(imagery, info)
     truth = _open_truth(mosaic, info, labels, class_column, label_nodata, background_class, label_area)
-    _check_names(labels[0], truth[0], info.class_names)
+    _check_names(truth[0], info)
     scene = _Scene(mosaic, info, labels, *truth, class_column, region, label_area)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
     matrix = scene.score(engine, _ticker(progress, len(engine.plan(scene.mosaic, scene.area))))
@@ -198,7 +179,7 @@ def evaluate_each_date(
     if not scenes:
         # Raises why the labels miss the imagery as a whole.
         _Scene(mosaic, info, labels, *_open_truth(mosaic, info, labels, **options), *where)
-    _check_names(labels[0], next(iter(scenes.values())).truth, info.class_names)
+    _check_names(next(iter(scenes.values())).truth, info)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
     tick = _ticker(progress, sum(len(engine.plan(s.mosaic, s.area)) for s in scenes.values()))
     matrices = {file: scene.score(engine, tick) for file, scene in scenes.items()}

@@ -49,7 +49,7 @@ def setup_of(labels: list[Path], tmp_path: Path, **options):
 
 
 @pytest.mark.parametrize("fixture", ["training_data_categories.aux.xml", "training_data_rat.aux.xml"])
-def test_names_gdal_wrote_name_the_model_s_classes(tmp_path, fixture):
+def test_names_gdal_wrote_name_the_model_s_classes(tmp_path, fixture, caplog):
     """Category names, or a raster attribute table's name column (rows in any order), as GDAL writes them."""
     labels = labelled(tmp_path, fixture)
     assert category_names(labels) == {i: n for i, n in enumerate(NAMES) if i}
@@ -59,8 +59,12 @@ def test_names_gdal_wrote_name_the_model_s_classes(tmp_path, fixture):
     assert setup_of([labelled(tmp_path, None, "bare.tif")], tmp_path).class_names == [f"class {i}" for i in range(6)]
     classes = tmp_path / "classes.yaml"
     classes.write_text("1: cloud\n5: snow\n")
-    assert setup_of([labels], tmp_path, classes=str(classes)).class_names == ["class 0", "cloud", "class 2", "class 3",
-                                                                             "class 4", "snow"]
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        assert setup_of([labels], tmp_path, classes=str(classes)).class_names == ["class 0", "cloud", "class 2",
+                                                                                 "class 3", "class 4", "snow"]
+    # The labels are coded as the raster names them: a classes file naming the ids otherwise is said to.
+    assert (f"labels.tif: names class 1 'forest' where {classes} has 'cloud' (and 1 more); that is only right if the "
+            f"labels use {classes}'s class ids") in caplog.text
 
 
 def test_the_fine_tuned_model_file_carries_the_names(tmp_path):
@@ -193,6 +197,13 @@ def test_evaluate_warns_where_the_labels_name_the_model_s_classes_otherwise(tmp_
         crossed, _ = evaluate(str(NC_MODEL), imagery, [str(swapped)], region=str(TEST_REGION))
     assert crossed.confusion == plain.confusion
     assert "swapped.tif: names class 1 'water' where the model has 'developed' (and 1 more)" in caplog.text
+    # Fine-tuning the model further on them keeps its classes, and says the same.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        setup = prepare(FinetuneConfig(imagery=imagery, labels=[str(swapped)], init=str(NC_MODEL),
+                                       out=str(tmp_path / "further.safetensors"), crop_size=64))
+    assert setup.class_names == names
+    assert f"swapped.tif: names class 1 'water' where {NC_MODEL} has 'developed' (and 1 more)" in caplog.text
 
 
 def test_an_output_s_sidecar_moves_with_it_and_a_failed_one_leaves_nothing(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -89,6 +90,24 @@ class RasterLabels(Mosaic):
                     raise GeossclError(f"{path}: names class {i} {name!r}, {merged[i][1]} names it "
                                        f"{merged[i][0]!r}")
         return class_list({i: name for i, (name, _) in merged.items()}) if merged else None
+
+    def check_names(self, names: Sequence[str], whose: str) -> None:
+        """Warn where the files name a class id otherwise than ``names`` (``whose``: "the model"):
+        labels coded otherwise make every score or training step wrong without an error.
+        Placeholders (``class 3``) contradict nothing, nor does case."""
+        try:
+            own = self.class_names() or []
+        except GeossclError as exc:
+            log.warning("%s", exc)
+            return
+        placeholder = re.compile(r"class \d+")
+        clashes = [(i, a, b) for i, (a, b) in enumerate(zip(own, names))
+                   if a.casefold() != b.casefold() and not placeholder.fullmatch(a) and not placeholder.fullmatch(b)]
+        if clashes:
+            i, a, b = clashes[0]
+            more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
+            log.warning(f"{self.files[0]}: names class {i} {a!r} where {whose} has {b!r}{more}; that is only right "
+                        f"if the labels use {whose}'s class ids")
 
     def colors(self) -> dict[int, list[int]]:
         """RGB (0-255) by class id from the first file's colour table (land-cover products, NLCD,
