@@ -8,6 +8,7 @@ intersection: ``mosaic & labels``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -28,7 +29,7 @@ from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice
 
 from ..errors import GeossclError
-from .categories import class_list, legend
+from .categories import Legend, class_list, legend
 from .grid import MapGrid
 from .mosaic import Mosaic
 from .vector import read_layer
@@ -75,6 +76,11 @@ class RasterLabels(Mosaic):
         sample["mask"] = values.nan_to_num(0).to(torch.int64).masked_fill(unlabelled, IGNORE_INDEX)
         return sample
 
+    @functools.cached_property
+    def _legends(self) -> dict[str, Legend]:
+        """What each file says of its values, read once."""
+        return {path: legend(path) for path in self.files}
+
     def class_names(self) -> list[str] | None:
         """Class names by id that the files carry (GDAL category names, raster attribute tables:
         :func:`~geosscl.data.categories.legend`), merged over the files, since a tile's table
@@ -84,8 +90,8 @@ class RasterLabels(Mosaic):
             GeossclError: if two files give one class id different names.
         """
         merged: dict[int, tuple[str, str]] = {}  # id: (name, file)
-        for path in self.files:
-            for i, name in legend(path).names.items():
+        for path, found in self._legends.items():
+            for i, name in found.names.items():
                 if merged.setdefault(i, (name, path))[0] != name:
                     raise GeossclError(f"{path}: names class {i} {name!r}, {merged[i][1]} names it "
                                        f"{merged[i][0]!r}")
@@ -119,8 +125,8 @@ class RasterLabels(Mosaic):
             table = open_raster(self.files[0]).colormap(1)
         except ValueError:  # no colour table
             colors: dict[int, list[int]] = {}
-            for path in self.files:
-                for i, rgb in legend(path).colors.items():
+            for found in self._legends.values():
+                for i, rgb in found.colors.items():
                     colors.setdefault(i, rgb)
             return colors
         # GDAL fills the entries a table skips with transparent black: those are no colour.
