@@ -17,12 +17,14 @@ NAMES = ["forêt", "water", "herbaceous", "barren", "urban"]
 
 
 @pytest.fixture
-def pam(monkeypatch):
-    """GDAL's PAM sidecars on, in QGIS and in the geosscl it runs (the suite turns them off, so that QGIS leaves
-    no statistics beside the bundled rasters)."""
+def pam(monkeypatch, tmp_path):
+    """GDAL's PAM sidecars on, in QGIS and in the geosscl it runs, and the imagery copied to ``tmp_path`` (the
+    suite turns them off so that QGIS leaves no statistics beside the bundled rasters): the copy's path."""
+    stack = tmp_path / TUTORIAL_STACK.name
+    shutil.copy(TUTORIAL_STACK, stack)
     monkeypatch.setenv("GDAL_PAM_ENABLED", "YES")
     gdal.SetConfigOption("GDAL_PAM_ENABLED", "YES")
-    yield
+    yield str(stack)
     gdal.SetConfigOption("GDAL_PAM_ENABLED", None)
 
 
@@ -35,7 +37,7 @@ def test_names_gdal_gave_the_labels_name_the_model_and_its_class_map_in_qgis(pam
     assert (tmp_path / "labels.tif.aux.xml").exists()
 
     model = tmp_path / "model.safetensors"
-    run = geosscl("finetune", str(TUTORIAL_STACK), "--labels", str(labels), "--out", str(model), "--crop-size", "64",
+    run = geosscl("finetune", pam, "--labels", str(labels), "--out", str(model), "--crop-size", "64",
                   "--batch-size", "4", "--max-steps", "2", "--num-workers", "0", "-q")
     assert run.returncode == 0, run.stderr[-2000:]
     info = geosscl("info", str(model))
@@ -43,7 +45,7 @@ def test_names_gdal_gave_the_labels_name_the_model_and_its_class_map_in_qgis(pam
     assert json.loads(info.stdout)["class_names"] == ["class 0", *NAMES]
 
     out = tmp_path / "classes.tif"
-    run = geosscl("predict", str(TUTORIAL_STACK), "-m", str(model), "-o", str(out), "-q")
+    run = geosscl("predict", pam, "-m", str(model), "-o", str(out), "-q")
     assert run.returncode == 0, run.stderr[-2000:]
     assert gdal.Info(str(out), format="json")["bands"][0]["categories"] == ["class 0", *NAMES]  # as gdalinfo lists them
     layer = QgsRasterLayer(str(out), "classes")  # QGIS's own default rendering, not the plugin's
@@ -73,7 +75,7 @@ def test_a_raster_attribute_table_gdal_wrote_names_the_model_also_from_the_toolb
     dataset.GetRasterBand(1).SetColorTable(colours)
     dataset = None
     model = tmp_path / "model.safetensors"
-    run = geosscl("finetune", str(TUTORIAL_STACK), "--labels", str(labels), "--out", str(model), "--crop-size", "64",
+    run = geosscl("finetune", pam, "--labels", str(labels), "--out", str(model), "--crop-size", "64",
                   "--batch-size", "4", "--max-steps", "2", "--num-workers", "0", "-q")
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(geosscl("info", str(model)).stdout)["class_names"] == ["class 0", *NAMES]
@@ -82,7 +84,7 @@ def test_a_raster_attribute_table_gdal_wrote_names_the_model_also_from_the_toolb
     assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
     assert [c.label for c in layer.renderer().classes()[:3]] == ["0", "1", "2"]
     from_qgis = tmp_path / "qgis.safetensors"
-    processing.run("geosscl:train_model", {"INPUT": str(TUTORIAL_STACK), "LABEL_RASTER": layer, "CROP_SIZE": 64,
+    processing.run("geosscl:train_model", {"INPUT": pam, "LABEL_RASTER": layer, "CROP_SIZE": 64,
                                            "OUTPUT": str(from_qgis)})
     info = json.loads(geosscl("info", str(from_qgis)).stdout)
     assert info["class_names"] == ["class 0", *NAMES]
