@@ -217,9 +217,9 @@ def prepare(config: FinetuneConfig) -> Setup:
                                     background=config.background_class, extent=extent)
     if names is None and isinstance(labels, VectorLabels) and labels.classes:
         names = labels.classes
-    if names is not None and isinstance(labels, RasterLabels):
+    if isinstance(labels, RasterLabels) and names is not None:
         labels.check_names(names, config.classes or config.init)
-    if names is None and isinstance(labels, RasterLabels):
+    elif isinstance(labels, RasterLabels):
         names = labels.class_names()
         source = "the raster names"
         if names:

@@ -7,7 +7,6 @@ import os
 import tempfile
 from collections.abc import Iterator
 
-from .data.categories import sidecar
 from .errors import GeossclError
 
 
@@ -29,6 +28,11 @@ def check_output(path: str | os.PathLike, overwrite: bool = False) -> str:
     if not os.access(folder, os.W_OK):
         raise GeossclError(f"{path}: output directory {folder} is not writable")
     return path
+
+
+def sidecar(path: str | os.PathLike) -> str:
+    """GDAL's PAM sidecar of ``path``: ``FILE.aux.xml``."""
+    return os.fspath(path) + ".aux.xml"
 
 
 @contextlib.contextmanager

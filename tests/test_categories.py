@@ -17,11 +17,11 @@ import rasterio
 from rasterio.windows import Window
 
 from geosscl import GeossclError
-from geosscl.data.categories import category_names, legend, sidecar, write_category_names
+from geosscl.data.categories import category_names, legend, write_category_names
 from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig, prepare
 from geosscl.modelfile import read_info
-from geosscl.output import atomic_output
+from geosscl.output import atomic_output, sidecar
 from geosscl.prediction import predict
 from conftest import NC_BANDS, SAMPLES, TUTORIAL, TUTORIAL_STACK
 

@@ -17,16 +17,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ..output import sidecar
+
 log = logging.getLogger("geosscl")
 
 #: GDAL's RAT field usages (``GDALRATFieldUsage``) and text type (``GDALRATFieldType``) this reader looks for.
 _GFU_GENERIC, _GFU_NAME, _GFU_MIN_MAX, _GFT_STRING = 0, 2, 5, "2"
 _COLOR_USAGE = {"RED": 6, "GREEN": 7, "BLUE": 8}
-
-
-def sidecar(path: str | os.PathLike) -> str:
-    """GDAL's PAM sidecar of ``path``: ``FILE.aux.xml``."""
-    return os.fspath(path) + ".aux.xml"
 
 
 def pam_enabled() -> bool:
