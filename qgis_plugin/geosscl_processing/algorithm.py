@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
 )
+from qgis.PyQt import sip
 
 from .base import GeossclAlgorithm
 from .layers import check_raster, configured_executable, raster_file
@@ -33,9 +34,21 @@ class _ClassPalette(QgsProcessingLayerPostProcessorInterface):
         style_class_map(layer)
 
 
-# One module-level instance: Processing keeps only a C++ pointer to a post-processor,
-# and the algorithm object that runs is a copy that is deleted when the run ends.
-PALETTE = _ClassPalette()
+#: Post-processors QGIS has not deleted yet: its binding takes them over without keeping their Python
+#: side alive, and without it QGIS calls the bare interface, which styles nothing.
+_PENDING: list[_ClassPalette] = []
+
+
+def palette_on_load(context, output) -> None:
+    """Style ``output`` with the model's classes when Processing loads it.
+
+    A new post-processor each run: QGIS deletes it with the run's context, so a single shared
+    one was gone after the first run (the next run's ``setPostProcessor`` failed).
+    """
+    _PENDING[:] = [p for p in _PENDING if not sip.isdeleted(p)]
+    processor = _ClassPalette()
+    _PENDING.append(processor)
+    context.layerToLoadOnCompletionDetails(output).setPostProcessor(processor)
 
 
 class SegmentRasterAlgorithm(GeossclAlgorithm):
@@ -115,7 +128,7 @@ class SegmentRasterAlgorithm(GeossclAlgorithm):
         except RunError as exc:
             raise QgsProcessingException(f"geosscl: {exc}") from None
         if context.willLoadLayerOnCompletion(output):
-            context.layerToLoadOnCompletionDetails(output).setPostProcessor(PALETTE)
+            palette_on_load(context, output)
         return {self.OUTPUT: output, self.OUTPUT_PROBABILITIES: probabilities, self.OUTPUT_POLYGONS: polygons}
 
     def _optional_output(self, parameters, name, context):

@@ -18,7 +18,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from .algorithm import DEVICES, PALETTE
+from .algorithm import DEVICES, palette_on_load
 from .base import GeossclAlgorithm
 from .layers import check_raster, configured_executable, label_files, named_after_layers, raster_file
 from .runner import EXECUTABLE_SETTING, TRAIN_METHODS, Cancelled, RunError, find_executable, predict_command, run, train_command
@@ -147,6 +147,6 @@ class TrainModelAlgorithm(GeossclAlgorithm):
         except RunError as exc:
             raise QgsProcessingException(f"geosscl: {named_after_layers(str(exc), copies)}") from None
         if class_map and context.willLoadLayerOnCompletion(class_map):
-            context.layerToLoadOnCompletionDetails(class_map).setPostProcessor(PALETTE)
+            palette_on_load(context, class_map)
         return {self.OUTPUT: output, self.CLASS_MAP: class_map}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import numpy as np
@@ -58,13 +59,17 @@ def test_output_equals_geosscl_predict(processing, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.gpkg", "cli.tif", "qgis.tif"]
 
 
-def test_output_layer_is_paletted_with_class_names(processing, tmp_path):
+@pytest.mark.parametrize("run", ["first", "second"])
+def test_output_layer_is_paletted_with_class_names(processing, tmp_path, run):
+    """Every run styles its output: QGIS deletes a run's post-processor with the run's context (a single shared one
+    was gone after the first run, and the second failed), so each run in a session, here a test, needs its own."""
     out = tmp_path / "styled.tif"
     context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
     context.setProject(QgsProject.instance())
     definition = QgsProcessingOutputLayerDefinition(str(out), QgsProject.instance())
     processing.run(ALG, {"INPUT": str(SCENE), "MODEL": str(MODEL), "OUTPUT": definition}, context=context,
                    feedback=feedback)
+    gc.collect()  # nothing but the context may keep the post-processor
     details = context.layerToLoadOnCompletionDetails(str(out))
     assert details.postProcessor() is not None  # set when the result is loaded into a project
     layer = QgsRasterLayer(str(out), "classes")
@@ -75,6 +80,8 @@ def test_output_layer_is_paletted_with_class_names(processing, tmp_path):
     assert labels[1] == "developed" and labels[5] == "forest" and labels[6] == "water"
     colour = {c.value: c.color for c in renderer.classes()}[1]
     assert (colour.red(), colour.green(), colour.blue()) == (230, 25, 75)
+    del details, context
+    gc.collect()
 
 
 def test_cancel_stops_geosscl_and_leaves_no_file(processing, tmp_path):
