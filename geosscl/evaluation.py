@@ -10,7 +10,7 @@ import shapely
 from torchgeo.datasets import IntersectionDataset
 
 from .data import Mosaic, RasterLabels, open_labels
-from .data.labels import nodata_hint
+from .data.labels import UNKNOWN, nodata_hint
 from .errors import GeossclError, NoOverlap
 from .inference import TiledSegmenter
 from .metrics import ConfusionMatrix, Scores
@@ -22,23 +22,29 @@ from .splits import KeepRegion, label_extent, read_region
 
 def _open_truth(mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column: str | None = None,
                 label_nodata: float | None = None, background_class: str | None = None,
-                label_area: str | None = None) -> tuple[Any, Any]:
-    """The labels of ``mosaic``, and the geometry of ``label_area`` (``None`` without one)."""
+                label_area: str | None = None) -> tuple[Any, Any, list[int]]:
+    """The labels of ``mosaic`` as the model's class ids, the geometry of ``label_area`` (``None``
+    without one), and the values the labels hold that are none of the model's classes."""
     extent, limit = label_extent(mosaic, label_area)
-    truth, _ = open_labels(labels, class_column, info.class_names if class_column else None, nodata=label_nodata,
-                           background=background_class, extent=extent)
-    return truth, limit
+    truth, held = open_labels(labels, class_column, info.class_names if class_column else None, nodata=label_nodata,
+                              background=background_class, extent=extent)
+    if isinstance(truth, RasterLabels) or truth.numeric:
+        truth.use_values(info.map_values)
+        unknown = sorted(set(held) - set(info.map_values))
+    else:  # a vector layer's names are mapped to the model's ids
+        unknown = []
+    return truth, limit, unknown
 
 
 def _check_names(truth: Any, info: ModelInfo) -> None:
-    if isinstance(truth, RasterLabels):  # a vector layer's names are mapped to the model's ids
-        truth.check_names(info.class_names, "the model")
+    if isinstance(truth, RasterLabels):
+        truth.check_names(info.by_value()[0], "the model")
 
 
 class _Scene:
     """Imagery with its labels and the area to score, checked: what :func:`evaluate` runs the model over."""
 
-    def __init__(self, mosaic: Mosaic, info: ModelInfo, labels: list[str], truth: Any, limit: Any,
+    def __init__(self, mosaic: Mosaic, info: ModelInfo, labels: list[str], truth: Any, limit: Any, unknown: list[int],
                  class_column: str | None = None, region: str | None = None, label_area: str | None = None) -> None:
         try:
             paired = IntersectionDataset(mosaic, truth)
@@ -59,7 +65,7 @@ class _Scene:
                 raise NoOverlap(f"{region}: region does not overlap the labelled imagery")
         self.keep = KeepRegion(chosen) if chosen is not None else None
         self.mosaic, self.info, self.truth, self.area = mosaic, info, truth, area.bounds
-        self.labels, self.class_column = labels, class_column
+        self.labels, self.class_column, self.unknown = labels, class_column, unknown
 
     def score(self, engine: TiledSegmenter, tick: Callable[[], None]) -> ConfusionMatrix:
         """The confusion matrix of the model's classes against the labels; ``tick()`` after every block."""
@@ -71,11 +77,12 @@ class _Scene:
             if self.keep is not None:
                 sample = self.keep(sample)
             mask = sample["mask"]
-            if int(mask.max()) >= info.num_classes:
-                value = int(mask.max())
+            if bool((mask == UNKNOWN).any()):
+                value = self.unknown[0]
                 hint = f"; {nodata_hint(value)}" if not self.class_column else ""
+                values = f" (values {', '.join(map(str, info.class_values))})" if info.class_values else ""
                 raise GeossclError(f"{self.labels[0]}: class id {value} is outside the model's {info.num_classes} "
-                                   f"classes{hint}")
+                                   f"classes{values}{hint}")
             mask = mask.masked_fill(block.classes < 0, -1)  # no input, no verdict
             matrix.update(block.classes.clamp_min(0), mask)
             tick()

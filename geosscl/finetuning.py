@@ -28,9 +28,10 @@ from torchgeo.datasets import IntersectionDataset, stack_samples
 
 from .data import DatedIntersection, Mosaic, RasterLabels, VectorLabels, open_labels
 from .data.labels import nodata_hint
+from .prediction import NODATA_CLASS
 from .data.stats import band_statistics
 from .errors import GeossclError, RunStopped
-from .modelfile import ModelInfo, default_colors, load_model, save_model
+from .modelfile import ModelInfo, class_values, default_colors, load_model, save_model
 from .output import check_output
 from .splits import KeepRegion, block_split, class_pixels, label_extent, label_fraction, polygonal, read_region
 
@@ -90,11 +91,22 @@ class FinetuneConfig:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
-def read_classes(path: str) -> tuple[list[str], list[list[int]] | None]:
-    """Class names (by id) and optional colours from a YAML/JSON classes file.
+@dataclass
+class Classes:
+    """The classes of a model: names, colours and the value of each in class rasters and maps."""
 
-    Accepted forms: a list of names (ids 0, 1, …); or a mapping ``id: name`` or
-    ``id: {name: …, color: [r, g, b]}`` (ids not listed get a placeholder name).
+    names: list[str]
+    values: list[int]
+    colors: list[list[int]] | None = None  #: RGB 0-255; None: not given
+
+
+def read_classes(path: str) -> Classes:
+    """Class names, and optional colours, from a YAML/JSON classes file.
+
+    Accepted forms: a list of names (ids 0, 1, …); or a mapping ``value: name`` or
+    ``value: {name: …, color: [r, g, b]}``, whose classes are those listed, each with
+    its value in the class rasters (ESA WorldCover's ``10: Tree cover`` … ``100: Moss
+    and lichen`` make 11 classes, not 101).
     """
     try:
         with open(path) as f:
@@ -104,26 +116,26 @@ def read_classes(path: str) -> tuple[list[str], list[list[int]] | None]:
     except yaml.YAMLError as exc:
         raise GeossclError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
     if isinstance(data, list) and data:
-        return [str(n) for n in data], None
+        return Classes([str(n) for n in data], list(range(len(data))))
     if isinstance(data, dict) and data:
         try:
             entries = {int(k): v for k, v in data.items()}
         except ValueError:
-            raise GeossclError(f"{path}: class ids must be integers") from None
-        if min(entries) < 0:
-            raise GeossclError(f"{path}: class ids must be non-negative")
-        count = max(entries) + 1
-        names = [f"class {i}" for i in range(count)]
-        colors = default_colors(count)
-        for i, value in entries.items():
-            if isinstance(value, dict):
-                names[i] = str(value.get("name", names[i]))
-                if "color" in value:
-                    colors[i] = [int(c) for c in value["color"]][:3]
+            raise GeossclError(f"{path}: class values must be integers") from None
+        values = sorted(entries)
+        if values[0] < 0:
+            raise GeossclError(f"{path}: class values must be non-negative")
+        names, colors = [], default_colors(len(values))
+        for i, value in enumerate(values):
+            entry = entries[value]
+            if isinstance(entry, dict):
+                names.append(str(entry.get("name", f"class {value}")))
+                if "color" in entry:
+                    colors[i] = [int(c) for c in entry["color"]][:3]
             else:
-                names[i] = str(value)
-        return names, colors
-    raise GeossclError(f"{path}: expected a list of class names or a mapping of id to name")
+                names.append(str(entry))
+        return Classes(names, values, colors)
+    raise GeossclError(f"{path}: expected a list of class names or a mapping of value to name")
 
 
 @dataclass
@@ -144,6 +156,7 @@ class Setup:
     area: BaseGeometry  #: the labelled imagery
     labelled: BaseGeometry  #: the training blocks whose labels are used
     val_region: BaseGeometry
+    class_values: list[int] | None = None  #: the value of each class in the labels (:attr:`ModelInfo.class_values`)
     class_weights: list[float] | None = None  #: of the cross-entropy, by class id
     #: A model file's weights to start from (``init`` a ``.safetensors``), and whether its
     #: segmentation head is used (the classes are its own).
@@ -206,36 +219,46 @@ def prepare(config: FinetuneConfig) -> Setup:
         mean, std = hp["band_mean"], hp["band_std"]
     else:
         mean, std = band_statistics(mosaic)
-    names, colors = read_classes(config.classes) if config.classes else (None, None)
+    classes = read_classes(config.classes) if config.classes else None
     source = f"of {config.classes}"
-    if names is None and init_model is not None:
+    if classes is None and init_model is not None:
         # Further fine-tuning keeps the model's classes unless a classes file gives others.
-        names, colors = list(init_model.info.class_names), init_model.info.class_colors
+        info = init_model.info
+        classes = Classes(list(info.class_names), info.map_values, info.class_colors)
         source = f"of {config.init}"
     extent, limit = label_extent(mosaic, config.label_area)
-    labels, label_ids = open_labels(config.labels, config.class_column, names, nodata=config.label_nodata,
-                                    background=config.background_class, extent=extent)
-    if names is None and isinstance(labels, VectorLabels) and labels.classes:
-        names = labels.classes
-    if isinstance(labels, RasterLabels) and names is not None:
-        labels.check_names(names, config.classes or config.init)
-    elif isinstance(labels, RasterLabels):
-        names = labels.class_names()
-        source = "the raster names"
-        if names:
-            log.info(f"{config.labels[0]}: class names from the raster itself: {', '.join(names)}")
-    num_classes = len(names) if names else int(max(label_ids)) + 1
-    outside = sorted(i for i in label_ids if i >= num_classes)
+    labels, label_ids = open_labels(config.labels, config.class_column, classes.names if classes else None,
+                                    nodata=config.label_nodata, background=config.background_class, extent=extent)
+    if isinstance(labels, VectorLabels) and not labels.numeric:
+        if classes is None:
+            classes = Classes(labels.classes, list(range(len(labels.classes))))
+        # The layer's names are mapped to class ids, not values: no values to code.
+        outside = sorted(i for i in label_ids if i >= len(classes.values))
+        label_ids = {classes.values[i] for i in label_ids if i < len(classes.values)}
+    else:
+        if classes is None:
+            classes = held_classes(labels, label_ids, config.labels[0])
+        elif isinstance(labels, RasterLabels):
+            labels.check_names(dict(zip(classes.values, classes.names)), config.classes or config.init)
+        outside = sorted(set(label_ids) - set(classes.values))
     if outside:
         lone = len(outside) == 1 and config.class_column is None  # a lone stray value: likely an undeclared nodata
         hint = f"; {nodata_hint(outside[0])}" if lone else ""
-        raise GeossclError(f"{config.labels[0]}: class id(s) {outside} are outside the {num_classes} classes {source}{hint}")
-    names = names or [f"class {i}" for i in range(num_classes)]
+        raise GeossclError(f"{config.labels[0]}: class id(s) {outside} are outside the {len(classes.names)} classes "
+                           f"{source}{hint}")
+    too_large = [v for v in classes.values if v >= NODATA_CLASS]
+    if too_large:
+        hint = f"; {nodata_hint(too_large[0])}" if config.class_column is None and too_large[0] in label_ids else ""
+        raise GeossclError(f"{config.labels[0]}: class value {too_large[0]} does not fit the class maps geosscl writes "
+                           f"(uint8, {NODATA_CLASS} = no data: values 0-{NODATA_CLASS - 1}){hint}")
+    labels.use_values(classes.values if isinstance(labels, RasterLabels) or labels.numeric else None)
+    names, num_classes = classes.names, len(classes.names)
+    colors = classes.colors
     if colors is None:
         colors = default_colors(num_classes)
         if isinstance(labels, RasterLabels):
             table = labels.colors()
-            colors = [table.get(i, color) for i, color in enumerate(colors)]
+            colors = [table.get(v, color) for v, color in zip(classes.values, colors)]
 
     try:
         train_data = IntersectionDataset(mosaic, labels)
@@ -273,7 +296,7 @@ def prepare(config: FinetuneConfig) -> Setup:
         drawn = class_pixels(labels, labelled, mosaic)
         if not drawn:
             raise GeossclError(f"label_fraction: the {config.label_fraction} of the training region drawn holds no labelled pixel; raise it or change --seed")
-        missing = sorted(set(label_ids) - set(drawn))
+        missing = sorted({classes.values.index(v) for v in label_ids} - set(drawn))
         if missing:
             log.warning(f"label_fraction: the {config.label_fraction} of the training region drawn (seed {config.seed}) holds no "
                         f"pixel of {', '.join(names[i] for i in missing)}: the model cannot learn "
@@ -296,9 +319,24 @@ def prepare(config: FinetuneConfig) -> Setup:
                                f"got {','.join(f'{w:g}' for w in weights)}")
 
     if init_model is not None:
-        init_model.keep_head = names == list(init_model.info.class_names)
+        init_model.keep_head = (names, classes.values) == (list(init_model.info.class_names), init_model.info.map_values)
     return Setup(mosaic, labels, checkpoint, arch, encoder, decoder, list(mean), list(std), names, colors, num_classes,
-                 area, labelled, val_region, weights, init_model)
+                 area, labelled, val_region, class_values(classes.values), weights, init_model)
+
+
+def held_classes(labels: RasterLabels | VectorLabels, held: set[int], path: str) -> Classes:
+    """The classes of labels given no classes: the values they hold, named as the rasters name them
+    (:meth:`RasterLabels.class_names`; a value named but not held is a class too, as a tile's
+    table names what the other tiles hold)."""
+    named = labels.class_names() if isinstance(labels, RasterLabels) else {}
+    values = sorted(set(held) | set(named))
+    if named:
+        log.info(f"{path}: class names from the raster itself: {', '.join(named.values())}")
+        unnamed = sorted(set(held) - set(named))
+        if unnamed:
+            log.warning(f"{path}: the raster names no class for value(s) {', '.join(map(str, unnamed))} it holds; "
+                        "they are classes of their own, named by value")
+    return Classes([named.get(v, f"class {v}") for v in values], values)
 
 
 def load_init(task: Any, setup: Setup) -> None:
@@ -406,7 +444,8 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
         info = ModelInfo(
             arch=setup.arch, encoder=setup.encoder, decoder_channels=setup.decoder_channels, bands=mosaic.band_indexes,
             band_mean=setup.band_mean, band_std=setup.band_std,
-            class_names=setup.class_names, class_colors=setup.class_colors, res=list(mosaic.res), crs=mosaic.crs.to_wkt(),
+            class_names=setup.class_names, class_colors=setup.class_colors, class_values=setup.class_values,
+            res=list(mosaic.res), crs=mosaic.crs.to_wkt(),
             gsd=mosaic.gsd,
             # Predict on tiles of the size it was trained and validated on: a network
             # fine-tuned on small crops can fail on larger tiles (measured on the NC

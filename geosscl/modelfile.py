@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,6 +45,11 @@ class ModelInfo:
         band_std: per-band standard deviation.
         class_names: name of each class id, ``num_classes`` of them.
         class_colors: RGB (0-255) of each class id.
+        class_values: the value of each class id in the class rasters the model was trained
+            on and in the class maps it writes (ESA WorldCover's 10, 20, … 100; NLCD's 11 …
+            95), so that a product's codes need no class of their own for every value
+            between them; None (files written before it was kept, too): the ids 0, 1, …
+            themselves. See :attr:`map_values`.
         res: pixel size ``(xres, yres)`` of the training imagery, map units.
         crs: CRS of the training imagery (WKT), for reference.
         gsd: ground sampling distance of the training imagery, metres (a pixel's mean
@@ -65,6 +71,7 @@ class ModelInfo:
     class_names: list[str]
     class_colors: list[list[int]]
     res: list[float]
+    class_values: list[int] | None = None
     crs: str = ""
     gsd: float | None = None
     decoder_channels: list[int] | None = None
@@ -93,6 +100,23 @@ class ModelInfo:
     def num_classes(self) -> int:
         """Number of output classes."""
         return len(self.class_names)
+
+    @property
+    def map_values(self) -> list[int]:
+        """The value of each class id in class rasters and maps (``class_values``, or the ids)."""
+        return list(self.class_values) if self.class_values is not None else list(range(self.num_classes))
+
+    def by_value(self) -> tuple[dict[int, str], dict[int, list[int]]]:
+        """Class names and colours keyed by their value in class maps."""
+        values = self.map_values
+        return dict(zip(values, self.class_names)), dict(zip(values, self.class_colors))
+
+
+def class_values(values: Iterable[int]) -> list[int] | None:
+    """``values`` (the label values of the classes, in id order) as :attr:`ModelInfo.class_values`:
+    None where they are the ids 0, 1, … themselves."""
+    values = [int(v) for v in values]
+    return None if values == list(range(len(values))) else values
 
 
 def default_colors(count: int) -> list[list[int]]:

@@ -97,9 +97,9 @@ def _extent(mosaic: Mosaic) -> tuple[float, float, float, float]:
 
 def _model(model: Model) -> tuple[SegmentationNetwork, ModelInfo]:
     network, info = model if isinstance(model, tuple) else load_model(model)
-    if info.num_classes > NODATA_CLASS:
-        raise GeossclError(f"{model if not isinstance(model, tuple) else 'model'}: {info.num_classes} classes do not fit "
-                           f"a uint8 class map with {NODATA_CLASS} as nodata (at most {NODATA_CLASS})")
+    if max(info.map_values) >= NODATA_CLASS:
+        raise GeossclError(f"{model if not isinstance(model, tuple) else 'model'}: class value {max(info.map_values)} does "
+                           f"not fit a uint8 class map with {NODATA_CLASS} as nodata (at most {NODATA_CLASS - 1})")
     return network, info
 
 
@@ -123,7 +123,7 @@ def segment(
         bounds: ``(minx, miny, maxx, maxy)`` in the scene CRS (default: the whole scene).
 
     Returns:
-        ``(classes, profile)``: ``H×W`` uint8 class ids (255 = no input) and a rasterio
+        ``(classes, profile)``: ``H×W`` uint8 class values (the model's ``map_values``; 255 = no input) and a rasterio
         profile (CRS, transform, nodata) to write it with.
     """
     network, info = _model(model)
@@ -134,7 +134,7 @@ def segment(
     classes = np.full((height, width), NODATA_CLASS, dtype=np.uint8)
     for block in engine.blocks(mosaic, area):
         window = _window(block.bounds, transform)
-        classes[window.toslices()] = _to_uint8(block.classes)
+        classes[window.toslices()] = _to_uint8(block.classes, info)
     profile = dict(driver="GTiff", dtype="uint8", count=1, width=width, height=height, crs=mosaic.crs,
                    transform=transform, nodata=NODATA_CLASS)
     return classes, profile
@@ -167,7 +167,7 @@ def predict(
         scene: GeoTIFFs, a directory, a glob or a VRT; several files are one mosaic;
             or a mosaic :func:`open_scene` opened for the model.
         model: a model file, or ``(network, info)`` from :func:`geosscl.load_model`.
-        out: the class map to write: uint8 class ids, 255 where there is no input,
+        out: the class map to write: uint8 class values (the model's ``map_values``), 255 where there is no input,
             colour table and class names from the model.
         tile_size, overlap: tiles fed to the model, pixels (default: the model's).
         batch_size: tiles per forward pass.
@@ -203,6 +203,9 @@ def predict(
     options = {**COG_OPTIONS, **{k.upper(): str(v) for k, v in (creation_options or {}).items()}}
     names = info.class_names
     tags = {"class_names": json.dumps(names), "geosscl_model": json.dumps({"arch": info.arch, "encoder": info.encoder})}
+    if info.class_values is not None:
+        tags["class_values"] = json.dumps(info.class_values)  # the value of each class of class_names in the map
+    names_by_value, colors_by_value = info.by_value()
 
     with contextlib.ExitStack() as stack:
         # GDAL's block cache defaults to 5 % of RAM and fills while the COG is built:
@@ -225,20 +228,20 @@ def predict(
         plan = engine.plan(mosaic, area)
         for done, block in enumerate(engine.blocks(mosaic, area), 1):
             window = _window(block.bounds, transform)
-            classes_out.write(_to_uint8(block.classes), 1, window=window)
+            classes_out.write(_to_uint8(block.classes, info), 1, window=window)
             if probs_out is not None:
                 p = block.probabilities.numpy().astype(np.float32)
                 p[:, block.classes.numpy() < 0] = np.nan
                 probs_out.write(p, window=window)
             if progress:
                 progress(done, len(plan))
-        classes_out.write_colormap(1, {i: tuple(c) + (255,) for i, c in enumerate(info.class_colors)})
+        classes_out.write_colormap(1, {v: tuple(c) + (255,) for v, c in colors_by_value.items()})
         classes_out.update_tags(**tags)
         classes_out.set_band_description(1, "class")
         classes_out.close()
         rasterio.shutil.copy(staged, final, driver="COG", **options)
         # GDAL-based GIS (QGIS's paletted renderer, gdalinfo) name the classes from these.
-        write_category_names(final, names)
+        write_category_names(final, [names_by_value.get(v, "") for v in range(max(names_by_value) + 1)])
         if probs_out is not None:
             for i, name in enumerate(names, 1):
                 probs_out.set_band_description(i, name)
@@ -247,11 +250,11 @@ def predict(
             rasterio.shutil.copy(staged_probs, final_probs,  driver="COG",
                                  **{**options, "OVERVIEW_RESAMPLING": "AVERAGE", "PREDICTOR": "FLOATING_POINT"})
         if final_vector:
-            write_polygons(final, final_vector, names, simplify)
+            write_polygons(final, final_vector, names_by_value, simplify)
         if final_preview:
             from .preview import plot_class_map
 
-            plot_class_map(mosaic, final, final_preview, names, info.class_colors, rgb=preview_rgb)
+            plot_class_map(mosaic, final, final_preview, names_by_value, colors_by_value, rgb=preview_rgb)
     return os.fspath(out)
 
 
@@ -363,8 +366,9 @@ def _scene_stem(files: list[str]) -> str:
     return re.sub(r"([_.-])[_.-]+", r"\1", BAND_IN_NAME.sub("", stem)).strip("_.- ") or stem
 
 
-def write_polygons(class_map: str, out: str, names: list[str], simplify: float = 1.0, rows: int = 1024) -> int:
-    """Polygons of the connected class regions of a class map, as a GeoPackage layer ``classes``.
+def write_polygons(class_map: str, out: str, names: dict[int, str], simplify: float = 1.0, rows: int = 1024) -> int:
+    """Polygons of the connected class regions of a class map, as a GeoPackage layer ``classes``
+    (``class_id``: the value in the map; ``class_name``: its name in ``names``, by value).
 
     The map is read in strips of ``rows`` lines; the pieces of a region cut by a strip
     edge are merged again. Returns the number of polygons.
@@ -394,7 +398,7 @@ def write_polygons(class_map: str, out: str, names: list[str], simplify: float =
         geometries = list(shapely.coverage_simplify(np.array(geometries, dtype=object), simplify * res,
                                                     simplify_boundary=False))
     frame = gpd.GeoDataFrame(
-        {"class_id": np.array(ids, dtype=np.int32), "class_name": [names[i] if i < len(names) else str(i) for i in ids]},
+        {"class_id": np.array(ids, dtype=np.int32), "class_name": [names.get(i, str(i)) for i in ids]},
         geometry=geometries, crs=crs,
     )
     os.remove(out)  # atomic_output's placeholder: the GeoPackage driver wants to create the file itself
@@ -428,6 +432,8 @@ def _window(bounds: tuple[float, float, float, float], transform: Affine) -> Win
     return Window(col, row, width, height)
 
 
-def _to_uint8(classes: Any) -> np.ndarray:
+def _to_uint8(classes: Any, info: ModelInfo) -> np.ndarray:
+    """Class ids (-1: no input) as the map's values: each class's value, NODATA_CLASS for no input."""
     array = classes.numpy() if hasattr(classes, "numpy") else np.asarray(classes)
-    return np.where(array < 0, NODATA_CLASS, array).astype(np.uint8)
+    values = np.array(info.map_values + [NODATA_CLASS], dtype=np.uint8)
+    return values[np.where(array < 0, len(values) - 1, array)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,7 +71,7 @@ def plot_pairs(views: dict[str, Any], path: str, title: str = "") -> None:
 
 
 def plot_class_map(
-    scene: Any, class_map: str, path: str, names: Sequence[str], colors: Sequence[Sequence[int]],
+    scene: Any, class_map: str, path: str, names: Mapping[int, str], colors: Mapping[int, Sequence[int]],
     rgb: Sequence[int] = (1, 2, 3), max_side: int = 1024,
 ) -> None:
     """Write a PNG: the scene | its class map with a legend of the classes present.
@@ -83,7 +83,7 @@ def plot_class_map(
         scene: the :class:`~geosscl.data.Mosaic` that was segmented.
         class_map: the class-map GeoTIFF written by :func:`geosscl.predict`.
         path: PNG file to write.
-        names, colors: class names and RGB colours (0-255) by id.
+        names, colors: class names and RGB colours (0-255) by their value in the class map.
         rgb: 1-based positions of the red, green and blue bands among the scene's bands.
     """
     import matplotlib
@@ -103,7 +103,9 @@ def plot_class_map(
     image, _, _ = scene.read((b.left, b.bottom, b.right, b.top), res=res)
     picked = [i - 1 for i in rgb if 0 < i <= image.shape[0]]
     shown = display_rgb([image[picked] if len(picked) == 3 else image])[0]
-    palette = np.array([list(c)[:3] for c in colors] + [[0, 0, 0]] * (256 - len(colors)), dtype=float) / 255
+    palette = np.zeros((256, 3))
+    for value, color in colors.items():
+        palette[value] = np.array(list(color)[:3], dtype=float) / 255
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2 * shape[0] / shape[1] + 0.8))
     axes[0].imshow(shown, interpolation="nearest")
     axes[0].set_title("scene", fontsize=9)
@@ -111,7 +113,7 @@ def plot_class_map(
     axes[1].imshow(masked, cmap=ListedColormap(palette), vmin=0, vmax=255, interpolation="nearest")
     axes[1].set_title("classes", fontsize=9)
     present = [int(v) for v in np.unique(classes) if v != 255]
-    axes[1].legend(handles=[Patch(color=palette[i], label=names[i] if i < len(names) else str(i)) for i in present],
+    axes[1].legend(handles=[Patch(color=palette[i], label=names.get(i, str(i))) for i in present],
                    loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     for ax in axes:
         ax.set_xticks([])

@@ -27,7 +27,8 @@ from conftest import NC_BANDS, SAMPLES, TUTORIAL, TUTORIAL_STACK
 
 FIXTURES = Path(__file__).parent / "data"  # sidecars written by GDAL 3.6 itself (see its README)
 LABELS = TUTORIAL / "training_data.gtif"  # ids 1-5, nodata 0, colour table none
-NAMES = ["class 0", "forest", "water", "herbaceous", "barren", "urban"]
+NAMES = ["forest", "water", "herbaceous", "barren", "urban"]  # of the values 1-5
+VALUES = [1, 2, 3, 4, 5]
 NC_MODEL = SAMPLES / "models" / "nc_landuse.safetensors"
 NC_SCENE = SAMPLES / "nc_landsat" / "lsat7_2000.vrt"
 STRATA = SAMPLES / "nc_landsat" / "strata.tif"
@@ -52,16 +53,17 @@ def setup_of(labels: list[Path], tmp_path: Path, **options):
 def test_names_gdal_wrote_name_the_model_s_classes(tmp_path, fixture, caplog):
     """Category names, or a raster attribute table's name column (rows in any order), as GDAL writes them."""
     labels = labelled(tmp_path, fixture)
-    assert category_names(labels) == {i: n for i, n in enumerate(NAMES) if i}
+    assert category_names(labels) == dict(zip(VALUES, NAMES))
     setup = setup_of([labels], tmp_path)
-    assert setup.class_names == NAMES and setup.num_classes == 6
+    # The classes are the values named (0 is the file's nodata: no class of its own).
+    assert setup.class_names == NAMES and setup.num_classes == 5 and setup.class_values == VALUES
     # Without the sidecar, the same raster gives placeholders; a classes file still decides when given.
-    assert setup_of([labelled(tmp_path, None, "bare.tif")], tmp_path).class_names == [f"class {i}" for i in range(6)]
+    bare = setup_of([labelled(tmp_path, None, "bare.tif")], tmp_path)
+    assert bare.class_names == [f"class {i}" for i in VALUES] and bare.class_values == VALUES
     classes = tmp_path / "classes.yaml"
-    classes.write_text("1: cloud\n5: snow\n")
+    classes.write_text("1: cloud\n2: water\n3: herbaceous\n4: barren\n5: snow\n")
     with caplog.at_level(logging.WARNING, logger="geosscl"):
-        assert setup_of([labels], tmp_path, classes=str(classes)).class_names == ["class 0", "cloud", "class 2",
-                                                                                 "class 3", "class 4", "snow"]
+        assert setup_of([labels], tmp_path, classes=str(classes)).class_names == ["cloud", *NAMES[1:4], "snow"]
     # The labels are coded as the raster names them: a classes file naming the ids otherwise is said to.
     assert (f"labels.tif: names class 1 'forest' where {classes} has 'cloud' (and 1 more); that is only right if the "
             f"labels use {classes}'s class ids") in caplog.text
@@ -75,7 +77,8 @@ def test_the_fine_tuned_model_file_carries_the_names(tmp_path):
          "--crop-size", "64", "--batch-size", "4", "--max-steps", "2", "--num-workers", "0", "-q"],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert read_info(out).class_names == NAMES
+    info = read_info(out)
+    assert info.class_names == NAMES and info.class_values == VALUES
 
 
 def test_tiles_that_each_list_their_own_values_merge_and_contradictions_are_refused(tmp_path):
@@ -91,7 +94,7 @@ def test_tiles_that_each_list_their_own_values_merge_and_contradictions_are_refu
                                                                         "transform": src.window_transform(window)}) as dst:
             dst.write(src.read(1, window=window), 1)
         present = sorted(set(np.unique(ids[:, window.col_off:window.col_off + 125]).tolist()) - {0})
-        write_category_names(path, [NAMES[i] if i in present else "" for i in range(max(present) + 1)])
+        write_category_names(path, [NAMES[i - 1] if i in present else "" for i in range(max(present) + 1)])
         tiles.append((path, present))
     assert (tiles[0][1], tiles[1][1]) == ([1, 2, 3, 4], [1, 2, 3, 4, 5])
     assert setup_of([p for p, _ in tiles], tmp_path).class_names == NAMES
@@ -111,9 +114,9 @@ def test_an_arcgis_value_attribute_table_names_the_classes(tmp_path):
     pyogrio.write_dataframe(table, f"{labels}.vat.dbf", driver="ESRI Shapefile")
     assert category_names(labels) == {1: "forest", 2: "water", 4: "barren", 5: "urban"}
     setup = setup_of([labels], tmp_path)
-    assert setup.class_names == ["class 0", "forest", "water", "class 3", "barren", "urban"]
+    assert setup.class_names == ["forest", "water", "class 3", "barren", "urban"]
     # The raster has no colour table: the table's colours colour the classes.
-    assert setup.class_colors[1:] == [[0, 102, 26], [0, 77, 255], [128, 230, 77], [153, 102, 51], [255, 0, 0]]
+    assert setup.class_colors == [[0, 102, 26], [0, 77, 255], [128, 230, 77], [153, 102, 51], [255, 0, 0]]
     # A row without a colour keeps its name.
     other = labelled(tmp_path, None, "other.tif")
     pyogrio.write_dataframe(table.assign(RED=[0.0, None, 0.5, 0.6, 1.0]), f"{other}.vat.dbf", driver="ESRI Shapefile")
@@ -124,12 +127,13 @@ def test_an_arcgis_value_attribute_table_names_the_classes(tmp_path):
     assert category_names(labels)[3] == "herbaceous"
 
 
-def test_label_ids_beyond_the_named_classes_are_refused(tmp_path):
+def test_values_the_raster_does_not_name_are_classes_named_by_value_and_said_so(tmp_path, caplog):
     labels = labelled(tmp_path, None)
     write_category_names(labels, ["", "forest", "water", "herbaceous"])
-    with pytest.raises(GeossclError, match=r"labels\.tif: class id\(s\) \[4, 5\] are outside the 4 classes the raster "
-                                           r"names$"):
-        setup_of([labels], tmp_path)
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        setup = setup_of([labels], tmp_path)
+    assert setup.class_names == [*NAMES[:3], "class 4", "class 5"] and setup.class_values == VALUES
+    assert "labels.tif: the raster names no class for value(s) 4, 5 it holds" in caplog.text
 
 
 def test_sidecars_gdal_would_not_read_are_ignored(tmp_path, caplog, monkeypatch):
@@ -160,7 +164,7 @@ def test_a_vrt_of_the_labels_keeps_its_categories_in_itself(tmp_path):
     <SimpleSource><SourceFilename relativeToVRT="0">{LABELS}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>
   </VRTRasterBand>
 </VRTDataset>""")
-    assert category_names(vrt) == {i: n for i, n in enumerate(NAMES) if i}
+    assert category_names(vrt) == dict(zip(VALUES, NAMES))
 
 
 def test_class_maps_name_their_classes_and_train_on_as_labels(tmp_path):

@@ -47,8 +47,8 @@ def test_finetune_writes_a_self_describing_model(tmp_path, pretrained, monkeypat
     finetune(FinetuneConfig(imagery=[STACK], labels=[POLYGONS], class_column="id", classes=str(classes), out=str(out),
                             init=pretrained, max_steps=20, val_fraction=0.3, **FAST))
     network, info = load_model(out)
-    assert info.class_names == ["class 0", "forest", "water", "herbaceous", "barren", "urban"]
-    assert info.class_colors[1] == [0, 100, 0]
+    assert info.class_names == ["forest", "water", "herbaceous", "barren", "urban"]  # the classes listed
+    assert info.class_values == [1, 2, 3, 4, 5] and info.class_colors[0] == [0, 100, 0]
     assert info.bands == list(range(1, 9)) and info.res == [30.0, 30.0]
     assert info.provenance["init"] == pretrained and info.provenance["steps"] == 20
     assert (info.tile_size, info.tile_overlap) == (64, 16)  # predicts on what it was trained and validated on
@@ -58,7 +58,7 @@ def test_finetune_writes_a_self_describing_model(tmp_path, pretrained, monkeypat
     assert validation["miou"] == pytest.approx(max(validation["history"]), abs=1e-6)
     with torch.no_grad():
         logits = network(torch.zeros(1, 8, 64, 64))
-    assert logits.shape == (1, 6, 64, 64)
+    assert logits.shape == (1, 5, 64, 64)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.yaml", "model.safetensors"]  # no checkpoint, no temporary
 
 
@@ -187,8 +187,8 @@ def test_raster_labels_and_cli(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     info = read_info(out)
-    # training_data.gtif: 0 is its nodata, so ids 1..5 are the classes.
-    assert len(info.class_names) == 6
+    # training_data.gtif: 0 is its nodata, so the values 1..5 it holds are the classes.
+    assert info.class_names == [f"class {v}" for v in range(1, 6)] and info.class_values == [1, 2, 3, 4, 5]
     # 0.3 of the validation blocks is one partial block, 45 px a side: narrower than a crop, TorchGeo's grid
     # yielded no crop over it (the run ended in an IndexError); it is validated on a crop around it.
     assert info.provenance["val_label_fraction"] == 0.3
@@ -211,14 +211,15 @@ def test_class_raster_colour_table_colours_the_classes(tmp_path):
     setup = prepare(config)
     plain = prepare(FinetuneConfig(imagery=[STACK], labels=[str(TUTORIAL / "training_data.gtif")],
                                    out=str(tmp_path / "p.safetensors"), crop_size=64))
-    assert setup.class_names == plain.class_names == [f"class {i}" for i in range(6)]
-    assert setup.class_colors == [plain.class_colors[0], [200, 0, 0], [0, 150, 0], [0, 0, 220], [90, 60, 30],
-                                  [250, 250, 0]]
+    assert setup.class_names == plain.class_names == [f"class {i}" for i in range(1, 6)]
+    assert setup.class_colors == [[200, 0, 0], [0, 150, 0], [0, 0, 220], [90, 60, 30], [250, 250, 0]]
     classes = tmp_path / "classes.yaml"
-    classes.write_text("1: {name: water, color: [1, 2, 3]}\n5: cloud\n")
+    classes.write_text("1: {name: water, color: [1, 2, 3]}\n2: b\n3: c\n4: d\n5: cloud\n")
     named = prepare(FinetuneConfig(imagery=[STACK], labels=[str(coloured)], classes=str(classes),
                                    out=str(tmp_path / "n.safetensors"), crop_size=64))
-    assert named.class_names[1] == "water" and named.class_colors[1] == [1, 2, 3]
+    assert named.class_names[0] == "water" and named.class_colors[0] == [1, 2, 3]
+    # Values the classes file colours not: the raster's colour table does not colour them either.
+    assert named.class_colors[1] == [255, 127, 14]
 
 
 def test_progress_as_json_lines_for_programs(tmp_path):
@@ -382,14 +383,16 @@ def test_label_draws_missing_a_class_warn_and_empty_ones_are_refused(tmp_path, c
         truth = src.read(1)
         inside = ~geometry_mask([setup.labelled], truth.shape, src.transform)
     values, counts = np.unique(truth[inside & (truth != 0)], return_counts=True)
-    assert class_pixels(setup.labels, setup.labelled, setup.mosaic) == dict(zip(values.tolist(), counts.tolist()))
+    # Counted by class id: the values 1-5 are the classes 0-4.
+    assert setup.class_values == [1, 2, 3, 4, 5]
+    assert class_pixels(setup.labels, setup.labelled, setup.mosaic) == dict(zip((values - 1).tolist(), counts.tolist()))
     assert set(values.tolist()) == {1, 2, 3, 4}
     # The polygons rasterised on the imagery's grid count the same (the tutorial's raster is that rasterisation),
     # though their extent, and so the blocks drawn, are off that grid.
     polygons = prepare(FinetuneConfig(**dict(common, labels=[POLYGONS]), class_column="id", label_fraction=0.3, seed=0))
     inside = ~geometry_mask([polygons.labelled], truth.shape, src.transform)
     values, counts = np.unique(truth[inside & (truth != 0)], return_counts=True)
-    assert class_pixels(polygons.labels, polygons.labelled, polygons.mosaic) == dict(zip(values.tolist(), counts.tolist()))
+    assert class_pixels(polygons.labels, polygons.labelled, polygons.mosaic) == dict(zip((values - 1).tolist(), counts.tolist()))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="geosscl"):
         prepare(FinetuneConfig(**common))  # every label: nothing drawn, nothing to say
@@ -502,7 +505,7 @@ def test_linear_probe_trains_the_head_only(tmp_path, pretrained):
     pl.seed_everything(0, verbose=False)
     checkpoint = load_checkpoint(pretrained)
     hp = checkpoint["hyper_parameters"]
-    initial = SegmentationTask(8, 6, hp["band_mean"], hp["band_std"])
+    initial = SegmentationTask(8, 5, hp["band_mean"], hp["band_std"])
     initial.load_pretrained(checkpoint["state_dict"], hp)
     start = initial.network.net.state_dict()
     for name, value in network.net.state_dict().items():

@@ -264,7 +264,8 @@ def test_probe_cli_prints_scores_and_writes_strict_json(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "forest" in result.stdout and "mIoU" in result.stdout and "labelled pixels: train" in result.stdout
     data = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
-    assert data["features"] == "bands" and data["iou"][0] is None  # class 0 is never in strata.tif
+    # The classes file's seven classes (values 1-7), no unused "class 0".
+    assert data["features"] == "bands" and data["classes"][0] == "developed" and len(data["iou"]) == 7
     expected = linear_probe(config(val_label_fraction=0.5), features="bands")
     assert data["confusion"] == expected.scores.confusion and data["pixels"] == expected.pixels
     # A holdout region off the imagery: one line naming the file, exit 1, no JSON.
@@ -286,9 +287,9 @@ def test_probe_cli_prints_scores_and_writes_strict_json(tmp_path):
     assert fixed.returncode == 0 and "L2 weight 0.03 " in fixed.stdout, fixed.stderr[-2000:]
     assert json.loads(out.read_text())["weight_decay"] == 0.03
     weighted = subprocess.run([*common, "--holdout-region", str(NC / "test_region.geojson"), "--bands-only", "--class-weights",
-                               "0,1,1,1,1,1,1,2", "--json", str(out)], capture_output=True, text=True, timeout=300)
-    assert weighted.returncode == 0 and "class weights 0,1,1,1,1,1,1,2" in weighted.stdout, weighted.stderr[-2000:]
-    assert json.loads(out.read_text())["class_weights"] == [0, 1, 1, 1, 1, 1, 1, 2]
+                               "0,1,1,1,1,1,2", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert weighted.returncode == 0 and "class weights 0,1,1,1,1,1,2" in weighted.stdout, weighted.stderr[-2000:]
+    assert json.loads(out.read_text())["class_weights"] == [0, 1, 1, 1, 1, 1, 2]
     usage = subprocess.run([*common, "--class-weights", "a,b"], capture_output=True, text=True, timeout=300)
     assert usage.returncode == 2 and "--class-weights" in usage.stderr, usage.stderr
     spent = subprocess.run([*common, "--holdout-region", str(NC / "test_region.geojson"), "--bands-only", "--weight-decay",
@@ -342,7 +343,8 @@ def test_probe_output_is_a_model_that_evaluate_and_predict_use(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     probed = json.loads((tmp_path / "probe.json").read_text())
     info = read_info(model)
-    assert info.arch == "hypercolumn" and info.stages == [1] and info.class_names[1] == "developed"
+    assert info.arch == "hypercolumn" and info.stages == [1] and info.class_names[0] == "developed"
+    assert info.class_values == [1, 2, 3, 4, 5, 6, 7]
     assert info.provenance["holdout"]["miou"] == pytest.approx(probed["miou"])
     scores, _ = evaluate(str(model), nc, [str(NC / "strata.tif")], region=str(NC / "test_region.geojson"))
     # Tiles blend class probabilities near their edges; the probe scored single logits: close, not equal.

@@ -82,11 +82,6 @@ def category_names(path: str | os.PathLike, band: int = 1) -> dict[int, str]:
     return legend(path, band).names
 
 
-def class_list(names: dict[int, str]) -> list[str]:
-    """``names`` by value as a list of class names by id, ``"class N"`` where a value has none."""
-    return [names.get(i) or f"class {i}" for i in range(max(names, default=-1) + 1)]
-
-
 def _from_categories(band: ET.Element) -> dict[int, str]:
     categories = band.find("CategoryNames")
     if categories is None:

@@ -29,7 +29,7 @@ from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice
 
 from ..errors import GeossclError
-from .categories import Legend, class_list, legend
+from .categories import Legend, legend
 from .grid import MapGrid
 from .mosaic import Mosaic
 from .vector import read_layer
@@ -38,13 +38,40 @@ log = logging.getLogger("geosscl")
 
 #: Label value of pixels without a label (nodata, outside every polygon).
 IGNORE_INDEX = -1
+#: Label value of pixels whose value is none of the classes' (see :meth:`ClassCoded.use_values`).
+UNKNOWN = -2
 
 
-class RasterLabels(Mosaic):
+class ClassCoded:
+    """Labels whose masks hold class values (a raster's codes, a vector layer's numeric ids) that
+    :meth:`use_values` turns into class ids (positions among the model's classes)."""
+
+    _lookup: torch.Tensor | None = None
+
+    def use_values(self, values: Sequence[int] | None) -> None:
+        """Make masks hold class ids: the position in ``values`` of each pixel's value, or
+        :data:`UNKNOWN` for a value not among them; None: the values are the ids."""
+        if values is None:
+            self._lookup = None
+            return
+        lookup = torch.full((max(values, default=0) + 2,), UNKNOWN, dtype=torch.int64)
+        lookup[torch.as_tensor(list(values), dtype=torch.int64)] = torch.arange(len(values))
+        self._lookup = lookup
+
+    def _encode(self, mask: torch.Tensor) -> torch.Tensor:
+        if self._lookup is None:
+            return mask
+        # Values beyond the largest class value land on the table's last entry, UNKNOWN.
+        return torch.where(mask >= 0, self._lookup[mask.clamp(0, len(self._lookup) - 1)], mask)
+
+
+class RasterLabels(ClassCoded, Mosaic):
     """Class-id rasters (one band) read as masks, in any CRS, aligned to the imagery.
 
     Read with nearest-neighbour resampling, so class ids are never blended. Pixels
     equal to the files' nodata or to ``ignore_value`` become :data:`IGNORE_INDEX`.
+    The masks hold the files' values, or the class ids they stand for after
+    :meth:`~ClassCoded.use_values`.
 
     Args:
         paths: files, directories or globs of class-id rasters.
@@ -73,7 +100,7 @@ class RasterLabels(Mosaic):
         unlabelled = torch.isnan(values)
         if self.ignore_value is not None:
             unlabelled |= values == self.ignore_value
-        sample["mask"] = values.nan_to_num(0).to(torch.int64).masked_fill(unlabelled, IGNORE_INDEX)
+        sample["mask"] = self._encode(values.nan_to_num(0).to(torch.int64).masked_fill(unlabelled, IGNORE_INDEX))
         return sample
 
     @functools.cached_property
@@ -81,10 +108,10 @@ class RasterLabels(Mosaic):
         """What each file says of its values, read once."""
         return {path: legend(path) for path in self.files}
 
-    def class_names(self) -> list[str] | None:
-        """Class names by id that the files carry (GDAL category names, raster attribute tables:
+    def class_names(self) -> dict[int, str]:
+        """Class names by value that the files carry (GDAL category names, raster attribute tables:
         :func:`~geosscl.data.categories.legend`), merged over the files, since a tile's table
-        may list only the values it holds; None when no file names a class.
+        may list only the values it holds; empty when no file names a class.
 
         Raises:
             GeossclError: if two files give one class id different names.
@@ -95,20 +122,20 @@ class RasterLabels(Mosaic):
                 if merged.setdefault(i, (name, path))[0] != name:
                     raise GeossclError(f"{path}: names class {i} {name!r}, {merged[i][1]} names it "
                                        f"{merged[i][0]!r}")
-        return class_list({i: name for i, (name, _) in merged.items()}) if merged else None
+        return {i: name for i, (name, _) in sorted(merged.items())}
 
-    def check_names(self, names: Sequence[str], whose: str) -> None:
-        """Warn where the files name a class id otherwise than ``names`` (``whose``: "the model"):
-        labels coded otherwise make every score or training step wrong without an error.
-        Placeholders (``class 3``) contradict nothing, nor does case."""
+    def check_names(self, names: dict[int, str], whose: str) -> None:
+        """Warn where the files name a class value otherwise than ``names`` (by value; ``whose``:
+        "the model"): labels coded otherwise make every score or training step wrong without an
+        error. Placeholders (``class 3``) contradict nothing, nor does case."""
         try:
-            own = self.class_names() or []
+            own = self.class_names()
         except GeossclError as exc:
             log.warning("%s", exc)
             return
         placeholder = re.compile(r"class \d+")
-        clashes = [(i, a, b) for i, (a, b) in enumerate(zip(own, names))
-                   if a.casefold() != b.casefold() and not placeholder.fullmatch(a) and not placeholder.fullmatch(b)]
+        clashes = [(i, a, names[i]) for i, a in own.items() if i in names and a.casefold() != names[i].casefold()
+                   and not placeholder.fullmatch(a) and not placeholder.fullmatch(names[i])]
         if clashes:
             i, a, b = clashes[0]
             more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
@@ -133,7 +160,7 @@ class RasterLabels(Mosaic):
         return {int(i): list(rgba[:3]) for i, rgba in table.items() if len(rgba) < 4 or rgba[3] > 0}
 
 
-class VectorLabels(MapGrid, GeoDataset):
+class VectorLabels(ClassCoded, MapGrid, GeoDataset):
     """Polygons of a vector layer (GeoPackage, GeoJSON, Shapefile, …) rasterised on the fly.
 
     The layer is read once, reprojected to the dataset CRS and kept with a spatial
@@ -211,7 +238,11 @@ class VectorLabels(MapGrid, GeoDataset):
                                    "number (class ids are 0, 1, 2, ...; or give class names)")
             ids = values.astype(np.int64).to_numpy()
             self.classes = list(classes) if classes is not None else None
+            #: Whether the class column holds values (ids, or a product's codes: see
+            #: :meth:`~ClassCoded.use_values`) rather than names.
+            self.numeric = True
         else:
+            self.numeric = False
             names = values.astype(str)
             if classes is not None:
                 self.classes = list(classes)
@@ -299,7 +330,7 @@ class VectorLabels(MapGrid, GeoDataset):
                 shapes, out_shape=(height, width), transform=transform, fill=IGNORE_INDEX, dtype="int32",
             )
             mask = burned.astype(np.int64)
-        sample: dict[str, Any] = {"mask": torch.from_numpy(mask), "crs": self.crs, "bounds": query}
+        sample: dict[str, Any] = {"mask": self._encode(torch.from_numpy(mask)), "crs": self.crs, "bounds": query}
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample

@@ -10,14 +10,17 @@ from qgis.PyQt.QtGui import QColor
 
 
 def class_table(path: str) -> list[tuple[int, QColor, str]]:
-    """``(class id, colour, name)`` of every class, from the map's colour table and ``class_names`` tag."""
+    """``(value, colour, name)`` of every class, from the map's colour table and its ``class_names`` and
+    ``class_values`` tags (a model of a product's codes, 10, 20, …, writes those; without the tag the
+    values are the class ids)."""
     dataset = gdal.Open(path)
     if dataset is None:
         return []
     names = json.loads(dataset.GetMetadataItem("class_names") or "[]")
+    values = json.loads(dataset.GetMetadataItem("class_values") or "null") or range(len(names))
     colours = dataset.GetRasterBand(1).GetColorTable()
     table = []
-    for value, name in enumerate(names):
+    for value, name in zip(values, names):
         entry = colours.GetColorEntry(value) if colours is not None and value < colours.GetCount() else (128, 128, 128, 255)
         table.append((value, QColor(*entry[:3]), name))
     return table

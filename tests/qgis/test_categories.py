@@ -42,17 +42,18 @@ def test_names_gdal_gave_the_labels_name_the_model_and_its_class_map_in_qgis(pam
     assert run.returncode == 0, run.stderr[-2000:]
     info = geosscl("info", str(model))
     assert info.returncode == 0, info.stderr
-    assert json.loads(info.stdout)["class_names"] == ["class 0", *NAMES]
+    assert json.loads(info.stdout)["class_names"] == NAMES and json.loads(info.stdout)["class_values"] == [1, 2, 3, 4, 5]
 
     out = tmp_path / "classes.tif"
     run = geosscl("predict", pam, "-m", str(model), "-o", str(out), "-q")
     assert run.returncode == 0, run.stderr[-2000:]
-    assert gdal.Info(str(out), format="json")["bands"][0]["categories"] == ["class 0", *NAMES]  # as gdalinfo lists them
+    assert gdal.Info(str(out), format="json")["bands"][0]["categories"] == ["", *NAMES]  # as gdalinfo lists them
     layer = QgsRasterLayer(str(out), "classes")  # QGIS's own default rendering, not the plugin's
     assert layer.isValid()
     renderer = layer.renderer()
     assert isinstance(renderer, QgsPalettedRasterRenderer)
-    assert [c.label for c in renderer.classes()[:6]] == ["class 0", *NAMES]
+    labels = {int(c.value): c.label for c in renderer.classes()}
+    assert [labels[value] for value in range(1, 6)] == NAMES
 
 
 def test_a_raster_attribute_table_gdal_wrote_names_the_model_also_from_the_toolbox(pam, processing, tmp_path):
@@ -78,7 +79,7 @@ def test_a_raster_attribute_table_gdal_wrote_names_the_model_also_from_the_toolb
     run = geosscl("finetune", pam, "--labels", str(labels), "--out", str(model), "--crop-size", "64",
                   "--batch-size", "4", "--max-steps", "2", "--num-workers", "0", "-q")
     assert run.returncode == 0, run.stderr[-2000:]
-    assert json.loads(geosscl("info", str(model)).stdout)["class_names"] == ["class 0", *NAMES]
+    assert json.loads(geosscl("info", str(model)).stdout)["class_names"] == NAMES
 
     layer = QgsRasterLayer(str(labels), "labels")
     assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
@@ -87,5 +88,5 @@ def test_a_raster_attribute_table_gdal_wrote_names_the_model_also_from_the_toolb
     processing.run("geosscl:train_model", {"INPUT": pam, "LABEL_RASTER": layer, "CROP_SIZE": 64,
                                            "OUTPUT": str(from_qgis)})
     info = json.loads(geosscl("info", str(from_qgis)).stdout)
-    assert info["class_names"] == ["class 0", *NAMES]
-    assert info["class_colors"][1:] == [[40 * v, 255 - 40 * v, 90] for v in range(1, 6)]
+    assert info["class_names"] == NAMES and info["class_values"] == [1, 2, 3, 4, 5]
+    assert info["class_colors"] == [[40 * v, 255 - 40 * v, 90] for v in range(1, 6)]

@@ -18,8 +18,11 @@ from qgis.core import (
     QgsFeatureRequest,
     QgsGeometry,
     QgsPalettedRasterRenderer,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingOutputLayerDefinition,
+    QgsProject,
     QgsRasterLayer,
     QgsRasterRange,
     QgsRectangle,
@@ -282,8 +285,9 @@ def test_classifier_from_a_paletted_class_raster_takes_its_names_and_colours(pro
                            "CROP_SIZE": 64, "OUTPUT": str(model), "CLASS_MAP": str(classes)}, feedback=feedback)
     assert "land use: class names and colours from its paletted style: 1 built-up, 2 crops" in feedback.textLog()
     info = json.loads(geosscl("info", str(model)).stdout)
-    assert info["class_names"] == ["class 0"] + [label for label, _ in STRATA_STYLE.values()]
-    assert info["class_colors"][1:] == [list(rgb) for _, rgb in STRATA_STYLE.values()]
+    assert info["class_names"] == [label for label, _ in STRATA_STYLE.values()]
+    assert info["class_colors"] == [list(rgb) for _, rgb in STRATA_STYLE.values()]
+    assert info["class_values"] == list(STRATA_STYLE)
     # The command line with the same names and colours as a classes file makes the same model.
     style_file = tmp_path / "style.json"
     style_file.write_text(json.dumps({v: {"name": label, "color": rgb} for v, (label, rgb) in STRATA_STYLE.items()}))
@@ -307,7 +311,9 @@ def test_classifier_from_a_paletted_class_raster_takes_its_names_and_colours(pro
 
 def test_class_raster_with_a_colour_table_keeps_the_classes_it_holds(processing, tmp_path):
     """A byte class raster with a colour table (as NLCD and many land-cover products are) opens in QGIS with a
-    256-entry palette, labelled by value: the model takes the classes the raster holds, not 256 classes."""
+    256-entry palette, labelled by value: the model takes the classes the raster holds, not 256 classes. Coded
+    as products code their classes (here 10 … 70, strata.tif's 1 … 7 times ten), the model has those 7 classes,
+    and its class map keeps the codes, styled in QGIS by them."""
     source = gdal.Open(str(STRATA))
     ids = source.GetRasterBand(1).ReadAsArray()
     coded = tmp_path / "land_cover.tif"
@@ -315,7 +321,7 @@ def test_class_raster_with_a_colour_table_keeps_the_classes_it_holds(processing,
     target.SetGeoTransform(source.GetGeoTransform())
     target.SetProjection(source.GetProjection())
     band = target.GetRasterBand(1)
-    band.WriteArray(np.where(ids > 0, ids, 0).astype(np.uint8))
+    band.WriteArray(np.where(ids > 0, ids * 10, 0).astype(np.uint8))
     band.SetNoDataValue(0)
     table = gdal.ColorTable()
     for value in range(256):
@@ -324,11 +330,22 @@ def test_class_raster_with_a_colour_table_keeps_the_classes_it_holds(processing,
     target = band = None
     layer = QgsRasterLayer(str(coded), "land cover")
     assert isinstance(layer.renderer(), QgsPalettedRasterRenderer) and len(layer.renderer().classes()) == 256
-    model = tmp_path / "m.safetensors"
-    processing.run(TRAIN, {"INPUT": str(SCENE), "LABEL_RASTER": layer, "CROP_SIZE": 64, "OUTPUT": str(model)})
+    model, class_map = tmp_path / "m.safetensors", tmp_path / "classes.tif"
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    context.setProject(QgsProject.instance())
+    processing.run(TRAIN, {"INPUT": str(SCENE), "LABEL_RASTER": layer, "CROP_SIZE": 64, "OUTPUT": str(model),
+                           "CLASS_MAP": QgsProcessingOutputLayerDefinition(str(class_map), QgsProject.instance())},
+                   context=context, feedback=feedback)
     info = json.loads(geosscl("info", str(model)).stdout)
-    assert info["class_names"] == [f"class {v}" for v in range(8)]
-    assert info["class_colors"][1:] == [[v, 255 - v, 128] for v in range(1, 8)]
+    codes = [10 * v for v in range(1, 8)]
+    assert info["class_names"] == [f"class {v}" for v in codes] and info["class_values"] == codes
+    assert info["class_colors"] == [[v, 255 - v, 128] for v in codes]
+    got = read(class_map)[0]
+    assert set(np.unique(got).tolist()) <= {*codes, 255} and len(np.unique(got)) >= 4
+    styled = QgsRasterLayer(str(class_map), "classes")
+    context.layerToLoadOnCompletionDetails(str(class_map)).postProcessor().postProcessLayer(styled, context, feedback)
+    entries = {int(c.value): (c.label, c.color.red()) for c in styled.renderer().classes()}
+    assert entries == {v: (f"class {v}", v) for v in codes}
 
 
 def test_class_raster_unlabelled_value_set_in_qgis(processing, in_project, tmp_path):
