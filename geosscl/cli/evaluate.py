@@ -6,14 +6,14 @@ import json
 
 import click
 
-from .options import background_class_opt, label_area_opt, jsonl_progress, label_nodata_opt, overwrite_opt, progress_bar, quiet_opt, stop_on_sigterm
+from .options import background_class_opt, class_column_opt, label_area_opt, jsonl_progress, label_nodata_opt, overwrite_opt, progress_bar, quiet_opt, stop_on_sigterm
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("imagery", nargs=-1, required=True, metavar="IMAGERY...")
 @click.option("--labels", "labels", multiple=True, required=True, help="Class rasters, or one vector layer (FILE|layername=NAME for one layer of a GeoPackage). Repeatable.")
-@click.option("--class-column", help="Column of the vector layer holding class ids or names.")
+@class_column_opt
 @label_nodata_opt
 @background_class_opt
 @label_area_opt

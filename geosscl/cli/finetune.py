@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import bidx_opt, background_class_opt, every_date_opt, label_area_opt, class_weights_opt, jsonl_progress, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
+from .options import bidx_opt, background_class_opt, class_column_opt, classes_opt, every_date_opt, label_area_opt, class_weights_opt, jsonl_progress, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
 
 
 @click.command()
@@ -14,8 +14,8 @@ from .options import bidx_opt, background_class_opt, every_date_opt, label_area_
 @click.option("--labels", "labels", multiple=True, required=True,
               help="Class rasters, or one vector layer (with --class-column; FILE|layername=NAME for one layer of a GeoPackage). Repeatable.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Model file to write (.safetensors).")
-@click.option("--classes", type=click.Path(dir_okay=False), help="YAML/JSON classes: a list of names (values 0, 1, ...), or VALUE: NAME or VALUE: {name: ..., color: [r, g, b]}; the model has the classes listed and writes their values.")
-@click.option("--class-column", help="Column of the vector layer holding class ids or names.")
+@classes_opt
+@class_column_opt
 @label_nodata_opt
 @background_class_opt
 @label_area_opt

@@ -60,6 +60,12 @@ bidx_opt = click.option(
 )
 crs_opt = click.option("--crs", default=None, help="CRS of the mosaic, e.g. EPSG:32614 (default: the first file's, in sorted path order).")
 res_opt = click.option("--res", type=float, default=None, help="Resolution in CRS units (default: the first file's).")
+classes_opt = click.option(
+    "--classes", type=click.Path(dir_okay=False),
+    help="YAML/JSON classes: a list of names (values 0, 1, ...), or VALUE: NAME or VALUE: {name: ..., color: [r, g, b]}; "
+         "the model has the classes listed and writes their values.",
+)
+class_column_opt = click.option("--class-column", help="Column of the vector layer holding class values or names.")
 label_nodata_opt = click.option(
     "--label-nodata", type=float, default=None, metavar="VALUE",
     help="Value of the class rasters that means unlabelled, for files that do not declare it as nodata "

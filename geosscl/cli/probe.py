@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import bidx_opt, int_list, background_class_opt, every_date_opt, label_area_opt, class_weights_opt, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt, stop_on_sigterm
+from .options import bidx_opt, int_list, background_class_opt, class_column_opt, classes_opt, every_date_opt, label_area_opt, class_weights_opt, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt, stop_on_sigterm
 
 
 def _stages(ctx: click.Context, param: click.Parameter, value: str) -> list[int] | str:
@@ -43,8 +43,8 @@ def _weight_decay(ctx: click.Context, param: click.Parameter, value: str) -> flo
 @click.option("--weight-decay", default="auto", show_default=True, callback=_weight_decay, metavar="auto|L2",
               help="L2 weight of the classifier; 'auto': chosen on the validation blocks (1e-4 to 0.1). With few "
                    "validation labels a fixed 1e-3 chose better on the bundled scene.")
-@click.option("--classes", type=click.Path(dir_okay=False), help="YAML/JSON classes: a list of names (values 0, 1, ...), or VALUE: NAME or VALUE: {name: ..., color: [r, g, b]}; the model has the classes listed and writes their values.")
-@click.option("--class-column", help="Column of the vector layer holding class ids or names.")
+@classes_opt
+@class_column_opt
 @label_nodata_opt
 @background_class_opt
 @label_area_opt
