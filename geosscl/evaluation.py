@@ -228,9 +228,12 @@ def _pct(value: float) -> str:
     return "   n/a" if value != value else f"{100 * value:6.1f}"
 
 
-def scores_dict(scores: Scores, class_names: list[str], **extra: Any) -> dict[str, Any]:
-    """Scores, class names and ``extra`` items as plain JSON values (NaN as null)."""
-    return _no_nan({"classes": class_names, **scores.__dict__, **extra})
+def scores_dict(scores: Scores, class_names: list[str], class_values: list[int] | None = None,
+                **extra: Any) -> dict[str, Any]:
+    """Scores, class names, the classes' values in the labels (``class_values``; None: the ids) and
+    ``extra`` items as plain JSON values (NaN as null)."""
+    values = list(class_values) if class_values is not None else list(range(len(class_names)))
+    return _no_nan({"classes": class_names, "class_values": values, **scores.__dict__, **extra})
 
 
 def write_json(scores: Scores, class_names: list[str], path: str, overwrite: bool = True, **extra: Any) -> None:

@@ -82,6 +82,7 @@ class ProbeResult:
     region: str = "holdout"
     model: str | None = None  #: the model file written (``config.out``), if any
     class_weights: list[float] | None = None  #: of the cross-entropy, by class id (``config.class_weights``)
+    class_values: list[int] | None = None  #: each class's value in the labels (None: the ids themselves)
 
 
 def hypercolumns(network: SegmentationNetwork | None, image: Tensor, rows: Tensor, cols: Tensor,
@@ -290,7 +291,7 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
         )
         save_model(config.out, classifier, info, overwrite=config.overwrite)
     return ProbeResult(scores, decay, val_miou, pixels, setup.class_names, chosen, growth, region, config.out or None,
-                       setup.class_weights)
+                       setup.class_weights, setup.class_values)
 
 
 def _classifier(setup: Setup, network: SegmentationNetwork | None, stages: list[int], linear: torch.nn.Linear,

@@ -266,6 +266,7 @@ def test_probe_cli_prints_scores_and_writes_strict_json(tmp_path):
     data = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     # The classes file's seven classes (values 1-7), no unused "class 0".
     assert data["features"] == "bands" and data["classes"][0] == "developed" and len(data["iou"]) == 7
+    assert data["class_values"] == [1, 2, 3, 4, 5, 6, 7]
     expected = linear_probe(config(val_label_fraction=0.5), features="bands")
     assert data["confusion"] == expected.scores.confusion and data["pixels"] == expected.pixels
     # A holdout region off the imagery: one line naming the file, exit 1, no JSON.

@@ -56,11 +56,11 @@ def evaluate(model, imagery, labels, class_column, label_nodata, background_clas
     if dates is not None:
         table = f"{format_dates(scores, dates)}\n\nevery date, pooled:\n{table}"
     if json_path:
-        write_json(scores, info.class_names, json_path, **extra)
+        write_json(scores, info.class_names, json_path, class_values=info.class_values, **extra)
     if png_path:
         plot_confusion(scores, info, png_path)
     if progress_format == "jsonl":
-        click.echo(json.dumps(scores_dict(scores, info.class_names, json=json_path, png=png_path, table=table, **extra),
+        click.echo(json.dumps(scores_dict(scores, info.class_names, info.class_values, json=json_path, png=png_path, table=table, **extra),
                               allow_nan=False))
     elif not quiet:
         click.echo(table)

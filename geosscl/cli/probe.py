@@ -107,7 +107,7 @@ def probe(imagery, labels, holdout_region, init, bands_only, stages, weight_deca
 
                 result = linear_probe(config, progress=report, **options)
     if json_path:
-        write_json(result.scores, result.class_names, json_path, init=init, features="bands" if bands_only else "encoder",
+        write_json(result.scores, result.class_names, json_path, class_values=result.class_values, init=init, features="bands" if bands_only else "encoder",
                    stages=result.stages, weight_decay=result.weight_decay, depth_penalty=result.depth_penalty,
                    val_miou=result.val_miou, pixels=result.pixels,
                    region=result.region, class_weights=result.class_weights)
