@@ -264,6 +264,12 @@ def prepare(config: FinetuneConfig) -> Setup:
         train_data = IntersectionDataset(mosaic, labels)
     except RuntimeError:
         raise GeossclError(f"{config.labels[0]}: labels do not overlap the imagery") from None
+    if num_classes < 2:
+        # One output's softmax is 1 whatever the input: the loss is 0 from the start and nothing is learnt.
+        hint = ("give --background-class for the pixels outside the polygons" if isinstance(labels, VectorLabels)
+                else "label the other pixels too (a footprint layer of polygons takes --background-class)")
+        raise GeossclError(f"{config.labels[0]}: the labels hold one class ({names[0]!r}, value {classes.values[0]}); "
+                           f"a segmenter needs two or more: {hint}")
     area = overlap = shapely.union_all(train_data.index.geometry.values)
     if limit is not None:
         area = overlap = polygonal(area.intersection(limit))

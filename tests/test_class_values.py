@@ -187,3 +187,28 @@ def test_the_cli_model_and_its_map_carry_the_codes(coded, tmp_path):
     subprocess.run([*run, "predict", str(SCENE), "-m", str(model), "-o", str(out), "-q"], check=True, timeout=600)
     with rasterio.open(out) as src:
         assert set(np.unique(src.read(1)).tolist()) <= {*CODES, 255}
+
+
+def test_labels_of_one_class_are_refused(tmp_path):
+    """A mask of buildings alone (1, nodata elsewhere) would make a one-output model, which learns nothing."""
+    with rasterio.open(TUTORIAL / "training_data.gtif") as src:
+        values, profile = src.read(1), src.profile
+    forest = tmp_path / "forest.tif"
+    with rasterio.open(forest, "w", **profile) as dst:
+        dst.write(np.where(values == 1, 1, 0).astype(values.dtype), 1)  # 0 is the file's nodata
+    with pytest.raises(GeossclError, match=r"forest\.tif: the labels hold one class \('class 1', value 1\); a segmenter "
+                                           r"needs two or more: label the other pixels too"):
+        prepare(FinetuneConfig(imagery=[str(TUTORIAL_STACK)], labels=[str(forest)], out=str(tmp_path / "m.safetensors"),
+                               crop_size=64))
+    layer = gpd.read_file(TUTORIAL_POLYGONS)
+    forests = tmp_path / "forests.gpkg"
+    layer[layer["class"] == "forest"].to_file(forests)
+    with pytest.raises(GeossclError, match=r"forests\.gpkg: the labels hold one class \('forest', value 0\); .*"
+                                           r"give --background-class"):
+        prepare(FinetuneConfig(imagery=[str(TUTORIAL_STACK)], labels=[str(forests)], class_column="class",
+                               out=str(tmp_path / "f.safetensors"), crop_size=64))
+    # With the background class the same polygons make two classes.
+    setup = prepare(FinetuneConfig(imagery=[str(TUTORIAL_STACK)], labels=[str(forests)], class_column="class",
+                                   background_class="other", out=str(tmp_path / "b.safetensors"), crop_size=64))
+    assert setup.class_names == ["other", "forest"]
+    assert list(tmp_path.iterdir()) != [] and not any(p.suffix == ".safetensors" for p in tmp_path.iterdir())
