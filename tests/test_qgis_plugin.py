@@ -146,8 +146,8 @@ def test_qgis_process_runs_a_probe_classifier(qgis_process, tmp_path):
         classes = got.read(1)
         np.testing.assert_array_equal(classes, want.read(1))
         assert got.crs == scene.crs and got.transform == scene.transform and got.shape == scene.shape
-        assert json.loads(got.tags()["class_names"])[5] == "forest"
-    assert len(np.unique(classes[classes > 0])) >= 3  # a land-use map, not one class
+        assert json.loads(got.tags()["class_names"])[4] == "forest" and json.loads(got.tags()["class_values"])[4] == 5
+    assert len(np.unique(classes[classes < 255])) >= 3  # a land-use map, not one class
 
 
 def test_qgis_process_trains_a_model_from_polygons(qgis_process, tmp_path):
@@ -190,7 +190,8 @@ def test_qgis_process_pretrains_trains_on_a_class_raster_and_scores(qgis_process
                           f"INIT={run / 'last.ckpt'}", "CROP_SIZE=64", f"OUTPUT={model}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     info = json.loads(subprocess.run([GEOSSCL, "info", str(model)], capture_output=True, text=True).stdout)
-    assert info["class_names"] == [f"class {i}" for i in range(8)]  # ids 1-7, unstyled: no names
+    assert info["class_names"] == [f"class {i}" for i in range(1, 8)]  # values 1-7, unstyled: no names
+    assert info["class_values"] == [1, 2, 3, 4, 5, 6, 7]
     assert info["provenance"]["init"] == str(run / "last.ckpt")
     scores = tmp_path / "scores.json"
     result = qgis_process("run", "geosscl:evaluate_model", "--", f"INPUT={SCENE}", f"MODEL={model}",
