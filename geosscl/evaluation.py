@@ -199,15 +199,17 @@ def evaluate_each_date(
     return pooled.scores(), {file: m.scores() for file, m in matrices.items() if int(m.counts.sum())}, info
 
 
-def format_table(scores: Scores, class_names: list[str]) -> str:
-    """Per-class IoU and F1, then the summary scores, as a plain-text table."""
+def format_table(scores: Scores, class_names: list[str], class_values: list[int] | None = None) -> str:
+    """Per-class IoU and F1, then the summary scores, as a plain-text table. Each class is listed with its
+    value in the labels and class maps (``class_values``; None: the ids), the number a user finds in the file."""
+    values = list(class_values) if class_values is not None else list(range(len(class_names)))
     width = max(len(n) for n in class_names)
-    lines = [f"{'class':<{width}}  {'IoU':>6}  {'F1':>6}  {'pixels':>9}"]
-    for i, name in enumerate(class_names):
+    lines = [f"{'value':>5}  {'class':<{width}}  {'IoU':>6}  {'F1':>6}  {'pixels':>9}"]
+    for i, (value, name) in enumerate(zip(values, class_names)):
         pixels = sum(scores.confusion[i])
         if pixels == 0 and scores.iou[i] != scores.iou[i]:
             continue
-        lines.append(f"{name:<{width}}  {_pct(scores.iou[i])}  {_pct(scores.f1[i])}  {pixels:>9}")
+        lines.append(f"{value:>5}  {name:<{width}}  {_pct(scores.iou[i])}  {_pct(scores.f1[i])}  {pixels:>9}")
     lines.append(f"mIoU {_pct(scores.miou).strip()}  OA {_pct(scores.overall_accuracy).strip()}  "
                  f"kappa {scores.kappa:.3f}  mean F1 {_pct(scores.mean_f1).strip()}")
     return "\n".join(lines)

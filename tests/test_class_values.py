@@ -102,14 +102,19 @@ def test_evaluate_reads_the_codes_as_the_model_s_classes(models, coded, tmp_path
     plain, _ = evaluate(str(models[0]), [str(p) for p in NC_BANDS], [str(STRATA)], region=str(TEST_REGION))
     scores, info = evaluate(str(models[1]), [str(p) for p in NC_BANDS], [str(coded[0])], region=str(TEST_REGION))
     assert scores.confusion == plain.confusion and sum(map(sum, scores.confusion)) > 10_000
-    # The JSON of the command line names each row's value.
+    # The JSON of the command line names each row's value, and so does its printed table.
     out = tmp_path / "scores.json"
     run = subprocess.run([sys.executable, "-m", "geosscl", "evaluate", str(models[1]), *map(str, NC_BANDS), "--labels",
-                          str(coded[0]), "--region", str(TEST_REGION), "--json", str(out), "-q"],
+                          str(coded[0]), "--region", str(TEST_REGION), "--json", str(out), "--progress", "jsonl"],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     data = json.loads(out.read_text())
     assert data["class_values"] == CODES and data["classes"] == info.class_names and data["confusion"] == plain.confusion
+    table = json.loads(run.stdout.splitlines()[-1])["table"].splitlines()
+    assert table[0].split()[:2] == ["value", "class"] and table[-1].startswith("mIoU ")
+    rows = [line.split() for line in table[1:-1]]
+    held = [i for i, row in enumerate(plain.confusion) if sum(row) or plain.iou[i] == plain.iou[i]]  # as listed
+    assert [(int(r[0]), r[1]) for r in rows] == [(CODES[i], info.class_names[i]) for i in held]
     # The model of values 1-7 does not take the coded labels for its classes.
     with pytest.raises(GeossclError, match=r"coded\.tif: class id 10 is outside the model's 7 classes "
                                            r"\(values 1, 2, 3, 4, 5, 6, 7\)"):

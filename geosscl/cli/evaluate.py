@@ -52,7 +52,7 @@ def evaluate(model, imagery, labels, class_column, label_nodata, background_clas
         with progress_bar("scoring blocks") as progress:
             scores, dates, info = score(progress)
     extra = {} if dates is None else {"dates": [{"file": f, **s.__dict__} for f, s in dates.items()]}
-    table = format_table(scores, info.class_names)
+    table = format_table(scores, info.class_names, info.class_values)
     if dates is not None:
         table = f"{format_dates(scores, dates)}\n\nevery date, pooled:\n{table}"
     if json_path:

@@ -116,7 +116,7 @@ def probe(imagery, labels, holdout_region, init, bands_only, stages, weight_deca
             click.echo("no --holdout-region: scores in the validation region, where the classifier was chosen (optimistic)")
         elif result.region == "training":
             click.echo("no --holdout-region and no validation: scores on the training pixels the classifier was fitted to (not a test)")
-        click.echo(format_table(result.scores, result.class_names))
+        click.echo(format_table(result.scores, result.class_names, result.class_values))
         read = f"stages {','.join(map(str, result.stages))}" if result.stages else "bands only"
         click.echo(f"{read}, L2 weight {result.weight_decay:g}"
                    + (f" x{result.depth_penalty:g} per stage deeper" if len(result.stages) > 1 or max(result.stages, default=1) > 1 else "")
