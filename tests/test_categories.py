@@ -175,25 +175,26 @@ def test_class_maps_name_their_classes_and_train_on_as_labels(tmp_path):
     Path(sidecar(out)).write_text("<PAMDataset><PAMRasterBand band='1'><Metadata><MDI key='STATISTICS_MEAN'>9</MDI>"
                                   "</Metadata></PAMRasterBand></PAMDataset>")
     predict(str(NC_SCENE), str(NC_MODEL), str(out), overwrite=True)
-    names = read_info(NC_MODEL).class_names
-    assert category_names(out) == dict(enumerate(names))
+    info = read_info(NC_MODEL)
+    names = info.class_names
+    assert info.map_values == [1, 2, 3, 4, 5, 6, 7] and category_names(out) == dict(zip(info.map_values, names))
     assert "STATISTICS" not in Path(sidecar(out)).read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif", "classes.tif.aux.xml"]
     setup = prepare(FinetuneConfig(imagery=[str(p) for p in NC_BANDS], labels=[str(out)],
                                    out=str(tmp_path / "again.safetensors"), crop_size=64))
     with rasterio.open(out) as src:
-        colors = [list(src.colormap(1)[i][:3]) for i in range(len(names))]
-    assert setup.class_names == names and setup.class_colors == colors
+        colors = [list(src.colormap(1)[v][:3]) for v in info.map_values]
+    assert setup.class_names == names and setup.class_colors == colors and setup.class_values == info.class_values
 
 
 def test_evaluate_warns_where_the_labels_name_the_model_s_classes_otherwise(tmp_path, caplog):
-    """strata.tif holds the bundled model's ids; named in the model's order it scores silently, named in another
-    order the scores are computed the same but a warning says the names disagree."""
+    """strata.tif holds the bundled model's values (1-7); named in the model's order it scores silently, named in
+    another order the scores are computed the same but a warning says the names disagree."""
     names = read_info(NC_MODEL).class_names
     agreeing = labelled(tmp_path, None, "agreeing.tif", STRATA)
-    write_category_names(agreeing, [n.upper() for n in names])  # case is no disagreement
+    write_category_names(agreeing, ["", *(n.upper() for n in names)])  # case is no disagreement
     swapped = labelled(tmp_path, None, "swapped.tif", STRATA)
-    write_category_names(swapped, [names[0], names[6], *names[2:6], names[1], names[7]])
+    write_category_names(swapped, ["", names[5], *names[1:5], names[0], names[6]])  # developed and water swapped
     imagery = [str(p) for p in NC_BANDS]
     with caplog.at_level(logging.WARNING, logger="geosscl"):
         plain, _ = evaluate(str(NC_MODEL), imagery, [str(agreeing)], region=str(TEST_REGION))

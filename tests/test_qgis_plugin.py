@@ -121,7 +121,7 @@ def test_qgis_process_smoke(qgis_process, tmp_path):
     with rasterio.open(out) as got, rasterio.open(reference) as want:
         np.testing.assert_array_equal(got.read(1), want.read(1))
         assert got.crs == want.crs and got.transform == want.transform
-        assert json.loads(got.tags()["class_names"])[5] == "forest"
+        assert json.loads(got.tags()["class_names"])[4] == "forest" and json.loads(got.tags()["class_values"])[4] == 5
     failing = qgis_process("run", "geosscl:segment_raster", "--", f"INPUT={SCENE}", f"MODEL={tmp_path / 'nope.safetensors'}",
                            f"OUTPUT={tmp_path / 'failed.tif'}")
     assert failing.returncode != 0 and "does not exist" in failing.stdout + failing.stderr
