@@ -27,12 +27,13 @@ from torch.utils.data import DataLoader
 from torchgeo.datasets import IntersectionDataset, stack_samples
 
 from .data import DatedIntersection, Mosaic, RasterLabels, VectorLabels, open_labels
+from .data.bandnames import check_band_names
 from .data.labels import nodata_hint
-from .prediction import NODATA_CLASS
 from .data.stats import band_statistics
 from .errors import GeossclError, RunStopped
 from .modelfile import ModelInfo, class_values, default_colors, load_model, save_model
 from .output import check_output
+from .prediction import NODATA_CLASS
 from .splits import KeepRegion, block_split, class_pixels, label_extent, label_fraction, polygonal, read_region
 
 log = logging.getLogger("geosscl")
@@ -161,6 +162,8 @@ class Setup:
     #: A model file's weights to start from (``init`` a ``.safetensors``), and whether its
     #: segmentation head is used (the classes are its own).
     init_model: InitModel | None = None
+    #: What each band is (:attr:`ModelInfo.band_names`): the imagery's names, else those of ``init``.
+    band_names: list[str | None] | None = None
 
 
 @dataclass
@@ -172,13 +175,14 @@ class InitModel:
     keep_head: bool = True
 
 
-def open_init_model(path: str, num_bands: int) -> InitModel:
+def open_init_model(path: str, mosaic: Mosaic, chosen: bool = False) -> InitModel:
     """A fine-tuned model file to fine-tune further (more labels, another place).
 
     Raises:
         GeossclError: if it is not a geosscl model file, is a classifier of frozen features
             (``geosscl probe -o``: not trained by gradient steps) or an ONNX export, or reads
-            another number of bands.
+            another number of bands, or bands ``mosaic`` names in another order (unless the
+            bands were ``chosen`` with ``-b``: then a warning).
     """
     from .models.network import ARCHITECTURES
 
@@ -188,8 +192,10 @@ def open_init_model(path: str, num_bands: int) -> InitModel:
     if info.arch not in ARCHITECTURES:
         raise GeossclError(f"{path}: a {info.arch} model (a classifier of frozen encoder features, made by geosscl probe) "
                            "cannot be fine-tuned; give a model made by geosscl finetune, or the pretraining run's last.ckpt")
-    if info.in_channels != num_bands:
-        raise GeossclError(f"{path}: the model reads {info.in_channels} bands, the imagery has {num_bands}")
+    # Names first: imagery holding the model's bands among others, or in another order, is told the -b that reads them.
+    check_band_names(info.band_names, mosaic.all_band_names, mosaic.band_indexes, mosaic.source, path, chosen)
+    if info.in_channels != mosaic.num_bands:
+        raise GeossclError(f"{path}: the model reads {info.in_channels} bands, the imagery has {mosaic.num_bands}")
     return InitModel(network.state_dict(), info)  # the network is dropped: its tensors are the only copy
 
 
@@ -206,19 +212,24 @@ def prepare(config: FinetuneConfig) -> Setup:
         mosaic.require_dates("every-date")
     arch, encoder, decoder, checkpoint, init_model = config.arch, config.encoder, config.decoder_channels, None, None
     if config.init.lower().endswith((".safetensors", ".onnx")):
-        init_model = open_init_model(config.init, mosaic.num_bands)
+        init_model = open_init_model(config.init, mosaic, chosen=config.bands is not None)
         info = init_model.info
         arch, encoder, decoder = info.arch, info.encoder, info.decoder_channels
         mean, std = info.band_mean, info.band_std  # what the network was trained on
+        band_names = mosaic.known_band_names or info.band_names  # names travel on to the model made from it
     elif config.init != "random":
         checkpoint = load_checkpoint(config.init)
         hp = checkpoint["hyper_parameters"]
+        check_band_names(hp.get("band_names"), mosaic.all_band_names, mosaic.band_indexes, mosaic.source,
+                         config.init, chosen=config.bands is not None)
         if hp["in_channels"] != mosaic.num_bands:
             raise GeossclError(f"{config.init}: checkpoint has {hp['in_channels']} bands, the imagery {mosaic.num_bands}")
         arch, encoder, decoder = hp["arch"], hp["encoder"], hp.get("decoder_channels")
         mean, std = hp["band_mean"], hp["band_std"]
+        band_names = mosaic.known_band_names or hp.get("band_names")
     else:
         mean, std = band_statistics(mosaic)
+        band_names = mosaic.known_band_names
     classes = read_classes(config.classes) if config.classes else None
     source = f"of {config.classes}"
     if classes is None and init_model is not None:
@@ -327,7 +338,7 @@ def prepare(config: FinetuneConfig) -> Setup:
     if init_model is not None:
         init_model.keep_head = (names, classes.values) == (list(init_model.info.class_names), init_model.info.map_values)
     return Setup(mosaic, labels, checkpoint, arch, encoder, decoder, list(mean), list(std), names, colors, num_classes,
-                 area, labelled, val_region, class_values(classes.values), weights, init_model)
+                 area, labelled, val_region, class_values(classes.values), weights, init_model, band_names)
 
 
 def held_classes(labels: RasterLabels | VectorLabels, held: set[int], path: str) -> Classes:
@@ -449,7 +460,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
     if rank_zero_only.rank == 0:
         info = ModelInfo(
             arch=setup.arch, encoder=setup.encoder, decoder_channels=setup.decoder_channels, bands=mosaic.band_indexes,
-            band_mean=setup.band_mean, band_std=setup.band_std,
+            band_names=setup.band_names, band_mean=setup.band_mean, band_std=setup.band_std,
             class_names=setup.class_names, class_colors=setup.class_colors, class_values=setup.class_values,
             res=list(mosaic.res), crs=mosaic.crs.to_wkt(),
             gsd=mosaic.gsd,

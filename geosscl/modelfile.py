@@ -41,6 +41,10 @@ class ModelInfo:
             of frozen encoder stages, written by ``geosscl probe --output``).
         encoder: encoder name.
         bands: 1-based band indexes of the imagery, in input order.
+        band_names: what each of those bands is (``B4``, or the file's band description), as
+            the training imagery named them; None items where it did not, None for files
+            written before names were kept. Imagery whose names put these bands elsewhere is
+            refused (:func:`~geosscl.data.bandnames.check_band_names`).
         band_mean: per-band mean used to normalise inputs.
         band_std: per-band standard deviation.
         class_names: name of each class id, ``num_classes`` of them.
@@ -72,6 +76,7 @@ class ModelInfo:
     class_colors: list[list[int]]
     res: list[float]
     class_values: list[int] | None = None
+    band_names: list[str | None] | None = None
     crs: str = ""
     gsd: float | None = None
     decoder_channels: list[int] | None = None

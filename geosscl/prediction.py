@@ -26,9 +26,10 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from .data import Mosaic
+from .data.bandnames import check_band_names
 from .data.categories import write_category_names
 from .data.files import find_rasters
-from .data.mosaic import BAND_IN_NAME, named_as_bands, places_of
+from .data.mosaic import BAND_IN_NAME, files_label, named_as_bands, places_of
 from .errors import GeossclError
 from .inference import TiledSegmenter, check_bands
 from .modelfile import ModelInfo, load_model
@@ -67,16 +68,23 @@ def open_scene(
         gsd_tolerance: relative GSD difference accepted silently.
 
     Raises:
-        GeossclError: no raster, no CRS, missing bands or a band count the model does not take.
+        GeossclError: no raster, no CRS, missing bands, a band count the model does not take, or bands
+            named as the model's in another order (unless ``bands`` were given: then a warning).
     """
     files = find_rasters(scene)
-    source = files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"
-    if bands is None:
-        check_bands(Mosaic(files).num_bands, info, source)
+    source = files_label(files)
+    chosen = bands is not None
+    if not chosen:
+        whole = Mosaic(files)
+        # Names first: a stack of the model's bands alone, or in another order, is told which -b reads it.
+        check_band_names(info.band_names, whole.all_band_names, info.bands, source, "the model")
+        check_bands(whole.num_bands, info, source)
         bands = info.bands
     elif len(bands) != info.in_channels:
         raise GeossclError(f"{source}: --bidx picks {len(bands)} band(s); the model takes {info.in_channels}")
     mosaic = Mosaic(files, bands=bands)
+    if chosen:
+        check_band_names(info.band_names, mosaic.all_band_names, bands, source, "the model", chosen=True)
     scene_gsd, model_gsd = mosaic.gsd, info.training_gsd()
     if model_gsd and scene_gsd and abs(scene_gsd / model_gsd - 1) > gsd_tolerance:
         ratio = model_gsd / scene_gsd

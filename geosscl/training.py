@@ -155,6 +155,7 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
     from samplers import OverlappingPairSampler
 
     from .data import Mosaic
+    from .data.bandnames import check_band_names
     from .data.module import PairDataModule
     from .data.stats import band_statistics
     from .tasks import SSCCLTask
@@ -179,15 +180,19 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
     stats_path = os.path.join(out, "band_stats.json")
     if checkpoint is not None:
         hp = checkpoint.get("hyper_parameters", {})
+        check_band_names(hp.get("band_names"), mosaic.all_band_names, mosaic.band_indexes, mosaic.source,
+                         config.resume, chosen=config.bands is not None)
         if hp.get("in_channels") != mosaic.num_bands:
             raise GeossclError(f"{config.resume}: checkpoint has {hp.get('in_channels')} bands, the imagery {mosaic.num_bands}")
         mean, std = hp["band_mean"], hp["band_std"]
+        band_names = mosaic.known_band_names or hp.get("band_names")  # a run resumed on unnamed files keeps them
     else:
         mean, std = band_statistics(mosaic)
+        band_names = mosaic.known_band_names
     weights = {**DEFAULT_WEIGHTS, **config.weights}
     pl.seed_everything(config.seed, workers=True, verbose=False)  # weights, queue and augmentations
     task = SSCCLTask(
-        in_channels=mosaic.num_bands, band_mean=mean, band_std=std, rgb=config.rgb, jitter=config.jitter, arch=config.arch,
+        in_channels=mosaic.num_bands, band_mean=mean, band_std=std, band_names=band_names, rgb=config.rgb, jitter=config.jitter, arch=config.arch,
         encoder=config.encoder, decoder_channels=config.decoder_channels, view_size=config.crop_size, dense_stride=config.dense_stride,
         grid_size=config.grid_size, instance_weight=weights["instance"], spatial_weight=weights["spatial"],
         semantic_weight=weights["semantic"], temperature=config.temperature, queue_size=config.queue_size,
@@ -436,7 +441,7 @@ def _check_same_run(path: str, saved: dict[str, Any], asked: dict[str, Any]) -> 
     changed loss or learning rate would not be the run that was started.
     """
     differ = [f"{key}={saved[key]!r} (asked {value!r})" for key, value in asked.items()
-              if key in saved and key not in ("band_mean", "band_std") and _plain(saved[key]) != _plain(value)]
+              if key in saved and key not in ("band_mean", "band_std", "band_names") and _plain(saved[key]) != _plain(value)]
     if differ:
         run = os.path.dirname(path) or "."
         raise GeossclError(f"{path}: the run was started with {', '.join(differ)}; resume with its settings "

@@ -24,15 +24,13 @@ from torchgeo.datasets import RasterDataset
 from torchgeo.datasets.utils import GeoSlice
 
 from ..errors import GeossclError
+from .bandnames import BAND_IN_NAME, check_places, place_band_names
 from .files import file_stamp, find_rasters, open_raster, warped_raster
 from .grid import ALIGN_TOL, MapGrid, snap_down, snap_up
 
 Bounds = tuple[float, float, float, float]
 """``(minx, miny, maxx, maxy)`` in map units of a CRS."""
 
-#: The band of a per-band file, in its name: ``_SR_B4.TIF``, ``_ST_B10.TIF`` (Landsat),
-#: ``_B8A_20m`` (Sentinel-2), ``band3``.
-BAND_IN_NAME = re.compile(r"(?i)(?<![a-z0-9])(?:(?:sr|st)_)?(?:b|band)\d{1,2}a?(?![a-z0-9])")
 #: A date in a file name: ``20200101``, ``2020-01-01`` (also in ``20200101T101401``).
 DATE_IN_NAME = re.compile(r"(?<!\d)(?:19|20)\d\d(-?)(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])(?!\d)")
 
@@ -77,6 +75,11 @@ def named_as_bands(paths: list[str]) -> bool:
         return True
     dates = [_first_date(n) for n in names]
     return None not in dates and len(set(dates)) == 1
+
+
+def files_label(paths: Sequence[str]) -> str:
+    """Files in messages: the first, and how many more."""
+    return paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
 
 
 def _without_band(name: str) -> str | None:
@@ -271,6 +274,10 @@ class Mosaic(MapGrid, RasterDataset):
                     f"{layout[0][0]}: has {count} band(s) where {layouts[0][0][0]} has {n_all}; "
                     f"every place of a mosaic needs the same bands{why}"
                 )
+        named = [place_band_names([(p, c, open_raster(p).descriptions) for p, c in layout]) for layout in layouts]
+        check_places([(layout[0][0], names) for layout, names in zip(layouts, named)])
+        self.all_band_names: list[str | None] = named[0]
+        """Name of every band of a place (:func:`~geosscl.data.bandnames.place_band_names`; None: unnamed)."""
         if bands is None:
             bands = list(range(1, n_all + 1))
         bands = [int(b) for b in bands]
@@ -404,6 +411,21 @@ class Mosaic(MapGrid, RasterDataset):
     def num_bands(self) -> int:
         """Number of bands (channels) of every image read."""
         return len(self.band_indexes)
+
+    @property
+    def band_names(self) -> list[str | None]:
+        """Name of each band read, in order (from file names or band descriptions; None: unnamed)."""
+        return [self.all_band_names[b - 1] for b in self.band_indexes]
+
+    @property
+    def known_band_names(self) -> list[str | None] | None:
+        """:attr:`band_names`, or None where no band read is named (what a model file keeps)."""
+        return self.band_names if any(n is not None for n in self.band_names) else None
+
+    @property
+    def source(self) -> str:
+        """The mosaic in messages: its first file, and how many more."""
+        return files_label(self.paths)
 
     @property
     def files(self) -> list[str]:

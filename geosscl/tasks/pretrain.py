@@ -51,6 +51,8 @@ class SSCCLTask(BaseTask):
         in_channels: number of bands.
         band_mean: per-band mean of the mosaic (normalisation).
         band_std: per-band standard deviation.
+        band_names: what each band is, where the imagery names it (kept so that fine-tuning can
+            check it is given the same bands in the same order; see :attr:`ModelInfo.band_names`).
         rgb: whether bands 1–3 are red, green, blue (enables grayscale augmentation).
         jitter: brightness/contrast jitter per ``"band"``, per ``"image"`` or ``"none"``
             (see :class:`~geosscl.augment.PairAugmentation`).
@@ -80,6 +82,7 @@ class SSCCLTask(BaseTask):
         in_channels: int,
         band_mean: list[float],
         band_std: list[float],
+        band_names: list[str | None] | None = None,
         rgb: bool = False,
         jitter: str = "band",
         arch: str = "unet",

@@ -20,7 +20,7 @@ from qgis.core import (
 from qgis.PyQt import sip
 
 from .base import GeossclAlgorithm
-from .layers import check_raster, configured_executable, raster_file
+from .layers import bands_advice, check_raster, configured_executable, raster_file
 from .runner import EXECUTABLE_SETTING, Cancelled, RunError, find_executable, predict_command, run
 from .style import style_class_map
 
@@ -126,7 +126,7 @@ class SegmentRasterAlgorithm(GeossclAlgorithm):
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from None
         except RunError as exc:
-            raise QgsProcessingException(f"geosscl: {exc}") from None
+            raise QgsProcessingException(f"geosscl: {bands_advice(str(exc), 'Bands fed to the model')}") from None
         if context.willLoadLayerOnCompletion(output):
             palette_on_load(context, output)
         return {self.OUTPUT: output, self.OUTPUT_PROBABILITIES: probabilities, self.OUTPUT_POLYGONS: polygons}

@@ -192,5 +192,17 @@ def named_after_layers(message: str, copies: dict[str, str]) -> str:
         message = message.replace(path, f"layer '{name}'")
     message = message.replace("every-date: no two files of the imagery cover the same ground",
                               "Other dates: no two of the rasters cover the same ground")
+    message = bands_advice(message, None)
     return re.sub(r"pass --label-nodata (\S+)", r"set \1 as the class raster's additional no-data value "
                   "(Layer Properties > Transparency)", message)
+
+
+def bands_advice(message: str, parameter: str | None) -> str:
+    """The command line's advice to read bands in the model's order (``pass -b/--bidx 4,3,2,1``) in the
+    dialog's words: the algorithm's ``parameter`` that picks bands, or, for one without, GDAL's tool."""
+    if parameter:
+        return re.sub(r"pass -b/--bidx (?:(\S+) )?to read them in its order",
+                      lambda m: f"set '{parameter}' to {m.group(1)}" if m.group(1) else f"set '{parameter}'", message)
+    return re.sub(r"pass -b/--bidx (?:(\S+) )?to read them in its order",
+                  lambda m: "rearrange the layer's bands" + (f" as {m.group(1)}" if m.group(1) else "")
+                  + " first (Processing Toolbox > GDAL > Raster conversion > Rearrange bands)", message)

@@ -172,3 +172,28 @@ def test_errors_name_the_layer(processing, tutorial_model, tmp_path):
     fails("geosscl: layer 'elsewhere': labels do not overlap the imagery", LABELS=edited("elsewhere", moved))
     fails("model file .*missing.safetensors does not exist", MODEL=str(tmp_path / "missing.safetensors"),
           LABELS=str(TUTORIAL_POLYGONS))
+
+
+def test_bands_in_another_order_are_refused_in_the_dialog_s_words(processing, tutorial_model, tmp_path):
+    """The tutorial stack with its bands reversed (GDAL keeps their descriptions): Segment raster names its Bands
+    parameter, Evaluate (which has none) GDAL's Rearrange bands; with the Bands set, the map is the stack's."""
+    reversed_stack = tmp_path / "reversed.tif"
+    gdal.Translate(str(reversed_stack), str(TUTORIAL_STACK), bandList=list(range(8, 0, -1)))
+    assert gdal.Open(str(reversed_stack)).GetRasterBand(8).GetDescription() == "band 1 reflectance"
+    order = "8,7,6,5,4,3,2,1"  # the last band, unnamed, found as the one unnamed band left
+    with pytest.raises(QgsProcessingException, match=rf"reversed\.tif: the model's band 1 is 'band 1 reflectance', "
+                                                     rf"which is band 8 here .*: set 'Bands fed to the model' to {order}$"):
+        processing.run("geosscl:segment_raster", {"INPUT": str(reversed_stack), "MODEL": str(tutorial_model),
+                                                  "OUTPUT": str(tmp_path / "refused.tif")})
+    assert not (tmp_path / "refused.tif").exists()
+    out = tmp_path / "classes.tif"
+    processing.run("geosscl:segment_raster", {"INPUT": str(reversed_stack), "MODEL": str(tutorial_model),
+                                              "BANDS": list(range(8, 0, -1)), "OUTPUT": str(out)})
+    reference = tmp_path / "reference.tif"
+    assert geosscl("predict", str(TUTORIAL_STACK), "-m", str(tutorial_model), "-o", str(reference), "-q").returncode == 0
+    assert gdal.Open(str(out)).ReadAsArray().tolist() == gdal.Open(str(reference)).ReadAsArray().tolist()
+    with pytest.raises(QgsProcessingException, match=rf"the model's band 1 is 'band 1 reflectance'.*: rearrange the "
+                                                     rf"layer's bands as {order} first \(Processing Toolbox > GDAL > "
+                                                     r"Raster conversion > Rearrange bands\)$"):
+        processing.run(EVALUATE, {"INPUT": str(reversed_stack), "MODEL": str(tutorial_model),
+                                  "LABELS": str(TUTORIAL_POLYGONS), "CLASS_FIELD": "class"})

@@ -1,0 +1,178 @@
+"""Band names: what each band of the imagery is, kept in the model file, and checked wherever a model or a
+pretraining run meets imagery, so that bands in another order are refused instead of read as the wrong bands.
+
+Real data: the Sen1Floods11 Sentinel-2 chip, whose 13 bands GDAL describes as B1 … B12 and B8A, and the NC
+Landsat 7 band files, copied under Landsat-style per-band names."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from geosscl import GeossclError
+from geosscl.data import Mosaic
+from geosscl.data.bandnames import band_label
+from geosscl.evaluation import evaluate
+from geosscl.finetuning import FinetuneConfig, finetune, prepare
+from geosscl.modelfile import read_info
+from geosscl.onnx import export_onnx
+from geosscl.prediction import segment
+from geosscl.training import PretrainConfig, load_checkpoint, pretrain
+from conftest import NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL_2002, TUTORIAL_STACK
+
+FAST = dict(crop_size=64, batch_size=4, num_workers=0, quiet=True)
+RGBN = [2, 3, 4, 8]  # the chip's B2, B3, B4, B8 (blue, green, red, near infrared)
+
+
+def write_bands(path: Path, order: list[int], names: list[str | None] | None, window=None) -> Path:
+    """The chip's bands ``order`` (1-based) as a new file, described as ``names`` (None: as the chip; [] none)."""
+    with rasterio.open(S2_CHIP) as src:
+        window = window or rasterio.windows.Window(0, 0, src.width, src.height)
+        data = src.read(order, window=window)
+        profile = {**src.profile, "count": len(order), "width": window.width, "height": window.height,
+                   "transform": src.window_transform(window)}
+        descriptions = [src.descriptions[b - 1] for b in order] if names is None else names
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i, name in enumerate(descriptions, start=1):
+            dst.set_band_description(i, name or "")
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """A segmenter of the chip's water labels that reads its B2, B3, B4 and B8."""
+    out = tmp_path_factory.mktemp("model") / "water.safetensors"
+    finetune(FinetuneConfig(imagery=[str(S2_CHIP)], labels=[str(S2_WATER)], label_nodata=-1, bands=RGBN, out=str(out),
+                            max_steps=30, seed=0, **{**FAST, "batch_size": 8}))
+    return out
+
+
+def test_bands_are_named_by_their_descriptions_or_their_file_names(tmp_path):
+    assert [band_label(t) for t in ("B04", "SR_B4", "st_b10", "band3", "b8a", " band 1   reflectance ", "Band 8", "", None)] == [
+        "B4", "B4", "B10", "B3", "B8A", "band 1 reflectance", None, None, None]
+    assert Mosaic(str(S2_CHIP)).band_names == ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10",
+                                               "B11", "B12"]
+    assert Mosaic(str(S2_CHIP), bands=RGBN).band_names == ["B2", "B3", "B4", "B8"]
+    assert Mosaic(str(TUTORIAL_STACK)).band_names[:2] == ["band 1 reflectance", "band 2 reflectance"]
+    assert Mosaic(str(TUTORIAL_2002)).band_names[-1] is None  # described 'Band 8': a position, not a name
+    # Per-band files are named by the band in the file name (the NC files: ETM+ bands 1-5 and 7).
+    for path, band in zip(NC_BANDS, (1, 2, 3, 4, 5, 7)):
+        shutil.copy(path, tmp_path / f"LE07_L1TP_016035_20000510_B{band}.TIF")
+    assert Mosaic(str(tmp_path)).band_names == ["B1", "B2", "B3", "B4", "B5", "B7"]
+    assert Mosaic([str(p) for p in NC_BANDS]).band_names == [None] * 6  # lsat7_2000_10.tif names no band
+    assert Mosaic(str(SAMPLES / "nc_landsat" / "lsat7_2000.vrt")).band_names[0] == "lsat7_2000_10"  # the VRT's descriptions
+
+
+def test_the_model_file_keeps_the_names_of_the_bands_it_reads(model, tmp_path):
+    info = read_info(model)
+    assert info.bands == RGBN and info.band_names == ["B2", "B3", "B4", "B8"]
+    onnx = export_onnx(model, tmp_path / "water.onnx")  # an export keeps them too
+    assert read_info(onnx).band_names == ["B2", "B3", "B4", "B8"]
+
+
+def test_bands_in_another_order_are_refused_with_the_bidx_that_reads_them_right(model, tmp_path, caplog):
+    whole = Mosaic(str(S2_CHIP))
+    bounds = (whole.bounds[0].start, whole.bounds[1].start, whole.bounds[0].stop, whole.bounds[1].stop)
+    reference, _ = segment(str(S2_CHIP), str(model), bounds)  # the 13-band chip: the model's bands 2, 3, 4, 8
+    assert 0.05 < (reference == 1).mean() < 0.95  # dry and water: a map that can tell a wrong band order
+    swapped = write_bands(tmp_path / "nir_red_green_blue.tif", [8, 4, 3, 2], None)
+    with pytest.raises(GeossclError, match=r"nir_red_green_blue\.tif: the model's band 1 is 'B2', which is band 4 here "
+                                           r"\(band 2 here is 'B4'\); the model reads B2, B3, B4, B8: "
+                                           r"pass -b/--bidx 4,3,2,1 to read them in its order"):
+        segment(str(swapped), str(model), bounds)
+    with pytest.raises(GeossclError, match="pass -b/--bidx 4,3,2,1"):
+        evaluate(str(model), [str(swapped)], [str(S2_WATER)], label_nodata=-1)
+    # Read as told, the same bands give the same map.
+    fixed, _ = segment(str(swapped), str(model), bounds, bands=[4, 3, 2, 1])
+    np.testing.assert_array_equal(fixed, reference)
+    # Bands chosen by hand are read as chosen, with a warning.
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        wrong, _ = segment(str(swapped), str(model), bounds, bands=[1, 2, 3, 4])
+    assert (wrong != reference).mean() > 0.05  # what the check is for
+    assert "the model's band 1 is 'B2', which is band 4 here (band 1 here is 'B8')" in caplog.text
+    assert "reading the bands -b/--bidx gives, as asked" in caplog.text
+
+
+def test_unnamed_bands_are_not_checked_and_other_names_are_warned_about(model, tmp_path, caplog):
+    whole = Mosaic(str(S2_CHIP))
+    bounds = (whole.bounds[0].start, whole.bounds[1].start, whole.bounds[0].stop, whole.bounds[1].stop)
+    reference, _ = segment(str(S2_CHIP), str(model), bounds)
+    unnamed = write_bands(tmp_path / "unnamed.tif", RGBN, [None] * 4)
+    other = write_bands(tmp_path / "other.tif", RGBN, ["blue", "green", "red", "nir"])
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        plain, _ = segment(str(unnamed), str(model), bounds, bands=[1, 2, 3, 4])
+        assert caplog.text == ""
+        named, _ = segment(str(other), str(model), bounds, bands=[1, 2, 3, 4])
+    np.testing.assert_array_equal(plain, reference)
+    np.testing.assert_array_equal(named, reference)
+    assert ("other.tif: band 1 is 'blue' where the model's band 1 is 'B2' (and 3 more); check these are the bands "
+            "the model was trained on, in its order") in caplog.text
+
+
+def test_the_command_line_refuses_them_in_one_line_and_writes_nothing(model, tmp_path):
+    swapped = write_bands(tmp_path / "swapped.tif", [8, 4, 3, 2], None)
+    out = tmp_path / "map.tif"
+    env = {**os.environ, "GDAL_PAM_ENABLED": "NO"}
+    run = subprocess.run([sys.executable, "-m", "geosscl", "predict", str(swapped), "-m", str(model), "-o", str(out),
+                          "-q"], capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"Error: {swapped}: the model's band 1 is 'B2', which is band 4 here (band 2 here is 'B4'); "
+        "the model reads B2, B3, B4, B8: pass -b/--bidx 4,3,2,1 to read them in its order")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["swapped.tif"]
+    run = subprocess.run([sys.executable, "-m", "geosscl", "predict", str(swapped), "-m", str(model), "-o", str(out),
+                          "-b", "4,3,2,1", "-q"], capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert out.exists()
+
+
+def test_fine_tuning_a_model_or_a_pretraining_run_checks_the_bands_too(model, tmp_path):
+    swapped = str(write_bands(tmp_path / "swapped.tif", [8, 4, 3, 2], None))
+    config = dict(labels=[str(S2_WATER)], label_nodata=-1, out=str(tmp_path / "further.safetensors"), **FAST)
+    with pytest.raises(GeossclError, match=r"swapped\.tif: the model's band 1 is 'B2', which is band 4 here .*"
+                                           r"water\.safetensors reads B2, B3, B4, B8: pass -b/--bidx 4,3,2,1"):
+        prepare(FinetuneConfig(imagery=[swapped], init=str(model), **config))
+    assert prepare(FinetuneConfig(imagery=[swapped], init=str(model), bands=[4, 3, 2, 1], **config)).band_names == [
+        "B2", "B3", "B4", "B8"]  # read right: accepted
+    # The whole chip: the model's four bands among its thirteen.
+    with pytest.raises(GeossclError, match=r"Spain_7370579_S2Hand\.tif: the model's band 1 is 'B2', which is band 2 here "
+                                           r"\(band 1 here is 'B1'\); .* pass -b/--bidx 2,3,4,8 to read them in its order"):
+        prepare(FinetuneConfig(imagery=[str(S2_CHIP)], init=str(model), **config))
+    # Fewer bands than the model's: the count is what is wrong.
+    blue = str(write_bands(tmp_path / "blue.tif", [2], None))
+    with pytest.raises(GeossclError, match=r"water\.safetensors: the model reads 4 bands, the imagery has 1"):
+        prepare(FinetuneConfig(imagery=[blue], init=str(model), **config))
+    # Unnamed imagery: the model made from it keeps the names of the one it started from.
+    unnamed = str(write_bands(tmp_path / "unnamed.tif", RGBN, [None] * 4))
+    assert prepare(FinetuneConfig(imagery=[unnamed], init=str(model), **config)).band_names == ["B2", "B3", "B4", "B8"]
+    assert prepare(FinetuneConfig(imagery=[unnamed], **config)).band_names is None
+    run = pretrain(PretrainConfig(imagery=[str(S2_CHIP)], bands=RGBN, out=str(tmp_path / "run"), max_steps=1,
+                                  queue_size=8, **FAST))
+    checkpoint = os.path.join(run, "last.ckpt")
+    assert load_checkpoint(checkpoint)["hyper_parameters"]["band_names"] == ["B2", "B3", "B4", "B8"]
+    with pytest.raises(GeossclError, match=r"swapped\.tif: the model's band 1 is 'B2', which is band 4 here .*"
+                                           r"-b/--bidx 4,3,2,1 to read them in its order"):
+        prepare(FinetuneConfig(imagery=[swapped], init=checkpoint, **config))
+    # Resuming the run on them is refused as well.
+    with pytest.raises(GeossclError, match=r"-b/--bidx 4,3,2,1"):
+        pretrain(PretrainConfig(imagery=[swapped], out=str(tmp_path / "run"), resume=checkpoint, max_steps=2,
+                                queue_size=8, **FAST))
+
+
+def test_tiles_of_a_mosaic_whose_bands_are_stacked_differently_are_refused(tmp_path):
+    west = write_bands(tmp_path / "a_west.tif", RGBN, None, rasterio.windows.Window(0, 0, 256, 512))
+    east = write_bands(tmp_path / "b_east.tif", [8, 4, 3, 2], None, rasterio.windows.Window(256, 0, 256, 512))
+    with pytest.raises(GeossclError, match=rf"{east}: band 1 is 'B8', band 4 of {west}; every place of a mosaic needs "
+                                           "the same bands in the same order"):
+        Mosaic([str(west), str(east)])
+    same = write_bands(tmp_path / "c_east.tif", RGBN, [None] * 4, rasterio.windows.Window(256, 0, 256, 512))
+    assert Mosaic([str(west), str(same)]).band_names == ["B2", "B3", "B4", "B8"]  # unnamed: nothing to disagree
