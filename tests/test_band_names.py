@@ -176,3 +176,15 @@ def test_tiles_of_a_mosaic_whose_bands_are_stacked_differently_are_refused(tmp_p
         Mosaic([str(west), str(east)])
     same = write_bands(tmp_path / "c_east.tif", RGBN, [None] * 4, rasterio.windows.Window(256, 0, 256, 512))
     assert Mosaic([str(west), str(same)]).band_names == ["B2", "B3", "B4", "B8"]  # unnamed: nothing to disagree
+    # Per-band files on two grids (a 10 m band and a 20 m one) are two places, not two bands.
+    blue = write_bands(tmp_path / "T30_B02_10m.tif", [2], [None])
+    with rasterio.open(S2_CHIP) as src:
+        data, profile = src.read(5)[::2, ::2], src.profile
+        transform = src.transform * rasterio.Affine.scale(2)
+    with rasterio.open(tmp_path / "T30_B05_20m.tif", "w", **{**profile, "count": 1, "width": 256, "height": 256,
+                                                              "transform": transform}) as dst:
+        dst.write(data, 1)
+    with pytest.raises(GeossclError, match=r"T30_B05_20m\.tif: band 1 is 'B5' where .*T30_B02_10m\.tif has 'B2'; every "
+                                           r"place of a mosaic needs the same bands in the same order \(single-band "
+                                           r"files stack as bands only on one grid: warp them to one first\)"):
+        Mosaic([str(blue), str(tmp_path / "T30_B05_20m.tif")])

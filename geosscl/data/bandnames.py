@@ -142,14 +142,15 @@ def _listing(names: Sequence[str | None]) -> str:
 
 
 def check_places(places: Sequence[tuple[str, Sequence[str | None]]]) -> None:
-    """Refuse places of a mosaic whose named bands are stacked in different orders.
+    """Refuse places of a mosaic whose named bands are other bands, or the same in another order.
 
     Args:
         places: each place's first file and the names of its bands.
 
     Raises:
         GeossclError: naming both files and the band, where a band of one place is named as another
-            band of the first.
+            band of the first, or otherwise than the first's band at its position (bands left unnamed
+            on either side are not compared).
     """
     first, names = places[0]
     for path, other in places[1:]:
@@ -158,3 +159,10 @@ def check_places(places: Sequence[tuple[str, Sequence[str | None]]]) -> None:
             i, j = found
             raise GeossclError(f"{path}: band {i + 1} is {other[i]!r}, band {j + 1} of {first}; every place of a mosaic "
                                "needs the same bands in the same order")
+        for i, (want, got) in enumerate(zip(names, other)):
+            if want is not None and got is not None and _key(want) != _key(got):
+                # Per-band files on different grids (Sentinel-2's 10 m and 20 m bands) are places, not bands.
+                why = (" (single-band files stack as bands only on one grid: warp them to one first)"
+                       if len(names) == 1 else "")
+                raise GeossclError(f"{path}: band {i + 1} is {got!r} where {first} has {want!r}; every place of a "
+                                   f"mosaic needs the same bands in the same order{why}")
