@@ -168,7 +168,7 @@ def test_fine_tuning_a_model_or_a_pretraining_run_checks_the_bands_too(model, tm
                                 queue_size=8, **FAST))
 
 
-def test_tiles_of_a_mosaic_whose_bands_are_stacked_differently_are_refused(tmp_path):
+def test_tiles_of_a_mosaic_whose_bands_are_stacked_differently_are_refused(tmp_path, caplog):
     west = write_bands(tmp_path / "a_west.tif", RGBN, None, rasterio.windows.Window(0, 0, 256, 512))
     east = write_bands(tmp_path / "b_east.tif", [8, 4, 3, 2], None, rasterio.windows.Window(256, 0, 256, 512))
     with pytest.raises(GeossclError, match=rf"{east}: band 1 is 'B8', band 4 of {west}; every place of a mosaic needs "
@@ -188,3 +188,11 @@ def test_tiles_of_a_mosaic_whose_bands_are_stacked_differently_are_refused(tmp_p
                                            r"place of a mosaic needs the same bands in the same order \(single-band "
                                            r"files stack as bands only on one grid: warp them to one first\)"):
         Mosaic([str(blue), str(tmp_path / "T30_B05_20m.tif")])
+    # Words of another product for a tile's bands: warned about, once.
+    worded = write_bands(tmp_path / "d_east.tif", RGBN, ["blue", "green", "red", "nir"],
+                         rasterio.windows.Window(256, 0, 256, 512))
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        Mosaic([str(west), str(worded)])
+        Mosaic([str(west), str(worded)])
+    assert caplog.text.count(f"{worded}: band 1 is 'blue' where {west} has 'B2'; check the files hold the same bands "
+                             "in the same order") == 1

@@ -149,8 +149,9 @@ def check_places(places: Sequence[tuple[str, Sequence[str | None]]]) -> None:
 
     Raises:
         GeossclError: naming both files and the band, where a band of one place is named as another
-            band of the first, or otherwise than the first's band at its position (bands left unnamed
-            on either side are not compared).
+            band of the first, or by another band number than the first's band at its position.
+            Other names that differ (``blue`` against ``B2``: two products' words) are warned about
+            once; bands left unnamed on either side are not compared.
     """
     first, names = places[0]
     for path, other in places[1:]:
@@ -160,9 +161,21 @@ def check_places(places: Sequence[tuple[str, Sequence[str | None]]]) -> None:
             raise GeossclError(f"{path}: band {i + 1} is {other[i]!r}, band {j + 1} of {first}; every place of a mosaic "
                                "needs the same bands in the same order")
         for i, (want, got) in enumerate(zip(names, other)):
-            if want is not None and got is not None and _key(want) != _key(got):
+            if want is None or got is None or _key(want) == _key(got):
+                continue
+            message = f"{path}: band {i + 1} is {got!r} where {first} has {want!r}"
+            if _BAND_NUMBER.fullmatch(want) and _BAND_NUMBER.fullmatch(got):
                 # Per-band files on different grids (Sentinel-2's 10 m and 20 m bands) are places, not bands.
                 why = (" (single-band files stack as bands only on one grid: warp them to one first)"
                        if len(names) == 1 else "")
-                raise GeossclError(f"{path}: band {i + 1} is {got!r} where {first} has {want!r}; every place of a "
-                                   f"mosaic needs the same bands in the same order{why}")
+                raise GeossclError(f"{message}; every place of a mosaic needs the same bands in the same order{why}")
+            if (path, first) not in _WARNED:
+                _WARNED.add((path, first))
+                log.warning(f"{message}; check the files hold the same bands in the same order")
+            break
+
+
+#: A band number as :func:`band_label` keeps it.
+_BAND_NUMBER = re.compile(r"B\d{1,2}A?")
+#: Pairs of files already warned about (a mosaic is opened more than once per command).
+_WARNED: set[tuple[str, str]] = set()
