@@ -102,6 +102,48 @@ def test_bands_in_another_order_are_refused_with_the_bidx_that_reads_them_right(
     assert "reading the bands -b/--bidx gives, as asked" in caplog.text
 
 
+def test_per_band_files_stack_in_band_number_order_not_path_order(model, tmp_path):
+    """Landsat Level-1 and Sentinel-2 name bands unpadded (``_B1``, ``_B10``, ``_B8A``): in path order ``B10`` would
+    stack before ``B2``, the model would read other bands (refused by the names), and ``-b 4,3,2`` would read B2, B11,
+    B10."""
+    chip = Mosaic(str(S2_CHIP))
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    for band, name in enumerate(chip.band_names, start=1):
+        write_bands(scene / f"T30SXH_20190918_{name}.TIF", [band], [None])  # named by the file alone
+    assert sorted(os.listdir(scene))[1] == "T30SXH_20190918_B10.TIF"  # what path order would make band 2
+    stacked = Mosaic(str(scene))
+    assert stacked.band_names == chip.band_names == ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9",
+                                                     "B10", "B11", "B12"]
+    bounds = (chip.bounds[0].start, chip.bounds[1].start, chip.bounds[0].stop, chip.bounds[1].stop)
+    np.testing.assert_array_equal(stacked.read(bounds)[0], chip.read(bounds)[0])
+    assert Mosaic(str(scene), bands=[4, 3, 2]).band_names == ["B4", "B3", "B2"]
+    reference, _ = segment(str(S2_CHIP), str(model), bounds)
+    from_files, _ = segment(str(scene), str(model), bounds)  # the model's bands 2, 3, 4, 8, found by position
+    np.testing.assert_array_equal(from_files, reference)
+
+
+def test_a_quality_layer_among_band_files_is_refused_with_a_glob_of_the_bands(tmp_path):
+    """A Landsat Collection 2 product's folder holds QA_PIXEL beside SR_B1 … SR_B7 on the same grid: stacked, it
+    would be read as a band of reflectance."""
+    product = tmp_path / "LE07_L2SP_016035_20000510_20200918_02_T1"
+    product.mkdir()
+    for path, band in zip(NC_BANDS, (1, 2, 3, 4, 5, 7)):
+        shutil.copy(path, product / f"{product.name}_SR_B{band}.TIF")
+    shutil.copy(NC_BANDS[0], product / f"{product.name}_QA_PIXEL.TIF")
+    with pytest.raises(GeossclError) as raised:
+        Mosaic(str(product))
+    bands = str(product / f"{product.name}_SR_B*.TIF")
+    assert str(raised.value) == (f"{product / product.name}_QA_PIXEL.TIF: names no band, where single-band files on "
+                                 f"its grid do ({product.name}_SR_B1.TIF); a mosaic stacks band files alone: pass "
+                                 f"them alone (e.g. {bands!r})")
+    run = subprocess.run([sys.executable, "-m", "geosscl", "pairs", str(product), "-o", str(tmp_path / "pairs.png")],
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and run.stderr.strip().splitlines() == [f"Error: {raised.value}"]
+    assert not (tmp_path / "pairs.png").exists()
+    assert Mosaic(bands).band_names == ["B1", "B2", "B3", "B4", "B5", "B7"]  # the glob it advises reads them
+
+
 def test_unnamed_bands_are_not_checked_and_other_names_are_warned_about(model, tmp_path, caplog):
     whole = Mosaic(str(S2_CHIP))
     bounds = (whole.bounds[0].start, whole.bounds[1].start, whole.bounds[0].stop, whole.bounds[1].stop)

@@ -218,6 +218,12 @@ def test_per_band_files_of_two_dates_are_two_places_not_one_of_twice_the_bands(p
     assert acquisitions(["a/s_B1.tif", "a/s_B2.tif", "b/s_B1.tif", "b/s_B2.tif"]) == [["a/s_B1.tif", "a/s_B2.tif"],
                                                                                    ["b/s_B1.tif", "b/s_B2.tif"]]
     assert acquisitions(["T33_B02_B03.tif", "T34_B02_B03.tif"]) == [["T33_B02_B03.tif", "T34_B02_B03.tif"]]
+    with pytest.raises(GeossclError, match=r"x_SCL\.tif: names no band, where single-band files on its grid do "
+                                           r"\(x_B02\.tif\); .* pass them alone \(e\.g\. 'x_B\*\.tif'\)"):
+        acquisitions(["x_B02.tif", "x_B03.tif", "x_SCL.tif"])
+    # Named bands stack in band-number order, whatever path order says.
+    assert acquisitions(["x_B1.TIF", "x_B10.TIF", "x_B2.TIF", "x_B8A.TIF", "x_B8.TIF", "y_B1.TIF", "y_B11.TIF", "y_B3.TIF"]) == [
+        ["x_B1.TIF", "x_B2.TIF", "x_B8.TIF", "x_B8A.TIF", "x_B10.TIF"], ["y_B1.TIF", "y_B3.TIF", "y_B11.TIF"]]
     # A date missing a band is refused, naming it.
     partial = tmp_path / "partial"
     partial.mkdir()

@@ -40,6 +40,13 @@ def band_label(text: str | None) -> str | None:
     return " ".join(text.split())
 
 
+def band_number(label: str | None) -> tuple[int, str]:
+    """Sort key of a band's name in band-number order (``B8`` < ``B8A`` < ``B9`` < ``B10``); names that
+    are no band number (and None) sort after every numbered band."""
+    numbered = re.fullmatch(r"B(\d+)(A?)", label or "")
+    return (int(numbered.group(1)), numbered.group(2)) if numbered else (1 << 30, "")
+
+
 def name_in_file(path: str) -> str | None:
     """The band a per-band file's name holds (``…_SR_B4.TIF`` → ``B4``), if it holds exactly one."""
     found = BAND_IN_NAME.findall(os.path.basename(path))

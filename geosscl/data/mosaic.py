@@ -24,7 +24,7 @@ from torchgeo.datasets import RasterDataset
 from torchgeo.datasets.utils import GeoSlice
 
 from ..errors import GeossclError
-from .bandnames import BAND_IN_NAME, check_places, place_band_names
+from .bandnames import BAND_IN_NAME, band_number, check_places, name_in_file, place_band_names
 from .files import file_stamp, find_rasters, open_raster, warped_raster
 from .grid import ALIGN_TOL, MapGrid, snap_down, snap_up
 
@@ -48,10 +48,28 @@ def acquisitions(paths: list[str]) -> list[list[str]]:
     - Otherwise (``red.tif``, ``nir.tif``) the files are one acquisition, as always.
 
     Two dates of a tile in one folder are then two places, not one of twice the bands.
+    Files that name no band among files that do are refused.
 
     Returns:
-        the acquisitions, each its files in path order, in the order of their first files.
+        the acquisitions in the order of their first files in path order; each its files in
+        band-number order where the names give the bands (``B1``, ``B2``, …, ``B8``, ``B8A``,
+        ``B9``, ``B10``), otherwise in path order.
+
+    Raises:
+        GeossclError: naming a file that names no band where others do (a quality layer of a
+            per-band product), with a glob of the band files.
     """
+    # A file that names no band among band files is a product's quality or angle layer
+    # (Landsat's QA_PIXEL, Sentinel-2's SCL): stacked as a band, it would be read as reflectance.
+    banded = [p for p in paths if _without_band(os.path.basename(p)) is not None]
+    if banded and len(banded) < len(paths):
+        other = next(p for p in paths if p not in banded)
+        head, name = os.path.split(banded[0])
+        pattern = BAND_IN_NAME.sub(lambda m: re.sub(r"(?i)\d+a?$", "*", m.group(0)), name)
+        raise GeossclError(
+            f"{other}: names no band, where single-band files on its grid do ({name}); a mosaic stacks band "
+            f"files alone: pass them alone (e.g. {os.path.join(head, pattern)!r})"
+        )
     # The band rule applies whenever every name holds one band, also where it finds one
     # acquisition; the date rule only where it finds several (bands of one date then stack).
     for key in (_without_band, _first_date):
@@ -62,7 +80,10 @@ def acquisitions(paths: list[str]) -> list[list[str]]:
                 break
             by_key.setdefault(os.path.join(os.path.dirname(path), found), []).append(path)
         else:
-            if len(by_key) > 1 or key is _without_band:
+            if key is _without_band:
+                # Path order would stack B10 and B11 between B1 and B2, so `-b 4,3,2` would read B2, B11, B10.
+                return [sorted(group, key=lambda p: band_number(name_in_file(p))) for group in by_key.values()]
+            if len(by_key) > 1:
                 return list(by_key.values())
     return [paths]
 
@@ -194,8 +215,9 @@ class Mosaic(MapGrid, RasterDataset):
     :attr:`crs`.
 
     Single-band files that share one grid (same CRS, transform and size) are stacked
-    as bands in path order, so per-band products (``B1.tif``, ``B2.tif``, …) form one
-    image; where their names tell acquisitions apart (``X_B1.tif``, ``X_B2.tif``,
+    as bands, so per-band products (``B1.tif``, ``B2.tif``, …) form one image: in
+    band-number order where every name gives its band (``B2`` before ``B10``),
+    otherwise in path order; where their names tell acquisitions apart (``X_B1.tif``, ``X_B2.tif``,
     ``Y_B1.tif``, ``Y_B2.tif``: see :func:`acquisitions`), each acquisition is stacked
     on its own, a place of its own (:func:`places_of`). Every other file is a place of
     its own: files on different grids lie side by side, and files of several bands on
