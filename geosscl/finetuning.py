@@ -91,6 +91,11 @@ class FinetuneConfig:
     quiet: bool = False
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    def inputs(self) -> list[str | None]:
+        """Everything the run reads (imagery, labels, classes, regions, the model it starts from)."""
+        return [*self.imagery, *self.labels, self.classes, self.label_area, self.init, self.val_region,
+                self.holdout_region]
+
 
 @dataclass
 class Classes:
@@ -406,7 +411,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
     # -- check everything before writing anything ------------------------------------
     if not config.out:
         raise GeossclError("out: give the model file to write")
-    out = check_output(config.out, config.overwrite)
+    out = check_output(config.out, config.overwrite, config.inputs())
     if config.max_steps is None and config.max_time is None:
         raise GeossclError("max_steps: give --max-steps or --max-time")
     check_accelerator(config.accelerator)

@@ -51,7 +51,7 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, overwrite: boo
 
     network, info = load_model(model)
     example = torch.zeros(1, info.in_channels, info.tile_size, info.tile_size)
-    with atomic_output(out, overwrite) as tmp:
+    with atomic_output(out, overwrite, [model]) as tmp:
         # The TorchScript exporter writes one self-contained file (the dynamo exporter
         # puts weights beside it), which is what other tools expect to be handed.
         torch.onnx.export(

@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+
+import rasterio
 
 from .errors import GeossclError
 
 
-def check_output(path: str | os.PathLike, overwrite: bool = False) -> str:
+def check_output(path: str | os.PathLike, overwrite: bool = False,
+                 inputs: Iterable[str | os.PathLike | None] = ()) -> str:
     """Validate an output path before any work is done.
 
+    Args:
+        path: the output file.
+        overwrite: whether an existing file may be replaced.
+        inputs: what the command reads (files, directories, glob patterns; None items are
+            skipped): the output may be none of their files, whatever ``overwrite`` says.
+
     Raises:
-        GeossclError: if the file exists and ``overwrite`` is False, or its directory
-            is missing or not writable.
+        GeossclError: if the file exists and ``overwrite`` is False, it is a file the
+            command reads, or its directory is missing or not writable.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise GeossclError(f"{path}: is a directory, not a file name")
+    # --overwrite is for earlier outputs; replacing the imagery, labels or model being read
+    # (a class map written over one of a VRT's band files) destroys the user's data.
+    given = read_files(inputs).get(os.path.realpath(path))
+    if given is not None:
+        how = "is an input of this command" if os.path.realpath(given) == os.path.realpath(path) else f"is read through {given}"
+        raise GeossclError(f"{path}: {how}; write the output to another file")
     if os.path.exists(path) and not overwrite:
         raise GeossclError(f"{path}: already exists; pass --overwrite to replace it")
     if not os.path.isdir(folder):
@@ -30,21 +46,46 @@ def check_output(path: str | os.PathLike, overwrite: bool = False) -> str:
     return path
 
 
+def read_files(inputs: Iterable[str | os.PathLike | None]) -> dict[str, str]:
+    """The real path of every file that ``inputs`` (files, directories, glob patterns; None items
+    skipped) name, each mapped to the input naming it; a VRT names the files it references too."""
+    read: dict[str, str] = {}
+    for item in inputs:
+        if item is None:
+            continue
+        given = os.fspath(item)
+        if os.path.isdir(given):
+            files = [os.path.join(root, name) for root, _, names in os.walk(given) for name in names]
+        elif glob.has_magic(given):
+            files = [p for p in glob.glob(given, recursive=True) if os.path.isfile(p)]
+        else:
+            files = [given] if os.path.isfile(given) else []  # 'random', /vsi paths, missing files: nothing local
+        for file in files:
+            read.setdefault(os.path.realpath(file), given)
+            if file.lower().endswith(".vrt"):
+                with contextlib.suppress(rasterio.errors.RasterioError), rasterio.open(file) as src:
+                    for source in src.files:
+                        read.setdefault(os.path.realpath(source), given)
+    return read
+
+
 def sidecar(path: str | os.PathLike) -> str:
     """GDAL's PAM sidecar of ``path``: ``FILE.aux.xml``."""
     return os.fspath(path) + ".aux.xml"
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
+def atomic_output(path: str | os.PathLike, overwrite: bool = False,
+                  inputs: Iterable[str | os.PathLike | None] = ()) -> Iterator[str]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     GDAL's PAM sidecar of the temporary file (``TMP.aux.xml``: category names,
     statistics) goes with it; a sidecar of the file replaced, which describes the old
     contents, is removed. On any exception (including KeyboardInterrupt) the temporary
-    file and its sidecar are removed and ``path`` is left as it was.
+    file and its sidecar are removed and ``path`` is left as it was. ``path`` is checked
+    with :func:`check_output` first.
     """
-    path = check_output(path, overwrite)
+    path = check_output(path, overwrite, inputs)
     folder, name = os.path.split(os.path.abspath(path))
     stem, suffix = os.path.splitext(name)
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{suffix}", dir=folder)

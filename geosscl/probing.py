@@ -205,7 +205,7 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     if not isinstance(stages, str) and (not stages or any(not 1 <= s <= 5 for s in stages)):
         raise GeossclError(f"stages: {list(stages)} must be encoder stages 1 to 5")
     if config.out:
-        check_output(config.out, config.overwrite)
+        check_output(config.out, config.overwrite, config.inputs())
     setup = prepare(config)
     # One resolution of the stages for the features and the model file: the model's head
     # takes its inputs in stage order, so the features are gathered in that order too.

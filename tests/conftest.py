@@ -24,6 +24,7 @@ S2_CHIP = SEN1FLOODS11 / "Spain_7370579_S2Hand.tif"  # 13 bands, int16, EPSG:432
 S2_WATER = SEN1FLOODS11 / "Spain_7370579_LabelHand.tif"  # 0 dry, 1 water, -1 unlabelled (not declared nodata)
 ATLANTA = SAMPLES / "spacenet_atlanta" / "sample_geotiff.tif"  # WorldView pan, 0.5 m, EPSG:32616
 BUILDINGS = SAMPLES / "spacenet_atlanta" / "buildings.geojson"  # 43 footprints, column `class` = "building"
+BUNDLED_MODEL = SAMPLES / "models" / "nc_landuse.safetensors"  # 7 land-use classes of the NC scene
 
 # Device-dependent code (resampling, augmentation, grid sampling) is tested on every
 # device this machine has; CI has no GPU, so there the CUDA cases show as skipped.

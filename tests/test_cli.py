@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import NAIP, NC_BANDS, TUTORIAL_2002, TUTORIAL_STACK, write_raster
+from conftest import BUNDLED_MODEL, NAIP, NC_BANDS, TUTORIAL_2002, TUTORIAL_STACK, write_raster
 
 GEOSSCL = [sys.executable, "-m", "geosscl"]
 
@@ -95,6 +96,31 @@ def test_existing_output_needs_overwrite(tmp_path):
     result = run("pairs", NAIP, "--count", "1", "-o", out, "--overwrite", "-q")
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_command_writes_over_a_file_it_reads(tmp_path):
+    """--overwrite replaces earlier outputs, never the imagery, labels or model being read: a class map written over
+    one of a VRT's band files would destroy it (and the write is atomic, so it would succeed)."""
+    for path in [*NC_BANDS, NC_BANDS[0].parent / "lsat7_2000.vrt", NC_BANDS[0].parent / "strata.tif", BUNDLED_MODEL]:
+        shutil.copy(path, tmp_path)
+    vrt, model, strata = tmp_path / "lsat7_2000.vrt", tmp_path / BUNDLED_MODEL.name, tmp_path / "strata.tif"
+    band = tmp_path / "lsat7_2000_20.tif"
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    labels = ["--labels", strata]
+    cases = [
+        (["predict", vrt, "-m", model, "-o", band], f"{band}: is read through {vrt}"),
+        (["predict", vrt, "-m", model, "-o", tmp_path / "map.tif", "--preview", vrt], f"{vrt}: is an input"),
+        (["predict", vrt, "-m", model, "-o", model], f"{model}: is an input"),
+        (["evaluate", model, vrt, *labels, "--png", band], f"{band}: is read through {vrt}"),
+        (["export", model, "-o", model], f"{model}: is an input"),
+        (["pairs", tmp_path, "-o", band], f"{band}: is read through {tmp_path}"),
+        (["finetune", *NC_BANDS, *labels, "--out", strata, "--max-steps", "1"], f"{strata}: is an input"),
+        (["probe", tmp_path / "lsat7_2000_*.tif", *labels, "--json", band], f"{band}: is read through"),
+    ]
+    for args, message in cases:
+        result = run(*args, "--overwrite" if args[0] not in ("evaluate", "probe") else "-q")
+        assert_one_line_error(result, message, "write the output to another file")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_missing_output_directory(tmp_path):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,13 +25,13 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from geosscl import GeossclError, load_model, predict, segment
 from geosscl.augment import BandStats
 from geosscl.data import Mosaic
+from geosscl.data.stats import band_statistics, scale_ratios
 from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.inference import TiledSegmenter
-from conftest import NAIP, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, write_raster
+from conftest import BUNDLED_MODEL, NAIP, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL_2002, TUTORIAL_STACK, write_raster
 
 BANDS = [str(p) for p in NC_BANDS]
 NC = SAMPLES / "nc_landsat"
-BUNDLED_MODEL = str(SAMPLES / "models" / "nc_landuse.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -274,6 +276,28 @@ def test_progress_jsonl_and_gsd_mismatch(model, stack, tmp_path):
     assert _cli("predict", str(coarse), "-m", model, "-o", str(kept), "--no-resample", "-q").returncode == 0
     with rasterio.open(kept) as dst, rasterio.open(coarse) as src:
         assert dst.res == src.res
+
+
+def test_imagery_in_other_units_than_the_model_s_is_warned_about(stack, tmp_path, caplog):
+    """DN fed to a model of reflectance (or the reverse) is normalised with the wrong statistics and makes a map of
+    nonsense without any error. Real cases: the NC scene (ETM+ DN) and the tutorial scenes (the same sensor's
+    bands 1-5 and 7 as reflectance x 10,000), one clear date and one hazy, partly cloudy."""
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        segment(str(stack), BUNDLED_MODEL, (636000, 220000, 638000, 222000))
+    assert caplog.text == ""  # its own imagery
+    result = _cli("predict", str(TUTORIAL_STACK), "-b", "1,2,3,4,5,7", "-m", BUNDLED_MODEL, "-o", str(tmp_path / "m.tif"))
+    assert result.returncode == 0, result.stderr  # a warning: no threshold tells units from ground for sure
+    warning = next(line for line in result.stderr.splitlines() if "other units" in line)
+    assert re.search(rf"{TUTORIAL_STACK.name}: every band averages (\d+\.?\d*)× to (\d+\.?\d*)× the model's training "
+                     r"imagery \(band 1: \d+\.?\d* here, 79\.55 there\): other units or scaling", warning)
+    low, high = map(float, re.search(r"averages (\S+)× to (\S+)×", warning).groups())
+    assert 4 < low < high
+    # Another date of one sensor in one unit, hazier, is other ground, not other units.
+    clear, hazy = (band_statistics(Mosaic(str(path), bands=[1, 2, 3, 4, 5, 7]))[0] for path in (TUTORIAL_STACK, TUTORIAL_2002))
+    nc = band_statistics(Mosaic(BANDS))[0]
+    assert scale_ratios(hazy, clear) is None and scale_ratios(clear, hazy) is None
+    assert scale_ratios(clear, nc)[0] > 4 and scale_ratios(nc, clear)[1] < 1 / 4
+    assert scale_ratios([-12.0, -18.0], [0.05, 0.02]) is None  # decibels: no ratio tells
 
 
 def test_model_of_geographic_imagery_predicts_on_its_own_grid(tmp_path):

@@ -33,8 +33,12 @@ def evaluate(model, imagery, labels, class_column, label_nodata, background_clas
              json_path, png_path, device, batch_size, progress_format, quiet):
     """Score MODEL on the labelled pixels of IMAGERY (mIoU, IoU and F1 per class, OA, kappa)."""
     from ..evaluation import evaluate as run, evaluate_each_date, format_dates, format_table, plot_confusion, scores_dict, write_json
+    from ..output import check_output
 
     stop_on_sigterm()
+    for report in (json_path, png_path):
+        if report:  # reports are replaced, as every rerun would; the inputs never are
+            check_output(report, overwrite=True, inputs=[model, *imagery, *labels, region, label_area])
     options = dict(class_column=class_column, region=region, label_nodata=label_nodata, background_class=background_class,
                    label_area=label_area, device=device, batch_size=batch_size)
 

@@ -39,7 +39,7 @@ def pairs(imagery, output, count, view_size, overlap, scale, across_dates, max_n
     """
     from samplers import OverlappingPairSampler
 
-    check_output(output, overwrite)
+    check_output(output, overwrite, imagery)
     mosaic = Mosaic(imagery, bands=bands, crs=crs, res=res)
     if across_dates:
         mosaic.require_dates("across-dates")

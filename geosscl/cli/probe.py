@@ -79,6 +79,7 @@ def probe(imagery, labels, holdout_region, init, bands_only, stages, weight_deca
     (--stages 1) can segment better than a fine-tuned network."""
     from ..evaluation import format_table, write_json
     from ..finetuning import FinetuneConfig
+    from ..output import check_output
     from ..probing import linear_probe
 
     config = FinetuneConfig(imagery=list(imagery), labels=list(labels), classes=classes,
@@ -89,6 +90,8 @@ def probe(imagery, labels, holdout_region, init, bands_only, stages, weight_deca
                             block_size=block_size, bands=bands, seed=seed, out=output or "", overwrite=overwrite)
     options = dict(features="bands" if bands_only else "encoder", stages=stages, max_pixels=max_pixels, device=device,
                    weight_decay=weight_decay)
+    if json_path:  # replaced as evaluate's reports are; the inputs never are
+        check_output(json_path, overwrite=True, inputs=config.inputs())
     stop_on_sigterm()
     with log_to_stderr(quiet):
         if quiet:

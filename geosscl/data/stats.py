@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -46,6 +48,25 @@ def band_statistics(mosaic: Mosaic, windows: int = 64, size: int = 128, seed: in
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     return mean.tolist(), std.tolist()
+
+
+#: Every band's mean this many times the model's, or this many times smaller: other units, not other ground.
+#: Measured on the bundled Landsat 7 scenes: DN (NC) against reflectance × 10,000 (tutorial) differ 5.6–50× in
+#: every band; a hazy, partly cloudy date against a clear one 0.8–2.6× (the clear near infrared is brighter).
+UNITS_FACTOR = 4.0
+
+
+def scale_ratios(mean: Sequence[float], reference: Sequence[float]) -> tuple[float, float] | None:
+    """``(smallest, largest)`` per-band ratio of ``mean`` to ``reference`` where every band's lies beyond
+    :data:`UNITS_FACTOR` on one side: imagery in other units or scaling than the reference (DN against
+    reflectance, reflectance 0-1 against 0-10,000). None otherwise, and where a mean is not positive
+    (decibels, signed data: no ratio tells units there)."""
+    if len(mean) != len(reference) or any(not m > 0 for m in (*mean, *reference)):
+        return None
+    ratios = [m / r for m, r in zip(mean, reference)]
+    if min(ratios) > UNITS_FACTOR or max(ratios) < 1 / UNITS_FACTOR:
+        return min(ratios), max(ratios)
+    return None
 
 
 def _extent_px(mosaic: Mosaic) -> tuple[float, float]:
