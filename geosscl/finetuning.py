@@ -29,7 +29,7 @@ from torchgeo.datasets import IntersectionDataset, stack_samples
 from .data import DatedIntersection, Mosaic, RasterLabels, VectorLabels, open_labels
 from .data.bandnames import check_band_names
 from .data.labels import nodata_hint
-from .data.stats import band_statistics
+from .data.stats import band_statistics, warn_other_units
 from .errors import GeossclError, RunStopped
 from .modelfile import ModelInfo, class_values, default_colors, load_model, save_model
 from .output import check_output
@@ -221,6 +221,7 @@ def prepare(config: FinetuneConfig) -> Setup:
         info = init_model.info
         arch, encoder, decoder = info.arch, info.encoder, info.decoder_channels
         mean, std = info.band_mean, info.band_std  # what the network was trained on
+        warn_other_units(mosaic, mean, mosaic.source, f"the training imagery of {config.init}")
         band_names = mosaic.known_band_names or info.band_names  # names travel on to the model made from it
     elif config.init != "random":
         checkpoint = load_checkpoint(config.init)
@@ -231,6 +232,7 @@ def prepare(config: FinetuneConfig) -> Setup:
             raise GeossclError(f"{config.init}: checkpoint has {hp['in_channels']} bands, the imagery {mosaic.num_bands}")
         arch, encoder, decoder = hp["arch"], hp["encoder"], hp.get("decoder_channels")
         mean, std = hp["band_mean"], hp["band_std"]
+        warn_other_units(mosaic, mean, mosaic.source, f"the pretraining imagery of {config.init}")
         band_names = mosaic.known_band_names or hp.get("band_names")
     else:
         mean, std = band_statistics(mosaic)

@@ -30,7 +30,7 @@ from .data.bandnames import check_band_names
 from .data.categories import write_category_names
 from .data.files import find_rasters
 from .data.mosaic import BAND_IN_NAME, files_label, named_as_bands, places_of
-from .data.stats import band_statistics, scale_ratios
+from .data.stats import warn_other_units
 from .errors import GeossclError
 from .inference import TiledSegmenter, check_bands
 from .modelfile import ModelInfo, load_model
@@ -86,7 +86,7 @@ def open_scene(
     mosaic = Mosaic(files, bands=bands)
     if chosen:
         check_band_names(info.band_names, mosaic.all_band_names, bands, source, "the model", chosen=True)
-    _check_units(mosaic, info, source)
+    warn_other_units(mosaic, info.band_mean, source, "the model's training imagery")
     scene_gsd, model_gsd = mosaic.gsd, info.training_gsd()
     if model_gsd and scene_gsd and abs(scene_gsd / model_gsd - 1) > gsd_tolerance:
         ratio = model_gsd / scene_gsd
@@ -98,21 +98,6 @@ def open_scene(
             log.warning(f"{source}: ground sampling distance {scene_gsd:.3g} m differs from the model's {model_gsd:.3g} m; "
                         "predicting at the scene's as asked")
     return mosaic
-
-
-def _check_units(mosaic: Mosaic, info: ModelInfo, source: str) -> None:
-    """Warn where the scene's values are on another scale than the model's training imagery: the model
-    normalises them with that imagery's statistics, so DN fed to a model of reflectance make a map of
-    nonsense without any error. A warning, not an error: no threshold tells units from ground for sure."""
-    try:
-        mean, _ = band_statistics(mosaic, windows=16, size=64)
-    except GeossclError:
-        return  # no valid pixel where sampled: nothing to compare
-    ratios = scale_ratios(mean, info.band_mean)
-    if ratios:
-        log.warning(f"{source}: every band averages {ratios[0]:.3g}× to {ratios[1]:.3g}× the model's training imagery "
-                    f"(band {mosaic.band_indexes[0]}: {mean[0]:.4g} here, {info.band_mean[0]:.4g} there): other units "
-                    f"or scaling (DN against reflectance, 0–1 against 0–10,000)? Rescale it as the model's was")
 
 
 def _extent(mosaic: Mosaic) -> tuple[float, float, float, float]:

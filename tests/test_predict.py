@@ -28,7 +28,7 @@ from geosscl.data import Mosaic
 from geosscl.data.stats import band_statistics, scale_ratios
 from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.inference import TiledSegmenter
-from conftest import BUNDLED_MODEL, NAIP, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL_2002, TUTORIAL_STACK, write_raster
+from conftest import BUNDLED_MODEL, NAIP, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL_2002, TUTORIAL_POLYGONS, TUTORIAL_STACK, write_raster
 
 BANDS = [str(p) for p in NC_BANDS]
 NC = SAMPLES / "nc_landsat"
@@ -292,6 +292,12 @@ def test_imagery_in_other_units_than_the_model_s_is_warned_about(stack, tmp_path
                      r"imagery \(band 1: \d+\.?\d* here, 79\.55 there\): other units or scaling", warning)
     low, high = map(float, re.search(r"averages (\S+)× to (\S+)×", warning).groups())
     assert 4 < low < high
+    # Fine-tuning from the model normalises with its statistics too.
+    result = _cli("finetune", str(TUTORIAL_STACK), "-b", "1,2,3,4,5,7", "--labels", str(TUTORIAL_POLYGONS), "--class-column",
+                  "id", "--init", str(BUNDLED_MODEL), "--max-steps", "1", "--crop-size", "64", "--batch-size", "4",
+                  "--num-workers", "0", "--out", str(tmp_path / "ft.safetensors"))
+    assert result.returncode == 0, result.stderr
+    assert f"the training imagery of {BUNDLED_MODEL} (band 1: " in result.stderr
     # Another date of one sensor in one unit, hazier, is other ground, not other units.
     clear, hazy = (band_statistics(Mosaic(str(path), bands=[1, 2, 3, 4, 5, 7]))[0] for path in (TUTORIAL_STACK, TUTORIAL_2002))
     nc = band_statistics(Mosaic(BANDS))[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -9,6 +10,8 @@ import torch
 
 from ..errors import GeossclError
 from .mosaic import Mosaic
+
+log = logging.getLogger("geosscl")
 
 
 def band_statistics(mosaic: Mosaic, windows: int = 64, size: int = 128, seed: int = 0) -> tuple[list[float], list[float]]:
@@ -67,6 +70,22 @@ def scale_ratios(mean: Sequence[float], reference: Sequence[float]) -> tuple[flo
     if min(ratios) > UNITS_FACTOR or max(ratios) < 1 / UNITS_FACTOR:
         return min(ratios), max(ratios)
     return None
+
+
+def warn_other_units(mosaic: Mosaic, reference: Sequence[float], source: str, whose: str) -> None:
+    """Warn where ``mosaic``'s values are on another scale than those of ``reference`` (the band means a
+    network was trained on, ``whose``): the network normalises them with those statistics, so DN fed to a
+    network of reflectance give nonsense without any error. A warning, not an error: no threshold tells
+    units from ground for sure. Reads 16 windows of 64 px."""
+    try:
+        mean, _ = band_statistics(mosaic, windows=16, size=64)
+    except GeossclError:
+        return  # no valid pixel where sampled: nothing to compare
+    ratios = scale_ratios(mean, reference)
+    if ratios:
+        log.warning(f"{source}: every band averages {ratios[0]:.3g}× to {ratios[1]:.3g}× {whose} (band "
+                    f"{mosaic.band_indexes[0]}: {mean[0]:.4g} here, {reference[0]:.4g} there): other units or scaling "
+                    f"(DN against reflectance, 0–1 against 0–10,000)? Rescale it as that imagery was")
 
 
 def _extent_px(mosaic: Mosaic) -> tuple[float, float]:
