@@ -79,7 +79,7 @@ def open_scene(
         whole = Mosaic(files)
         # Names first: a stack of the model's bands alone, or in another order, is told which -b reads it.
         check_band_names(info.band_names, whole.all_band_names, info.bands, source, "the model")
-        check_bands(whole.num_bands, info, source)
+        check_bands(len(whole.all_band_names), info, source)
         bands = info.bands
     elif len(bands) != info.in_channels:
         raise GeossclError(f"{source}: --bidx picks {len(bands)} band(s); the model takes {info.in_channels}")

@@ -146,6 +146,29 @@ def test_internal_mask_is_nodata(tmp_path):
     assert (image[:, :, 10:] == 7).all()
 
 
+def test_an_alpha_band_masks_its_file_and_is_no_band(tmp_path):
+    """Drone orthomosaics come as RGBA: the alpha band says where the image is. Read as a fourth band it became an
+    input channel (mean 250: the mask itself), and the model then refused RGB files of the same ground."""
+    with rasterio.open(NAIP) as src:
+        rgb, profile = src.read([1, 2, 3]), src.profile
+    alpha = np.full(rgb.shape[1:], 255, np.uint8)
+    alpha[:40] = 0  # the edge outside the flight
+    profile.update(count=4, photometric="RGB", alpha="YES", nodata=None)
+    with rasterio.open(tmp_path / "ortho.tif", "w", **profile) as dst:
+        dst.write(np.concatenate([rgb, alpha[None]]))
+    profile.update(count=3, alpha="NO")
+    with rasterio.open(tmp_path / "rgb.tif", "w", **profile) as dst:
+        dst.write(rgb)
+    ortho, plain = Mosaic(str(tmp_path / "ortho.tif")), Mosaic(str(tmp_path / "rgb.tif"))
+    assert ortho.band_indexes == plain.band_indexes == [1, 2, 3]
+    x, y, _ = ortho.bounds
+    image = ortho.read((x.start, y.start, x.stop, y.stop))[0]
+    expected = plain.read((x.start, y.start, x.stop, y.stop))[0]
+    expected[:, :40] = np.nan
+    np.testing.assert_array_equal(image, expected)
+    assert Mosaic(str(tmp_path / "ortho.tif"), bands=[1, 2, 3, 4]).num_bands == 4  # still there when asked for
+
+
 def test_first_file_wins_where_files_overlap(tmp_path):
     a = write_raster(tmp_path / "a.tif", np.full((1, 10, 10), 1, dtype=np.int16), nodata=-1)
     shifted = rasterio.Affine(10.0, 0.0, 500050.0, 0.0, -10.0, 5000000.0)

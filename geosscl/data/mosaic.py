@@ -17,7 +17,7 @@ import torch
 from affine import Affine
 from geopandas import GeoDataFrame, GeoSeries
 from rasterio.crs import CRS
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 from rasterio.windows import Window
 from torchgeo.datasets import RasterDataset
@@ -254,7 +254,8 @@ class Mosaic(MapGrid, RasterDataset):
         Args:
             paths: files, directories (searched recursively) and glob patterns.
             bands: 1-based indexes of the bands to read, in output order, counted
-                over the stacked bands of one place (default: all).
+                over the stacked bands of one place (default: all but alpha bands,
+                which mask their file's pixels instead).
             crs: CRS of the mosaic, anything :meth:`rasterio.crs.CRS.from_user_input`
                 takes (default: the first file's).
             res: resolution in units of ``crs``, ``xres`` or ``(xres, yres)``
@@ -301,7 +302,10 @@ class Mosaic(MapGrid, RasterDataset):
         self.all_band_names: list[str | None] = named[0]
         """Name of every band of a place (:func:`~geosscl.data.bandnames.place_band_names`; None: unnamed)."""
         if bands is None:
-            bands = list(range(1, n_all + 1))
+            # An alpha band is its file's mask (drone orthomosaics are RGBA), not a band of the image:
+            # read as one, it would be an input channel, and RGB files of the same ground would not fit.
+            alpha = [kind == ColorInterp.alpha for p, _ in layouts[0] for kind in open_raster(p).colorinterp]
+            bands = [b for b in range(1, n_all + 1) if not alpha[b - 1]] or list(range(1, n_all + 1))
         bands = [int(b) for b in bands]
         if not bands:
             raise GeossclError("bands: empty band list")
