@@ -362,12 +362,21 @@ def test_bad_input_fails_cleanly(model, tmp_path):
         ((BANDS[0], "-m", str(corrupt), "-o", str(out)), "corrupt.safetensors"),
         ((BANDS[0], "-m", str(pickled), "-o", str(out)), "not a geosscl model file"),
         ((*BANDS, "-m", model, "-o", str(tmp_path / "missing" / "o.tif")), "does not exist"),
+        # Each output has one format: a GeoTIFF named .png, or a GeoPackage named .shp, would mislead every tool after.
+        ((*BANDS, "-m", model, "-o", str(tmp_path / "map.png")), "map.png: the class map is a Cloud-Optimised GeoTIFF; "
+                                                                  "name it .tif"),
+        ((*BANDS, "-m", model, "-o", str(out), "--vector", str(tmp_path / "p.shp")), "p.shp: polygons are a GeoPackage "
+                                                                                      "layer (ogr2ogr converts it); name it .gpkg"),
+        ((*BANDS, "-m", model, "-o", str(out), "--preview", str(tmp_path / "p.jpg")), "p.jpg: the preview is a PNG"),
+        ((*BANDS, "-m", model, "-o", str(out), "--probabilities", str(tmp_path / "p.img")), "p.img: probabilities are"),
     ]
     for args, message in cases:
         result = _cli("predict", *args)
         assert result.returncode == 1, (args, result.stderr)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) <= 2, result.stderr
         assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.safetensors", "evil.safetensors", "four.tif",
+                                                          "nocrs.tif", "notes.tif"]
     out.write_bytes(b"keep")
     result = _cli("predict", *BANDS, "-m", model, "-o", str(out))
     assert result.returncode == 1 and "already exists; pass --overwrite" in result.stderr and out.read_bytes() == b"keep"
