@@ -32,7 +32,7 @@ from .data.labels import nodata_hint
 from .data.stats import band_statistics, warn_other_units
 from .errors import GeossclError, RunStopped
 from .modelfile import ModelInfo, class_values, default_colors, load_model, save_model
-from .output import check_output
+from .output import check_output, check_suffix
 from .prediction import NODATA_CLASS
 from .splits import KeepRegion, block_split, class_pixels, label_extent, label_fraction, polygonal, read_region
 
@@ -413,6 +413,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
     # -- check everything before writing anything ------------------------------------
     if not config.out:
         raise GeossclError("out: give the model file to write")
+    check_suffix(config.out, (".safetensors",), "a model file is safetensors")
     out = check_output(config.out, config.overwrite, config.inputs())
     if config.max_steps is None and config.max_time is None:
         raise GeossclError("max_steps: give --max-steps or --max-time")

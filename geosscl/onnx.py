@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .errors import GeossclError
 from .modelfile import FORMAT, ModelInfo, load_model
-from .output import atomic_output
+from .output import atomic_output, check_suffix
 
 
 class _WithSoftmax(nn.Module):
@@ -49,6 +49,7 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, overwrite: boo
     """Write ``model`` (a geosscl model file) as ONNX with its metadata; return the output path."""
     import onnx
 
+    check_suffix(out, (".onnx",), "the export is ONNX")
     network, info = load_model(model)
     example = torch.zeros(1, info.in_channels, info.tile_size, info.tile_size)
     with atomic_output(out, overwrite, [model]) as tmp:

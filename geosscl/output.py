@@ -46,6 +46,13 @@ def check_output(path: str | os.PathLike, overwrite: bool = False,
     return path
 
 
+def check_suffix(path: str | os.PathLike | None, suffixes: tuple[str, ...], what: str) -> None:
+    """Refuse an output named for another format than the one written (``what``: "the class map is a GeoTIFF"):
+    a GeoTIFF named ``map.png``, or a model named ``model.pt``, misleads every tool after. None passes."""
+    if path is not None and not os.fspath(path).lower().endswith(suffixes):
+        raise GeossclError(f"{path}: {what}; name it {suffixes[0]}")
+
+
 def read_files(inputs: Iterable[str | os.PathLike | None]) -> dict[str, str]:
     """The real path of every file that ``inputs`` (files, directories, glob patterns; None items
     skipped) name, each mapped to the input naming it; a VRT names the files it references too."""

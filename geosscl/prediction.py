@@ -35,7 +35,7 @@ from .errors import GeossclError
 from .inference import TiledSegmenter, check_bands
 from .modelfile import ModelInfo, load_model
 from .models import SegmentationNetwork
-from .output import atomic_output, check_output
+from .output import atomic_output, check_output, check_suffix
 
 #: Class value of pixels without input (nodata or outside the footprint).
 NODATA_CLASS = 255
@@ -202,13 +202,10 @@ def predict(
     outputs = [o for o in (out, probabilities, vector, preview) if o is not None]
     if len({os.path.abspath(o) for o in outputs}) < len(outputs):
         raise GeossclError(f"{out}: the class map, probabilities, vector and preview outputs need different file names")
-    for path, suffixes, what in ((out, (".tif", ".tiff"), "the class map is a Cloud-Optimised GeoTIFF"),
-                                 (probabilities, (".tif", ".tiff"), "probabilities are a Cloud-Optimised GeoTIFF"),
-                                 (vector, (".gpkg",), "polygons are a GeoPackage layer (ogr2ogr converts it)"),
-                                 (preview, (".png",), "the preview is a PNG")):
-        # The format is fixed: a GeoTIFF named map.png, or a GeoPackage named .shp, misleads every tool after.
-        if path is not None and not os.fspath(path).lower().endswith(suffixes):
-            raise GeossclError(f"{path}: {what}; name it {suffixes[0]}")
+    check_suffix(out, (".tif", ".tiff"), "the class map is a Cloud-Optimised GeoTIFF")
+    check_suffix(probabilities, (".tif", ".tiff"), "probabilities are a Cloud-Optimised GeoTIFF")
+    check_suffix(vector, (".gpkg",), "polygons are a GeoPackage layer (ogr2ogr converts it)")
+    check_suffix(preview, (".png",), "the preview is a PNG")
     read = scene.paths if isinstance(scene, Mosaic) else [scene] if isinstance(scene, str | os.PathLike) else list(scene)
     inputs = [*read, model if isinstance(model, str | os.PathLike) else None]
     for path in outputs:

@@ -43,7 +43,7 @@ from .inference import resolve_device
 from .metrics import ConfusionMatrix, Scores
 from .modelfile import ModelInfo, save_model
 from .models import HYPERCOLUMN, SegmentationNetwork
-from .output import check_output
+from .output import check_output, check_suffix
 from .splits import KeepRegion, polygonal, read_region
 
 FEATURES = ("encoder", "bands")
@@ -205,6 +205,7 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
     if not isinstance(stages, str) and (not stages or any(not 1 <= s <= 5 for s in stages)):
         raise GeossclError(f"stages: {list(stages)} must be encoder stages 1 to 5")
     if config.out:
+        check_suffix(config.out, (".safetensors",), "a model file is safetensors")
         check_output(config.out, config.overwrite, config.inputs())
     setup = prepare(config)
     # One resolution of the stages for the features and the model file: the model's head

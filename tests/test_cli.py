@@ -109,18 +109,32 @@ def test_no_command_writes_over_a_file_it_reads(tmp_path):
     labels = ["--labels", strata]
     cases = [
         (["predict", vrt, "-m", model, "-o", band], f"{band}: is read through {vrt}"),
-        (["predict", vrt, "-m", model, "-o", tmp_path / "map.tif", "--preview", vrt], f"{vrt}: is an input"),
-        (["predict", vrt, "-m", model, "-o", model], f"{model}: is an input"),
+        (["predict", band, "-m", model, "-o", tmp_path / "map.tif", "--probabilities", band], f"{band}: is an input"),
         (["evaluate", model, vrt, *labels, "--png", band], f"{band}: is read through {vrt}"),
-        (["export", model, "-o", model], f"{model}: is an input"),
+        (["evaluate", model, vrt, *labels, "--json", strata], f"{strata}: is an input"),
         (["pairs", tmp_path, "-o", band], f"{band}: is read through {tmp_path}"),
-        (["finetune", *NC_BANDS, *labels, "--out", strata, "--max-steps", "1"], f"{strata}: is an input"),
+        (["finetune", *NC_BANDS, *labels, "--init", model, "--out", model, "--max-steps", "1"], f"{model}: is an input"),
         (["probe", tmp_path / "lsat7_2000_*.tif", *labels, "--json", band], f"{band}: is read through"),
     ]
     for args, message in cases:
         result = run(*args, "--overwrite" if args[0] not in ("evaluate", "probe") else "-q")
         assert_one_line_error(result, message, "write the output to another file")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_model_files_and_exports_are_named_for_their_format(tmp_path):
+    """A safetensors model named model.pt would be handed to torch.load by other tools; an ONNX file named .bin
+    would not be found as one."""
+    strata = ["--labels", NC_BANDS[0].parent / "strata.tif"]
+    cases = [
+        (["finetune", *NC_BANDS, *strata, "--out", tmp_path / "model.pt", "--max-steps", "1"],
+         f"{tmp_path / 'model.pt'}: a model file is safetensors; name it .safetensors"),
+        (["probe", *NC_BANDS, *strata, "-o", tmp_path / "probe.ckpt"], "probe.ckpt: a model file is safetensors"),
+        (["export", BUNDLED_MODEL, "-o", tmp_path / "model.bin"], "model.bin: the export is ONNX; name it .onnx"),
+    ]
+    for args, message in cases:
+        assert_one_line_error(run(*args), message)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_output_directory(tmp_path):
