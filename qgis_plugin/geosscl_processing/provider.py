@@ -42,6 +42,14 @@ class GeossclProvider(QgsProcessingProvider):
         except (ImportError, KeyError):
             pass
 
+    # geosscl writes Cloud-Optimised GeoTIFFs and GeoPackages alone: offering other formats in the
+    # dialogs would only lead to its refusal of the name after the user chose it.
+    def supportedOutputRasterLayerExtensions(self):  # noqa: N802
+        return ["tif"]
+
+    def supportedOutputVectorLayerExtensions(self):  # noqa: N802
+        return ["gpkg"]
+
     def loadAlgorithms(self):  # noqa: N802
         self.addAlgorithm(PretrainAlgorithm())
         self.addAlgorithm(SegmentRasterAlgorithm())

@@ -37,6 +37,12 @@ def test_algorithm_is_registered_headless(provider):
     names = {p.name() for p in algorithm.parameterDefinitions()}
     assert names >= {"INPUT", "MODEL", "BANDS", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE", "OUTPUT",
                      "OUTPUT_PROBABILITIES", "OUTPUT_POLYGONS"}
+    # The dialogs offer the formats geosscl writes, and nothing else.
+    for name in ("OUTPUT", "OUTPUT_PROBABILITIES"):
+        output = algorithm.parameterDefinition(name)
+        assert output.defaultFileExtension() == "tif" and output.supportedOutputRasterLayerExtensions() == ["tif"]
+    polygons = algorithm.parameterDefinition("OUTPUT_POLYGONS")
+    assert polygons.defaultFileExtension() == "gpkg" and polygons.supportedOutputVectorLayerExtensions() == ["gpkg"]
 
 
 def test_output_equals_geosscl_predict(processing, tmp_path):
@@ -131,6 +137,8 @@ def test_clear_errors(processing, tmp_path, monkeypatch):
     no_crs = tmp_path / "nocrs.tif"
     gdal.GetDriverByName("GTiff").Create(str(no_crs), 64, 64, 6, gdal.GDT_Float32).FlushCache()
     fails("has no CRS", INPUT=str(no_crs))
+    fails("geosscl: .*o.img: the class map is a Cloud-Optimised GeoTIFF; name it .tif", OUTPUT=str(tmp_path / "o.img"))
+    assert not (tmp_path / "o.img").exists()
     executable = os.environ["GEOSSCL_EXECUTABLE"]
     monkeypatch.setenv("GEOSSCL_EXECUTABLE", str(tmp_path / "nowhere" / "geosscl"))
     fails("geosscl: geosscl executable .*nowhere/geosscl \\(from the GEOSSCL_EXECUTABLE\\) does not exist")
