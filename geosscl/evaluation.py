@@ -114,6 +114,7 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    nodata: float | None = None,
 ) -> tuple[Scores, ModelInfo]:
     """Scores of ``model`` on the labelled pixels of ``imagery`` (inside ``region`` if given).
 
@@ -123,6 +124,8 @@ def evaluate(
     files do not declare it as nodata. ``background_class``: class of a vector
     layer's pixels outside every polygon (inside the imagery). ``label_area``:
     polygons where the labels are complete; pixels outside them are not scored.
+    ``nodata``: the imagery's value meaning "no data", over what its files declare
+    (default: the model's).
 
     Raises:
         GeossclError: bad model file, bands the imagery lacks, labels off the imagery.
@@ -130,7 +133,7 @@ def evaluate(
     network, info = load_model(model)
     # The scene as predict reads it: scored in the imagery's own CRS, at the model's GSD
     # (in metres, so a model made in one CRS scores imagery in another).
-    mosaic = open_scene(imagery, info)
+    mosaic = open_scene(imagery, info, nodata=nodata)
     truth = _open_truth(mosaic, info, labels, class_column, label_nodata, background_class, label_area)
     _check_names(truth[0], info)
     scene = _Scene(mosaic, info, labels, *truth, class_column, region, label_area)
@@ -159,7 +162,7 @@ def evaluate_each_date(
     pixel once per date holding it. Places the labels (or label area, or region) miss, or where
     the model has no input on a labelled pixel, are left out. Arguments and
     ``options`` (``class_column``, ``region``, ``label_nodata``, ``background_class``,
-    ``label_area``) are :func:`evaluate`'s.
+    ``label_area``, ``nodata``) are :func:`evaluate`'s.
 
     Returns:
         ``(pooled, {first file of each place scored: its scores}, info)``, places in
@@ -170,13 +173,14 @@ def evaluate_each_date(
             same ground.
     """
     network, info = load_model(model)
-    mosaic = open_scene(imagery, info)
+    nodata = options.pop("nodata", None)
+    mosaic = open_scene(imagery, info, nodata=nodata)
     mosaic.require_dates("every-date")
     region = options.pop("region", None)
     where = (options.get("class_column"), region, options.get("label_area"))
     scenes = {}
     for files in mosaic.places:
-        place = open_scene(list(files), info)
+        place = open_scene(list(files), info, nodata=nodata)
         try:
             # Labels opened for each place, in its CRS: TorchGeo's intersection sets the
             # CRS of the datasets it joins, so one labels dataset cannot serve two CRSs.

@@ -74,6 +74,8 @@ class FinetuneConfig:
     val_fraction: float = 0.2
     block_size: int | None = None
     bands: list[int] | None = None
+    #: value of the imagery meaning "no data", over what its files declare (default: ``init``'s, else the files')
+    nodata: float | None = None
     arch: str = "unet"
     encoder: str = "resnet18"
     decoder_channels: list[int] | None = None
@@ -204,6 +206,13 @@ def open_init_model(path: str, mosaic: Mosaic, chosen: bool = False) -> InitMode
     return InitModel(network.state_dict(), info)  # the network is dropped: its tensors are the only copy
 
 
+def _with_nodata(mosaic: Mosaic, config: FinetuneConfig, inherited: float | None) -> Mosaic:
+    """``mosaic`` with the nodata value ``init`` was trained with, unless ``--nodata`` gave one."""
+    if config.nodata is not None or inherited is None:
+        return mosaic
+    return Mosaic(config.imagery, bands=mosaic.band_indexes, nodata=inherited)
+
+
 def prepare(config: FinetuneConfig) -> Setup:
     """Open the imagery, labels and checkpoint of ``config`` and draw its regions.
 
@@ -212,13 +221,14 @@ def prepare(config: FinetuneConfig) -> Setup:
     """
     from .training import load_checkpoint
 
-    mosaic = Mosaic(config.imagery, bands=config.bands)
+    mosaic = Mosaic(config.imagery, bands=config.bands, nodata=config.nodata)
     if config.every_date:
         mosaic.require_dates("every-date")
     arch, encoder, decoder, checkpoint, init_model = config.arch, config.encoder, config.decoder_channels, None, None
     if config.init.lower().endswith((".safetensors", ".onnx")):
         init_model = open_init_model(config.init, mosaic, chosen=config.bands is not None)
         info = init_model.info
+        mosaic = _with_nodata(mosaic, config, info.nodata)
         arch, encoder, decoder = info.arch, info.encoder, info.decoder_channels
         mean, std = info.band_mean, info.band_std  # what the network was trained on
         warn_other_units(mosaic, mean, mosaic.source, f"the training imagery of {config.init}")
@@ -232,6 +242,7 @@ def prepare(config: FinetuneConfig) -> Setup:
             raise GeossclError(f"{config.init}: checkpoint has {hp['in_channels']} bands, the imagery {mosaic.num_bands}")
         arch, encoder, decoder = hp["arch"], hp["encoder"], hp.get("decoder_channels")
         mean, std = hp["band_mean"], hp["band_std"]
+        mosaic = _with_nodata(mosaic, config, hp.get("nodata"))
         warn_other_units(mosaic, mean, mosaic.source, f"the pretraining imagery of {config.init}")
         band_names = mosaic.known_band_names or hp.get("band_names")
     else:
@@ -471,7 +482,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
             band_names=setup.band_names, band_mean=setup.band_mean, band_std=setup.band_std,
             class_names=setup.class_names, class_colors=setup.class_colors, class_values=setup.class_values,
             res=list(mosaic.res), crs=mosaic.crs.to_wkt(),
-            gsd=mosaic.gsd,
+            gsd=mosaic.gsd, nodata=mosaic.nodata,
             # Predict on tiles of the size it was trained and validated on: a network
             # fine-tuned on small crops can fail on larger tiles (measured on the NC
             # scene: 64 px crops, 256 px tiles, test mIoU 1.8 where 64 px tiles give 14.9).

@@ -59,6 +59,9 @@ class ModelInfo:
         gsd: ground sampling distance of the training imagery, metres (a pixel's mean
             side; for a geographic CRS, at the imagery's centre latitude). Files written
             before it was kept have None: :meth:`training_gsd` falls back on ``res``.
+        nodata: the value of the imagery meaning "no data" given over its files' own
+            (``--nodata``: a fill the files do not declare); prediction and evaluation
+            apply it too. None: each file's own.
         decoder_channels: U-Net decoder widths (None: smp's default).
         stages: the encoder stages a hypercolumn classifier reads (None for other architectures).
         tile_size: tile side for prediction, pixels (``geosscl finetune`` writes its
@@ -79,6 +82,7 @@ class ModelInfo:
     band_names: list[str | None] | None = None
     crs: str = ""
     gsd: float | None = None
+    nodata: float | None = None
     decoder_channels: list[int] | None = None
     stages: list[int] | None = None
     tile_size: int = 512

@@ -56,6 +56,7 @@ def open_scene(
     bands: list[int] | None = None,
     resample: bool = True,
     gsd_tolerance: float = 0.1,
+    nodata: float | None = None,
 ) -> Mosaic:
     """The scene as a mosaic the model can read: its bands, and its ground sampling distance.
 
@@ -67,6 +68,8 @@ def open_scene(
         resample: read at the model's GSD when the scene's differs by more than
             ``gsd_tolerance`` (relative); otherwise only warn.
         gsd_tolerance: relative GSD difference accepted silently.
+        nodata: the scene's value meaning "no data", over what its files declare
+            (default: the one the model was trained with, :attr:`ModelInfo.nodata`).
 
     Raises:
         GeossclError: no raster, no CRS, missing bands, a band count the model does not take, or bands
@@ -75,15 +78,16 @@ def open_scene(
     files = find_rasters(scene)
     source = files_label(files)
     chosen = bands is not None
+    nodata = info.nodata if nodata is None else nodata
     if not chosen:
-        whole = Mosaic(files)
+        whole = Mosaic(files, nodata=nodata)
         # Names first: a stack of the model's bands alone, or in another order, is told which -b reads it.
         check_band_names(info.band_names, whole.all_band_names, info.bands, source, "the model")
         check_bands(len(whole.all_band_names), info, source)
         bands = info.bands
     elif len(bands) != info.in_channels:
         raise GeossclError(f"{source}: --bidx picks {len(bands)} band(s); the model takes {info.in_channels}")
-    mosaic = Mosaic(files, bands=bands)
+    mosaic = Mosaic(files, bands=bands, nodata=nodata)
     if chosen:
         check_band_names(info.band_names, mosaic.all_band_names, bands, source, "the model", chosen=True)
     warn_other_units(mosaic, info.band_mean, source, "the model's training imagery")
@@ -124,6 +128,7 @@ def segment(
     device: str = "auto",
     bands: list[int] | None = None,
     resample: bool = True,
+    nodata: float | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Class map of a window or a small scene, in memory.
 
@@ -137,7 +142,7 @@ def segment(
         profile (CRS, transform, nodata) to write it with.
     """
     network, info = _model(model)
-    mosaic = scene if isinstance(scene, Mosaic) else open_scene(scene, info, bands, resample)
+    mosaic = scene if isinstance(scene, Mosaic) else open_scene(scene, info, bands, resample, nodata=nodata)
     engine = TiledSegmenter(network, info, device=device, tile_size=tile_size, overlap=overlap, batch_size=batch_size)
     area = mosaic.snap(bounds or _extent(mosaic))
     width, height, transform = _grid(mosaic, area)
@@ -167,6 +172,7 @@ def predict(
     creation_options: dict[str, str] | None = None,
     overwrite: bool = False,
     resample: bool = True,
+    nodata: float | None = None,
     simplify: float = 1.0,
     block_size: int = 1024,
     progress: Progress | None = None,
@@ -191,6 +197,8 @@ def predict(
         creation_options: GDAL COG creation options overriding :data:`COG_OPTIONS`.
         overwrite: replace existing outputs.
         resample: read at the model's GSD when the scene's differs (see :func:`open_scene`).
+        nodata: the scene's value meaning "no data", over what its files declare (default: the
+            model's, see :func:`open_scene`).
         simplify: tolerance of the polygon simplification in pixels (0: exact pixel
             edges); neighbouring polygons keep shared edges, so no gaps open.
         block_size: side of the blocks segmented and written at a time, pixels.
@@ -211,7 +219,7 @@ def predict(
     for path in outputs:
         check_output(path, overwrite, inputs)
     network, info = _model(model)
-    mosaic = scene if isinstance(scene, Mosaic) else open_scene(scene, info, bands, resample)
+    mosaic = scene if isinstance(scene, Mosaic) else open_scene(scene, info, bands, resample, nodata=nodata)
     engine = TiledSegmenter(network, info, device=device, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
                             block_size=block_size)
     area = mosaic.snap(_extent(mosaic))
@@ -346,7 +354,7 @@ def predict_each(
             if present and len(present) < len(outputs):
                 raise GeossclError(f"{present[0]}: already exists, without the scene's other outputs; pass --overwrite "
                                    "to remake it with them")
-    mosaics = [open_scene(place, info, bands, resample) for place, _ in jobs]  # every check before any write
+    mosaics = [open_scene(place, info, bands, resample, nodata=options.get("nodata")) for place, _ in jobs]  # every check before any write
     for folder in folders.values():
         try:
             os.makedirs(folder, exist_ok=True)

@@ -277,7 +277,7 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
             band_names=setup.band_names, band_mean=setup.band_mean, band_std=setup.band_std, class_names=setup.class_names,
             class_colors=setup.class_colors, class_values=setup.class_values, res=list(setup.mosaic.res),
             crs=setup.mosaic.crs.to_wkt(),
-            gsd=setup.mosaic.gsd,
+            gsd=setup.mosaic.gsd, nodata=setup.mosaic.nodata,
             tile_size=512, tile_overlap=MARGIN,
             provenance={
                 "made_by": "geosscl probe (multinomial logistic regression by L-BFGS on frozen features)",

@@ -41,6 +41,7 @@ class PretrainConfig:
     bands: list[int] | None = None
     crs: str | None = None  #: of the mosaic (default: the first file's, in sorted path order)
     res: float | None = None  #: of the mosaic, in CRS units (default: the first file's)
+    nodata: float | None = None  #: value of the imagery meaning "no data", over what its files declare
     rgb: bool = False
     jitter: str = "band"
     crop_size: int = 128
@@ -171,7 +172,7 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
     lead = rank_zero_only.rank == 0
     if lead and os.path.exists(out) and os.listdir(out) and checkpoint is None:
         raise GeossclError(f"{config.out}: run directory exists and is not empty; pass --resume {config.out}/last.ckpt or choose another --out")
-    mosaic = Mosaic(config.imagery, bands=config.bands, crs=config.crs, res=config.res)
+    mosaic = Mosaic(config.imagery, bands=config.bands, crs=config.crs, res=config.res, nodata=config.nodata)
     OverlappingPairSampler(mosaic, config.crop_size, overlap=config.overlap, scale=config.scale, length=1)
     if config.across_dates:
         mosaic.require_dates("across-dates")
@@ -192,7 +193,7 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
     weights = {**DEFAULT_WEIGHTS, **config.weights}
     pl.seed_everything(config.seed, workers=True, verbose=False)  # weights, queue and augmentations
     task = SSCCLTask(
-        in_channels=mosaic.num_bands, band_mean=mean, band_std=std, band_names=band_names, rgb=config.rgb, jitter=config.jitter, arch=config.arch,
+        in_channels=mosaic.num_bands, band_mean=mean, band_std=std, band_names=band_names, nodata=mosaic.nodata, rgb=config.rgb, jitter=config.jitter, arch=config.arch,
         encoder=config.encoder, decoder_channels=config.decoder_channels, view_size=config.crop_size, dense_stride=config.dense_stride,
         grid_size=config.grid_size, instance_weight=weights["instance"], spatial_weight=weights["spatial"],
         semantic_weight=weights["semantic"], temperature=config.temperature, queue_size=config.queue_size,

@@ -26,7 +26,9 @@ from geosscl import GeossclError, load_model, predict, segment
 from geosscl.augment import BandStats
 from geosscl.data import Mosaic
 from geosscl.data.stats import band_statistics, scale_ratios
-from geosscl.finetuning import FinetuneConfig, finetune
+from geosscl.finetuning import FinetuneConfig, finetune, prepare
+from geosscl.modelfile import read_info
+from geosscl.training import PretrainConfig, load_checkpoint, pretrain
 from geosscl.inference import TiledSegmenter
 from conftest import BUNDLED_MODEL, NAIP, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL_2002, TUTORIAL_POLYGONS, TUTORIAL_STACK, write_raster
 
@@ -304,6 +306,44 @@ def test_imagery_in_other_units_than_the_model_s_is_warned_about(stack, tmp_path
     assert scale_ratios(hazy, clear) is None and scale_ratios(clear, hazy) is None
     assert scale_ratios(clear, nc)[0] > 4 and scale_ratios(nc, clear)[1] < 1 / 4
     assert scale_ratios([-12.0, -18.0], [0.05, 0.02]) is None  # decibels: no ratio tells
+
+
+def test_a_fill_the_files_do_not_declare_is_nodata_with_nodata_and_stays_so_in_the_model(tmp_path):
+    """Scenes often come with a collar of zeros outside the image and no nodata declared: without --nodata it is
+    read as ground, classified, and trained on. The NC scene with its western 60 columns zeroed, nodata undeclared."""
+    with rasterio.open(BANDS[0]) as src:
+        profile = src.profile
+    data = np.stack([rasterio.open(p).read(1) for p in BANDS])
+    data[:, :, :60] = 0
+    collared = write_raster(tmp_path / "collar.tif", data, crs=profile["crs"], transform=profile["transform"])
+    whole = Mosaic(str(collared))
+    bounds = tuple(whole.index.total_bounds)
+    assert not np.isnan(whole.read(bounds)[0]).any()
+    image = Mosaic(str(collared), nodata=0).read(bounds)[0]
+    assert np.isnan(image[:, :, :60]).all() and not np.isnan(image[:, :, 60:]).any()
+    plain, _ = segment(str(collared), BUNDLED_MODEL)
+    assert (plain[:, :60] != 255).all()  # the collar classified as ground
+    masked, _ = segment(str(collared), BUNDLED_MODEL, nodata=0)
+    assert (masked[:, :60] == 255).all() and (masked[:, 60:] != 255).all()
+    np.testing.assert_array_equal(masked[:, 60 + 64:], plain[:, 60 + 64:])  # beyond a tile's reach, the same map
+    # A model fine-tuned with --nodata keeps it: its maps leave the collar out with no option given.
+    model = tmp_path / "collar.safetensors"
+    result = _cli("finetune", str(collared), "--labels", str(NC / "strata.tif"), "--nodata", "0", "--max-steps", "1",
+                  "--crop-size", "64", "--batch-size", "4", "--num-workers", "0", "--out", str(model), "-q")
+    assert result.returncode == 0, result.stderr
+    assert read_info(model).nodata == 0
+    out = tmp_path / "map.tif"
+    assert _cli("predict", str(collared), "-m", str(model), "-o", str(out), "-q").returncode == 0
+    with rasterio.open(out) as dst:
+        written = dst.read(1)
+    assert (written[:, :60] == 255).all() and (written[:, 60:] != 255).all()
+    # So does a pretraining run, and the model fine-tuned from it.
+    run = pretrain(PretrainConfig(imagery=[str(collared)], nodata=0, out=str(tmp_path / "run"), max_steps=1, crop_size=64,
+                                  batch_size=4, num_workers=0, queue_size=8, quiet=True))
+    assert load_checkpoint(os.path.join(run, "last.ckpt"))["hyper_parameters"]["nodata"] == 0
+    setup = prepare(FinetuneConfig(imagery=[str(collared)], labels=[str(NC / "strata.tif")],
+                                   init=os.path.join(run, "last.ckpt"), crop_size=64))
+    assert setup.mosaic.nodata == 0
 
 
 def test_model_of_geographic_imagery_predicts_on_its_own_grid(tmp_path):

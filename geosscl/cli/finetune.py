@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import bidx_opt, background_class_opt, class_column_opt, classes_opt, every_date_opt, label_area_opt, class_weights_opt, jsonl_progress, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
+from .options import bidx_opt, nodata_opt, background_class_opt, class_column_opt, classes_opt, every_date_opt, label_area_opt, class_weights_opt, jsonl_progress, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
 
 
 @click.command()
@@ -44,6 +44,7 @@ from .options import bidx_opt, background_class_opt, class_column_opt, classes_o
 @click.option("--val-fraction", type=float, default=0.2, show_default=True, help="Share of blocks for validation.")
 @click.option("--block-size", type=int, help="Side of split blocks, pixels.  [default: crop size]")
 @bidx_opt
+@nodata_opt
 @click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
               help="Where to train (auto: the GPU if there is one).")
 @click.option("--devices", default="auto", show_default=True, help="Devices (a number or 'auto').")
@@ -55,7 +56,7 @@ from .options import bidx_opt, background_class_opt, class_column_opt, classes_o
 @quiet_opt
 def finetune(imagery, labels, out, classes, class_column, label_nodata, background_class, label_area, every_date, init, label_fraction, val_label_fraction, freeze_encoder, linear_probe, pretrained_lr_factor, warmup_steps,
              class_weights, crop_size, batch_size,
-             max_steps, max_time, val_region, holdout_region, val_fraction, block_size, bands, accelerator, devices, num_workers, seed, progress_format, overwrite, quiet):
+             max_steps, max_time, val_region, holdout_region, val_fraction, block_size, bands, nodata, accelerator, devices, num_workers, seed, progress_format, overwrite, quiet):
     """Fine-tune a segmenter on IMAGERY with --labels; write one model file."""
     from ..finetuning import FinetuneConfig, finetune as run
 
@@ -67,7 +68,7 @@ def finetune(imagery, labels, out, classes, class_column, label_nodata, backgrou
             label_fraction=label_fraction, val_label_fraction=val_label_fraction, freeze_encoder=freeze_encoder, linear_probe=linear_probe,
             pretrained_lr_factor=pretrained_lr_factor, warmup_steps=warmup_steps, class_weights=class_weights, crop_size=crop_size, batch_size=batch_size,
             max_steps=max_steps, max_time=max_time, val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
-            block_size=block_size, bands=bands, accelerator=accelerator, devices=int(devices) if str(devices).isdigit() else devices,
+            block_size=block_size, bands=bands, nodata=nodata, accelerator=accelerator, devices=int(devices) if str(devices).isdigit() else devices,
             num_workers=num_workers, seed=seed, overwrite=overwrite, quiet=quiet,
         ), progress=jsonl_progress if progress_format == "jsonl" else None)
     if progress_format == "jsonl":

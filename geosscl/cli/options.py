@@ -58,6 +58,11 @@ bidx_opt = click.option(
     "-b", "--bidx", "--bands", "bands", callback=band_list, metavar="1,2,3",
     help="1-based band indexes to read, in order (default: all).",
 )
+nodata_opt = click.option(
+    "--nodata", type=float, default=None, metavar="VALUE",
+    help='Value of the imagery meaning "no data" in every band, over what its files declare: a fill they do not '
+         "declare (a black collar, zeros outside the scene).  [default: the files'; for a model or run, its own]",
+)
 crs_opt = click.option("--crs", default=None, help="CRS of the mosaic, e.g. EPSG:32614 (default: the first file's, in sorted path order).")
 res_opt = click.option("--res", type=float, default=None, help="Resolution in CRS units (default: the first file's).")
 classes_opt = click.option(

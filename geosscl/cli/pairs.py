@@ -10,7 +10,7 @@ import torch
 from ..data import Mosaic, PairDataset
 from ..output import atomic_output, check_output
 from ..preview import plot_pairs
-from .options import bidx_opt, crs_opt, float_pair, imagery_arg, output_opt, overwrite_opt, quiet_opt, res_opt, seed_opt
+from .options import bidx_opt, crs_opt, nodata_opt, float_pair, imagery_arg, output_opt, overwrite_opt, quiet_opt, res_opt, seed_opt
 
 
 @click.command()
@@ -27,12 +27,13 @@ from .options import bidx_opt, crs_opt, float_pair, imagery_arg, output_opt, ove
 @click.option("--max-nodata", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Reject views with a larger nodata fraction.")
 @bidx_opt
+@nodata_opt
 @crs_opt
 @res_opt
 @seed_opt
 @overwrite_opt
 @quiet_opt
-def pairs(imagery, output, count, view_size, overlap, scale, across_dates, max_nodata, bands, crs, res, seed, overwrite, quiet):
+def pairs(imagery, output, count, view_size, overlap, scale, across_dates, max_nodata, bands, nodata, crs, res, seed, overwrite, quiet):
     """Draw view pairs from IMAGERY and write a PNG of them, overlaps outlined.
 
     IMAGERY is GeoTIFF files, directories or glob patterns, read as one mosaic.
@@ -40,7 +41,7 @@ def pairs(imagery, output, count, view_size, overlap, scale, across_dates, max_n
     from samplers import OverlappingPairSampler
 
     check_output(output, overwrite, imagery)
-    mosaic = Mosaic(imagery, bands=bands, crs=crs, res=res)
+    mosaic = Mosaic(imagery, bands=bands, crs=crs, res=res, nodata=nodata)
     if across_dates:
         mosaic.require_dates("across-dates")
     sampler = OverlappingPairSampler(

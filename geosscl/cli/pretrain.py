@@ -7,7 +7,7 @@ import os
 
 import click
 
-from .options import bidx_opt, crs_opt, float_pair, int_list, jsonl_progress, quiet_opt, res_opt
+from .options import bidx_opt, crs_opt, nodata_opt, float_pair, int_list, jsonl_progress, quiet_opt, res_opt
 
 
 @click.command()
@@ -15,6 +15,7 @@ from .options import bidx_opt, crs_opt, float_pair, int_list, jsonl_progress, qu
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (created).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file of options; flags override it.")
 @bidx_opt
+@nodata_opt
 @crs_opt
 @res_opt
 @click.option("--rgb", is_flag=True, default=None, help="Bands 1-3 are red, green, blue (enables grayscale augmentation).")
@@ -49,7 +50,7 @@ from .options import bidx_opt, crs_opt, float_pair, int_list, jsonl_progress, qu
               help="jsonl: one JSON object per line on stdout (steps, or seconds of --max-time, done), then the run "
                    "directory and its last.ckpt; for programs that drive geosscl.")
 @quiet_opt
-def pretrain(imagery, out, config_path, bands, crs, res, rgb, jitter, crop_size, overlap, scale, across_dates, max_nodata, batch_size, max_steps, max_time, arch,
+def pretrain(imagery, out, config_path, bands, nodata, crs, res, rgb, jitter, crop_size, overlap, scale, across_dates, max_nodata, batch_size, max_steps, max_time, arch,
              encoder, decoder_channels, dense_stride, weights_text, num_workers, accelerator, devices, strategy, num_nodes, resume, seed,
              progress_format, quiet):
     """Pretrain an encoder + decoder on IMAGERY with SSCCL.
@@ -60,7 +61,7 @@ def pretrain(imagery, out, config_path, bands, crs, res, rgb, jitter, crop_size,
     from ..training import PretrainConfig, parse_weights, pretrain as run
 
     flags = {
-        "imagery": list(imagery) or None, "out": out, "bands": bands, "crs": crs, "res": res, "rgb": rgb, "jitter": jitter, "crop_size": crop_size,
+        "imagery": list(imagery) or None, "out": out, "bands": bands, "nodata": nodata, "crs": crs, "res": res, "rgb": rgb, "jitter": jitter, "crop_size": crop_size,
         "overlap": overlap, "scale": scale, "across_dates": across_dates, "max_nodata": max_nodata, "batch_size": batch_size, "max_steps": max_steps, "max_time": max_time,
         "arch": arch, "encoder": encoder,
         "decoder_channels": decoder_channels,

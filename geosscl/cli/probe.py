@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import bidx_opt, int_list, background_class_opt, class_column_opt, classes_opt, every_date_opt, label_area_opt, class_weights_opt, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt, stop_on_sigterm
+from .options import bidx_opt, nodata_opt, int_list, background_class_opt, class_column_opt, classes_opt, every_date_opt, label_area_opt, class_weights_opt, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt, stop_on_sigterm
 
 
 def _stages(ctx: click.Context, param: click.Parameter, value: str) -> list[int] | str:
@@ -62,6 +62,7 @@ def _weight_decay(ctx: click.Context, param: click.Parameter, value: str) -> flo
 @click.option("--block-size", type=int, help="Side of split blocks, pixels.  [default: crop size]")
 @click.option("--max-pixels", type=int, default=100_000, show_default=True, help="About this many pixels per split, at most.")
 @bidx_opt
+@nodata_opt
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, label blocks and a random encoder.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the scores as JSON.")
@@ -70,7 +71,7 @@ def _weight_decay(ctx: click.Context, param: click.Parameter, value: str) -> flo
 @overwrite_opt
 @quiet_opt
 def probe(imagery, labels, holdout_region, init, bands_only, stages, weight_decay, classes, class_column, label_nodata, background_class, label_area, every_date, class_weights, label_fraction, val_label_fraction, crop_size,
-          val_region, val_fraction, block_size, max_pixels, bands, device, seed, json_path, output, overwrite, quiet):
+          val_region, val_fraction, block_size, max_pixels, bands, nodata, device, seed, json_path, output, overwrite, quiet):
     """Score a linear classifier on the frozen encoder of --init (no fine-tuning): a quick, repeatable
     measure of a pretraining run, on the labels of IMAGERY, in --holdout-region (without one, in the
     validation region, where the classifier's L2 weight is chosen: an optimistic score).
@@ -87,7 +88,7 @@ def probe(imagery, labels, holdout_region, init, bands_only, stages, weight_deca
                             init=init, label_fraction=label_fraction,
                             val_label_fraction=val_label_fraction, crop_size=crop_size,
                             val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
-                            block_size=block_size, bands=bands, seed=seed, out=output or "", overwrite=overwrite)
+                            block_size=block_size, bands=bands, nodata=nodata, seed=seed, out=output or "", overwrite=overwrite)
     options = dict(features="bands" if bands_only else "encoder", stages=stages, max_pixels=max_pixels, device=device,
                    weight_decay=weight_decay)
     if json_path:  # replaced as evaluate's reports are; the inputs never are

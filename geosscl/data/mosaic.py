@@ -248,6 +248,7 @@ class Mosaic(MapGrid, RasterDataset):
         res: float | tuple[float, float] | None = None,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         resampling: Resampling = Resampling.bilinear,
+        nodata: float | None = None,
     ) -> None:
         """Index the files of a mosaic.
 
@@ -262,6 +263,9 @@ class Mosaic(MapGrid, RasterDataset):
                 (default: the first file's, in ``crs``).
             transforms: function applied to each sample dict.
             resampling: resampling used when a read is warped or rescaled.
+            nodata: value that means "no data" in every band of every file, over what
+                the files declare (their value, mask or alpha): for imagery whose fill
+                (a black collar, zeros outside the scene) is not declared.
 
         Raises:
             GeossclError: naming the file or parameter, if a path finds nothing, a
@@ -273,6 +277,8 @@ class Mosaic(MapGrid, RasterDataset):
         self.transforms = transforms
         self.cache = True
         self._resampling = resampling
+        self.nodata = None if nodata is None else float(nodata)
+        """The nodata value given over the files' own (None: each file's)."""
 
         places = places_of(files)
 
@@ -358,7 +364,7 @@ class Mosaic(MapGrid, RasterDataset):
             # per-band files, say): bands that share one are read together.
             groups: dict[tuple[float | None, bool], list[tuple[int, int]]] = {}
             for b, ch in pairs:
-                nodata = src.nodatavals[int(b) - 1]
+                nodata = self.nodata if self.nodata is not None else src.nodatavals[int(b) - 1]
                 flags = src.mask_flag_enums[int(b) - 1]
                 use_mask = nodata is None and (MaskFlags.per_dataset in flags or MaskFlags.alpha in flags)
                 groups.setdefault((None if nodata is None else float(nodata), use_mask), []).append((int(b), ch))

@@ -53,6 +53,8 @@ class SSCCLTask(BaseTask):
         band_std: per-band standard deviation.
         band_names: what each band is, where the imagery names it (kept so that fine-tuning can
             check it is given the same bands in the same order; see :attr:`ModelInfo.band_names`).
+        nodata: the imagery's nodata value given over its files' own (kept so that fine-tuning
+            from the run reads the imagery alike; see :attr:`ModelInfo.nodata`).
         rgb: whether bands 1–3 are red, green, blue (enables grayscale augmentation).
         jitter: brightness/contrast jitter per ``"band"``, per ``"image"`` or ``"none"``
             (see :class:`~geosscl.augment.PairAugmentation`).
@@ -83,6 +85,7 @@ class SSCCLTask(BaseTask):
         band_mean: list[float],
         band_std: list[float],
         band_names: list[str | None] | None = None,
+        nodata: float | None = None,
         rgb: bool = False,
         jitter: str = "band",
         arch: str = "unet",
