@@ -61,12 +61,13 @@ def read_files(inputs: Iterable[str | os.PathLike | None]) -> dict[str, str]:
         if item is None:
             continue
         given = os.fspath(item)
-        if os.path.isdir(given):
-            files = [os.path.join(root, name) for root, _, names in os.walk(given) for name in names]
-        elif glob.has_magic(given):
-            files = [p for p in glob.glob(given, recursive=True) if os.path.isfile(p)]
+        path = given.split("|")[0]  # one layer of a GeoPackage: FILE|layername=NAME
+        if os.path.isdir(path):
+            files = [os.path.join(root, name) for root, _, names in os.walk(path) for name in names]
+        elif glob.has_magic(path):
+            files = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
         else:
-            files = [given] if os.path.isfile(given) else []  # 'random', /vsi paths, missing files: nothing local
+            files = [path] if os.path.isfile(path) else []  # 'random', /vsi paths, missing files: nothing local
         for file in files:
             read.setdefault(os.path.realpath(file), given)
             if file.lower().endswith(".vrt"):
