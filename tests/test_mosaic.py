@@ -167,6 +167,18 @@ def test_an_alpha_band_masks_its_file_and_is_no_band(tmp_path):
     expected[:, :40] = np.nan
     np.testing.assert_array_equal(image, expected)
     assert Mosaic(str(tmp_path / "ortho.tif"), bands=[1, 2, 3, 4]).num_bands == 4  # still there when asked for
+    # rasterio writes four byte bands as RGB + alpha unless told otherwise: NAIP's near infrared, so labelled, is data.
+    with rasterio.open(NAIP) as src:
+        data = src.read()
+        data[3, :10] = 0  # dark water in the near infrared: as alpha, a hole
+        rgbn = write_raster(tmp_path / "rgbn.tif", data, crs=src.crs, transform=src.transform)
+    with rasterio.open(rgbn) as src:
+        assert src.colorinterp[3] == rasterio.enums.ColorInterp.alpha
+    stacked = Mosaic(str(rgbn))
+    assert stacked.band_indexes == [1, 2, 3, 4]
+    image = stacked.read((x.start, y.start, x.stop, y.stop))[0]
+    assert not np.isnan(image).any()  # no pixel masked by it
+    np.testing.assert_array_equal(image, data)
 
 
 def test_first_file_wins_where_files_overlap(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -175,6 +176,29 @@ class _Source:
     reads: tuple[_FileBands, ...]
 
 
+@functools.lru_cache(maxsize=4096)
+def masked_by_alpha(path: str) -> int | None:
+    """The 1-based band of ``path`` that GDAL calls alpha, if it holds a mask: no more than two
+    values (0 and opaque) in 4 windows of 64 px (a band of data holds many in any of them).
+
+    rasterio writes a 4-band byte file as RGB plus alpha unless told otherwise, so an RGB +
+    near-infrared stack often has its near infrared labelled alpha: that band is data.
+    """
+    src = open_raster(path)
+    alpha = [i for i, kind in enumerate(src.colorinterp, 1) if kind == ColorInterp.alpha]
+    if len(alpha) != 1:
+        return None
+    rng = np.random.default_rng(0)
+    width, height = min(64, src.width), min(64, src.height)
+    values: set[float] = set()
+    for _ in range(4):
+        col, row = rng.integers(0, src.width - width + 1), rng.integers(0, src.height - height + 1)
+        values.update(np.unique(src.read(alpha[0], window=Window(col, row, width, height))).tolist())
+        if len(values) > 2:
+            return None
+    return alpha[0]
+
+
 def places_of(files: Sequence[str]) -> list[list[str]]:
     """The places of a mosaic's files: single-band files of one grid (same CRS, transform
     and size) together, one place per acquisition their names tell apart (see
@@ -310,7 +334,7 @@ class Mosaic(MapGrid, RasterDataset):
         if bands is None:
             # An alpha band is its file's mask (drone orthomosaics are RGBA), not a band of the image:
             # read as one, it would be an input channel, and RGB files of the same ground would not fit.
-            alpha = [kind == ColorInterp.alpha for p, _ in layouts[0] for kind in open_raster(p).colorinterp]
+            alpha = [b == masked_by_alpha(p) for p, c in layouts[0] for b in range(1, c + 1)]
             bands = [b for b in range(1, n_all + 1) if not alpha[b - 1]] or list(range(1, n_all + 1))
         bands = [int(b) for b in bands]
         if not bands:
@@ -367,6 +391,8 @@ class Mosaic(MapGrid, RasterDataset):
                 nodata = self.nodata if self.nodata is not None else src.nodatavals[int(b) - 1]
                 flags = src.mask_flag_enums[int(b) - 1]
                 use_mask = nodata is None and (MaskFlags.per_dataset in flags or MaskFlags.alpha in flags)
+                if MaskFlags.alpha in flags and masked_by_alpha(path) is None:
+                    use_mask = False  # the "alpha" band holds data: no mask at all
                 groups.setdefault((None if nodata is None else float(nodata), use_mask), []).append((int(b), ch))
             for (nodata, use_mask), members in groups.items():
                 bidx = tuple(b for b, _ in members)
