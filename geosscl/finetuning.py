@@ -31,7 +31,7 @@ from .data.bandnames import check_band_names
 from .data.labels import nodata_hint
 from .data.stats import band_statistics, warn_other_units
 from .errors import GeossclError, RunStopped
-from .modelfile import ModelInfo, class_values, default_colors, load_model, save_model
+from .modelfile import ModelInfo, class_values, default_colors, load_model, read_info, save_model
 from .output import check_output, check_suffix
 from .prediction import NODATA_CLASS
 from .splits import KeepRegion, block_split, class_pixels, label_extent, label_fraction, polygonal, read_region
@@ -206,13 +206,6 @@ def open_init_model(path: str, mosaic: Mosaic, chosen: bool = False) -> InitMode
     return InitModel(network.state_dict(), info)  # the network is dropped: its tensors are the only copy
 
 
-def _with_nodata(mosaic: Mosaic, config: FinetuneConfig, inherited: float | None) -> Mosaic:
-    """``mosaic`` with the nodata value ``init`` was trained with, unless ``--nodata`` gave one."""
-    if config.nodata is not None or inherited is None:
-        return mosaic
-    return Mosaic(config.imagery, bands=mosaic.band_indexes, nodata=inherited)
-
-
 def prepare(config: FinetuneConfig) -> Setup:
     """Open the imagery, labels and checkpoint of ``config`` and draw its regions.
 
@@ -221,20 +214,23 @@ def prepare(config: FinetuneConfig) -> Setup:
     """
     from .training import load_checkpoint
 
-    mosaic = Mosaic(config.imagery, bands=config.bands, nodata=config.nodata)
+    is_model = config.init.lower().endswith((".safetensors", ".onnx"))
+    checkpoint = load_checkpoint(config.init) if not is_model and config.init != "random" else None
+    # The imagery is read as init was trained on it: with its nodata value, unless --nodata gives one.
+    inherited = (read_info(config.init).nodata if config.init.lower().endswith(".safetensors")  # ONNX: refused below
+                 else checkpoint["hyper_parameters"].get("nodata") if checkpoint else None)
+    mosaic = Mosaic(config.imagery, bands=config.bands, nodata=inherited if config.nodata is None else config.nodata)
     if config.every_date:
         mosaic.require_dates("every-date")
-    arch, encoder, decoder, checkpoint, init_model = config.arch, config.encoder, config.decoder_channels, None, None
-    if config.init.lower().endswith((".safetensors", ".onnx")):
+    arch, encoder, decoder, init_model = config.arch, config.encoder, config.decoder_channels, None
+    if is_model:
         init_model = open_init_model(config.init, mosaic, chosen=config.bands is not None)
         info = init_model.info
-        mosaic = _with_nodata(mosaic, config, info.nodata)
         arch, encoder, decoder = info.arch, info.encoder, info.decoder_channels
         mean, std = info.band_mean, info.band_std  # what the network was trained on
         warn_other_units(mosaic, mean, mosaic.source, f"the training imagery of {config.init}")
         band_names = mosaic.known_band_names or info.band_names  # names travel on to the model made from it
-    elif config.init != "random":
-        checkpoint = load_checkpoint(config.init)
+    elif checkpoint is not None:
         hp = checkpoint["hyper_parameters"]
         check_band_names(hp.get("band_names"), mosaic.all_band_names, mosaic.band_indexes, mosaic.source,
                          config.init, chosen=config.bands is not None)
@@ -242,7 +238,6 @@ def prepare(config: FinetuneConfig) -> Setup:
             raise GeossclError(f"{config.init}: checkpoint has {hp['in_channels']} bands, the imagery {mosaic.num_bands}")
         arch, encoder, decoder = hp["arch"], hp["encoder"], hp.get("decoder_channels")
         mean, std = hp["band_mean"], hp["band_std"]
-        mosaic = _with_nodata(mosaic, config, hp.get("nodata"))
         warn_other_units(mosaic, mean, mosaic.source, f"the pretraining imagery of {config.init}")
         band_names = mosaic.known_band_names or hp.get("band_names")
     else:

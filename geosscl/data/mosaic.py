@@ -176,7 +176,6 @@ class _Source:
     reads: tuple[_FileBands, ...]
 
 
-@functools.lru_cache(maxsize=4096)
 def masked_by_alpha(path: str) -> int | None:
     """The 1-based band of ``path`` that GDAL calls alpha, if it holds a mask: no more than two
     values (0 and opaque) in 4 windows of 64 px (a band of data holds many in any of them).
@@ -184,7 +183,13 @@ def masked_by_alpha(path: str) -> int | None:
     rasterio writes a 4-band byte file as RGB plus alpha unless told otherwise, so an RGB +
     near-infrared stack often has its near infrared labelled alpha: that band is data.
     """
-    src = open_raster(path)
+    return _masked_by_alpha(path, file_stamp(path))
+
+
+@functools.lru_cache(maxsize=4096)
+def _masked_by_alpha(path: str, stamp: tuple[int, int]) -> int | None:
+    """:func:`masked_by_alpha` of the file as it is at ``stamp`` (a file rewritten is looked at again)."""
+    src = open_raster(path, stamp)
     alpha = [i for i, kind in enumerate(src.colorinterp, 1) if kind == ColorInterp.alpha]
     if len(alpha) != 1:
         return None
