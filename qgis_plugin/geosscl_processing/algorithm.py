@@ -20,7 +20,7 @@ from qgis.core import (
 from qgis.PyQt import sip
 
 from .base import GeossclAlgorithm
-from .layers import bands_advice, check_raster, configured_executable, raster_file
+from .layers import bands_advice, check_raster, configured_executable, imagery_nodata, raster_file
 from .runner import EXECUTABLE_SETTING, Cancelled, RunError, find_executable, predict_command, run
 from .style import style_class_map
 
@@ -109,6 +109,7 @@ class SegmentRasterAlgorithm(GeossclAlgorithm):
         if polygons and not polygons.lower().endswith(".gpkg"):
             raise QgsProcessingException(f"{polygons}: class polygons are written as GeoPackage; choose a .gpkg file")
         overlap = parameters.get(self.OVERLAP)
+        nodata = imagery_nodata([layer])
         try:
             executable = find_executable(configured_executable())
             with tempfile.TemporaryDirectory(prefix="geosscl-qgis-") as scratch:
@@ -119,7 +120,7 @@ class SegmentRasterAlgorithm(GeossclAlgorithm):
                     overlap=None if overlap in (None, "") else self.parameterAsInt(parameters, self.OVERLAP, context),
                     batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
                     device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-                    probabilities=probabilities, vector=polygons,
+                    probabilities=probabilities, vector=polygons, nodata=nodata,
                 )
                 feedback.pushCommandInfo(" ".join(command))
                 run(command, feedback.setProgress, feedback.pushInfo, feedback.isCanceled)

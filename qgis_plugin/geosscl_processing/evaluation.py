@@ -19,7 +19,8 @@ from qgis.core import (
 
 from .algorithm import DEVICES
 from .base import GeossclAlgorithm
-from .layers import check_raster, check_vector, configured_executable, label_files, named_after_layers, raster_file, vector_file
+from .layers import (check_raster, check_vector, configured_executable, imagery_nodata, label_files, named_after_layers,
+                     raster_file, vector_file)
 from .runner import EXECUTABLE_SETTING, Cancelled, RunError, evaluate_command, find_executable, run
 
 #: Summary scores: Processing output name -> key of geosscl's JSON.
@@ -85,6 +86,7 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
         model = self.parameterAsFile(parameters, self.MODEL, context)
         if not model or not os.path.isfile(model):
             raise QgsProcessingException(f"model file {model or '(none)'} does not exist")
+        nodata = imagery_nodata([raster, *others])
         labels = self.label_parameters(parameters, context)
         region = self.parameterAsVectorLayer(parameters, self.REGION, context)
         if region is not None:
@@ -113,6 +115,7 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
                     executable, scene, model, label_options, region=region_file,
                     json_path=outputs[self.OUTPUT_JSON], png_path=outputs[self.OUTPUT_CONFUSION],
                     device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)], other_dates=dates,
+                    nodata=nodata,
                 )
                 feedback.pushCommandInfo(" ".join(command))
                 scores = run(command, feedback.setProgress, lambda line: feedback.pushInfo(named_after_layers(line, copies)),

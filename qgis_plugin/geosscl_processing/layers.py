@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 
@@ -76,6 +77,48 @@ def raster_nodata(layer) -> float | None:
         raise QgsProcessingException(
             f"{layer.name()}: additional no-data values {listed}; geosscl takes one value that means unlabelled")
     return ranges[0].min()
+
+
+def imagery_nodata(layers) -> float | None:
+    """The imagery's additional no-data value (Layer Properties > Transparency), for geosscl's ``--nodata``:
+    None where no layer sets one.
+
+    What a QGIS user sets for imagery whose fill (a black collar, zeros outside the swath) the
+    file does not declare; QGIS then shows those pixels transparent, and geosscl must skip them
+    too. One value for every band of every layer, as ``--nodata`` takes. ``--nodata`` replaces
+    a file's own no-data value where QGIS's is additional, so a band that also uses its file's
+    own, other value is refused: passed on, that value's pixels would be read as data.
+    """
+    value, first = None, None
+    for layer in layers:
+        provider = layer.dataProvider()
+        for band in range(1, layer.bandCount() + 1):
+            ranges = provider.userNoDataValues(band)
+            if not ranges:
+                continue
+            if len(ranges) > 1 or ranges[0].min() != ranges[0].max():
+                listed = ", ".join(f"{r.min():g}" if r.min() == r.max() else f"{r.min():g}-{r.max():g}" for r in ranges)
+                raise QgsProcessingException(
+                    f"{layer.name()}: additional no-data values {listed}; geosscl takes one no-data value for the imagery")
+            if value is not None and ranges[0].min() != value:
+                raise QgsProcessingException(
+                    f"{layer.name()}: additional no-data value {ranges[0].min():g} where {first} has {value:g}; "
+                    "geosscl takes one no-data value for every band of the imagery")
+            value, first = ranges[0].min(), f"{layer.name()} band {band}"
+    if value is None:
+        return None
+    for layer in layers:
+        provider = layer.dataProvider()
+        for band in range(1, layer.bandCount() + 1):
+            if not (provider.sourceHasNoDataValue(band) and provider.useSourceNoDataValue(band)):
+                continue
+            own = provider.sourceNoDataValue(band)
+            if own != value and not math.isnan(own):  # NaN: geosscl masks non-finite values of any float file
+                raise QgsProcessingException(
+                    f"{layer.name()}: band {band} has its file's no-data value {own:g} and the additional {value:g}; "
+                    f"geosscl takes one no-data value per band: untick the file's 'No data value' (Layer Properties > "
+                    f"Transparency) to use {value:g} alone, or set no additional value")
+    return value
 
 
 def raster_values(path, nodata=None) -> set[float]:

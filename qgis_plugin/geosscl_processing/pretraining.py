@@ -21,7 +21,7 @@ from qgis.core import (
 
 from .algorithm import DEVICES
 from .base import GeossclAlgorithm
-from .layers import check_raster, configured_executable, named_after_layers, raster_file
+from .layers import check_raster, configured_executable, imagery_nodata, named_after_layers, raster_file
 from .runner import EXECUTABLE_SETTING, Cancelled, RunError, find_executable, pretrain_command, run
 
 
@@ -92,6 +92,7 @@ class PretrainAlgorithm(GeossclAlgorithm):
         for layer in layers:
             check_raster(layer, "Unlabelled rasters")
         resume = self.parameterAsFile(parameters, self.RESUME, context) or None
+        nodata = None if resume else imagery_nodata(layers)  # a continued run keeps its own
         if resume:
             folder = _continued_folder(resume, parameters.get(self.OUTPUT),
                                        self.parameterAsString(parameters, self.OUTPUT, context))
@@ -121,7 +122,7 @@ class PretrainAlgorithm(GeossclAlgorithm):
                     batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
                     device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)], resume=resume,
                     across_dates=self.parameterAsBool(parameters, self.ACROSS_DATES, context),
-                    max_nodata=max_nodata if max_nodata < 1 else None,
+                    max_nodata=max_nodata if max_nodata < 1 else None, nodata=nodata,
                 )
                 feedback.pushCommandInfo(" ".join(command))
                 run(command, feedback.setProgress, lambda line: feedback.pushInfo(named_after_layers(line, copies)),

@@ -59,11 +59,12 @@ def clean_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
 def predict_command(
     executable: str, scene: str, model: str, output: str, *, bands: list[int] | None = None,
     tile_size: int | None = None, overlap: int | None = None, batch_size: int = 8, device: str = "auto",
-    probabilities: str | None = None, vector: str | None = None,
+    probabilities: str | None = None, vector: str | None = None, nodata: float | None = None,
 ) -> list[str]:
-    """The ``geosscl predict`` command line (outputs are replaced, as Processing destinations are)."""
+    """The ``geosscl predict`` command line (outputs are replaced, as Processing destinations are); ``nodata``: the
+    imagery's no-data value over its files' own (:func:`nodata_option`)."""
     command = [executable, "predict", scene, "-m", model, "-o", output, "--batch-size", str(batch_size),
-               "--device", device, "--progress", "jsonl", "--overwrite"]
+               "--device", device, "--progress", "jsonl", "--overwrite", *nodata_option(nodata)]
     if bands:
         command += ["--bidx", ",".join(str(b) for b in bands)]
     if tile_size:
@@ -75,6 +76,11 @@ def predict_command(
     if vector:
         command += ["--vector", vector]
     return command
+
+
+def nodata_option(nodata: float | None) -> list[str]:
+    """geosscl's ``--nodata`` for the imagery (none: the files' own no-data, or the model's)."""
+    return [] if nodata is None else ["--nodata", repr(float(nodata))]
 
 
 #: Training methods of the "Train model" algorithm: the geosscl command each runs.
@@ -99,6 +105,7 @@ def label_options(
 def train_command(
     executable: str, scene: str, labels: list[str], output: str, *, method: str, init: str | None = None,
     steps: int = 500, crop_size: int = 128, balance: bool = False, device: str = "auto", other_dates: Sequence[str] = (),
+    nodata: float | None = None,
 ) -> list[str]:
     """The ``geosscl probe -o`` or ``geosscl finetune`` command line that makes a model from ``labels``
     (:func:`label_options`); with ``other_dates`` (rasters of the scene's ground on other dates, where the
@@ -111,7 +118,7 @@ def train_command(
     """
     if method not in TRAIN_METHODS:
         raise ValueError(f"method must be one of {TRAIN_METHODS}, got {method!r}")
-    common = [*other_dates, *labels, "--crop-size", str(crop_size)]
+    common = [*other_dates, *labels, "--crop-size", str(crop_size), *nodata_option(nodata)]
     if other_dates:
         common.append("--every-date")
     if init:
@@ -128,13 +135,14 @@ def train_command(
 def pretrain_command(
     executable: str, scenes: list[str], out: str, *, minutes: float, steps: int | None = None, crop_size: int = 128,
     batch_size: int = 32, device: str = "auto", resume: str | None = None, across_dates: bool = False,
-    max_nodata: float | None = None,
+    max_nodata: float | None = None, nodata: float | None = None,
 ) -> list[str]:
     """The ``geosscl pretrain`` command line: SSCCL on ``scenes`` (one mosaic) for ``minutes`` (or ``steps``, whichever
     ends first), the run written to the folder ``out``. With ``resume`` (a run's ``last.ckpt``) the run goes on in its
     own folder with its own crop and batch sizes (those given are not passed), and both limits count the whole run.
     ``across_dates``: the two views of a pair from two files over the same ground; ``max_nodata``: the largest nodata
-    share of a view (a continued run keeps its own of both)."""
+    share of a view; ``nodata``: the imagery's no-data value over its files' own (a continued run keeps its own of all
+    three)."""
     command = [executable, "pretrain", *scenes, "--out", out, "--max-time", f"{minutes:g}"]
     if resume:
         command += ["--resume", resume]
@@ -144,6 +152,7 @@ def pretrain_command(
             command.append("--across-dates")
         if max_nodata is not None:
             command += ["--max-nodata", f"{max_nodata:g}"]
+        command += nodata_option(nodata)
     command += ["--accelerator", {"cuda": "gpu"}.get(device, device), "--progress", "jsonl"]
     if steps:
         command += ["--max-steps", str(steps)]
@@ -153,10 +162,12 @@ def pretrain_command(
 def evaluate_command(
     executable: str, scene: str, model: str, labels: list[str], *, region: str | None = None,
     json_path: str | None = None, png_path: str | None = None, device: str = "auto", other_dates: Sequence[str] = (),
+    nodata: float | None = None,
 ) -> list[str]:
     """The ``geosscl evaluate`` command line that scores a model on ``labels`` (:func:`label_options`); with
     ``other_dates`` (rasters of the scene's ground on other dates) it scores every date, and all pooled."""
-    command = [executable, "evaluate", model, scene, *other_dates, *labels, "--device", device, "--progress", "jsonl"]
+    command = [executable, "evaluate", model, scene, *other_dates, *labels, "--device", device, "--progress", "jsonl",
+               *nodata_option(nodata)]
     if other_dates:
         command.append("--every-date")
     for option, value in (("--region", region), ("--json", json_path), ("--png", png_path)):

@@ -20,7 +20,7 @@ from qgis.core import (
 
 from .algorithm import DEVICES, palette_on_load
 from .base import GeossclAlgorithm
-from .layers import check_raster, configured_executable, label_files, named_after_layers, raster_file
+from .layers import check_raster, configured_executable, imagery_nodata, label_files, named_after_layers, raster_file
 from .runner import EXECUTABLE_SETTING, TRAIN_METHODS, Cancelled, RunError, find_executable, predict_command, run, train_command
 
 METHOD_NAMES = [
@@ -99,6 +99,7 @@ class TrainModelAlgorithm(GeossclAlgorithm):
         others = self.parameterAsLayerList(parameters, self.OTHER_DATES, context) or []
         for layer in others:
             check_raster(layer, "Other dates")
+        nodata = imagery_nodata([raster, *others])
         labels = self.label_parameters(parameters, context)
         init = self.parameterAsFile(parameters, self.INIT, context) or None
         if init and not os.path.isfile(init):
@@ -130,6 +131,7 @@ class TrainModelAlgorithm(GeossclAlgorithm):
                     init=init, steps=self.parameterAsInt(parameters, self.STEPS, context),
                     crop_size=self.parameterAsInt(parameters, self.CROP_SIZE, context),
                     balance=self.parameterAsBool(parameters, self.BALANCE, context), device=device, other_dates=dates,
+                    nodata=nodata,
                 )
                 feedback.pushCommandInfo(" ".join(command))
                 run(command, lambda value: feedback.setProgress(share * value),

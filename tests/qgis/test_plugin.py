@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 
 import numpy as np
@@ -15,9 +16,10 @@ from qgis.core import (
     QgsProcessingOutputLayerDefinition,
     QgsProject,
     QgsRasterLayer,
+    QgsRasterRange,
 )
 
-from conftest import MODEL, NAIP, SCENE, geosscl_predict
+from conftest import MODEL, NAIP, SCENE, STRATA, geosscl, geosscl_predict
 
 
 ALG = "geosscl:segment_raster"
@@ -176,3 +178,96 @@ def test_layer_that_is_not_a_plain_raster_file(processing, tmp_path):
     assert cli.returncode == 0, cli.stderr
     np.testing.assert_array_equal(read(out)[0], read(reference)[0])
     assert read(out)[1] == read(reference)[1]
+
+
+def collared(path):
+    """The NC scene as one GeoTIFF, its western 60 columns zeroed (a collar outside the image) and no nodata declared."""
+    source = gdal.Open(str(SCENE))
+    data = source.ReadAsArray()
+    data[:, :, :60] = 0
+    target = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[2], data.shape[1], data.shape[0],
+                                                  gdal.GDT_Float32)
+    target.SetGeoTransform(source.GetGeoTransform())
+    target.SetProjection(source.GetProjection())
+    for i in range(data.shape[0]):
+        target.GetRasterBand(i + 1).WriteArray(data[i])
+    target = None
+    return path
+
+
+def test_additional_no_data_value_of_the_layer_is_geosscl_nodata(processing, in_project, tmp_path):
+    """A collar the file does not declare, which the QGIS user has made transparent: the map leaves it out, as
+    `geosscl predict --nodata` does, and a model trained from the layer keeps it out with no setting."""
+    scene = collared(tmp_path / "collar.tif")
+    layer = in_project(QgsRasterLayer(str(scene), "collared scene"))
+    plain = tmp_path / "plain.tif"
+    processing.run(ALG, {"INPUT": layer, "MODEL": str(MODEL), "OUTPUT": str(plain)})
+    assert (read(plain)[0][:, :60] != 255).all()  # nothing set: the collar is classified as ground
+
+    for band in range(1, layer.bandCount() + 1):  # what Layer Properties > Transparency does
+        layer.dataProvider().setUserNoDataValue(band, [QgsRasterRange(0, 0)])
+    out, feedback = tmp_path / "qgis.tif", QgsProcessingFeedback()
+    processing.run(ALG, {"INPUT": layer, "MODEL": str(MODEL), "OUTPUT": str(out)}, feedback=feedback)
+    assert "--nodata 0.0" in feedback.textLog()
+    reference = tmp_path / "cli.tif"
+    cli = geosscl_predict(str(scene), "-m", str(MODEL), "-o", str(reference), "--nodata", "0", "-q")
+    assert cli.returncode == 0, cli.stderr
+    got = read(out)[0]
+    np.testing.assert_array_equal(got, read(reference)[0])
+    assert (got[:, :60] == 255).all() and (got[:, 60:] != 255).all()
+
+    # A model trained from the layer keeps its no-data value: geosscl's map of it, no option given, leaves the collar out.
+    model, class_map = tmp_path / "collar.safetensors", tmp_path / "collar_map.tif"
+    feedback = QgsProcessingFeedback()
+    processing.run("geosscl:train_model", {"INPUT": layer, "LABEL_RASTER": str(STRATA), "CROP_SIZE": 64,
+                                           "OUTPUT": str(model), "CLASS_MAP": str(class_map)}, feedback=feedback)
+    assert "--nodata 0.0" in feedback.textLog()
+    mapped = read(class_map)[0]
+    assert (mapped[:, :60] == 255).all() and (mapped[:, 60:] != 255).all()
+    again = tmp_path / "again.tif"
+    assert geosscl_predict(str(scene), "-m", str(model), "-o", str(again), "-q").returncode == 0
+    np.testing.assert_array_equal(read(again)[0], mapped)
+
+    # Scored as geosscl evaluate --nodata scores it: the collar's pixels are not counted.
+    scores = tmp_path / "scores.json"
+    processing.run("geosscl:evaluate_model", {"INPUT": layer, "MODEL": str(MODEL), "LABEL_RASTER": str(STRATA),
+                                              "OUTPUT_JSON": str(scores)})
+    counted = {}
+    for name, nodata in (("cli", ["--nodata", "0"]), ("all", [])):
+        counted[name] = tmp_path / f"{name}.json"
+        cli = geosscl("evaluate", str(MODEL), str(scene), "--labels", str(STRATA), *nodata, "--json", str(counted[name]),
+                      "-q")
+        assert cli.returncode == 0, cli.stderr
+    got, want, whole = (json.loads(p.read_text()) for p in (scores, counted["cli"], counted["all"]))
+    assert got == want and sum(map(sum, got["confusion"])) < sum(map(sum, whole["confusion"]))
+
+    # A pretraining run on the layer keeps it as its no-data value.
+    run = tmp_path / "run"
+    processing.run("geosscl:pretrain", {"INPUT": [layer], "STEPS": 1, "CROP_SIZE": 64, "BATCH_SIZE": 4, "DEVICE": 1,
+                                        "MINUTES": 5, "OUTPUT": str(run)})
+    assert "nodata: 0.0" in (run / "config.yaml").read_text().splitlines()
+
+
+def test_additional_no_data_value_besides_the_file_s_own_is_refused(processing, in_project, tmp_path):
+    """geosscl masks one value per band: the NC bands declare -99999 and -32768 (shown transparent by QGIS too), so a
+    further 0 cannot be passed on without reading those values as ground; the user is told what to untick."""
+    layer = in_project(QgsRasterLayer(str(SCENE), "nc"))
+    for band in range(1, layer.bandCount() + 1):
+        layer.dataProvider().setUserNoDataValue(band, [QgsRasterRange(0, 0)])
+    out = tmp_path / "o.tif"
+    with pytest.raises(QgsProcessingException, match=(
+            r"^nc: band 1 has its file's no-data value -99999 and the additional 0; geosscl takes one no-data value per "
+            r"band: untick the file's 'No data value' \(Layer Properties > Transparency\) to use 0 alone")):
+        processing.run(ALG, {"INPUT": layer, "MODEL": str(MODEL), "OUTPUT": str(out)})
+    assert not out.exists()
+    # Unticked: 0 alone is the no-data value, as asked.
+    for band in range(1, layer.bandCount() + 1):
+        layer.dataProvider().setUseSourceNoDataValue(band, False)
+    feedback = QgsProcessingFeedback()
+    processing.run(ALG, {"INPUT": layer, "MODEL": str(MODEL), "OUTPUT": str(out)}, feedback=feedback)
+    assert "--nodata 0.0" in feedback.textLog() and out.exists()
+    # A range of values cannot be handed on as one value.
+    layer.dataProvider().setUserNoDataValue(1, [QgsRasterRange(0, 10)])
+    with pytest.raises(QgsProcessingException, match=r"^nc: additional no-data values 0-10; geosscl takes one"):
+        processing.run(ALG, {"INPUT": layer, "MODEL": str(MODEL), "OUTPUT": str(tmp_path / "p.tif")})
+    assert not (tmp_path / "p.tif").exists()
