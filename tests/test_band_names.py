@@ -72,6 +72,41 @@ def test_bands_are_named_by_their_descriptions_or_their_file_names(tmp_path):
     assert Mosaic(str(SAMPLES / "nc_landsat" / "lsat7_2000.vrt")).band_names[0] == "lsat7_2000_10"  # the VRT's descriptions
 
 
+def test_descriptions_that_only_count_bands_name_nothing(model, tmp_path, caplog):
+    """GDAL's ERDAS IMAGINE writer describes every file's bands Layer_1, Layer_2, … (gdal_translate carries that into
+    GeoTIFFs), R's raster and terra write layer.1 and lyr1: positions, not bands. Taken as names, an export of the
+    model's very bands was warned about as other bands, and a model trained on one kept Layer_1 … as its bands' names,
+    which every properly named file then contradicted."""
+    assert [band_label(t) for t in ("Layer_1", "layer 12", "lyr1", "layer.1", "layer", "Band_3", "Band-3")] == [None] * 7
+    assert [band_label(t) for t in ("band3", "B03", "Layer 1 NIR", "layerstack")] == ["B3", "B3", "Layer 1 NIR", "layerstack"]
+    with rasterio.open(S2_CHIP) as src:
+        window = rasterio.windows.Window(0, 0, 128, 128)
+        profile = {"driver": "HFA", "count": len(RGBN), "dtype": src.dtypes[0], "width": 128, "height": 128,
+                   "crs": src.crs, "transform": src.window_transform(window)}
+        exported = tmp_path / "blue_green_red_nir.img"
+        with rasterio.open(exported, "w", **profile) as dst:
+            dst.write(src.read(RGBN, window=window))
+    with rasterio.open(exported) as src:
+        assert src.descriptions == ("Layer_1", "Layer_2", "Layer_3", "Layer_4")  # what GDAL wrote
+    assert Mosaic(str(exported)).band_names == [None] * 4
+    named = write_bands(tmp_path / "named.tif", RGBN, None, window=window)  # B2, B3, B4, B8: the model's
+    whole = Mosaic(str(named))
+    bounds = (whole.bounds[0].start, whole.bounds[1].start, whole.bounds[0].stop, whole.bounds[1].stop)
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        got, _ = segment(str(exported), str(model), bounds, bands=[1, 2, 3, 4])
+        want, _ = segment(str(named), str(model), bounds, bands=[1, 2, 3, 4])
+        np.testing.assert_array_equal(got, want)
+        # A model trained on the export keeps no names, and named files of its bands are no other bands to it.
+        out = tmp_path / "from_export.safetensors"
+        finetune(FinetuneConfig(imagery=[str(exported)], labels=[str(S2_WATER)], label_nodata=-1, out=str(out),
+                                max_steps=2, seed=0, **FAST))
+        assert read_info(out).band_names is None
+        segment(str(named), str(out), bounds)
+        Mosaic([str(exported), str(write_bands(tmp_path / "east.tif", RGBN, None,
+                                               window=rasterio.windows.Window(128, 0, 128, 128)))])
+    assert caplog.text == ""
+
+
 def test_the_model_file_keeps_the_names_of_the_bands_it_reads(model, tmp_path):
     info = read_info(model)
     assert info.bands == RGBN and info.band_names == ["B2", "B3", "B4", "B8"]

@@ -21,8 +21,10 @@ log = logging.getLogger("geosscl")
 
 #: A band named by its number: ``B4``, ``B04``, ``SR_B4``, ``band3``, ``B8A`` (whole text).
 _NUMBERED = re.compile(r"(?i)(?:(?:sr|st)_)?(?:b|band)0*(\d{1,2})(a?)")
-#: A description that only counts bands (``Band 1``: what some writers put in every file), naming nothing.
-_POSITION = re.compile(r"(?i)band\s+\d+")
+#: A description that only counts bands, naming nothing: what some writers put in every file (``Band 1``; GDAL's
+#: ERDAS IMAGINE writer ``Layer_1``, which gdal_translate carries on; R's raster ``layer.1`` and terra ``lyr1``).
+#: ``band3`` is not among them: Landsat and Sentinel-2 tools name band 3 so.
+_POSITION = re.compile(r"(?i)band[\s_.\-]+\d+|(?:layer|lyr)(?:[\s_.\-]*\d+)?")
 #: The band of a per-band file, in its name: ``_SR_B4.TIF``, ``_ST_B10.TIF`` (Landsat),
 #: ``_B8A_20m`` (Sentinel-2), ``band3``.
 BAND_IN_NAME = re.compile(r"(?i)(?<![a-z0-9])(?:(?:sr|st)_)?(?:b|band)\d{1,2}a?(?![a-z0-9])")
@@ -31,7 +33,7 @@ BAND_IN_NAME = re.compile(r"(?i)(?<![a-z0-9])(?:(?:sr|st)_)?(?:b|band)\d{1,2}a?(
 def band_label(text: str | None) -> str | None:
     """A band's name as geosscl keeps it: ``B4`` for every spelling of a band number
     (``B04``, ``SR_B4``, ``band4``), other text with its spaces collapsed; None for none, and
-    for ``Band 4``, which some writers give every file's fourth band, whatever it holds."""
+    for ``Band 4`` or ``Layer_4``, which some writers give every file's fourth band, whatever it holds."""
     if text is None or not text.strip() or _POSITION.fullmatch(text.strip()):
         return None
     numbered = _NUMBERED.fullmatch(text.strip())
@@ -109,7 +111,9 @@ def check_band_names(
             another order, a stack of other bands), with the ``-b`` that reads them in the model's order
             when every band is named once.
     """
-    if not expected:
+    # Names as kept now: models made before a generic description (Layer_1) counted as unnamed kept it as a name.
+    expected = [band_label(n) for n in expected or ()]
+    if not any(expected):
         return
     # Padded to the model's count: where the imagery has fewer bands, the count check that follows says so.
     found = [names[b - 1] if 0 < b <= len(names) else None for b in bands][: len(expected)]
