@@ -181,6 +181,47 @@ def test_an_alpha_band_masks_its_file_and_is_no_band(tmp_path):
     np.testing.assert_array_equal(image, data)
 
 
+def test_rgba_tiles_among_rgb_ones_are_the_same_bands(tmp_path):
+    """Tiles reprojected with gdalwarp -dstalpha, or flights exported with and without alpha, make a mosaic of RGBA
+    and RGB files: the same three bands, the alpha masking its tile. It was refused as 4 bands against 3. The NAIP
+    tile's western half as RGBA (a strip outside the flight), its eastern half as RGB."""
+    with rasterio.open(NAIP) as src:
+        rgb, profile = src.read([1, 2, 3]), src.profile
+        half = src.width // 2
+        west_transform, east_transform = src.transform, src.window_transform(Window(half, 0, src.width - half, src.height))
+    alpha = np.full((rgb.shape[1], half), 255, np.uint8)
+    alpha[:, :30] = 0
+    profile.update(count=4, width=half, photometric="RGB", alpha="YES", nodata=None, transform=west_transform)
+    with rasterio.open(tmp_path / "a_west_rgba.tif", "w", **profile) as dst:
+        dst.write(np.concatenate([rgb[:, :, :half], alpha[None]]))
+    profile.update(count=3, width=rgb.shape[2] - half, alpha="NO", transform=east_transform)
+    with rasterio.open(tmp_path / "b_east_rgb.tif", "w", **profile) as dst:
+        dst.write(rgb[:, :, half:])
+    tiles = [str(tmp_path / "a_west_rgba.tif"), str(tmp_path / "b_east_rgb.tif")]
+    for order in (tiles, tiles[::-1]):
+        mosaic = Mosaic(order)
+        assert mosaic.band_indexes == [1, 2, 3] and len(mosaic.all_band_names) == 3
+        x, y, _ = mosaic.bounds
+        image = mosaic.read((x.start, y.start, x.stop, y.stop))[0]
+        expected = rgb.astype(np.float32)
+        expected[:, :, :30] = np.nan
+        np.testing.assert_array_equal(image, expected)
+        # What pretraining reads, from each tile on its own grid: the RGBA tile's alpha is its mask.
+        west = mosaic.read_raw((x.start, y.start, x.start + 64 * mosaic.res[0], y.start + 64 * mosaic.res[1]))
+        assert west.image.shape == (3, 64, 64) and not west.valid[:, :30].any() and west.valid[:, 30:].all()
+    with pytest.raises(GeossclError, match=r"^bands: band 4 is the alpha band of .*a_west_rgba\.tif, which other files "
+                                           r"of the mosaic lack; the mosaic has 3 band\(s\), numbered 1\.\.3$"):
+        Mosaic(tiles, bands=[1, 2, 3, 4])
+    assert Mosaic(tiles[:1], bands=[1, 2, 3, 4]).num_bands == 4  # on its own, the tile's alpha is still there if asked
+    # A fourth band that is data is another band, alpha or not.
+    with rasterio.open(NAIP) as src:
+        rgbn = write_raster(tmp_path / "rgbn.tif", src.read(window=Window(0, 0, 64, 64)), crs=src.crs,
+                            transform=src.window_transform(Window(0, 0, 64, 64)))
+    with pytest.raises(GeossclError, match=r"rgbn\.tif: has 4 band\(s\) where .*west_rgba\.tif has 3 and an alpha "
+                                           r"band; every place of a mosaic needs the same bands"):
+        Mosaic([*tiles, str(rgbn)])
+
+
 def test_first_file_wins_where_files_overlap(tmp_path):
     a = write_raster(tmp_path / "a.tif", np.full((1, 10, 10), 1, dtype=np.int16), nodata=-1)
     shifted = rasterio.Affine(10.0, 0.0, 500050.0, 0.0, -10.0, 5000000.0)

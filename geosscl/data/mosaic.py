@@ -251,7 +251,8 @@ class Mosaic(MapGrid, RasterDataset):
     on its own, a place of its own (:func:`places_of`). Every other file is a place of
     its own: files on different grids lie side by side, and files of several bands on
     one grid (acquisitions of one tile on several dates) overlap. Every place must have
-    the same number of bands. Files in other CRSs are warped on the fly.
+    the same number of bands, but for an alpha band ending some (RGBA tiles among RGB
+    ones). Files in other CRSs are warped on the fly.
 
     Nodata is known per file (its nodata value, or its internal mask or alpha band)
     and returned as NaN in the float32 image: ``torch.isnan(image)`` is the mask.
@@ -317,22 +318,31 @@ class Mosaic(MapGrid, RasterDataset):
         except rasterio.errors.CRSError as exc:
             raise GeossclError(f"crs: {crs!r} is not a CRS ({exc})") from None
 
-        # Band layout of each place: total count must agree everywhere.
+        # Band layout of each place: the count of bands must agree everywhere, but for an alpha band
+        # ending some places: RGBA tiles among RGB ones (gdalwarp -dstalpha, drone orthomosaics) are
+        # the same bands, the alpha masking its tile. The bands of such a mosaic are those all have.
         layouts = [[(p, open_raster(p).count) for p in group] for group in places]
         counts = [sum(c for _, c in layout) for layout in layouts]
-        n_all = counts[0]
+        ends_in_alpha = [False] * len(layouts)
+        if len(set(counts)) > 1:
+            ends_in_alpha = [masked_by_alpha(layout[-1][0]) == layout[-1][1] for layout in layouts]
+        data_counts = [c - a for c, a in zip(counts, ends_in_alpha)]
+        n_all = counts[0] if len(set(counts)) == 1 else data_counts[0]
         grids = [_grid(open_raster(group[0])) for group in places]
-        for layout, count, grid in zip(layouts, counts, grids):
-            if count != n_all:
+        alpha_note = " and an alpha band"
+        for layout, count, alpha, grid in zip(layouts, data_counts, ends_in_alpha, grids):
+            if count != data_counts[0]:
                 # Files of one grid that did not stack: say why (an RGB file and a NIR file, say).
                 why = (" (single-band files on one grid stack as bands, one stack per scene their names tell apart; "
                        "a file of several bands is a place of its own)"
                        if grid == grids[0] else "")
                 raise GeossclError(
-                    f"{layout[0][0]}: has {count} band(s) where {layouts[0][0][0]} has {n_all}; "
-                    f"every place of a mosaic needs the same bands{why}"
+                    f"{layout[0][0]}: has {count} band(s){alpha_note * alpha} where {layouts[0][0][0]} has "
+                    f"{data_counts[0]}{alpha_note * ends_in_alpha[0]}; every place of a mosaic needs the same bands{why}"
                 )
-        named = [place_band_names([(p, c, open_raster(p).descriptions) for p, c in layout]) for layout in layouts]
+        #: The alpha band some places have beyond the others' (None: every place has the same bands).
+        self._alpha_of = next((layout[-1][0] for layout, a in zip(layouts, ends_in_alpha) if a), None)
+        named = [place_band_names([(p, c, open_raster(p).descriptions) for p, c in layout])[:n_all] for layout in layouts]
         check_places([(layout[0][0], names) for layout, names in zip(layouts, named)])
         self.all_band_names: list[str | None] = named[0]
         """Name of every band of a place (:func:`~geosscl.data.bandnames.place_band_names`; None: unnamed)."""
@@ -345,6 +355,9 @@ class Mosaic(MapGrid, RasterDataset):
         if not bands:
             raise GeossclError("bands: empty band list")
         for b in bands:
+            if b == n_all + 1 and self._alpha_of is not None:
+                raise GeossclError(f"bands: band {b} is the alpha band of {self._alpha_of}, which other files of the "
+                                   f"mosaic lack; the mosaic has {n_all} band(s), numbered 1..{n_all}")
             if not 1 <= b <= n_all:
                 raise GeossclError(f"bands: band {b} is out of range; the mosaic has {n_all} band(s), numbered 1..{n_all}")
         self.band_indexes = bands
