@@ -321,7 +321,8 @@ def test_band_out_of_range():
 def test_places_with_different_band_counts(tmp_path):
     a = write_raster(tmp_path / "a.tif", np.zeros((3, 8, 8), np.uint8))
     far = rasterio.Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5000000.0)
-    b = write_raster(tmp_path / "b.tif", np.zeros((4, 8, 8), np.uint8), transform=far)
+    # Four bands of data (rasterio labels the fourth alpha; holding many values, it is data, not a mask).
+    b = write_raster(tmp_path / "b.tif", (np.arange(4 * 64) % 256).astype(np.uint8).reshape(4, 8, 8), transform=far)
     with pytest.raises(GeossclError, match=r"has 4 band\(s\) where .*a\.tif has 3"):
         Mosaic([a, b])
 
