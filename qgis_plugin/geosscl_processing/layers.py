@@ -69,13 +69,18 @@ def raster_nodata(layer) -> float | None:
     geosscl reads the file's own no-data value itself; this is the one a QGIS user sets
     for files that do not declare theirs (Sen1Floods11's -1, for one).
     """
-    ranges = layer.dataProvider().userNoDataValues(1)
+    return user_nodata(layer, 1, "geosscl takes one value that means unlabelled")
+
+
+def user_nodata(layer, band, why) -> float | None:
+    """The one additional no-data value set on ``band`` of ``layer`` (None: none); several, or a range, are refused
+    with ``why``."""
+    ranges = layer.dataProvider().userNoDataValues(band)
     if not ranges:
         return None
     if len(ranges) > 1 or ranges[0].min() != ranges[0].max():
         listed = ", ".join(f"{r.min():g}" if r.min() == r.max() else f"{r.min():g}-{r.max():g}" for r in ranges)
-        raise QgsProcessingException(
-            f"{layer.name()}: additional no-data values {listed}; geosscl takes one value that means unlabelled")
+        raise QgsProcessingException(f"{layer.name()}: additional no-data values {listed}; {why}")
     return ranges[0].min()
 
 
@@ -91,20 +96,15 @@ def imagery_nodata(layers) -> float | None:
     """
     value, first = None, None
     for layer in layers:
-        provider = layer.dataProvider()
         for band in range(1, layer.bandCount() + 1):
-            ranges = provider.userNoDataValues(band)
-            if not ranges:
+            own = user_nodata(layer, band, "geosscl takes one no-data value for the imagery")
+            if own is None:
                 continue
-            if len(ranges) > 1 or ranges[0].min() != ranges[0].max():
-                listed = ", ".join(f"{r.min():g}" if r.min() == r.max() else f"{r.min():g}-{r.max():g}" for r in ranges)
+            if value is not None and own != value:
                 raise QgsProcessingException(
-                    f"{layer.name()}: additional no-data values {listed}; geosscl takes one no-data value for the imagery")
-            if value is not None and ranges[0].min() != value:
-                raise QgsProcessingException(
-                    f"{layer.name()}: additional no-data value {ranges[0].min():g} where {first} has {value:g}; "
+                    f"{layer.name()}: additional no-data value {own:g} where {first} has {value:g}; "
                     "geosscl takes one no-data value for every band of the imagery")
-            value, first = ranges[0].min(), f"{layer.name()} band {band}"
+            value, first = own, f"{layer.name()} band {band}"
     if value is None:
         return None
     for layer in layers:
