@@ -28,7 +28,8 @@ def predict(scene, model, out, **options):
 
 
 def segment(scene, model, bounds=None, **options):
-    """Class map of a window or a small scene in memory: ``(uint8 H×W, rasterio profile)`` (see :func:`geosscl.prediction.segment`)."""
+    """Class map of a window or a small scene in memory: ``(uint8 H×W, rasterio profile)``, or a DataArray for an xarray
+    scene (see :func:`geosscl.prediction.segment`)."""
     from .prediction import segment as run
 
     return run(scene, model, bounds, **options)

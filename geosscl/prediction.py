@@ -26,11 +26,12 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from .data import Mosaic
-from .data.bandnames import check_band_names
+from .data.bandnames import check_band_names, only_these_bands
 from .data.categories import write_category_names
 from .data.files import find_rasters
 from .data.mosaic import BAND_IN_NAME, files_label, named_as_bands, places_of
 from .data.stats import warn_other_units
+from .dataarrays import as_bands, as_raster, class_map, describe, georeference, is_xarray
 from .errors import GeossclError
 from .inference import TiledSegmenter, check_bands
 from .modelfile import ModelInfo, load_model
@@ -81,10 +82,15 @@ def open_scene(
     nodata = info.nodata if nodata is None else nodata
     if not chosen:
         whole = Mosaic(files, nodata=nodata)
-        # Names first: a stack of the model's bands alone, or in another order, is told which -b reads it.
-        check_band_names(info.band_names, whole.all_band_names, info.bands, source, "the model")
-        check_bands(len(whole.all_band_names), info, source)
-        bands = info.bands
+        if only_these_bands(info.band_names, whole.all_band_names):
+            # The model's bands alone, named as its are (an export of just those): its band numbers are of the
+            # stack it was trained on, not of this one.
+            bands = list(range(1, len(whole.all_band_names) + 1))
+        else:
+            # Names first: a stack of the model's bands in another order is told which -b reads it.
+            check_band_names(info.band_names, whole.all_band_names, info.bands, source, "the model")
+            check_bands(len(whole.all_band_names), info, source)
+            bands = info.bands
     elif len(bands) != info.in_channels:
         raise GeossclError(f"{source}: --bidx picks {len(bands)} band(s); the model takes {info.in_channels}")
     mosaic = Mosaic(files, bands=bands, nodata=nodata)
@@ -133,14 +139,23 @@ def segment(
     """Class map of a window or a small scene, in memory.
 
     Args:
-        scene: as for :func:`predict`, or a :class:`~geosscl.data.Mosaic` already opened.
+        scene: as for :func:`predict`, or a :class:`~geosscl.data.Mosaic` already opened, or an xarray
+            ``DataArray`` / ``Dataset`` (see Returns).
         model: a model file, or ``(network, info)`` from :func:`geosscl.load_model`.
         bounds: ``(minx, miny, maxx, maxy)`` in the scene CRS (default: the whole scene).
 
     Returns:
         ``(classes, profile)``: ``H×W`` uint8 class values (the model's ``map_values``; 255 = no input) and a rasterio
         profile (CRS, transform, nodata) to write it with.
+
+        For an xarray scene, a ``DataArray`` of the class values on the scene's own ``y``/``x`` coordinates (a
+        ``band`` dimension, or a Dataset's variables, are the bands; one more dimension, such as ``time``, is
+        segmented entry by entry and kept), with CF's ``flag_values`` / ``flag_meanings`` and a ``spatial_ref``
+        coordinate (see :mod:`geosscl.dataarrays`).
     """
+    if is_xarray(scene):
+        return _segment_xarray(scene, model, bounds, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                               device=device, bands=bands, resample=resample, nodata=nodata)
     network, info = _model(model)
     mosaic = scene if isinstance(scene, Mosaic) else open_scene(scene, info, bands, resample, nodata=nodata)
     engine = TiledSegmenter(network, info, device=device, tile_size=tile_size, overlap=overlap, batch_size=batch_size)
@@ -153,6 +168,33 @@ def segment(
     profile = dict(driver="GTiff", dtype="uint8", count=1, width=width, height=height, crs=mosaic.crs,
                    transform=transform, nodata=NODATA_CLASS)
     return classes, profile
+
+
+def _segment_xarray(scene: Any, model: Model, bounds: tuple[float, float, float, float] | None,
+                    **options: Any) -> Any:
+    """:func:`segment` of a DataArray or Dataset: through a temporary GeoTIFF of each entry, returned as a DataArray."""
+    import xarray as xr
+
+    label = describe(scene)
+    array, each = as_bands(scene, label)
+    grid = georeference(array, label)
+    network, info = _model(model)
+    values, names, colors = info.map_values, info.class_names, info.class_colors
+    maps = []
+    for entry in range(array.sizes[each]) if each else [None]:
+        image = array if entry is None else array.isel({each: entry})
+        where = label if entry is None else f"{label} at {each} {_entry_name(array, each, entry)}"
+        with as_raster(image, grid, where, options["nodata"]) as path:
+            classes, profile = segment(path, (network, info), bounds, **options)
+        maps.append(class_map(classes, profile, grid, values, names, colors, NODATA_CLASS))
+    if each is None:
+        return maps[0]
+    stacked = xr.concat(maps, dim=each, combine_attrs="override")
+    return stacked.assign_coords({each: array[each]}) if each in array.coords else stacked
+
+
+def _entry_name(array: Any, dim: str, index: int) -> str:
+    return str(array[dim].values[index]) if dim in array.coords else f"index {index}"
 
 
 def predict(

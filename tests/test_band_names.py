@@ -137,6 +137,37 @@ def test_bands_in_another_order_are_refused_with_the_bidx_that_reads_them_right(
     assert "reading the bands -b/--bidx gives, as asked" in caplog.text
 
 
+def test_an_export_of_the_model_s_bands_alone_is_read_as_it_is(model, tmp_path):
+    """The model reads bands 2, 3, 4 and 8 of the 13-band chip; a file of B2, B3, B4 and B8 alone was refused with
+    "the model's band 1 is 'B2', which is band 1 here … pass -b/--bidx 1,2,3,4"."""
+    reference, _ = segment(str(S2_CHIP), str(model))
+    alone = write_bands(tmp_path / "rgbn.tif", RGBN, None)
+    np.testing.assert_array_equal(segment(str(alone), str(model))[0], reference)
+    scores, _ = evaluate(str(model), [str(alone)], [str(S2_WATER)], label_nodata=-1)
+    assert scores == evaluate(str(model), [str(S2_CHIP)], [str(S2_WATER)], label_nodata=-1)[0]
+    unnamed = write_bands(tmp_path / "unnamed.tif", RGBN, [])  # unnamed, they may be any bands: still refused
+    with pytest.raises(GeossclError, match=r"unnamed\.tif: has 4 band\(s\); the model reads bands 2,3,4,8"):
+        segment(str(unnamed), str(model))
+
+
+def test_a_dataarray_s_bands_are_named_by_its_band_coordinate_or_rioxarray_s_descriptions(model):
+    """rioxarray keeps a file's descriptions in ``long_name`` (whole, through a selection of bands) and numbers the
+    bands; stackstac and ``Dataset.to_array`` name them in the band coordinate."""
+    rioxarray = pytest.importorskip("rioxarray")
+    chip = rioxarray.open_rasterio(S2_CHIP).rename("chip")
+    reference, _ = segment(str(S2_CHIP), str(model))
+    np.testing.assert_array_equal(segment(chip, str(model)).values, reference)
+    rgbn = chip.isel(band=[1, 2, 3, 7])  # B2, B3, B4, B8: the model's bands, alone
+    np.testing.assert_array_equal(segment(rgbn, str(model)).values, reference)
+    with pytest.raises(GeossclError, match=r"^DataArray 'chip': the model's band 1 is 'B2', which is band 4 here "
+                                           r"\(band 2 here is 'B4'\); .* pass -b/--bidx 4,3,2,1"):
+        segment(chip.isel(band=[7, 3, 2, 1]), str(model))
+    named = chip.isel(band=[7, 3, 2, 1]).assign_coords(band=["B08", "B04", "B03", "B02"])  # stackstac's asset names, in another order
+    with pytest.raises(GeossclError, match=r"^DataArray 'chip': the model's band 1 is 'B2', which is band 4 here"):
+        segment(named, str(model))
+    np.testing.assert_array_equal(segment(named.isel(band=[3, 2, 1, 0]), str(model)).values, reference)
+
+
 def test_per_band_files_stack_in_band_number_order_not_path_order(model, tmp_path):
     """Landsat Level-1 and Sentinel-2 name bands unpadded (``_B1``, ``_B10``, ``_B8A``): in path order ``B10`` would
     stack before ``B2``, the model would read other bands (refused by the names), and ``-b 4,3,2`` would read B2, B11,

@@ -148,6 +148,13 @@ def check_band_names(
                     f"check these are the bands {whose} was trained on, in its order")
 
 
+def only_these_bands(expected: Sequence[str | None] | None, names: Sequence[str | None]) -> bool:
+    """Whether imagery of bands ``names`` holds the bands ``expected`` alone, all named, in their order."""
+    expected = [band_label(n) for n in expected or ()]
+    return (bool(expected) and len(expected) == len(names) and None not in expected
+            and all(_key(want) == _key(got) for want, got in zip(expected, names)))
+
+
 def _listing(names: Sequence[str | None]) -> str:
     return ", ".join("?" if n is None else n for n in names)
 
