@@ -110,6 +110,12 @@ def as_bands(data: Any, label: str) -> tuple[Any, str | None]:
         fill = fills.pop()
         if fill is not None:
             array.attrs["_FillValue"] = fill
+        # A CF file's grid mapping is a variable of its own, which the bands name (xarray keeps it a data variable
+        # unless opened with decode_coords="all"); the array of the bands keeps it as a coordinate.
+        mapping = data[names[0]].attrs.get("grid_mapping") or data[names[0]].encoding.get("grid_mapping")
+        if mapping in data.variables:
+            array = array.assign_coords({mapping: data[mapping]})
+            array.attrs["grid_mapping"] = mapping
     elif isinstance(data, xr.DataArray):
         array = data
     else:
@@ -316,6 +322,10 @@ def _crs(array: Any, label: str) -> CRS:
             return CRS.from_wkt(ProjCRS.from_cf(dict(mapping.attrs)).to_wkt())
         except (ProjError, CRSError) as exc:
             raise GeossclError(f"{label}: its CF grid mapping is not a CRS ({exc})") from exc
+    named = array.attrs.get("grid_mapping") or array.encoding.get("grid_mapping")
+    if named and mapping is None:
+        raise GeossclError(f"{label}: no CRS: its grid mapping {named!r} is not among its coordinates; open the file "
+                           "with decode_coords='all', or segment the Dataset")
     raise GeossclError(f"{label}: no CRS (neither a 'spatial_ref' coordinate with 'crs_wkt' nor a 'crs' attribute); "
                        "set one, e.g. with rioxarray: .rio.write_crs('EPSG:32633')")
 

@@ -91,6 +91,18 @@ def test_a_window_a_south_up_array_and_a_dataset(model, scene, reference, tmp_pa
     np.testing.assert_array_equal(geosscl.segment(dataset, model, device="cpu").values, classes)
 
 
+def test_a_lazy_dask_array_is_read_a_strip_at_a_time(model, reference, monkeypatch):
+    """stackstac and ``open_rasterio(chunks=…)`` give dask arrays: segmented as the same pixels, computed by strips."""
+    pytest.importorskip("dask")
+    import geosscl.dataarrays
+
+    lazy = xr.concat([rioxarray.open_rasterio(p, masked=True, chunks={"x": 128, "y": 128}) for p in NC_BANDS], "band")
+    assert lazy.chunks is not None
+    monkeypatch.setattr(geosscl.dataarrays, "STRIP_ROWS", 100)
+    out = geosscl.segment(lazy.rename("lazy"), model, device="cpu")
+    np.testing.assert_array_equal(out.values, reference[0])
+
+
 def test_corner_coordinates_and_a_cf_grid_mapping(model, scene, reference):
     """stackstac puts coordinates at pixel corners and keeps ``crs`` and ``transform`` as attributes."""
     classes, profile = reference
@@ -111,10 +123,25 @@ def test_corner_coordinates_and_a_cf_grid_mapping(model, scene, reference):
     np.testing.assert_array_equal(geosscl.segment(cf, model, device="cpu").values, classes)
 
 
+def test_a_cf_dataset_with_its_grid_mapping_variable(model, scene, reference):
+    """A CF-netCDF's bands name a grid-mapping variable (here Lambert conformal conic parameters, no WKT), which
+    xarray keeps a data variable unless the file is opened with decode_coords="all"."""
+    crs = reference[1]["crs"]
+    raw = xr.Dataset({f"b{i}": (("y", "x"), scene.values[i - 1], {"grid_mapping": "lambert_conformal_conic"})
+                      for i in range(1, 7)}, coords={"x": scene.x.values, "y": scene.y.values})
+    raw["lambert_conformal_conic"] = xr.DataArray(np.int32(0), attrs=_cf(crs))
+    assert "crs_wkt" not in raw["lambert_conformal_conic"].attrs
+    for decoded in (xr.decode_cf(raw), xr.decode_cf(raw, decode_coords="all")):
+        np.testing.assert_array_equal(geosscl.segment(decoded, model, device="cpu").values, reference[0])
+    with pytest.raises(GeossclError, match=r"^DataArray 'b1': no CRS: its grid mapping 'lambert_conformal_conic' "
+                                           r"is not among its coordinates; open the file with decode_coords='all'"):
+        geosscl.segment(xr.decode_cf(raw)["b1"], model)
+
+
 def _cf(crs) -> dict:
     from pyproj import CRS
 
-    return CRS.from_wkt(crs.to_wkt()).to_cf()
+    return {k: v for k, v in CRS.from_wkt(crs.to_wkt()).to_cf().items() if k != "crs_wkt"}  # parameters alone
 
 
 def test_each_date_of_a_time_series_is_segmented(model, scene, reference):
