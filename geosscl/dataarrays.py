@@ -90,11 +90,12 @@ class Grid:
         return (xs[::-1] if self.flip_x else xs), (ys[::-1] if self.flip_y else ys)
 
 
-def as_bands(data: Any, label: str) -> tuple[Any, str | None]:
+def as_bands(data: Any, label: str, nodata: float | None = None) -> tuple[Any, str | None]:
     """``data`` as a DataArray ``(each, band, y, x)`` or ``(band, y, x)``; and the name of its ``each`` dimension.
 
     A Dataset's data variables on the y/x grid are its bands, in order. Dimensions of size 1 other than y and x are
-    dropped. One more dimension (dates of a time series, say) is segmented entry by entry.
+    dropped. One more dimension (dates of a time series, say) is segmented entry by entry. ``nodata`` given, the
+    variables' own no-data values need not agree.
     """
     import xarray as xr
 
@@ -102,12 +103,13 @@ def as_bands(data: Any, label: str) -> tuple[Any, str | None]:
         names = [name for name, var in data.data_vars.items() if _spatial_dims(var, label, strict=False)]
         if not names:
             raise GeossclError(f"{label}: no data variable has x and y dimensions")
-        fills = {_declared_nodata(data[name].attrs) for name in names}
-        if len(fills) > 1:
+        declared = [_declared_nodata(data[name].attrs) for name in names]
+        fills = {"none" if v is None else str(v): v for v in declared}
+        if len(fills) > 1 and nodata is None:  # keyed by text: NaN is one value here
             raise GeossclError(f"{label}: the variables declare different no-data values "
-                               f"({', '.join(sorted(map(str, fills)))}); pass one as nodata=")
+                               f"({', '.join(sorted(fills))}); pass one as nodata=")
         array = data[names].to_array(dim="band")
-        fill = fills.pop()
+        fill = next(iter(fills.values()))
         if fill is not None:
             array.attrs["_FillValue"] = fill
         # A CF file's grid mapping is a variable of its own, which the bands name (xarray keeps it a data variable

@@ -176,7 +176,7 @@ def _segment_xarray(scene: Any, model: Model, bounds: tuple[float, float, float,
     import xarray as xr
 
     label = describe(scene)
-    array, each = as_bands(scene, label)
+    array, each = as_bands(scene, label, options["nodata"])
     grid = georeference(array, label)
     network, info = _model(model)
     values, names, colors = info.map_values, info.class_names, info.class_colors

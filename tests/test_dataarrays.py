@@ -179,6 +179,12 @@ def test_what_cannot_be_segmented_is_named(model, scene):
     cube = xr.concat([xr.concat([scene, scene], "time")] * 2, "member")
     with pytest.raises(GeossclError, match=r"takes one more \(each entry is segmented\); select along 'time'"):
         geosscl.segment(cube, model)
+    dataset = scene.assign_coords(band=[f"b{i}" for i in range(1, 7)]).to_dataset(dim="band")
+    dataset["b1"].attrs["nodata"] = 0
+    with pytest.raises(GeossclError, match=r"^Dataset: the variables declare different no-data values \(0.0, none\); "
+                                           "pass one as nodata="):
+        geosscl.segment(dataset, model)
+    assert geosscl.segment(dataset, model, nodata=-1).shape == scene.shape[1:]
     # Checks made on files name the DataArray, not the temporary file they read.
     with pytest.raises(GeossclError) as error:
         geosscl.segment(scene.isel(band=slice(0, 4)), model)
