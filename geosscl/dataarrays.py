@@ -229,10 +229,12 @@ def class_map(classes: np.ndarray, profile: dict[str, Any], grid: Grid, values: 
 
 
 @contextlib.contextmanager
-def as_raster(array: Any, grid: Grid, label: str, nodata: float | None = None) -> Iterator[str]:
-    """A ``(band, y, x)`` DataArray as a temporary GeoTIFF; messages of geosscl name the DataArray, not the file."""
-    with tempfile.TemporaryDirectory(prefix="geosscl-") as folder:
-        path = os.path.join(folder, "dataarray.tif")
+def as_raster(array: Any, grid: Grid, label: str, nodata: float | None = None,
+              folder: str | None = None) -> Iterator[str]:
+    """A ``(band, y, x)`` DataArray as a temporary GeoTIFF (in ``folder``, default the system's temporary folder);
+    messages of geosscl name the DataArray, not the file."""
+    with tempfile.TemporaryDirectory(prefix=".geosscl-", dir=folder) as scratch:
+        path = os.path.join(scratch, "dataarray.tif")
         write_geotiff(array, grid, path, label, nodata)
         relabel = _Relabel(path, label)
         log.addFilter(relabel)

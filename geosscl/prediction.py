@@ -193,6 +193,21 @@ def _segment_xarray(scene: Any, model: Model, bounds: tuple[float, float, float,
     return stacked.assign_coords({each: array[each]}) if each in array.coords else stacked
 
 
+def _predict_xarray(scene: Any, model: Model, out: str | os.PathLike, **options: Any) -> str:
+    """:func:`predict` of a DataArray or Dataset, through a temporary GeoTIFF beside ``out``."""
+    label = describe(scene)
+    array, each = as_bands(scene, label, options["nodata"])
+    if each is not None:
+        raise GeossclError(f"{label}: {array.sizes[each]} entries along {each!r}; predict writes one map: select one "
+                           f"(.isel({each}=0)), or segment() them all")
+    check_suffix(out, (".tif", ".tiff"), "the class map is a Cloud-Optimised GeoTIFF")
+    check_output(out, options["overwrite"], [])
+    grid = georeference(array, label)
+    folder = os.path.dirname(os.path.abspath(out))
+    with as_raster(array, grid, label, options["nodata"], folder=folder) as path:
+        return predict(path, model, out, **options)
+
+
 def _entry_name(array: Any, dim: str, index: int) -> str:
     return str(array[dim].values[index]) if dim in array.coords else f"index {index}"
 
@@ -248,7 +263,14 @@ def predict(
 
     Raises:
         GeossclError: bad input, before anything is written.
+
+    An xarray ``DataArray`` or ``Dataset`` (read as :func:`segment` reads one; no dimension besides bands, y and x)
+    is written to a temporary GeoTIFF beside ``out`` a strip at a time (a dask array is computed so), then
+    segmented as that file: memory stays flat with its size.
     """
+    if is_xarray(scene):
+        options = {k: v for k, v in locals().items() if k not in ("scene", "model", "out")}  # every argument, as given
+        return _predict_xarray(scene, model, out, **options)
     outputs = [o for o in (out, probabilities, vector, preview) if o is not None]
     if len({os.path.abspath(o) for o in outputs}) < len(outputs):
         raise GeossclError(f"{out}: the class map, probabilities, vector and preview outputs need different file names")

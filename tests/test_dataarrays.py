@@ -91,6 +91,23 @@ def test_a_window_a_south_up_array_and_a_dataset(model, scene, reference, tmp_pa
     np.testing.assert_array_equal(geosscl.segment(dataset, model, device="cpu").values, classes)
 
 
+def test_predict_writes_a_dataarray_s_class_map_as_it_writes_its_files(model, scene, tmp_path):
+    """For arrays larger than memory: the DataArray goes to a temporary GeoTIFF beside the output, gone after."""
+    files = predict([str(p) for p in NC_BANDS], model, tmp_path / "files.tif", device="cpu")
+    out = predict(scene, model, tmp_path / "array.tif", vector=tmp_path / "array.gpkg", device="cpu")
+    with rasterio.open(files) as a, rasterio.open(out) as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+        assert a.profile == b.profile and a.tags() == b.tags() and a.colormap(1) == b.colormap(1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["array.gpkg", "array.tif", "array.tif.aux.xml", "files.tif",
+                                                          "files.tif.aux.xml"]  # the sidecars: category names
+    with pytest.raises(GeossclError, match=r"array\.tif: already exists"):
+        predict(scene, model, tmp_path / "array.tif")
+    series = xr.concat([scene, scene], dim="time")
+    with pytest.raises(GeossclError, match=r"^DataArray 'nc': 2 entries along 'time'; predict writes one map"):
+        predict(series, model, tmp_path / "series.tif")
+    assert not (tmp_path / "series.tif").exists()
+
+
 def test_a_lazy_dask_array_is_read_a_strip_at_a_time(model, reference, monkeypatch):
     """stackstac and ``open_rasterio(chunks=…)`` give dask arrays: segmented as the same pixels, computed by strips."""
     pytest.importorskip("dask")
