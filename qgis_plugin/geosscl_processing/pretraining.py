@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -62,7 +63,8 @@ class PretrainAlgorithm(GeossclAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterMultipleLayers(
-            self.INPUT, "Unlabelled rasters (one mosaic: the same bands)", QgsProcessing.TypeRaster))
+            self.INPUT, "Unlabelled rasters (one mosaic: the same bands; a continued run: none, its own)",
+            QgsProcessing.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.MINUTES, "Minutes of training (a continued run: in all)", QgsProcessingParameterNumber.Double, 60.0,
             False, 0.01))
@@ -86,16 +88,18 @@ class PretrainAlgorithm(GeossclAlgorithm):
         self.addOutput(QgsProcessingOutputFile(self.CHECKPOINT, "Pretrained encoder (last.ckpt)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        layers = self.parameterAsLayerList(parameters, self.INPUT, context)
-        if not layers:
+        layers = self.parameterAsLayerList(parameters, self.INPUT, context) or []
+        resume = self.parameterAsFile(parameters, self.RESUME, context) or None
+        if not layers and not resume:
             raise QgsProcessingException("Unlabelled rasters: choose at least one raster layer")
         for layer in layers:
             check_raster(layer, "Unlabelled rasters")
-        resume = self.parameterAsFile(parameters, self.RESUME, context) or None
         nodata = None if resume else imagery_nodata(layers)  # a continued run keeps its own
         if resume:
             folder = _continued_folder(resume, parameters.get(self.OUTPUT),
                                        self.parameterAsString(parameters, self.OUTPUT, context))
+            if not layers:
+                _check_own_rasters(folder)
             existed = True
         else:
             folder = self.parameterAsString(parameters, self.OUTPUT, context)
@@ -151,6 +155,25 @@ def _continued_folder(resume: str, given, chosen: str) -> str:
         raise QgsProcessingException(f"Run folder: a continued run stays in its own folder, {folder}; leave Run folder "
                                      "empty or choose that folder")
     return folder
+
+
+def _check_own_rasters(folder: str) -> None:
+    """A run continued without layers reads the rasters its config.yaml names: they must still be there (a layer
+    QGIS copied for geosscl, a web or memory layer, was a temporary file)."""
+    import yaml  # python3-qgis depends on python3-yaml
+
+    saved = os.path.join(folder, "config.yaml")
+    try:
+        with open(saved, encoding="utf-8") as f:
+            imagery = (yaml.safe_load(f) or {}).get("imagery") or []
+    except (OSError, yaml.YAMLError):
+        imagery = []
+    if not imagery:
+        raise QgsProcessingException(f"{saved}: names no rasters of the run; choose them as Unlabelled rasters")
+    gone = [p for p in imagery if not (glob.has_magic(p) and glob.glob(p)) and not os.path.exists(p)]
+    if gone:
+        raise QgsProcessingException(f"Unlabelled rasters: the run's own are gone ({gone[0]}); choose the rasters it "
+                                     "was started on again")
 
 
 def _in_qgis_words(message: str) -> str:

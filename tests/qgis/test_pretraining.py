@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer
@@ -97,6 +98,28 @@ def test_continues_a_run_in_its_folder_with_its_settings(processing, tmp_path):
         processing.run(PRETRAIN, {"INPUT": [str(TUTORIAL_STACK)], **SHORT, "STEPS": 6, "RESUME": str(last),
                                   "OUTPUT": str(elsewhere)})
     assert last.read_bytes() == saved and not elsewhere.exists()
+
+
+def test_a_run_continues_on_its_own_rasters_while_they_are_there(processing, tmp_path):
+    """Continuing needed the rasters chosen again; without layers, the run's config.yaml names them."""
+    stack = tmp_path / "stack.tif"
+    shutil.copy(TUTORIAL_STACK, stack)
+    folder = tmp_path / "run"
+    processing.run(PRETRAIN, {"INPUT": [str(stack)], "STEPS": 2, "OUTPUT": str(folder), **SHORT})
+    last = folder / "last.ckpt"
+    result = processing.run(PRETRAIN, {**SHORT, "STEPS": 3, "RESUME": str(last)})  # no layers
+    assert result == {"OUTPUT": str(folder), "CHECKPOINT": str(last)}
+    with open(folder / "metrics.csv") as f:
+        assert {int(row["step"]) for row in csv.DictReader(f) if row.get("loss")} == {0, 1, 2}
+    saved = last.read_bytes()
+    stack.unlink()
+    with pytest.raises(QgsProcessingException, match=f"^Unlabelled rasters: the run's own are gone \\({stack}\\); "
+                                                     "choose the rasters it was started on again$"):
+        processing.run(PRETRAIN, {**SHORT, "STEPS": 4, "RESUME": str(last)})
+    assert last.read_bytes() == saved
+    with pytest.raises(QgsProcessingException, match="^Unlabelled rasters: choose at least one raster layer$"):
+        processing.run(PRETRAIN, {**SHORT, "OUTPUT": str(tmp_path / "new")})
+    assert not (tmp_path / "new").exists()
 
 
 def test_errors(processing, in_project, tmp_path):
