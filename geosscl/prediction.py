@@ -201,7 +201,9 @@ def _predict_xarray(scene: Any, model: Model, out: str | os.PathLike, **options:
         raise GeossclError(f"{label}: {array.sizes[each]} entries along {each!r}; predict writes one map: select one "
                            f"(.isel({each}=0)), or segment() them all")
     check_suffix(out, (".tif", ".tiff"), "the class map is a Cloud-Optimised GeoTIFF")
-    check_output(out, options["overwrite"], [])
+    for path in (out, options["probabilities"], options["vector"], options["preview"]):
+        if path is not None:  # before the array is copied, which takes long for a large one
+            check_output(path, options["overwrite"])
     grid = georeference(array, label)
     folder = os.path.dirname(os.path.abspath(out))
     with as_raster(array, grid, label, options["nodata"], folder=folder) as path:
