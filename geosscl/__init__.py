@@ -21,7 +21,8 @@ def pretrain(imagery, out, **options):
 
 
 def predict(scene, model, out, **options):
-    """Segment a scene or mosaic into a class-map COG (see :func:`geosscl.prediction.predict`); return its path."""
+    """Segment a scene or mosaic (files, or an xarray DataArray) into a class-map COG (see
+    :func:`geosscl.prediction.predict`); return its path."""
     from .prediction import predict as run
 
     return run(scene, model, out, **options)

@@ -246,7 +246,7 @@ def as_raster(array: Any, grid: Grid, label: str, nodata: float | None = None,
             log.removeFilter(relabel)
 
 
-def describe(data: Any) -> str:
+def label_of(data: Any) -> str:
     """How messages name a DataArray or Dataset."""
     name = getattr(data, "name", None)
     kind = type(data).__name__

@@ -31,7 +31,7 @@ from .data.categories import write_category_names
 from .data.files import find_rasters
 from .data.mosaic import BAND_IN_NAME, files_label, named_as_bands, places_of
 from .data.stats import warn_other_units
-from .dataarrays import as_bands, as_raster, class_map, describe, georeference, is_xarray
+from .dataarrays import as_bands, as_raster, class_map, georeference, is_xarray, label_of
 from .errors import GeossclError
 from .inference import TiledSegmenter, check_bands
 from .modelfile import ModelInfo, load_model
@@ -175,7 +175,7 @@ def _segment_xarray(scene: Any, model: Model, bounds: tuple[float, float, float,
     """:func:`segment` of a DataArray or Dataset: through a temporary GeoTIFF of each entry, returned as a DataArray."""
     import xarray as xr
 
-    label = describe(scene)
+    label = label_of(scene)
     array, each = as_bands(scene, label, options["nodata"])
     grid = georeference(array, label)
     network, info = _model(model)
@@ -195,7 +195,7 @@ def _segment_xarray(scene: Any, model: Model, bounds: tuple[float, float, float,
 
 def _predict_xarray(scene: Any, model: Model, out: str | os.PathLike, **options: Any) -> str:
     """:func:`predict` of a DataArray or Dataset, through a temporary GeoTIFF beside ``out``."""
-    label = describe(scene)
+    label = label_of(scene)
     array, each = as_bands(scene, label, options["nodata"])
     if each is not None:
         raise GeossclError(f"{label}: {array.sizes[each]} entries along {each!r}; predict writes one map: select one "

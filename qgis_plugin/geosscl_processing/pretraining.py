@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import glob
 import os
+import re
 import shutil
 import tempfile
 
@@ -98,8 +98,6 @@ class PretrainAlgorithm(GeossclAlgorithm):
         if resume:
             folder = _continued_folder(resume, parameters.get(self.OUTPUT),
                                        self.parameterAsString(parameters, self.OUTPUT, context))
-            if not layers:
-                _check_own_rasters(folder)
             existed = True
         else:
             folder = self.parameterAsString(parameters, self.OUTPUT, context)
@@ -139,7 +137,14 @@ class PretrainAlgorithm(GeossclAlgorithm):
             _clear(folder, keep_folder=existed)  # it was new or empty: nothing of the run is worth keeping
             raise QgsProcessingException("cancelled before the first checkpoint: nothing was kept") from None
         except RunError as exc:
-            raise QgsProcessingException(f"geosscl: {_in_qgis_words(named_after_layers(str(exc), copies))}") from None
+            message = named_after_layers(str(exc), copies)
+            gone = re.fullmatch(r"(.+): no such file or directory", message)
+            if resume and not layers and gone:
+                # Without layers geosscl reads the rasters the run's config.yaml names, and stops on one that is gone
+                # (a layer QGIS had copied for it, a web or memory layer, was a temporary file).
+                raise QgsProcessingException(f"Unlabelled rasters: the run's own are gone ({gone.group(1)}); choose the "
+                                             "rasters it was started on again") from None
+            raise QgsProcessingException(f"geosscl: {_in_qgis_words(message)}") from None
         return {self.OUTPUT: folder, self.CHECKPOINT: checkpoint}
 
 
@@ -155,25 +160,6 @@ def _continued_folder(resume: str, given, chosen: str) -> str:
         raise QgsProcessingException(f"Run folder: a continued run stays in its own folder, {folder}; leave Run folder "
                                      "empty or choose that folder")
     return folder
-
-
-def _check_own_rasters(folder: str) -> None:
-    """A run continued without layers reads the rasters its config.yaml names: they must still be there (a layer
-    QGIS copied for geosscl, a web or memory layer, was a temporary file)."""
-    import yaml  # python3-qgis depends on python3-yaml
-
-    saved = os.path.join(folder, "config.yaml")
-    try:
-        with open(saved, encoding="utf-8") as f:
-            imagery = (yaml.safe_load(f) or {}).get("imagery") or []
-    except (OSError, yaml.YAMLError):
-        imagery = []
-    if not imagery:
-        raise QgsProcessingException(f"{saved}: names no rasters of the run; choose them as Unlabelled rasters")
-    gone = [p for p in imagery if not (glob.has_magic(p) and glob.glob(p)) and not os.path.exists(p)]
-    if gone:
-        raise QgsProcessingException(f"Unlabelled rasters: the run's own are gone ({gone[0]}); choose the rasters it "
-                                     "was started on again")
 
 
 def _in_qgis_words(message: str) -> str:
