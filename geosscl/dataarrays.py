@@ -329,7 +329,8 @@ def _crs(array: Any, label: str) -> CRS:
     named = array.attrs.get("grid_mapping") or array.encoding.get("grid_mapping")
     if named and mapping is None:
         raise GeossclError(f"{label}: no CRS: its grid mapping {named!r} is not among its coordinates; open the file "
-                           "with decode_coords='all', or segment the Dataset")
+                           "with decode_coords='all', or segment the Dataset; or set a CRS, e.g. with rioxarray: "
+                           ".rio.write_crs('EPSG:32633')")
     raise GeossclError(f"{label}: no CRS (neither a 'spatial_ref' coordinate with 'crs_wkt' nor a 'crs' attribute); "
                        "set one, e.g. with rioxarray: .rio.write_crs('EPSG:32633')")
 
