@@ -36,6 +36,16 @@ def segment(scene, model, bounds=None, **options):
     return run(scene, model, bounds, **options)
 
 
+def suggest(model, imagery, out, **options):
+    """Write the tiles of ``imagery`` where ``model`` is least sure, free of the labels there are, to label next
+    (a GeoPackage; see :func:`geosscl.suggestions.suggest`); return them as a GeoDataFrame."""
+    from .suggestions import suggest as run
+
+    if isinstance(imagery, str):
+        imagery = [imagery]
+    return run(model, imagery, out, **options)
+
+
 def load_model(path):
     """``(network, info)`` of a geosscl model file; loading never runs code from the file."""
     from .modelfile import load_model as load
@@ -43,5 +53,5 @@ def load_model(path):
     return load(path)
 
 
-__all__ = ["GeossclError", "Mosaic", "PairDataset", "load_model", "predict", "pretrain", "segment"]
+__all__ = ["GeossclError", "Mosaic", "PairDataset", "load_model", "predict", "pretrain", "segment", "suggest"]
 __version__ = "0.1.0"

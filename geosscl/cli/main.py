@@ -12,6 +12,7 @@ from .pairs import pairs
 from .predict import predict
 from .probe import probe
 from .pretrain import pretrain
+from .suggest import suggest
 
 
 class _Group(click.Group):
@@ -38,5 +39,6 @@ cli.add_command(finetune)
 cli.add_command(evaluate)
 cli.add_command(probe)
 cli.add_command(predict)
+cli.add_command(suggest)
 cli.add_command(info)
 cli.add_command(export)

@@ -6,6 +6,7 @@ from .algorithm import SegmentRasterAlgorithm
 from .evaluation import EvaluateModelAlgorithm
 from .pretraining import PretrainAlgorithm
 from .runner import EXECUTABLE_SETTING
+from .suggestion import SuggestTilesAlgorithm
 from .training import TrainModelAlgorithm
 
 
@@ -55,3 +56,4 @@ class GeossclProvider(QgsProcessingProvider):
         self.addAlgorithm(SegmentRasterAlgorithm())
         self.addAlgorithm(TrainModelAlgorithm())
         self.addAlgorithm(EvaluateModelAlgorithm())
+        self.addAlgorithm(SuggestTilesAlgorithm())

@@ -1,4 +1,4 @@
-"""Running ``geosscl`` (predict, probe, finetune, evaluate) as a subprocess and following its progress.
+"""Running ``geosscl`` (predict, probe, finetune, evaluate, suggest) as a subprocess and following its progress.
 
 Kept free of QGIS imports so that it is plain Python to read and to test. QGIS's own
 Python usually has no PyTorch, so the plugin never imports geosscl: it runs the
@@ -173,6 +173,22 @@ def evaluate_command(
     for option, value in (("--region", region), ("--json", json_path), ("--png", png_path)):
         if value:
             command += [option, value]
+    return command
+
+
+def suggest_command(
+    executable: str, scene: str, model: str, output: str, *, count: int = 20, tile_size: int | None = None,
+    spacing: int = 1, labels: Sequence[str] = (), region: str | None = None, exclude: str | None = None,
+    device: str = "auto", nodata: float | None = None,
+) -> list[str]:
+    """The ``geosscl suggest`` command line: the ``count`` tiles where the model is least sure, free of ``labels``
+    (:func:`label_options`, optional) and of ``exclude``, inside ``region``; the output is replaced, as Processing
+    destinations are."""
+    command = [executable, "suggest", model, scene, "-o", output, "--count", str(count), "--spacing", str(spacing),
+               *labels, "--device", device, "--progress", "jsonl", "--overwrite", *nodata_option(nodata)]
+    for option, value in (("--tile-size", tile_size), ("--region", region), ("--exclude", exclude)):
+        if value:
+            command += [option, str(value)]
     return command
 
 

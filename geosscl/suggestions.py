@@ -1,0 +1,282 @@
+"""``geosscl suggest``: where to label next.
+
+A model made from a few labels is unsure in some places and sure in others; labels
+where it is unsure teach it most. This runs a model over the imagery with the tiled
+inference engine, scores every square tile of a grid by the model's mean uncertainty
+there (the entropy of its class probabilities, 0 = certain, 1 = all classes equally
+likely), and keeps the most uncertain tiles that hold no label yet, spread apart so
+that no two of them (nor one and a labelled tile) touch: a GeoPackage of squares to annotate, in the imagery's CRS.
+
+Memory depends on the engine's block and the number of tiles (a few numbers each),
+never on the scene size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import shapely
+import torch
+
+from .data import Mosaic, open_labels
+from .data.labels import IGNORE_INDEX
+from .errors import GeossclError
+from .inference import TiledSegmenter
+from .modelfile import load_model
+from .output import atomic_output, check_suffix
+from .prediction import _extent, open_scene
+from .splits import KeepRegion, label_extent, read_region
+
+log = logging.getLogger(__name__)
+
+#: Layer of the GeoPackage :func:`suggest` writes.
+LAYER = "suggestions"
+
+
+@dataclass
+class _Tiles:
+    """Per-tile sums over the scene, on a grid of ``size`` px from the area's top-left corner."""
+
+    rows: int
+    cols: int
+    size: int
+    valid: np.ndarray  #: ``rows×cols`` pixels with input
+    entropy: np.ndarray  #: ``rows×cols`` sum of the normalised entropy over them
+    labelled: np.ndarray  #: ``rows×cols`` pixels already labelled
+    votes: np.ndarray  #: ``rows×cols×classes`` pixels the model gives each class
+
+
+def _per_tile(values: torch.Tensor, size: int) -> np.ndarray:
+    """Sums of ``values`` (``H×W`` or ``H×W×K``, H and W multiples of ``size``) over ``size×size`` tiles."""
+    h, w = values.shape[:2]
+    tiles = values.reshape(h // size, size, w // size, size, *values.shape[2:])
+    return tiles.sum(dim=(1, 3)).numpy()
+
+
+def _pad(values: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``values`` (``h×w`` or ``h×w×K``) zero-padded at the bottom and right to ``height×width``."""
+    out = values.new_zeros((height, width, *values.shape[2:]))
+    out[: values.shape[0], : values.shape[1]] = values
+    return out
+
+
+def _scan(engine: TiledSegmenter, mosaic: Mosaic, area: tuple[float, float, float, float], size: int,
+          labels: Callable[[slice, slice], torch.Tensor] | None, tick: Callable[[], None]) -> _Tiles:
+    """Run the model over ``area`` and sum its uncertainty, predictions and the labels per tile."""
+    rx, ry = mosaic.res
+    width, height = round((area[2] - area[0]) / rx), round((area[3] - area[1]) / ry)
+    rows, cols = math.ceil(height / size), math.ceil(width / size)
+    classes = engine.info.num_classes
+    tiles = _Tiles(rows, cols, size, np.zeros((rows, cols), np.int64), np.zeros((rows, cols), np.float64),
+                   np.zeros((rows, cols), np.int64), np.zeros((rows, cols, classes), np.int64))
+    scale = math.log(classes) if classes > 1 else 1.0
+    for block in engine.blocks(mosaic, area):
+        x0, y0, x1, y1 = block.bounds
+        # The engine's blocks are whole tiles (its block side is a multiple of the tile's) but at the
+        # area's right and bottom edges: there the part of a tile beyond the area counts as no input.
+        row, col = round((area[3] - y1) / ry) // size, round((x0 - area[0]) / rx) // size
+        h, w = block.classes.shape
+        th, tw = math.ceil(h / size), math.ceil(w / size)
+        valid = block.classes >= 0
+        p = block.probabilities.clamp_min(1e-12)
+        entropy = (-(p * p.log()).sum(dim=0) / scale).masked_fill(~valid, 0.0).double()
+        votes = torch.nn.functional.one_hot(block.classes.clamp_min(0), classes).masked_fill(~valid[..., None], 0)
+        labelled = torch.zeros(h, w, dtype=torch.int64)
+        if labels is not None:
+            labelled = (labels(slice(x0, x1, rx), slice(y0, y1, ry)) != IGNORE_INDEX).long()
+        window = (slice(row, row + th), slice(col, col + tw))
+        tiles.valid[window] += _per_tile(_pad(valid.long(), th * size, tw * size), size)
+        tiles.entropy[window] += _per_tile(_pad(entropy, th * size, tw * size), size)
+        tiles.labelled[window] += _per_tile(_pad(labelled, th * size, tw * size), size)
+        tiles.votes[window] += _per_tile(_pad(votes, th * size, tw * size), size)
+        tick()
+    return tiles
+
+
+class _LabelReader:
+    """``reader(x, y)``: the labels on the grid of the slices ``x`` and ``y`` (map units), IGNORE_INDEX where there
+    are none, also where the labels do not reach (the labels dataset raises IndexError there)."""
+
+    def __init__(self, labels: Any, keep: KeepRegion | None) -> None:
+        self.labels, self.keep = labels, keep
+
+    def __call__(self, x: slice, y: slice) -> torch.Tensor:
+        try:
+            sample = self.labels[x, y]
+        except IndexError:
+            return torch.full((round((y.stop - y.start) / y.step), round((x.stop - x.start) / x.step)), IGNORE_INDEX)
+        return (self.keep(sample) if self.keep is not None else sample)["mask"]
+
+
+def _spread(order: np.ndarray, cols: int, count: int, spacing: int, labelled: np.ndarray) -> list[int]:
+    """The first ``count`` tiles of ``order`` (flat indexes) no two of which lie within ``spacing`` tiles of each
+    other or of a ``labelled`` tile (flat indexes): labels next to labels teach little that is new."""
+    taken = {divmod(int(flat), cols) for flat in labelled}
+    chosen = []
+    for flat in order:
+        r, c = divmod(int(flat), cols)
+        if any((r + dr, c + dc) in taken for dr in range(-spacing, spacing + 1) for dc in range(-spacing, spacing + 1)):
+            continue
+        taken.add((r, c))
+        chosen.append(int(flat))
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def suggest(
+    model: str | os.PathLike,
+    imagery: list[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    count: int = 20,
+    tile_size: int | None = None,
+    spacing: int = 1,
+    min_valid: float = 0.9,
+    labels: list[str] | None = None,
+    class_column: str | None = None,
+    label_nodata: float | None = None,
+    background_class: str | None = None,
+    label_area: str | None = None,
+    region: str | None = None,
+    exclude: str | None = None,
+    bands: list[int] | None = None,
+    nodata: float | None = None,
+    device: str = "auto",
+    batch_size: int = 8,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+):
+    """Write the ``count`` tiles of ``imagery`` where ``model`` is least sure, to label next.
+
+    Args:
+        model: a model file of ``finetune`` or ``probe -o``.
+        imagery: GeoTIFFs, a directory, a glob or a VRT, read as :func:`geosscl.predict` reads them.
+        out: a GeoPackage (layer ``suggestions``): one square per tile, in the imagery's CRS,
+            with ``rank`` (1 = most uncertain), ``uncertainty`` (mean normalised entropy of the
+            class probabilities over the tile, 0..1), ``predicted`` (the class the model gives
+            most of the tile) and ``valid`` (share of the tile with input).
+        count: tiles to suggest.
+        tile_size: tile side in pixels of the scene as read (at the model's GSD); default the
+            model's tile size, the crop it was trained on.
+        spacing: no two suggested tiles lie within this many tiles of each other or of a tile
+            holding labels (1: they do not touch; 0: neighbours allowed), so the labels spread over the scene.
+        min_valid: least share of a tile with input (tiles on the scene's edge or its nodata are skipped).
+        labels: the labels there are already (class rasters or one vector layer, read as
+            :func:`geosscl.evaluate` reads them): tiles holding any labelled pixel are skipped.
+        class_column, label_nodata, background_class, label_area: as for :func:`geosscl.evaluate`.
+        region: polygons to suggest inside (a tile's centre must lie in them).
+        exclude: polygons to keep free of suggestions (e.g. the test region): tiles touching them are skipped.
+        bands, nodata, device, batch_size: as for :func:`geosscl.predict`.
+        overwrite: replace ``out``.
+        progress: called with ``(blocks done, blocks in all)``.
+
+    Returns:
+        the suggested tiles as a GeoDataFrame (what ``out`` holds), most uncertain first.
+
+    Raises:
+        GeossclError: bad input, or no tile left to suggest; nothing is written then.
+    """
+    import geopandas as gpd
+
+    if count < 1:
+        raise GeossclError(f"count: {count}; suggest at least 1 tile")
+    if spacing < 0:
+        raise GeossclError(f"spacing: {spacing} is negative")
+    if not 0 < min_valid <= 1:
+        raise GeossclError(f"min_valid: {min_valid} must lie in (0, 1]")
+    if label_area and not labels:
+        raise GeossclError(f"{label_area}: a label area is where --labels are complete; give the labels too")
+    check_suffix(out, (".gpkg",), "suggestions are a GeoPackage layer (ogr2ogr converts it)")
+    imagery = [os.fspath(p) for p in imagery]
+    with atomic_output(out, overwrite, inputs=[model, *imagery, *(labels or []), label_area, region, exclude]) as tmp:
+        network, info = load_model(model)
+        size = int(tile_size or info.tile_size)
+        if size < 1:
+            raise GeossclError(f"tile_size: {size} is not a positive number of pixels")
+        mosaic = open_scene(imagery, info, bands, nodata=nodata)
+        area = mosaic.snap(_extent(mosaic))
+        inside = read_region(region, mosaic.crs) if region else None
+        outside = read_region(exclude, mosaic.crs) if exclude else None
+        if inside is not None:
+            if not shapely.intersects(inside, shapely.box(*area)):
+                raise GeossclError(f"{region}: region does not overlap the imagery")
+            # Only the region's part is read, on the scene's grid of tiles: a tile is the same
+            # square whichever region a run is given.
+            minx, miny, maxx, maxy = mosaic.snap(shapely.intersection(inside, shapely.box(*area)).bounds)
+            step_x, step_y = size * mosaic.res[0], size * mosaic.res[1]
+            x0, y1 = area[0], area[3]
+            area = (x0 + math.floor(round((minx - x0) / step_x, 6)) * step_x,
+                    max(area[1], y1 - math.ceil(round((y1 - miny) / step_y, 6)) * step_y),
+                    min(area[2], x0 + math.ceil(round((maxx - x0) / step_x, 6)) * step_x),
+                    y1 - math.floor(round((y1 - maxy) / step_y, 6)) * step_y)
+        truth = None
+        if labels:
+            extent, limit = label_extent(mosaic, label_area)
+            dataset, _ = open_labels(labels, class_column, info.class_names if class_column else None,
+                                     nodata=label_nodata, background=background_class, extent=extent)
+            truth = _LabelReader(dataset, KeepRegion(limit) if limit is not None else None)
+        # Blocks of whole tiles, so that no tile is cut between two blocks.
+        block = size * max(1, 1024 // size)
+        engine = TiledSegmenter(network, info, device=device, batch_size=batch_size, block_size=block)
+        total, done = len(engine.plan(mosaic, area)), 0
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, total)
+
+        tiles = _scan(engine, mosaic, area, size, truth, tick)
+
+        rx, ry = mosaic.res
+        r, c = np.divmod(np.arange(tiles.rows * tiles.cols), tiles.cols)
+        x0, y1 = area[0] + c * size * rx, area[3] - r * size * ry
+        boxes = shapely.box(x0, y1 - size * ry, x0 + size * rx, y1)
+        share = tiles.valid.ravel() / (size * size)
+        free = share >= min_valid
+        reasons = {f"less than {min_valid:.0%} input": int((~free).sum())}
+        if truth is not None:
+            unlabelled = tiles.labelled.ravel() == 0
+            reasons["labelled already"] = int((free & ~unlabelled).sum())
+            free &= unlabelled
+        if inside is not None:
+            centred = shapely.contains_xy(inside, x0 + size * rx / 2, y1 - size * ry / 2)
+            reasons[f"centre outside {region}"] = int((free & ~centred).sum())
+            free &= centred
+        if outside is not None:
+            clear = ~shapely.intersects(boxes, outside)
+            reasons[f"touching {exclude}"] = int((free & ~clear).sum())
+            free &= clear
+        uncertainty = np.where(tiles.valid.ravel() > 0, tiles.entropy.ravel() / np.maximum(tiles.valid.ravel(), 1), 0.0)
+        candidates = np.flatnonzero(free)
+        if not candidates.size:
+            skipped = ", ".join(f"{n} {why}" for why, n in reasons.items() if n)
+            raise GeossclError(f"{imagery[0]}: no tile of {size} px is left to suggest (of {tiles.rows * tiles.cols}: "
+                               f"{skipped})")
+        # Most uncertain first; ties in grid order, so a run is repeatable.
+        order = candidates[np.lexsort((candidates, -uncertainty[candidates]))]
+        chosen = _spread(order, tiles.cols, count, spacing, np.flatnonzero(tiles.labelled.ravel()))
+        if len(chosen) < count:
+            log.warning(f"{imagery[0]}: {len(chosen)} tile(s) of {size} px to suggest, not {count}: "
+                        f"{candidates.size} are free of labels and nodata, and suggestions keep {spacing} tile(s) apart "
+                        "from each other and from the labels")
+        votes = tiles.votes.reshape(-1, info.num_classes)[chosen]
+        frame = gpd.GeoDataFrame(
+            {
+                "rank": np.arange(1, len(chosen) + 1, dtype=np.int32),
+                "uncertainty": np.round(uncertainty[chosen], 4),
+                "predicted": [info.class_names[int(k)] for k in votes.argmax(axis=1)],
+                "valid": np.round(share[chosen], 4),
+            },
+            geometry=boxes[chosen], crs=mosaic.crs,
+        )
+        os.remove(tmp)  # atomic_output's placeholder: the GeoPackage driver wants to create the file itself
+        frame.to_file(tmp, layer=LAYER, driver="GPKG")
+    return frame

@@ -1,0 +1,150 @@
+"""``geosscl suggest``: the tiles where a model is least sure, free of the labels there are, spread apart.
+
+Real data: the NC Landsat 7 band files, their land-use raster and the bundled NC model. The uncertainty
+of each tile is checked against the probabilities ``predict`` writes, computed here by hand.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import rasterio.windows
+import shapely
+
+from geosscl import GeossclError
+from geosscl.prediction import predict
+from geosscl.suggestions import LAYER, suggest
+from conftest import BUNDLED_MODEL, NAIP, NC_BANDS
+
+BANDS = [str(p) for p in NC_BANDS]
+STRATA = NC_BANDS[0].parent / "strata.tif"  # complete land use, nodata -99999, in EPSG:3358 (the bands' grid)
+TEST_REGION = NC_BANDS[0].parent / "test_region.geojson"  # the eastern third
+TILE = 32
+
+
+@pytest.fixture(scope="module")
+def entropy(tmp_path_factory):
+    """Mean normalised entropy of the bundled model's probabilities over each 32 px tile of the scene's
+    grid (NaN where a tile has a pixel without input), from the probabilities predict writes."""
+    folder = tmp_path_factory.mktemp("probabilities")
+    predict(BANDS, BUNDLED_MODEL, folder / "classes.tif", probabilities=folder / "p.tif", device="cpu")
+    with rasterio.open(folder / "p.tif") as src:
+        p = src.read().astype(np.float64)
+        transform = src.transform
+    per_pixel = -(np.clip(p, 1e-12, None) * np.log(np.clip(p, 1e-12, None))).sum(axis=0) / np.log(p.shape[0])
+    rows, cols = p.shape[1] // TILE, p.shape[2] // TILE
+    tiles = per_pixel[: rows * TILE, : cols * TILE].reshape(rows, TILE, cols, TILE).mean(axis=(1, 3))
+    return tiles, transform
+
+
+def tile_of(geometry, transform) -> tuple[int, int]:
+    col, row = ~transform @ (geometry.bounds[0], geometry.bounds[3])
+    assert abs(row - round(row)) < 1e-6 and abs(col - round(col)) < 1e-6  # on the pixel grid
+    assert round(row) % TILE == 0 and round(col) % TILE == 0  # on the scene's grid of tiles, from its corner
+    return round(row) // TILE, round(col) // TILE
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    out = tmp_path_factory.mktemp("suggest") / "tiles.gpkg"
+    frame = suggest(BUNDLED_MODEL, BANDS, out, count=6, tile_size=TILE, min_valid=1.0, device="cpu")
+    return frame, out
+
+
+def test_the_most_uncertain_tiles_come_first_and_do_not_touch(first, entropy):
+    frame, out = first
+    tiles, transform = entropy
+    written = gpd.read_file(out, layer=LAYER)
+    assert len(written) == 6 and list(written["rank"]) == [1, 2, 3, 4, 5, 6]
+    with rasterio.open(BANDS[0]) as src:
+        assert written.crs == src.crs
+    np.testing.assert_allclose(written["uncertainty"], frame["uncertainty"])
+    where = [tile_of(g, transform) for g in written.geometry]
+    for (row, col), g in zip(where, written.geometry):
+        assert g.area == pytest.approx((TILE * 28.5) ** 2)
+    # Each tile's score is the mean entropy of predict's probabilities there.
+    np.testing.assert_allclose(written["uncertainty"], [tiles[r, c] for r, c in where], atol=1e-4)
+    assert list(written["uncertainty"]) == sorted(written["uncertainty"], reverse=True)
+    # The first is the most uncertain whole tile of the scene; no two touch.
+    assert written["uncertainty"][0] == pytest.approx(np.nanmax(tiles), abs=1e-4)
+    for i, a in enumerate(where):
+        for b in where[i + 1:]:
+            assert max(abs(a[0] - b[0]), abs(a[1] - b[1])) >= 2
+    # Each is skipped only for a neighbour: a free tile more uncertain than the last lies next to a chosen one.
+    last = written["uncertainty"].iloc[-1]
+    for r, c in zip(*np.nonzero(tiles > last + 1e-4)):
+        assert (r, c) in where or any(max(abs(r - a), abs(c - b)) <= 1 for a, b in where)
+    # What the model gives most of each tile.
+    assert set(written["predicted"]) <= {"developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment"}
+    assert written["valid"].eq(1.0).all()
+
+
+def test_labelled_and_excluded_tiles_are_not_suggested(first, entropy, tmp_path):
+    frame, _ = first
+    # The first three suggestions labelled, as a user would draw them: polygons with a class column.
+    drawn = gpd.GeoDataFrame({"landuse": ["forest", "developed", "forest"]}, geometry=list(frame.geometry[:3]), crs=frame.crs)
+    drawn.to_file(tmp_path / "labels.gpkg")
+    again = suggest(BUNDLED_MODEL, BANDS, tmp_path / "next.gpkg", count=6, tile_size=TILE, min_valid=1.0,
+                    labels=[str(tmp_path / "labels.gpkg")], class_column="landuse", exclude=str(TEST_REGION), device="cpu")
+    assert len(again) == 6
+    east = shapely.union_all(gpd.read_file(TEST_REGION).to_crs(frame.crs).geometry.values)
+    for g in again.geometry:
+        assert not any(g.intersects(shapely.buffer(d, -1.0)) for d in drawn.geometry)  # no labelled tile again
+        assert not g.intersects(east)
+    # They are the most uncertain whole tiles left, greedily kept a tile apart from each other and from the labels.
+    tiles, transform = entropy
+    labelled = [tile_of(g, transform) for g in drawn.geometry]
+    chosen: list[tuple[int, int]] = []
+    for flat in np.argsort(-np.nan_to_num(tiles, nan=-1).ravel(), kind="stable"):
+        r, c = divmod(int(flat), tiles.shape[1])
+        box = shapely.box(*rasterio.windows.bounds(rasterio.windows.Window(c * TILE, r * TILE, TILE, TILE), transform))
+        if np.isnan(tiles[r, c]) or box.intersects(east) or any(max(abs(r - a), abs(c - b)) <= 1 for a, b in labelled + chosen):
+            continue
+        chosen.append((r, c))
+        if len(chosen) == 6:
+            break
+    assert [tile_of(g, transform) for g in again.geometry] == chosen
+
+
+def test_a_raster_of_labels_everywhere_leaves_no_tile_and_writes_nothing(tmp_path):
+    out = tmp_path / "tiles.gpkg"
+    with pytest.raises(GeossclError, match=r"nc_landsat/lsat7_2000_10.tif: no tile of 32 px is left to suggest .*labelled already"):
+        suggest(BUNDLED_MODEL, BANDS, out, tile_size=TILE, labels=[str(STRATA)], device="cpu")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_input_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(GeossclError, match="the model reads bands 1,2,3,4,5,6"):
+        suggest(BUNDLED_MODEL, [str(NAIP)], tmp_path / "tiles.gpkg", device="cpu")
+    with pytest.raises(GeossclError, match="tiles.shp: .*GeoPackage"):
+        suggest(BUNDLED_MODEL, BANDS, tmp_path / "tiles.shp", device="cpu")
+    with pytest.raises(GeossclError, match="region does not overlap the imagery"):
+        far = gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1000, 1000)], crs="EPSG:32119")
+        far.to_file(tmp_path / "far.gpkg")
+        suggest(BUNDLED_MODEL, BANDS, tmp_path / "tiles.gpkg", region=str(tmp_path / "far.gpkg"), device="cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["far.gpkg"]
+
+
+def test_the_command_prints_the_tiles_and_fails_in_one_line(tmp_path):
+    geosscl = [sys.executable, "-m", "geosscl", "suggest", str(BUNDLED_MODEL), *BANDS]
+    done = subprocess.run([*geosscl, "-o", str(tmp_path / "t.gpkg"), "-n", "3", "--tile-size", "32", "--region",
+                           str(TEST_REGION), "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].split() == ["rank", "uncertainty", "predicted", "centre"] and lines[-1] == f"wrote 3 tile(s) to {tmp_path / 't.gpkg'}"
+    east = shapely.union_all(gpd.read_file(TEST_REGION).to_crs("EPSG:32119").geometry.values)
+    inside = gpd.read_file(tmp_path / "t.gpkg").geometry
+    assert all(east.contains(g.centroid) for g in inside)
+    with rasterio.open(BANDS[0]) as src:  # the region's tiles are squares of the whole scene's grid
+        for g in inside:
+            tile_of(g, src.transform)
+    failed = subprocess.run([*geosscl, "-o", str(tmp_path / "u.gpkg"), "--labels", str(STRATA), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1
+    assert failed.stderr.strip().count("\n") == 0 and "no tile of 64 px is left to suggest" in failed.stderr
+    assert not (tmp_path / "u.gpkg").exists()
