@@ -41,6 +41,8 @@ demo: $(STAMP)
 		--classes sample_data/nc_landsat/classes.yaml --init $(DEMO_OUT)/pretrain/last.ckpt \
 		--holdout-region sample_data/nc_landsat/test_region.geojson --label-fraction 0.2 --crop-size 64 --seed 0 \
 		--stages 1 --output $(DEMO_OUT)/stage1.safetensors --overwrite
+	$(BIN)/geosscl suggest $(DEMO_OUT)/stage1.safetensors $(NC_BANDS) --count 8 --tile-size 32 \
+		--exclude sample_data/nc_landsat/test_region.geojson -o $(DEMO_OUT)/suggested.gpkg --overwrite
 	$(BIN)/geosscl predict $(NC_SCENE) -m $(BUNDLED_MODEL) -o $(DEMO_OUT)/bundled_classes.tif \
 		--vector $(DEMO_OUT)/bundled_classes.gpkg --preview $(DEMO_OUT)/bundled_classes.png --preview-rgb 3,2,1 --overwrite
 	@echo
@@ -51,6 +53,7 @@ demo: $(STAMP)
 	@echo "  metrics.json, confusion.png  its scores on the held-out eastern third"
 	@echo "  classes.tif, classes.png   its class map of the scene (COG) and preview"
 	@echo "  stage1.safetensors         a linear classifier of the run's stride-2 encoder stage, same labels (geosscl probe -o)"
+	@echo "  suggested.gpkg             the 8 tiles of 32 px where that classifier is least sure: where to label next"
 	@echo "  bundled_classes.{tif,gpkg,png}  the same with the bundled model ($(BUNDLED_MODEL))"
 
 test: $(STAMP)

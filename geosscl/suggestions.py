@@ -52,18 +52,9 @@ class _Tiles:
     votes: np.ndarray  #: ``rows×cols×classes`` pixels the model gives each class
 
 
-def _per_tile(values: torch.Tensor, size: int) -> np.ndarray:
-    """Sums of ``values`` (``H×W`` or ``H×W×K``, H and W multiples of ``size``) over ``size×size`` tiles."""
-    h, w = values.shape[:2]
-    tiles = values.reshape(h // size, size, w // size, size, *values.shape[2:])
-    return tiles.sum(dim=(1, 3)).numpy()
-
-
-def _pad(values: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``values`` (``h×w`` or ``h×w×K``) zero-padded at the bottom and right to ``height×width``."""
-    out = values.new_zeros((height, width, *values.shape[2:]))
-    out[: values.shape[0], : values.shape[1]] = values
-    return out
+def _per_tile(tile: torch.Tensor, count: int, weights: torch.Tensor | None = None) -> np.ndarray:
+    """Sums of ``weights`` (default 1 each) over the pixels of each tile: ``tile`` holds each pixel's tile (flat)."""
+    return torch.bincount(tile, weights=weights, minlength=count).numpy()
 
 
 def _scan(engine: TiledSegmenter, mosaic: Mosaic, area: tuple[float, float, float, float], size: int,
@@ -83,18 +74,19 @@ def _scan(engine: TiledSegmenter, mosaic: Mosaic, area: tuple[float, float, floa
         row, col = round((area[3] - y1) / ry) // size, round((x0 - area[0]) / rx) // size
         h, w = block.classes.shape
         th, tw = math.ceil(h / size), math.ceil(w / size)
-        valid = block.classes >= 0
+        tile = ((torch.arange(h) // size)[:, None] * tw + (torch.arange(w) // size)[None, :]).ravel()
+        valid = (block.classes >= 0).ravel()
         p = block.probabilities.clamp_min(1e-12)
-        entropy = (-(p * p.log()).sum(dim=0) / scale).masked_fill(~valid, 0.0).double()
-        votes = torch.nn.functional.one_hot(block.classes.clamp_min(0), classes).masked_fill(~valid[..., None], 0)
-        labelled = torch.zeros(h, w, dtype=torch.int64)
-        if labels is not None:
-            labelled = (labels(slice(x0, x1, rx), slice(y0, y1, ry)) != IGNORE_INDEX).long()
+        entropy = (-(p * p.log()).sum(dim=0) / scale).ravel().double()
         window = (slice(row, row + th), slice(col, col + tw))
-        tiles.valid[window] += _per_tile(_pad(valid.long(), th * size, tw * size), size)
-        tiles.entropy[window] += _per_tile(_pad(entropy, th * size, tw * size), size)
-        tiles.labelled[window] += _per_tile(_pad(labelled, th * size, tw * size), size)
-        tiles.votes[window] += _per_tile(_pad(votes, th * size, tw * size), size)
+        tiles.valid[window] += _per_tile(tile[valid], th * tw).reshape(th, tw)
+        tiles.entropy[window] += _per_tile(tile[valid], th * tw, entropy[valid]).reshape(th, tw)
+        # The model's vote of each pixel, counted by tile and class at once.
+        votes = tile[valid] * classes + block.classes.ravel()[valid]
+        tiles.votes[window] += _per_tile(votes, th * tw * classes).reshape(th, tw, classes)
+        if labels is not None:
+            labelled = (labels(slice(x0, x1, rx), slice(y0, y1, ry)) != IGNORE_INDEX).ravel()
+            tiles.labelled[window] += _per_tile(tile[labelled], th * tw).reshape(th, tw)
         tick()
     return tiles
 

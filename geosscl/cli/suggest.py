@@ -67,5 +67,5 @@ def suggest(model, imagery, output, count, tile_size, spacing, min_valid, labels
         centres = frame.geometry.centroid
         click.echo(f"{'rank':>4}  {'uncertainty':>11}  {'predicted':<16} centre")
         for row, centre in zip(frame.itertuples(), centres):
-            click.echo(f"{row.rank:>4}  {row.uncertainty:>11.3f}  {row.predicted:<16} {centre.x:.6g}, {centre.y:.6g}")
+            click.echo(f"{row.rank:>4}  {row.uncertainty:>11.3f}  {row.predicted:<16} {centre.x:.8g}, {centre.y:.8g}")
         click.echo(f"wrote {len(frame)} tile(s) to {output}")
