@@ -183,8 +183,12 @@ def suggest(
         raise GeossclError(f"spacing: {spacing} is negative")
     if not 0 < min_valid <= 1:
         raise GeossclError(f"min_valid: {min_valid} must lie in (0, 1]")
-    if label_area and not labels:
-        raise GeossclError(f"{label_area}: a label area is where --labels are complete; give the labels too")
+    if not labels:
+        given = [option for option, value in (("--class-column", class_column), ("--label-nodata", label_nodata),
+                                              ("--background-class", background_class), ("--label-area", label_area))
+                 if value is not None]
+        if given:
+            raise GeossclError(f"{given[0]}: describes the labels there are; give them with --labels too")
     check_suffix(out, (".gpkg",), "suggestions are a GeoPackage layer (ogr2ogr converts it)")
     imagery = [os.fspath(p) for p in imagery]
     with atomic_output(out, overwrite, inputs=[model, *imagery, *(labels or []), label_area, region, exclude]) as tmp:

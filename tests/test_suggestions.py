@@ -123,6 +123,8 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path):
         suggest(BUNDLED_MODEL, [str(NAIP)], tmp_path / "tiles.gpkg", device="cpu")
     with pytest.raises(GeossclError, match="tiles.shp: .*GeoPackage"):
         suggest(BUNDLED_MODEL, BANDS, tmp_path / "tiles.shp", device="cpu")
+    with pytest.raises(GeossclError, match="--label-area: describes the labels there are; give them with --labels too"):
+        suggest(BUNDLED_MODEL, BANDS, tmp_path / "tiles.gpkg", label_area=str(TEST_REGION), device="cpu")
     with pytest.raises(GeossclError, match="region does not overlap the imagery"):
         far = gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1000, 1000)], crs="EPSG:32119")
         far.to_file(tmp_path / "far.gpkg")

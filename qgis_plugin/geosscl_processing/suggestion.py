@@ -19,7 +19,7 @@ from qgis.core import (
 
 from .algorithm import DEVICES
 from .base import GeossclAlgorithm
-from .layers import bands_advice, check_raster, check_vector, configured_executable, imagery_nodata, label_files, named_after_layers, raster_file, vector_file
+from .layers import check_raster, check_vector, configured_executable, imagery_nodata, label_files, named_after_layers, raster_file, vector_file
 from .runner import EXECUTABLE_SETTING, Cancelled, RunError, find_executable, run, suggest_command
 
 
@@ -103,8 +103,8 @@ class SuggestTilesAlgorithm(GeossclAlgorithm):
                     copies[scene] = raster.name()
                 options = []
                 if labels is not None:
-                    options, copies = label_files(labels, scratch, context, feedback, with_classes=False)
-                    copies.update({scene: raster.name()} if scene.startswith(scratch) else {})
+                    options, label_copies = label_files(labels, scratch, context, feedback, with_classes=False)
+                    copies.update(label_copies)
                 files = {}
                 for name, layer in polygons.items():
                     files[name] = vector_file(layer, scratch, name.lower(), context)
@@ -122,5 +122,5 @@ class SuggestTilesAlgorithm(GeossclAlgorithm):
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from None
         except RunError as exc:
-            raise QgsProcessingException(f"geosscl: {bands_advice(named_after_layers(str(exc), copies), None)}") from None
+            raise QgsProcessingException(f"geosscl: {named_after_layers(str(exc), copies)}") from None
         return {self.OUTPUT: output, "TILES": result.get("tiles")}
