@@ -33,7 +33,7 @@ import torch
 from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig
 from geosscl.probing import linear_probe
-from scenes import SCENES, TESTS, VAL_LABELS_HELP, class_weights, test_region, val_labels, validation
+from scenes import SCENES, TESTS, VAL_LABELS_HELP, class_weights, named_encoders, test_region, val_labels, validation
 import stage_sets
 from report import print_values
 
@@ -60,12 +60,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    encoders = {"random": "random"}
-    for item in args.encoders:
-        name, sep, path = item.partition("=")
-        if not sep or not path:
-            parser.error(f"{item}: expected NAME=CHECKPOINT")
-        encoders[name] = path
+    encoders = named_encoders(parser, args.encoders)
     fractions = [float(f) for f in args.fractions.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     scratch = tempfile.TemporaryDirectory(prefix="geosscl-probe-")  # removed at exit

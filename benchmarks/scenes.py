@@ -100,3 +100,14 @@ def test_region(kind: str, folder: Path, scene: Scene = SCENES["nc"]) -> str:
         blocks = block_split(area, 96 * mosaic.res[0], {"test": 1 / 3, "rest": 2 / 3}, seed=123)["test"]
         gpd.GeoDataFrame(geometry=[blocks], crs=mosaic.crs).to_file(path)
     return str(path)
+
+
+def named_encoders(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
+    """The encoders to compare: ``random``, then the ``NAME=CHECKPOINT`` arguments ``items`` (a usage error otherwise)."""
+    found = {"random": "random"}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            parser.error(f"{item}: expected NAME=CHECKPOINT")
+        found[name] = path
+    return found

@@ -42,7 +42,7 @@ from geosscl.probing import linear_probe
 from geosscl.splits import read_region
 from geosscl.suggestions import suggest
 from report import print_values
-from scenes import SCENES, TESTS, test_region
+from scenes import SCENES, TESTS, named_encoders, test_region
 
 SCENE = SCENES["nc"]
 
@@ -116,12 +116,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    encoders = {"random": "random"}
-    for item in args.encoders:
-        name, sep, path = item.partition("=")
-        if not sep or not path:
-            parser.error(f"{item}: expected NAME=CHECKPOINT")
-        encoders[name] = path
+    encoders = named_encoders(parser, args.encoders)
     seeds = [int(s) for s in args.seeds.split(",")]
     scratch = tempfile.TemporaryDirectory(prefix="geosscl-suggest-")
     folder = Path(scratch.name)
