@@ -7,8 +7,8 @@ there (the entropy of its class probabilities, 0 = certain, 1 = all classes equa
 likely), and keeps the most uncertain tiles that hold no label yet, spread apart so
 that no two of them (nor one and a labelled tile) touch: a GeoPackage of squares to annotate, in the imagery's CRS.
 
-Memory depends on the engine's block and the number of tiles (a few numbers each),
-never on the scene size.
+Memory holds the engine's block and a few numbers per tile (the class votes and three
+sums), never the scene's probabilities.
 """
 
 from __future__ import annotations

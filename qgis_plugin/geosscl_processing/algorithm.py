@@ -27,28 +27,37 @@ from .style import style_class_map
 DEVICES = ["auto", "cpu", "cuda"]
 
 
-class _ClassPalette(QgsProcessingLayerPostProcessorInterface):
-    """Gives the loaded class map a paletted renderer with the model's class names."""
+class _Styler(QgsProcessingLayerPostProcessorInterface):
+    """Styles a loaded output with ``style(layer)``."""
+
+    def __init__(self, style):
+        super().__init__()
+        self.style = style
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802
-        style_class_map(layer)
+        self.style(layer)
 
 
 #: Post-processors QGIS has not deleted yet: its binding takes them over without keeping their Python
 #: side alive, and without it QGIS calls the bare interface, which styles nothing.
-_PENDING: list[_ClassPalette] = []
+_PENDING: list[_Styler] = []
 
 
-def palette_on_load(context, output) -> None:
-    """Style ``output`` with the model's classes when Processing loads it.
+def style_on_load(context, output, style) -> None:
+    """Style ``output`` with ``style(layer)`` when Processing loads it.
 
     A new post-processor each run: QGIS deletes it with the run's context, so a single shared
     one was gone after the first run (the next run's ``setPostProcessor`` failed).
     """
     _PENDING[:] = [p for p in _PENDING if not sip.isdeleted(p)]
-    processor = _ClassPalette()
+    processor = _Styler(style)
     _PENDING.append(processor)
     context.layerToLoadOnCompletionDetails(output).setPostProcessor(processor)
+
+
+def palette_on_load(context, output) -> None:
+    """Style the class map ``output`` with the model's classes when Processing loads it."""
+    style_on_load(context, output, style_class_map)
 
 
 class SegmentRasterAlgorithm(GeossclAlgorithm):

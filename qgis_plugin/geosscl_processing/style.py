@@ -1,11 +1,13 @@
-"""Paletted rendering of a geosscl class map: colours and class names from the file itself."""
+"""How geosscl outputs look when loaded: a class map paletted with the colours and class names of the file itself;
+suggested tiles as outlines labelled with their rank."""
 
 from __future__ import annotations
 
 import json
 
 from osgeo import gdal
-from qgis.core import QgsPalettedRasterRenderer
+from qgis.core import (QgsFillSymbol, QgsPalettedRasterRenderer, QgsPalLayerSettings, QgsSingleSymbolRenderer,
+                       QgsVectorLayerSimpleLabeling)
 from qgis.PyQt.QtGui import QColor
 
 
@@ -35,3 +37,15 @@ def style_class_map(layer) -> bool:
     layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
     layer.triggerRepaint()
     return True
+
+
+def style_tiles(layer) -> None:
+    """Give suggested tiles outlines without fill, so the imagery to label shows through, labelled by rank."""
+    symbol = QgsFillSymbol.createSimple({"style": "no", "outline_color": "255,0,255", "outline_width": "0.8"})
+    layer.setRenderer(QgsSingleSymbolRenderer(symbol))
+    label = QgsPalLayerSettings()
+    label.fieldName = "rank"
+    label.enabled = True
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(label))
+    layer.setLabelsEnabled(True)
+    layer.triggerRepaint()

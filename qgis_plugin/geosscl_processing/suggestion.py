@@ -17,10 +17,11 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from .algorithm import DEVICES
+from .algorithm import DEVICES, style_on_load
 from .base import GeossclAlgorithm
 from .layers import check_raster, check_vector, configured_executable, imagery_nodata, label_files, named_after_layers, raster_file, vector_file
 from .runner import EXECUTABLE_SETTING, Cancelled, RunError, find_executable, run, suggest_command
+from .style import style_tiles
 
 
 class SuggestTilesAlgorithm(GeossclAlgorithm):
@@ -123,4 +124,6 @@ class SuggestTilesAlgorithm(GeossclAlgorithm):
             raise QgsProcessingException(str(exc)) from None
         except RunError as exc:
             raise QgsProcessingException(f"geosscl: {named_after_layers(str(exc), copies)}") from None
+        if context.willLoadLayerOnCompletion(output):
+            style_on_load(context, output, style_tiles)
         return {self.OUTPUT: output, "TILES": result.get("tiles")}

@@ -3,8 +3,11 @@ digitised (a memory layer) kept free, and errors in the dialog's words."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
-from qgis.core import QgsFeatureRequest, QgsProcessingException, QgsVectorLayer
+from qgis.core import (QgsFeatureRequest, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback,
+                       QgsProcessingOutputLayerDefinition, QgsProject, QgsVectorLayer)
 
 from conftest import MODEL, NAIP, SCENE, STRATA, geosscl
 
@@ -67,3 +70,23 @@ def test_errors_name_the_layer_and_leave_no_output(processing, in_project, tmp_p
     with pytest.raises(QgsProcessingException, match=r"tiles\.shp: tiles to label are written as GeoPackage"):
         processing.run(SUGGEST, {"INPUT": str(SCENE), "MODEL": str(MODEL), "OUTPUT": str(tmp_path / "tiles.shp")})
     assert not out.exists() and not (tmp_path / "tiles.shp").exists()
+
+
+def test_loaded_tiles_are_outlines_labelled_by_rank(processing, tmp_path):
+    """The imagery to label shows through the squares: no fill, an outline, the rank as label."""
+    out = tmp_path / "tiles.gpkg"
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    context.setProject(QgsProject.instance())
+    processing.run(SUGGEST, {"INPUT": str(SCENE), "MODEL": str(MODEL), "COUNT": 2,
+                             "OUTPUT": QgsProcessingOutputLayerDefinition(str(out), QgsProject.instance())},
+                   context=context, feedback=feedback)
+    gc.collect()  # nothing but the context may keep the post-processor
+    details = context.layerToLoadOnCompletionDetails(str(out))
+    assert details.postProcessor() is not None
+    layer = QgsVectorLayer(f"{out}|layername=suggestions", "tiles", "ogr")
+    details.postProcessor().postProcessLayer(layer, context, feedback)
+    fill = layer.renderer().symbol().symbolLayer(0)
+    assert fill.brushStyle() == 0 and fill.strokeColor().getRgb()[:3] == (255, 0, 255)  # Qt.NoBrush
+    assert layer.labelsEnabled() and layer.labeling().settings().fieldName == "rank"
+    del details, context
+    gc.collect()
