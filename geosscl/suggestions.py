@@ -234,7 +234,11 @@ def suggest(
         rx, ry = mosaic.res
         r, c = np.divmod(np.arange(tiles.rows * tiles.cols), tiles.cols)
         x0, y1 = area[0] + c * size * rx, area[3] - r * size * ry
-        boxes = shapely.box(x0, y1 - size * ry, x0 + size * rx, y1)
+
+        def boxes(index: np.ndarray) -> np.ndarray:
+            """The squares of the tiles ``index`` (flat), made only where needed: a scene holds millions of tiles."""
+            return shapely.box(x0[index], y1[index] - size * ry, x0[index] + size * rx, y1[index])
+
         share = tiles.valid.ravel() / (size * size)
         free = share >= min_valid
         reasons = {f"less than {min_valid:.0%} input": int((~free).sum())}
@@ -247,9 +251,10 @@ def suggest(
             reasons[f"centre outside {region}"] = int((free & ~centred).sum())
             free &= centred
         if outside is not None:
-            clear = ~shapely.intersects(boxes, outside)
-            reasons[f"touching {exclude}"] = int((free & ~clear).sum())
-            free &= clear
+            kept = np.flatnonzero(free)
+            touching = kept[shapely.intersects(boxes(kept), outside)]
+            reasons[f"touching {exclude}"] = int(touching.size)
+            free[touching] = False
         uncertainty = np.where(tiles.valid.ravel() > 0, tiles.entropy.ravel() / np.maximum(tiles.valid.ravel(), 1), 0.0)
         candidates = np.flatnonzero(free)
         if not candidates.size:
@@ -271,7 +276,7 @@ def suggest(
                 "predicted": [info.class_names[int(k)] for k in votes.argmax(axis=1)],
                 "valid": np.round(share[chosen], 4),
             },
-            geometry=boxes[chosen], crs=mosaic.crs,
+            geometry=boxes(np.array(chosen, dtype=np.int64)), crs=mosaic.crs,
         )
         os.remove(tmp)  # atomic_output's placeholder: the GeoPackage driver wants to create the file itself
         frame.to_file(tmp, layer=LAYER, driver="GPKG")
