@@ -69,6 +69,8 @@ def test_errors_name_the_layer_and_leave_no_output(processing, in_project, tmp_p
         processing.run(SUGGEST, {"INPUT": str(SCENE), "MODEL": str(MODEL), "LABEL_RASTER": everywhere, "OUTPUT": str(out)})
     with pytest.raises(QgsProcessingException, match=r"tiles\.shp: tiles to label are written as GeoPackage"):
         processing.run(SUGGEST, {"INPUT": str(SCENE), "MODEL": str(MODEL), "OUTPUT": str(tmp_path / "tiles.shp")})
+    with pytest.raises(QgsProcessingException, match=r"^Labels: a background class or label area describes the labels"):
+        processing.run(SUGGEST, {"INPUT": str(SCENE), "MODEL": str(MODEL), "LABEL_AREA": str(TEST_REGION), "OUTPUT": str(out)})
     assert not out.exists() and not (tmp_path / "tiles.shp").exists()
 
 
