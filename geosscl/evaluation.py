@@ -20,7 +20,7 @@ from .prediction import open_scene
 from .splits import KeepRegion, label_extent, read_region
 
 
-def _open_truth(mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column: str | None = None,
+def open_truth(mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column: str | None = None,
                 label_nodata: float | None = None, background_class: str | None = None,
                 label_area: str | None = None) -> tuple[Any, Any, list[int]]:
     """The labels of ``mosaic`` as the model's class ids, the geometry of ``label_area`` (``None``
@@ -134,7 +134,7 @@ def evaluate(
     # The scene as predict reads it: scored in the imagery's own CRS, at the model's GSD
     # (in metres, so a model made in one CRS scores imagery in another).
     mosaic = open_scene(imagery, info, nodata=nodata)
-    truth = _open_truth(mosaic, info, labels, class_column, label_nodata, background_class, label_area)
+    truth = open_truth(mosaic, info, labels, class_column, label_nodata, background_class, label_area)
     _check_names(truth[0], info)
     scene = _Scene(mosaic, info, labels, *truth, class_column, region, label_area)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
@@ -184,12 +184,12 @@ def evaluate_each_date(
         try:
             # Labels opened for each place, in its CRS: TorchGeo's intersection sets the
             # CRS of the datasets it joins, so one labels dataset cannot serve two CRSs.
-            scenes[files[0]] = _Scene(place, info, labels, *_open_truth(place, info, labels, **options), *where)
+            scenes[files[0]] = _Scene(place, info, labels, *open_truth(place, info, labels, **options), *where)
         except NoOverlap:
             continue
     if not scenes:
         # Raises why the labels miss the imagery as a whole.
-        _Scene(mosaic, info, labels, *_open_truth(mosaic, info, labels, **options), *where)
+        _Scene(mosaic, info, labels, *open_truth(mosaic, info, labels, **options), *where)
     _check_names(next(iter(scenes.values())).truth, info)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
     tick = _ticker(progress, sum(len(engine.plan(s.mosaic, s.area)) for s in scenes.values()))

@@ -24,14 +24,14 @@ import numpy as np
 import shapely
 import torch
 
-from .data import Mosaic, open_labels
+from .data import Mosaic
 from .data.labels import IGNORE_INDEX
 from .errors import GeossclError
 from .inference import TiledSegmenter
 from .modelfile import load_model
 from .output import atomic_output, check_suffix
 from .prediction import _extent, open_scene
-from .splits import KeepRegion, label_extent, read_region
+from .splits import KeepRegion, read_region
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ class _Tiles:
 
     rows: int
     cols: int
-    size: int
     valid: np.ndarray  #: ``rows×cols`` pixels with input
     entropy: np.ndarray  #: ``rows×cols`` sum of the normalised entropy over them
     labelled: np.ndarray  #: ``rows×cols`` pixels already labelled
@@ -64,7 +63,7 @@ def _scan(engine: TiledSegmenter, mosaic: Mosaic, area: tuple[float, float, floa
     width, height = round((area[2] - area[0]) / rx), round((area[3] - area[1]) / ry)
     rows, cols = math.ceil(height / size), math.ceil(width / size)
     classes = engine.info.num_classes
-    tiles = _Tiles(rows, cols, size, np.zeros((rows, cols), np.int64), np.zeros((rows, cols), np.float64),
+    tiles = _Tiles(rows, cols, np.zeros((rows, cols), np.int64), np.zeros((rows, cols), np.float64),
                    np.zeros((rows, cols), np.int64), np.zeros((rows, cols, classes), np.int64))
     scale = math.log(classes) if classes > 1 else 1.0
     for block in engine.blocks(mosaic, area):
@@ -79,10 +78,11 @@ def _scan(engine: TiledSegmenter, mosaic: Mosaic, area: tuple[float, float, floa
         p = block.probabilities.clamp_min(1e-12)
         entropy = (-(p * p.log()).sum(dim=0) / scale).ravel().double()
         window = (slice(row, row + th), slice(col, col + tw))
-        tiles.valid[window] += _per_tile(tile[valid], th * tw).reshape(th, tw)
-        tiles.entropy[window] += _per_tile(tile[valid], th * tw, entropy[valid]).reshape(th, tw)
+        seen = tile[valid]
+        tiles.valid[window] += _per_tile(seen, th * tw).reshape(th, tw)
+        tiles.entropy[window] += _per_tile(seen, th * tw, entropy[valid]).reshape(th, tw)
         # The model's vote of each pixel, counted by tile and class at once.
-        votes = tile[valid] * classes + block.classes.ravel()[valid]
+        votes = seen * classes + block.classes.ravel()[valid]
         tiles.votes[window] += _per_tile(votes, th * tw * classes).reshape(th, tw, classes)
         if labels is not None:
             labelled = (labels(slice(x0, x1, rx), slice(y0, y1, ry)) != IGNORE_INDEX).ravel()
@@ -214,9 +214,9 @@ def suggest(
                     y1 - math.floor(round((y1 - maxy) / step_y, 6)) * step_y)
         truth = None
         if labels:
-            extent, limit = label_extent(mosaic, label_area)
-            dataset, _ = open_labels(labels, class_column, info.class_names if class_column else None,
-                                     nodata=label_nodata, background=background_class, extent=extent)
+            from .evaluation import open_truth  # the labels as evaluate reads them against this model
+
+            dataset, limit, _ = open_truth(mosaic, info, labels, class_column, label_nodata, background_class, label_area)
             truth = _LabelReader(dataset, KeepRegion(limit) if limit is not None else None)
         # Blocks of whole tiles, so that no tile is cut between two blocks.
         block = size * max(1, 1024 // size)

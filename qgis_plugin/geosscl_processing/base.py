@@ -66,13 +66,19 @@ class GeossclAlgorithm(QgsProcessingAlgorithm):
             self.LABEL_AREA, "Area where the labels are complete (empty: the whole raster)",
             [QgsProcessing.TypeVectorPolygon], optional=True))
 
-    def label_parameters(self, parameters, context) -> LabelLayers:
-        """The labels given, checked: polygons and their class field, or a class raster, not both."""
+    def label_parameters(self, parameters, context, optional=False) -> LabelLayers | None:
+        """The labels given, checked: polygons and their class field, or a class raster, not both. With
+        ``optional``, None where neither is given (a background class or label area alone is refused)."""
         polygons = self.parameterAsVectorLayer(parameters, self.LABELS, context)
         raster = self.parameterAsRasterLayer(parameters, self.LABEL_RASTER, context)
         fields = self.parameterAsFields(parameters, self.CLASS_FIELD, context)
         background = self.parameterAsString(parameters, self.BACKGROUND_CLASS, context) or None
         area = self.parameterAsVectorLayer(parameters, self.LABEL_AREA, context)
+        if optional and polygons is None and raster is None:
+            if background or area is not None:
+                raise QgsProcessingException("Labels: a background class or label area describes the labels you have; "
+                                             "give their polygons or class raster too")
+            return None
         if area is not None:
             check_vector(area, "Label area")
         if polygons is not None and raster is not None:

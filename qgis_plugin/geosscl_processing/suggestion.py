@@ -86,11 +86,7 @@ class SuggestTilesAlgorithm(GeossclAlgorithm):
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         if not output.lower().endswith(".gpkg"):
             raise QgsProcessingException(f"{output}: tiles to label are written as GeoPackage; choose a .gpkg file")
-        given = any(parameters.get(name) not in (None, "") for name in (self.LABELS, self.LABEL_RASTER))
-        if not given and any(parameters.get(name) not in (None, "") for name in (self.BACKGROUND_CLASS, self.LABEL_AREA)):
-            raise QgsProcessingException("Labels: a background class or label area describes the labels you have; "
-                                         "give their polygons or class raster too")
-        labels = self.label_parameters(parameters, context) if given else None
+        labels = self.label_parameters(parameters, context, optional=True)
         polygons = {}
         for name, title in ((self.REGION, "Region"), (self.EXCLUDE, "Excluded polygons")):
             layer = self.parameterAsVectorLayer(parameters, name, context)
