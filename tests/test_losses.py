@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from geosscl.losses import MaskedInfoNCE, boxes_intersect, points_near
+from conftest import NC_BANDS
+from geosscl import Mosaic
+from geosscl.correspondence import overlap_grid
+from geosscl.losses import MaskedInfoNCE, boxes_intersect, grid_points_near
+from samplers import OverlappingPairSampler
 
 
 def test_infonce_matches_hand_computation():
@@ -47,5 +52,23 @@ def test_same_place_helpers():
     assert hit.tolist() == [[True, True, False], [True, True, True], [False, True, True]]
     nan_box = torch.full((1, 4), float("nan"), dtype=torch.float64)
     assert not boxes_intersect(boxes, nan_box).any()
-    points = torch.tensor([[0.0, 0.0], [0.4, 0.0], [2.0, 2.0]])
-    assert points_near(points, points, 0.5).tolist() == [[True, True, False], [True, True, False], [False, False, True]]
+
+
+@pytest.mark.parametrize("crop, batch", [(64, 16), (32, 64)])
+def test_near_grid_points_are_every_pair_of_points_within_half_a_cell(crop, batch):
+    # Real pairs of the NC scene (about 200 distinct 32 px places, so a batch of 64 holds pairs over
+    # the same ground), their 8×8 overlap grids, some points left out as invalid views leave them.
+    mosaic = Mosaic(NC_BANDS)
+    sampler = OverlappingPairSampler(mosaic, crop, length=batch, generator=torch.Generator().manual_seed(7))
+    overlap = torch.tensor([pair.overlap for pair in sampler], dtype=torch.float64)
+    points = overlap_grid(overlap, 8)
+    valid = torch.rand(points.shape[:3], generator=torch.Generator().manual_seed(1)) > 0.2
+    half_cell = (overlap[:, 2:] - overlap[:, :2]).amin(dim=1) / 8 / 2
+    near = grid_points_near(points, valid, overlap, half_cell)
+    # Against every point compared with every other, each row with its own grid's distance.
+    where = points[valid]
+    distance = half_cell[:, None, None].expand(valid.shape)[valid]
+    every = (where[:, None] - where[None]).abs().amax(dim=-1) < distance[:, None]
+    assert torch.equal(near, every)
+    pair = torch.arange(batch)[:, None, None].expand(valid.shape)[valid]
+    assert (near & (pair[:, None] != pair[None])).any()  # points of other pairs over the same ground were found

@@ -17,7 +17,7 @@ from ..augment import JITTERS, BandStats, PairAugmentation
 from ..correspondence import map_to_view, overlap_grid, sample_at, usable
 from ..data.pairs import cut_views
 from ..errors import GeossclError
-from ..losses import MaskedInfoNCE, boxes_intersect, points_near
+from ..losses import MaskedInfoNCE, boxes_intersect, grid_points_near
 from ..models import DEFAULT_DENSE_STRIDE, DenseHead, InstanceHead, SegmentationNetwork
 
 #: Marks checkpoints written by this task (checked before resuming).
@@ -245,14 +245,12 @@ class SSCCLTask(BaseTask):
             with torch.no_grad():
                 kb = self.momentum_dense_head(sample_at(dense_key, coords_b)).permute(0, 2, 3, 1)
             if h["spatial_weight"] > 0 and valid.any():
-                where = points[valid]  # N×2
                 # Only the same ground point (within half a grid cell, in any pair) is kept out.
                 # Neighbours closer than one feature cell stay negatives although the coarse map
                 # can barely tell them apart: keeping them out was measured worse (README, "The
                 # spatial term's near negatives").
                 cell = (batch["overlap"][:, 2:] - batch["overlap"][:, :2]).amin(dim=1) / h["grid_size"]
-                cell = cell[:, None, None].expand(valid.shape)[valid]
-                exclude = points_near(where, where, cell[:, None] / 2)
+                exclude = grid_points_near(points, valid, batch["overlap"], cell / 2)
                 losses["spatial"] = self.spatial_loss(fa[valid], kb[valid], exclude=exclude)
             if h["semantic_weight"] > 0:
                 counted = valid.flatten(1).any(dim=1)
