@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -343,6 +344,23 @@ def test_a_resume_counts_its_limits_over_the_whole_run(tmp_path):
     best = [key for key in after["callbacks"] if "Checkpoint" in key]
     assert best == [key for key in before["callbacks"] if "Checkpoint" in key] and len(best) == 1
     assert after["callbacks"][best[0]]["best_model_score"] <= before["callbacks"][best[0]]["best_model_score"]
+
+
+def test_a_copied_run_resumes_in_the_copy_and_leaves_the_original_alone(tmp_path):
+    # Copying a run to try a longer budget is common; the copy's config.yaml still names the original.
+    run, copy, cli = tmp_path / "run", tmp_path / "copy", [sys.executable, "-m", "geosscl", "pretrain"]
+    first = subprocess.run([*cli, str(NAIP), "--out", str(run), "--crop-size", "64", "--batch-size", "4", "--max-steps", "3",
+                            "--num-workers", "0", "-q"], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    shutil.copytree(run, copy)
+    original = {path.name: path.read_bytes() for path in run.iterdir()}
+    resumed = subprocess.run([*cli, "--resume", str(copy / "last.ckpt"), "--max-steps", "5", "-q"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == original
+    assert load_checkpoint(str(copy / "last.ckpt"))["global_step"] == 5
+    assert sorted(losses(copy)) == [0, 1, 2, 3, 4]  # the copy's steps (counted from 0), continued
+    assert f"out: {copy}" in (copy / "config.yaml").read_text()
 
 
 def test_a_batch_spreads_over_the_whole_mosaic(naip_halves):

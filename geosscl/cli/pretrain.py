@@ -44,7 +44,8 @@ from .options import bidx_opt, crs_opt, nodata_opt, float_pair, int_list, jsonl_
 @click.option("--devices", help="Devices per node (a number or 'auto').  [default: auto]")
 @click.option("--strategy", help="Lightning strategy, e.g. ddp.  [default: auto]")
 @click.option("--num-nodes", type=int, help="Nodes.  [default: 1]")
-@click.option("--resume", type=click.Path(dir_okay=False), help="Continue from RUN_DIR/last.ckpt.")
+@click.option("--resume", type=click.Path(dir_okay=False),
+              help="Continue from RUN_DIR/last.ckpt, in RUN_DIR (or --out) with RUN_DIR/config.yaml's settings.")
 @click.option("--seed", type=int, help="Random seed.  [default: 0]")  # no default: must not override --config
 @click.option("--progress", "progress_format", type=click.Choice(["bar", "jsonl"]), default="bar", show_default=True,
               help="jsonl: one JSON object per line on stdout (steps, or seconds of --max-time, done), then the run "
@@ -78,9 +79,13 @@ def pretrain(imagery, out, config_path, bands, nodata, crs, res, rgb, jitter, cr
         flags["max_time"] = 0
     if not config_path and resume:
         # Continue the run as it was set up (imagery, model, objective); flags still override.
-        saved = os.path.join(os.path.dirname(os.path.abspath(resume)), "config.yaml")
+        run_dir = os.path.dirname(os.path.abspath(resume))
+        saved = os.path.join(run_dir, "config.yaml")
         if os.path.isfile(saved):
             config_path = saved
+        # The run continues where its checkpoint is, not in the config's `out`: a copied run
+        # directory (to try another budget) names the original there, and would overwrite it.
+        flags["out"] = out or run_dir
     if config_path:
         config = PretrainConfig.from_yaml(config_path, **flags)
     else:
