@@ -73,7 +73,9 @@ def images_per_s(task: pl.LightningModule, batches: list, warmup: int) -> float:
 
 def decoder_flops_vs_encoder(crop: int, stride: int) -> float:
     """FLOPs of the decoder up to ``stride`` over the encoder's, one forward pass."""
-    network = SegmentationNetwork(4)
+    # Evaluation mode: one image of 32 px reaches the deepest stage as 1×1, which training-mode batch norm refuses;
+    # the FLOPs are the same.
+    network = SegmentationNetwork(4).eval()
     x = torch.zeros(1, 4, crop, crop)
     with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
