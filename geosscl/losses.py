@@ -68,7 +68,7 @@ def grid_points_near(points: Tensor, valid: Tensor, boxes: Tensor, distance: Ten
 
     The same as comparing every valid point with every other, without doing so: at a batch of
     64 pairs with 8×8 grids that N×N×2 difference was the largest single cost of a CPU step (157
-    of 640 ms) and grows to gigabytes at GPU batch sizes. Points of two grids can only be near
+    of 638 ms) and grows to gigabytes at GPU batch sizes. Points of two grids can only be near
     where one grid's box, grown by its distance, meets the other's, so only those pairs of grids
     (each grid with itself, and pairs over the same ground) are compared point by point.
 
@@ -78,19 +78,19 @@ def grid_points_near(points: Tensor, valid: Tensor, boxes: Tensor, distance: Ten
         boxes: ``B×4`` boxes ``(minx, miny, maxx, maxy)`` holding each grid.
         distance: ``B``, how near counts as the same point, per grid (of the row's point).
     """
-    count = points.shape[0]
-    flat = points.reshape(count, -1, 2)  # B×K×2
+    grids = points.shape[0]
+    flat = points.reshape(grids, -1, 2)  # B×K×2
     grown = boxes + torch.stack([-distance, -distance, distance, distance], dim=1)
-    rows, cols = boxes_intersect(grown, boxes).nonzero(as_tuple=True)  # grid pairs worth comparing
-    near = (flat[rows][:, :, None] - flat[cols][:, None]).abs().amax(dim=-1) < distance[rows][:, None, None]
-    pair, i, j = near.nonzero(as_tuple=True)
+    grid_a, grid_b = boxes_intersect(grown, boxes).nonzero(as_tuple=True)  # grid pairs worth comparing
+    near = (flat[grid_a][:, :, None] - flat[grid_b][:, None]).abs().amax(dim=-1) < distance[grid_a][:, None, None]
+    meeting, i, j = near.nonzero(as_tuple=True)
     # Position of each valid point among the valid ones (-1: left out).
-    keep = valid.reshape(count, -1)
+    keep = valid.reshape(grids, -1)
     n = int(keep.sum())
     index = torch.full(keep.shape, -1, dtype=torch.long, device=points.device)
     index[keep] = torch.arange(n, device=points.device)
-    a, b = index[rows[pair], i], index[cols[pair], j]
-    both = (a >= 0) & (b >= 0)
+    row, col = index[grid_a[meeting], i], index[grid_b[meeting], j]
+    both = (row >= 0) & (col >= 0)
     out = torch.zeros(n, n, dtype=torch.bool, device=points.device)
-    out[a[both], b[both]] = True
+    out[row[both], col[both]] = True
     return out
