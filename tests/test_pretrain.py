@@ -361,6 +361,20 @@ def test_a_copied_run_resumes_in_the_copy_and_leaves_the_original_alone(tmp_path
     assert load_checkpoint(str(copy / "last.ckpt"))["global_step"] == 5
     assert sorted(losses(copy)) == [0, 1, 2, 3, 4]  # the copy's steps (counted from 0), continued
     assert f"out: {copy}" in (copy / "config.yaml").read_text()
+    # A checkpoint alone (no config.yaml beside it) also goes on in its own folder, with the settings given.
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(run / "last.ckpt", lone)
+    alone = subprocess.run([*cli, str(NAIP), "--resume", str(lone / "last.ckpt"), "--crop-size", "64", "--batch-size", "4",
+                            "--max-steps", "4", "--num-workers", "0", "-q"], capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert load_checkpoint(str(lone / "last.ckpt"))["global_step"] == 4 and (lone / "config.yaml").exists()
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == original
+    # A checkpoint that is not there is named, before anything is made.
+    gone = tmp_path / "gone" / "last.ckpt"
+    missing = subprocess.run([*cli, "--resume", str(gone), "--max-steps", "5"], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and f"Invalid value for '--resume': File '{gone}' does not exist." in missing.stderr
+    assert not gone.parent.exists()
 
 
 def test_a_batch_spreads_over_the_whole_mosaic(naip_halves):

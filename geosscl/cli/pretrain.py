@@ -44,7 +44,7 @@ from .options import bidx_opt, crs_opt, nodata_opt, float_pair, int_list, jsonl_
 @click.option("--devices", help="Devices per node (a number or 'auto').  [default: auto]")
 @click.option("--strategy", help="Lightning strategy, e.g. ddp.  [default: auto]")
 @click.option("--num-nodes", type=int, help="Nodes.  [default: 1]")
-@click.option("--resume", type=click.Path(dir_okay=False),
+@click.option("--resume", type=click.Path(exists=True, dir_okay=False),
               help="Continue from RUN_DIR/last.ckpt, in RUN_DIR (or --out) with RUN_DIR/config.yaml's settings.")
 @click.option("--seed", type=int, help="Random seed.  [default: 0]")  # no default: must not override --config
 @click.option("--progress", "progress_format", type=click.Choice(["bar", "jsonl"]), default="bar", show_default=True,
@@ -91,7 +91,7 @@ def pretrain(imagery, out, config_path, bands, nodata, crs, res, rgb, jitter, cr
     else:
         if not imagery:
             raise GeossclError("IMAGERY: give at least one file, directory or glob (or a --config with imagery)")
-        if not out:
+        if not flags["out"]:
             raise GeossclError("--out: give a run directory")
         config = PretrainConfig(**{k: v for k, v in flags.items() if v is not None})
     if not config.max_steps:
