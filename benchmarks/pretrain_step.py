@@ -1,12 +1,15 @@
 """Training throughput of SSCCL against TorchGeo's MoCoTask, and the cost of the consistency branch.
 
-All three run in this process on the same real batches (pairs of 4-band NAIP views),
+All run in this process on the same real batches (pairs of 4-band NAIP views),
 same encoder (ResNet-18), crop and batch size, through a Lightning Trainer on the
 CPU (or the GPU when present):
 
 * ``MoCoTask`` (TorchGeo 0.8.1, MoCo v2, its own augmentations on the batch);
 * SSCCL instance-only (weights instance=1, spatial=0, semantic=0): encoder only;
-* SSCCL full (instance + spatial + semantic): encoder and decoder to ``--dense-stride`` (16).
+* SSCCL full (instance + spatial + semantic): encoder and decoder to ``--dense-stride`` (16);
+* SSCCL full with ``--precision bf16`` (forward passes under bfloat16 autocast; skipped on a
+  GPU without bfloat16). ``bf16_vs_32`` is its images per second over float32's: measure it
+  before choosing bf16 on a CPU without AVX512-BF16 or AMX, which has no bfloat16 arithmetic.
 
 It also counts the floating-point operations of the decoder stages the consistency
 branch runs against the encoder's (``decoder_flops_vs_encoder``): where a step's time
@@ -34,6 +37,7 @@ from geosscl.data import collate_pairs, cut_views
 from geosscl.data.stats import band_statistics
 from geosscl.models import SegmentationNetwork
 from geosscl.tasks import SSCCLTask
+from geosscl.training import LIGHTNING_PRECISION
 from samplers import OverlappingPairSampler
 
 NAIP = Path(__file__).resolve().parent.parent / "sample_data" / "naip" / "m_4709963_se_14_1_20200831.tif"
@@ -60,9 +64,10 @@ class StepTimer(pl.Callback):
         self.last = now
 
 
-def images_per_s(task: pl.LightningModule, batches: list, warmup: int) -> float:
+def images_per_s(task: pl.LightningModule, batches: list, warmup: int, precision: str = "32-true") -> float:
     timer = StepTimer(warmup)
     trainer = pl.Trainer(max_steps=len(batches), accelerator="auto", devices=1, logger=False, callbacks=[timer],
+                         precision=precision,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -118,6 +123,9 @@ def main() -> None:
     rates["instance"] = images_per_s(
         SSCCLTask(**common, instance_weight=1, spatial_weight=0, semantic_weight=0), ssccl_batches, args.warmup)
     rates["ssccl"] = images_per_s(SSCCLTask(**common), ssccl_batches, args.warmup)
+    bf16 = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else True  # CPUs run it, fast or not
+    if bf16:
+        rates["ssccl_bf16"] = images_per_s(SSCCLTask(**common), ssccl_batches, args.warmup, LIGHTNING_PRECISION["bf16"])
 
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"# ResNet-18 U-Net, dense stride {args.dense_stride}, {args.crop} px, batch {args.batch}, "
@@ -129,6 +137,9 @@ def main() -> None:
     print(f"decoder_flops_vs_encoder={decoder_flops_vs_encoder(args.crop, args.dense_stride):.3f}")
     print(f"ratio_vs_moco={rates['ssccl'] / rates['moco']:.3f}")
     print(f"consistency_overhead={rates['instance'] / rates['ssccl'] - 1:.3f}")
+    if bf16:
+        print(f"bf16_images_per_s={rates['ssccl_bf16']:.2f}")
+        print(f"bf16_vs_32={rates['ssccl_bf16'] / rates['ssccl']:.3f}")
 
 
 if __name__ == "__main__":

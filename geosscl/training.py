@@ -68,6 +68,8 @@ class PretrainConfig:
     devices: int | str = "auto"
     strategy: str = "auto"
     num_nodes: int = 1
+    #: "32": float32 throughout; "bf16": the networks' forward passes in bfloat16 (autocast), losses and weights float32
+    precision: str = "32"
     num_workers: int = 2
     seed: int = 0
     resume: str | None = None
@@ -109,6 +111,8 @@ def parse_weights(text: str) -> dict[str, float]:
 
 
 ACCELERATORS = ("auto", "cpu", "gpu")
+#: ``--precision`` → Lightning's name. No float16: it needs loss scaling, where bfloat16 keeps float32's range.
+LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed"}
 
 
 def check_accelerator(accelerator: str) -> None:
@@ -121,6 +125,15 @@ def check_accelerator(accelerator: str) -> None:
         raise GeossclError(f"accelerator: {accelerator!r} is not one of {', '.join(ACCELERATORS)}")
     if accelerator == "gpu" and not torch.cuda.is_available():
         raise GeossclError("accelerator: gpu requested but no CUDA device is available")
+
+
+def check_precision(precision: str, accelerator: str) -> None:
+    """Refuse, before anything is written, a precision this machine cannot train in."""
+    if precision not in LIGHTNING_PRECISION:
+        raise GeossclError(f"precision: {precision!r} is not one of {', '.join(LIGHTNING_PRECISION)}")
+    on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+    if precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
+        raise GeossclError("precision: bf16 requested but this GPU has no bfloat16 support; use --precision 32")
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
@@ -165,6 +178,8 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
     if config.max_steps is None and config.max_time is None:
         raise GeossclError("max_steps: give --max-steps or --max-time")
     check_accelerator(config.accelerator)
+    config.precision = str(config.precision)  # `precision: 32` in a YAML file is a number
+    check_precision(config.precision, config.accelerator)
     checkpoint = load_checkpoint(config.resume) if config.resume else None
     out = os.path.abspath(config.out)
     # Under DDP Lightning relaunches this command once per extra process: only rank 0
@@ -242,6 +257,7 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
             max_epochs=-1,  # the pair stream is sized to the run; steps or time end it
             max_time={"minutes": config.max_time} if config.max_time else None,
             accelerator=config.accelerator, devices=config.devices, strategy=config.strategy, num_nodes=config.num_nodes,
+            precision=LIGHTNING_PRECISION[config.precision],
             logger=CSVLogger(out, name="", version=""), callbacks=callbacks, log_every_n_steps=1,
             use_distributed_sampler=False, enable_progress_bar=not quiet,
             enable_model_summary=not quiet, deterministic=False,

@@ -184,6 +184,23 @@ def test_run_directory_contents(tmp_path):
     assert set(losses(run)[0]) >= {"loss", "loss_instance", "loss_spatial", "loss_semantic"}
 
 
+def test_bf16_runs_the_networks_in_bfloat16_and_keeps_float32_weights(tmp_path):
+    nc = [str(p) for p in NC_BANDS]
+    runs = {precision: Path(pretrain(PretrainConfig(imagery=nc, out=str(tmp_path / precision), max_steps=3, seed=5,
+                                                    accelerator="cpu", precision=precision, **FAST)))
+            for precision in ("32", "bf16")}
+    assert "precision: bf16" in (runs["bf16"] / "config.yaml").read_text()  # a resume goes on in bfloat16
+    first = {precision: losses(run)[0] for precision, run in runs.items()}
+    # The same seed gives the same weights, pairs and augmentations: step 0's losses differ by rounding alone.
+    for term in ("loss_instance", "loss_spatial", "loss_semantic"):
+        assert first["bf16"][term] != first["32"][term], term
+        assert first["bf16"][term] == pytest.approx(first["32"][term], rel=0.02), term
+    state = load_checkpoint(str(runs["bf16"] / "last.ckpt"))["state_dict"]
+    assert {v.dtype for k, v in state.items() if k.startswith("network.") and v.is_floating_point()} == {torch.float32}
+    assert torch.bfloat16 not in {v.dtype for v in state.values()}
+    assert all(torch.isfinite(torch.tensor(list(step.values()))).all() for step in losses(runs["bf16"]).values())
+
+
 @pytest.mark.parametrize(
     "weights, arch",
     [
@@ -240,6 +257,7 @@ def test_bad_input_fails_before_writing(tmp_path):
     expect("crs: 'EPSG:999999' is not a CRS", crs="EPSG:999999")
     expect("size: a view of .* is larger than the region", res=100.0)  # 64 px of 100 m on a 4.7 km scene: --res reaches the grid
     expect("accelerator: 'tpu' is not one of auto, cpu, gpu", accelerator="tpu")
+    expect("precision: 'fp16' is not one of 32, bf16", precision="fp16")
     if not torch.cuda.is_available():
         expect("accelerator: gpu requested but no CUDA device is available", accelerator="gpu")
     not_ours = tmp_path / "model.ckpt"
@@ -273,7 +291,8 @@ def test_a_two_crs_mosaic_pretrains_in_the_crs_asked_for(tmp_path):
 
 def test_cli_pretrain_with_yaml_config(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text(f"imagery: [{NAIP}]\ncrop_size: 64\nbatch_size: 4\nmax_steps: 2\nnum_workers: 0\nqueue_size: 32\nseed: 7\n")
+    config.write_text(f"imagery: [{NAIP}]\ncrop_size: 64\nbatch_size: 4\nmax_steps: 2\nnum_workers: 0\nqueue_size: 32\nseed: 7\n"
+                      "precision: 32\n")  # a number in YAML, "32" on the command line
     out = tmp_path / "run"
     result = subprocess.run([sys.executable, "-m", "geosscl", "pretrain", "--config", str(config), "--out", str(out),
                              "--weights", "semantic=0", "--jitter", "image"], capture_output=True, text=True, timeout=300)
@@ -284,6 +303,7 @@ def test_cli_pretrain_with_yaml_config(tmp_path):
     saved = (out / "config.yaml").read_text()
     assert "crop_size: 64" in saved and "semantic: 0.0" in saved and "seed: 7" in saved and "jitter: image" in saved
     assert "dense_stride: 16" in saved  # resolved, not the unset default
+    assert "precision: '32'" in saved
     assert load_checkpoint(str(out / "last.ckpt"))["hyper_parameters"]["jitter"] == "image"
     bad = subprocess.run([sys.executable, "-m", "geosscl", "pretrain", str(NAIP), "--out", str(tmp_path / "x"),
                           "--weights", "instance=0,spatial=0,semantic=0"], capture_output=True, text=True, timeout=300)

@@ -44,6 +44,9 @@ from .options import bidx_opt, crs_opt, nodata_opt, float_pair, int_list, jsonl_
 @click.option("--devices", help="Devices per node (a number or 'auto').  [default: auto]")
 @click.option("--strategy", help="Lightning strategy, e.g. ddp.  [default: auto]")
 @click.option("--num-nodes", type=int, help="Nodes.  [default: 1]")
+@click.option("--precision", type=click.Choice(["32", "bf16"]),
+              help="bf16: forward passes in bfloat16 (autocast); faster where the hardware has bfloat16 "
+                   "arithmetic (recent GPUs; CPUs with AVX512-BF16 or AMX).  [default: 32]")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False),
               help="Continue from RUN_DIR/last.ckpt, in RUN_DIR (or --out) with RUN_DIR/config.yaml's settings.")
 @click.option("--seed", type=int, help="Random seed.  [default: 0]")  # no default: must not override --config
@@ -52,7 +55,7 @@ from .options import bidx_opt, crs_opt, nodata_opt, float_pair, int_list, jsonl_
                    "directory and its last.ckpt; for programs that drive geosscl.")
 @quiet_opt
 def pretrain(imagery, out, config_path, bands, nodata, crs, res, rgb, jitter, crop_size, overlap, scale, across_dates, max_nodata, batch_size, max_steps, max_time, arch,
-             encoder, decoder_channels, dense_stride, weights_text, num_workers, accelerator, devices, strategy, num_nodes, resume, seed,
+             encoder, decoder_channels, dense_stride, weights_text, num_workers, accelerator, devices, strategy, num_nodes, precision, resume, seed,
              progress_format, quiet):
     """Pretrain an encoder + decoder on IMAGERY with SSCCL.
 
@@ -69,7 +72,7 @@ def pretrain(imagery, out, config_path, bands, nodata, crs, res, rgb, jitter, cr
         "dense_stride": dense_stride,
         "weights": parse_weights(weights_text) if weights_text else None, "num_workers": num_workers,
         "accelerator": accelerator, "devices": int(devices) if devices and devices.isdigit() else devices, "strategy": strategy,
-        "num_nodes": num_nodes, "resume": resume, "seed": seed, "quiet": quiet or None,
+        "num_nodes": num_nodes, "precision": precision, "resume": resume, "seed": seed, "quiet": quiet or None,
     }
     # The limits given are the run's limits: one flag clears the other's value in a config file
     # (a resumed run's config.yaml holds the limits of its last session).

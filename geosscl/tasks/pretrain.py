@@ -177,7 +177,9 @@ class SSCCLTask(BaseTask):
         instance_head = self.momentum_instance_head if momentum else self.instance_head
         encoded = network.encode(images)
         dense = network.decode(encoded, self.hparams["dense_stride"]) if self._dense else None
-        return instance_head(encoded[-1]), dense
+        embedding = instance_head(encoded[-1])
+        # Under bf16 autocast the losses (similarities over a temperature, the float32 queue) stay float32.
+        return embedding.float(), None if dense is None else dense.float()
 
     @torch.no_grad()
     def _momentum_update(self) -> None:
