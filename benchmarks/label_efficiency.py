@@ -109,6 +109,8 @@ def main() -> None:
                              "buildings (the last two with --test blocks)")
     parser.add_argument("--test", default="east", choices=TESTS, help="test region: the eastern third, or seeded blocks")
     parser.add_argument("--val-labels", default="all", type=val_labels, help=VAL_LABELS_HELP)
+    parser.add_argument("--precision", default="32", choices=["32", "bf16"],
+                        help="fine-tuning precision (geosscl finetune --precision); pretraining stays float32")
     parser.add_argument("--equal-steps", action="store_true",
                         help="also fine-tune instance-only from the step count SSCCL reached at each budget")
     args = parser.parse_args()
@@ -136,7 +138,7 @@ def main() -> None:
     print(f"# {scene.name}, {args.threads} torch thread(s); fine-tuning: {args.steps} steps, probe: {args.probe_steps} "
           f"steps, crop {args.crop}, batch {args.batch}, seeds {seeds}, SSCCL dense stride {args.dense_stride}, jitter {args.jitter}, "
           f"pretrained-layer lr x{args.pretrained_lr_factor:g}, warm-up {args.warmup_steps} steps, "
-          f"{'encoder frozen, ' if args.freeze_encoder else ''}class weights {args.class_weights or 'none'}, test region {args.test}, validation labels {args.val_labels}, "
+          f"{'encoder frozen, ' if args.freeze_encoder else ''}precision {args.precision}, class weights {args.class_weights or 'none'}, test region {args.test}, validation labels {args.val_labels}, "
           f"encoder probe stages {','.join(map(stage_sets.label, args.encoder_probe)) or 'none'} on {args.label_block or args.crop} px label blocks; "
           f"work in {work}", flush=True)
     recipe = "".join([f"-lrf{args.pretrained_lr_factor:g}" if args.pretrained_lr_factor != 1 else "",
@@ -144,6 +146,7 @@ def main() -> None:
                       "-blocks" if args.test == "blocks" else "",
                       f"-val{args.val_labels}" if args.val_labels != "all" else "",
                       f"-{args.scene}" if args.scene != "nc" else "",
+                      "-bf16" if args.precision == "bf16" else "",
                       f"-cw{args.class_weights if isinstance(args.class_weights, str) else ','.join(f'{w:g}' for w in args.class_weights)}"
                       if args.class_weights else ""])  # keeps cached models apart
     curve: dict[tuple[str, float], dict[tuple[str, float | None], float]] = {}  # (reading, fraction) -> {(init, budget): mean mIoU}
@@ -199,7 +202,7 @@ def main() -> None:
                                     linear_probe=reading.head_only, warmup_steps=args.warmup_steps,
                                     freeze_encoder=args.freeze_encoder,
                                     pretrained_lr_factor=args.pretrained_lr_factor, max_steps=n, holdout_region=test,
-                                    class_weights=args.class_weights,
+                                    class_weights=args.class_weights, precision=args.precision,
                                     seed=seed, **common,
                                 ))
                             scores, _ = evaluate(str(out), scene.imagery, scene.labels, region=test,

@@ -87,6 +87,8 @@ class FinetuneConfig:
     class_weights: str | list[float] | None = None
     accelerator: str = "auto"
     devices: int | str = "auto"
+    #: "32", or "bf16": forward passes under bfloat16 autocast (float32 weights, losses and model file)
+    precision: str = "32"
     num_workers: int = 2
     seed: int = 0
     overwrite: bool = False
@@ -414,7 +416,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
         GeossclError: for bad input, before anything is written.
     """
     from .tasks import SegmentationTask
-    from .training import ReportProgress, check_accelerator, progress_bar, quiet_lightning
+    from .training import LIGHTNING_PRECISION, ReportProgress, check_accelerator, check_precision, progress_bar, quiet_lightning
 
     # -- check everything before writing anything ------------------------------------
     if not config.out:
@@ -424,6 +426,8 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
     if config.max_steps is None and config.max_time is None:
         raise GeossclError("max_steps: give --max-steps or --max-time")
     check_accelerator(config.accelerator)
+    config.precision = str(config.precision)
+    check_precision(config.precision, config.accelerator)
     if config.crop_size % 32:
         raise GeossclError(f"crop_size: {config.crop_size} is not a multiple of 32 (the encoder's total stride)")
     if config.pretrained_lr_factor < 0 or config.warmup_steps < 0:
@@ -456,6 +460,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
             max_time={"minutes": config.max_time} if config.max_time else None,
             val_check_interval=max(1, min(100, steps // 5)), check_val_every_n_epoch=None,
             accelerator=config.accelerator, devices=config.devices, logger=False, callbacks=callbacks,
+            precision=LIGHTNING_PRECISION[config.precision],
             # _KeepBest holds the weights; Lightning's default checkpointing would write the whole
             # training state into ./checkpoints of wherever the user runs the command.
             enable_checkpointing=False,

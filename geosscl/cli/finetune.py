@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import bidx_opt, nodata_opt, background_class_opt, class_column_opt, classes_opt, every_date_opt, label_area_opt, class_weights_opt, jsonl_progress, label_nodata_opt, log_to_stderr, overwrite_opt, quiet_opt
+from .options import bidx_opt, nodata_opt, background_class_opt, class_column_opt, classes_opt, every_date_opt, label_area_opt, class_weights_opt, jsonl_progress, label_nodata_opt, log_to_stderr, overwrite_opt, precision_opt, quiet_opt
 
 
 @click.command()
@@ -48,6 +48,7 @@ from .options import bidx_opt, nodata_opt, background_class_opt, class_column_op
 @click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
               help="Where to train (auto: the GPU if there is one).")
 @click.option("--devices", default="auto", show_default=True, help="Devices (a number or 'auto').")
+@precision_opt
 @click.option("--num-workers", type=int, default=2, show_default=True, help="DataLoader workers.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, label blocks and training.")
 @click.option("--progress", "progress_format", type=click.Choice(["bar", "jsonl"]), default="bar", show_default=True,
@@ -56,7 +57,7 @@ from .options import bidx_opt, nodata_opt, background_class_opt, class_column_op
 @quiet_opt
 def finetune(imagery, labels, out, classes, class_column, label_nodata, background_class, label_area, every_date, init, label_fraction, val_label_fraction, freeze_encoder, linear_probe, pretrained_lr_factor, warmup_steps,
              class_weights, crop_size, batch_size,
-             max_steps, max_time, val_region, holdout_region, val_fraction, block_size, bands, nodata, accelerator, devices, num_workers, seed, progress_format, overwrite, quiet):
+             max_steps, max_time, val_region, holdout_region, val_fraction, block_size, bands, nodata, accelerator, devices, precision, num_workers, seed, progress_format, overwrite, quiet):
     """Fine-tune a segmenter on IMAGERY with --labels; write one model file."""
     from ..finetuning import FinetuneConfig, finetune as run
 
@@ -69,7 +70,7 @@ def finetune(imagery, labels, out, classes, class_column, label_nodata, backgrou
             pretrained_lr_factor=pretrained_lr_factor, warmup_steps=warmup_steps, class_weights=class_weights, crop_size=crop_size, batch_size=batch_size,
             max_steps=max_steps, max_time=max_time, val_region=val_region, holdout_region=holdout_region, val_fraction=val_fraction,
             block_size=block_size, bands=bands, nodata=nodata, accelerator=accelerator, devices=int(devices) if str(devices).isdigit() else devices,
-            num_workers=num_workers, seed=seed, overwrite=overwrite, quiet=quiet,
+            precision=precision or "32", num_workers=num_workers, seed=seed, overwrite=overwrite, quiet=quiet,
         ), progress=jsonl_progress if progress_format == "jsonl" else None)
     if progress_format == "jsonl":
         click.echo(json.dumps({"output": path}))

@@ -108,6 +108,11 @@ every_date_opt = click.option(
          "with the same labels: for labels true on all the dates (stable land cover).  [default: the first file "
          "in path order is read]",
 )
+# No default value: pretrain's flags override its --config file only where given.
+precision_opt = click.option(
+    "--precision", type=click.Choice(["32", "bf16"]),
+    help="bf16: forward passes in bfloat16 (autocast); faster where the hardware has bfloat16 "
+         "arithmetic (recent GPUs; CPUs with AVX512-BF16 or AMX).  [default: 32]")
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 
 

@@ -7,7 +7,7 @@ import os
 
 import click
 
-from .options import bidx_opt, crs_opt, nodata_opt, float_pair, int_list, jsonl_progress, quiet_opt, res_opt
+from .options import bidx_opt, crs_opt, nodata_opt, float_pair, int_list, jsonl_progress, precision_opt, quiet_opt, res_opt
 
 
 @click.command()
@@ -44,9 +44,7 @@ from .options import bidx_opt, crs_opt, nodata_opt, float_pair, int_list, jsonl_
 @click.option("--devices", help="Devices per node (a number or 'auto').  [default: auto]")
 @click.option("--strategy", help="Lightning strategy, e.g. ddp.  [default: auto]")
 @click.option("--num-nodes", type=int, help="Nodes.  [default: 1]")
-@click.option("--precision", type=click.Choice(["32", "bf16"]),
-              help="bf16: forward passes in bfloat16 (autocast); faster where the hardware has bfloat16 "
-                   "arithmetic (recent GPUs; CPUs with AVX512-BF16 or AMX).  [default: 32]")
+@precision_opt
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False),
               help="Continue from RUN_DIR/last.ckpt, in RUN_DIR (or --out) with RUN_DIR/config.yaml's settings.")
 @click.option("--seed", type=int, help="Random seed.  [default: 0]")  # no default: must not override --config

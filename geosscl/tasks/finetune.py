@@ -180,7 +180,7 @@ class SegmentationTask(BaseTask):
         if not (batch["mask"] != IGNORE_INDEX).any():
             loss = logits.sum() * 0.0  # no labelled pixel in this batch
         else:
-            loss = self.loss(logits, batch["mask"])
+            loss = self.loss(logits.float(), batch["mask"])  # float32 under bfloat16 autocast too
         self.log("loss", loss.detach(), prog_bar=True, batch_size=len(batch["image"]))
         return loss
 
