@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import tempfile
 
 import torch
 from torchgeo.trainers import SemanticSegmentationTask
@@ -49,13 +48,11 @@ def main() -> None:
     args = parser.parse_args()
 
     scene = SCENES["nc"]
-    with tempfile.TemporaryDirectory() as tmp:
-        config = FinetuneConfig(imagery=scene.imagery, labels=scene.labels, classes=scene.classes, **scene.label_settings,
-                                out=f"{tmp}/m.safetensors",
-                                crop_size=args.crop, batch_size=args.batch, num_workers=0, quiet=True)
-        setup = prepare(config)
-        train_loader, _ = loaders(config, setup, args.steps)
-        batches = [{"image": b["image"].float(), "mask": b["mask"]} for b in itertools.islice(train_loader, args.steps)]
+    config = FinetuneConfig(imagery=scene.imagery, labels=scene.labels, classes=scene.classes, **scene.label_settings,
+                            crop_size=args.crop, batch_size=args.batch, num_workers=0, quiet=True)
+    setup = prepare(config)
+    train_loader, _ = loaders(config, setup, args.steps)
+    batches = [{"image": b["image"].float(), "mask": b["mask"]} for b in itertools.islice(train_loader, args.steps)]
     mean = torch.tensor(setup.band_mean).view(1, -1, 1, 1)
     std = torch.tensor(setup.band_std).view(1, -1, 1, 1)
     # TorchGeo's task normalises nothing itself: it gets the images as geosscl's task makes them.
@@ -68,7 +65,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     peer = TorchGeoTask(model="unet", backbone="resnet18", weights=None, in_channels=bands,
-                                    num_classes=setup.num_classes, loss="ce", ignore_index=IGNORE_INDEX)
+                        num_classes=setup.num_classes, loss="ce", ignore_index=IGNORE_INDEX)
     rates = {"torchgeo": images_per_s(peer, peer_batches, args.warmup),
              "geosscl": images_per_s(ours(), batches, args.warmup)}
     bf16 = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else True  # CPUs run it, fast or not

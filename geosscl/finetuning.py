@@ -426,8 +426,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
     if config.max_steps is None and config.max_time is None:
         raise GeossclError("max_steps: give --max-steps or --max-time")
     check_accelerator(config.accelerator)
-    config.precision = str(config.precision)
-    check_precision(config.precision, config.accelerator)
+    config.precision = check_precision(config.precision, config.accelerator)
     if config.crop_size % 32:
         raise GeossclError(f"crop_size: {config.crop_size} is not a multiple of 32 (the encoder's total stride)")
     if config.pretrained_lr_factor < 0 or config.warmup_steps < 0:

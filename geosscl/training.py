@@ -127,13 +127,16 @@ def check_accelerator(accelerator: str) -> None:
         raise GeossclError("accelerator: gpu requested but no CUDA device is available")
 
 
-def check_precision(precision: str, accelerator: str) -> None:
-    """Refuse, before anything is written, a precision this machine cannot train in."""
+def check_precision(precision: str | int, accelerator: str) -> str:
+    """``precision`` as ``--precision`` spells it (``32`` from a YAML file is a number); refuse, before
+    anything is written, one this machine cannot train in."""
+    precision = str(precision)
     if precision not in LIGHTNING_PRECISION:
         raise GeossclError(f"precision: {precision!r} is not one of {', '.join(LIGHTNING_PRECISION)}")
     on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
     if precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
         raise GeossclError("precision: bf16 requested but this GPU has no bfloat16 support; use --precision 32")
+    return precision
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
@@ -178,8 +181,7 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
     if config.max_steps is None and config.max_time is None:
         raise GeossclError("max_steps: give --max-steps or --max-time")
     check_accelerator(config.accelerator)
-    config.precision = str(config.precision)  # `precision: 32` in a YAML file is a number
-    check_precision(config.precision, config.accelerator)
+    config.precision = check_precision(config.precision, config.accelerator)
     checkpoint = load_checkpoint(config.resume) if config.resume else None
     out = os.path.abspath(config.out)
     # Under DDP Lightning relaunches this command once per extra process: only rank 0
