@@ -26,7 +26,7 @@ from torchgeo.trainers import SemanticSegmentationTask
 from geosscl.data.labels import IGNORE_INDEX
 from geosscl.finetuning import FinetuneConfig, loaders, prepare
 from geosscl.tasks import SegmentationTask
-from geosscl.training import LIGHTNING_PRECISION
+from geosscl.precision import LIGHTNING_PRECISION
 from pretrain_step import images_per_s
 from scenes import SCENES
 

@@ -36,8 +36,8 @@ from geosscl import Mosaic, PairDataset
 from geosscl.data import collate_pairs, cut_views
 from geosscl.data.stats import band_statistics
 from geosscl.models import SegmentationNetwork
+from geosscl.precision import LIGHTNING_PRECISION
 from geosscl.tasks import SSCCLTask
-from geosscl.training import LIGHTNING_PRECISION
 from samplers import OverlappingPairSampler
 
 NAIP = Path(__file__).resolve().parent.parent / "sample_data" / "naip" / "m_4709963_se_14_1_20200831.tif"

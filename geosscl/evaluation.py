@@ -115,6 +115,7 @@ def evaluate(
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
     nodata: float | None = None,
+    precision: str = "32",
 ) -> tuple[Scores, ModelInfo]:
     """Scores of ``model`` on the labelled pixels of ``imagery`` (inside ``region`` if given).
 
@@ -126,6 +127,8 @@ def evaluate(
     polygons where the labels are complete; pixels outside them are not scored.
     ``nodata``: the imagery's value meaning "no data", over what its files declare
     (default: the model's).
+    ``precision``: ``"bf16"`` runs the model under bfloat16 autocast, as
+    ``predict(precision="bf16")`` does (:class:`~geosscl.inference.TiledSegmenter`).
 
     Raises:
         GeossclError: bad model file, bands the imagery lacks, labels off the imagery.
@@ -137,7 +140,7 @@ def evaluate(
     truth = open_truth(mosaic, info, labels, class_column, label_nodata, background_class, label_area)
     _check_names(truth[0], info)
     scene = _Scene(mosaic, info, labels, *truth, class_column, region, label_area)
-    engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
+    engine = TiledSegmenter(network, info, device=device, batch_size=batch_size, precision=precision)
     matrix = scene.score(engine, _ticker(progress, len(engine.plan(scene.mosaic, scene.area))))
     if not int(matrix.counts.sum()):
         raise GeossclError(f"{labels[0]}: no labelled pixel where the model has input"
@@ -152,6 +155,7 @@ def evaluate_each_date(
     device: str = "auto",
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    precision: str = "32",
     **options: Any,
 ) -> tuple[Scores, dict[str, Scores], ModelInfo]:
     """Scores of ``model`` on every date of a place, with one set of labels for all.
@@ -162,7 +166,7 @@ def evaluate_each_date(
     pixel once per date holding it. Places the labels (or label area, or region) miss, or where
     the model has no input on a labelled pixel, are left out. Arguments and
     ``options`` (``class_column``, ``region``, ``label_nodata``, ``background_class``,
-    ``label_area``, ``nodata``) are :func:`evaluate`'s.
+    ``label_area``, ``nodata``) and ``precision`` are :func:`evaluate`'s.
 
     Returns:
         ``(pooled, {first file of each place scored: its scores}, info)``, places in
@@ -191,7 +195,7 @@ def evaluate_each_date(
         # Raises why the labels miss the imagery as a whole.
         _Scene(mosaic, info, labels, *open_truth(mosaic, info, labels, **options), *where)
     _check_names(next(iter(scenes.values())).truth, info)
-    engine = TiledSegmenter(network, info, device=device, batch_size=batch_size)
+    engine = TiledSegmenter(network, info, device=device, batch_size=batch_size, precision=precision)
     tick = _ticker(progress, sum(len(engine.plan(s.mosaic, s.area)) for s in scenes.values()))
     matrices = {file: scene.score(engine, tick) for file, scene in scenes.items()}
     pooled = ConfusionMatrix(info.num_classes)

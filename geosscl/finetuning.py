@@ -416,7 +416,8 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
         GeossclError: for bad input, before anything is written.
     """
     from .tasks import SegmentationTask
-    from .training import LIGHTNING_PRECISION, ReportProgress, check_accelerator, check_precision, progress_bar, quiet_lightning
+    from .precision import LIGHTNING_PRECISION, check_precision
+    from .training import ReportProgress, check_accelerator, progress_bar, quiet_lightning
 
     # -- check everything before writing anything ------------------------------------
     if not config.out:

@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from .errors import GeossclError, RunStopped
+from .precision import LIGHTNING_PRECISION, check_precision
 
 DEFAULT_WEIGHTS = {"instance": 1.0, "spatial": 1.0, "semantic": 0.5}
 
@@ -111,8 +112,6 @@ def parse_weights(text: str) -> dict[str, float]:
 
 
 ACCELERATORS = ("auto", "cpu", "gpu")
-#: ``--precision`` → Lightning's name. No float16: it needs loss scaling, where bfloat16 keeps float32's range.
-LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed"}
 
 
 def check_accelerator(accelerator: str) -> None:
@@ -125,18 +124,6 @@ def check_accelerator(accelerator: str) -> None:
         raise GeossclError(f"accelerator: {accelerator!r} is not one of {', '.join(ACCELERATORS)}")
     if accelerator == "gpu" and not torch.cuda.is_available():
         raise GeossclError("accelerator: gpu requested but no CUDA device is available")
-
-
-def check_precision(precision: str | int, accelerator: str) -> str:
-    """``precision`` as ``--precision`` spells it (``32`` from a YAML file is a number); refuse, before
-    anything is written, one this machine cannot train in."""
-    precision = str(precision)
-    if precision not in LIGHTNING_PRECISION:
-        raise GeossclError(f"precision: {precision!r} is not one of {', '.join(LIGHTNING_PRECISION)}")
-    on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
-    if precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
-        raise GeossclError("precision: bf16 requested but this GPU has no bfloat16 support; use --precision 32")
-    return precision
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:

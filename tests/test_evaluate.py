@@ -17,7 +17,7 @@ from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.inference import TiledSegmenter, weight_window
 from geosscl.modelfile import load_model
-from conftest import NAIP, S2_CHIP, S2_WATER, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK
+from conftest import BUNDLED_MODEL, NAIP, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK
 
 STACK, POLYGONS = str(TUTORIAL_STACK), str(TUTORIAL_POLYGONS)
 LABELLED_PIXELS = 383 + 16 + 145 + 106 + 68  # training_data.gtif, classes 1..5
@@ -148,6 +148,21 @@ def test_no_labelled_pixel_is_an_error(model, tmp_path):
         evaluate(model, [STACK], [str(empty)])
 
 
+def test_bf16_scores_the_same_pixels_about_as_float32_does(tmp_path):
+    """The bundled NC model on its land-use labels: ``--precision bf16`` scores every pixel float32 scores, and
+    changes the scores by little (measured: mIoU 0.3907 and 0.3906)."""
+    imagery, labels = [str(p) for p in NC_BANDS], [str(SAMPLES / "nc_landsat" / "strata.tif")]
+    full, _ = evaluate(str(BUNDLED_MODEL), imagery, labels, device="cpu")
+    result = subprocess.run([sys.executable, "-m", "geosscl", "evaluate", str(BUNDLED_MODEL), *imagery, "--labels",
+                             *labels, "--precision", "bf16", "--device", "cpu", "--json", str(tmp_path / "bf16.json"),
+                             "-q"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    half = json.loads((tmp_path / "bf16.json").read_text())
+    assert np.sum(half["confusion"]) == np.sum(full.confusion) > 100_000
+    assert abs(half["miou"] - full.miou) < 0.005 and abs(half["overall_accuracy"] - full.overall_accuracy) < 0.005
+    assert np.abs(np.subtract(half["confusion"], full.confusion)).sum() < 0.01 * np.sum(full.confusion)
+
+
 def test_evaluate_bad_input(model, tmp_path):
     with pytest.raises(GeossclError, match="has 4 band\\(s\\); the model reads bands 1,2,3,4,5,6,7,8"):
         evaluate(model, [str(NAIP)], [POLYGONS], class_column="id")
@@ -155,6 +170,8 @@ def test_evaluate_bad_input(model, tmp_path):
     not_model.write_text("nope")
     with pytest.raises(GeossclError, match="not a geosscl model file"):
         evaluate(str(not_model), [STACK], [POLYGONS], class_column="id")
+    with pytest.raises(GeossclError, match="^precision: 'half' is not one of 32, bf16$"):
+        evaluate(model, [STACK], [POLYGONS], class_column="id", precision="half")
 
 
 def test_labels_with_an_undeclared_unlabelled_value_through_the_cli(tmp_path):

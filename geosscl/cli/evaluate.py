@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import background_class_opt, nodata_opt, class_column_opt, label_area_opt, jsonl_progress, label_nodata_opt, overwrite_opt, progress_bar, quiet_opt, stop_on_sigterm
+from .options import background_class_opt, nodata_opt, class_column_opt, label_area_opt, jsonl_progress, label_nodata_opt, overwrite_opt, precision_opt, progress_bar, quiet_opt, stop_on_sigterm
 
 
 @click.command()
@@ -26,12 +26,13 @@ from .options import background_class_opt, nodata_opt, class_column_opt, label_a
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the scores as JSON.")
 @click.option("--png", "png_path", type=click.Path(dir_okay=False), help="Write the confusion matrix as PNG.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@precision_opt
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Tiles per forward pass.")
 @click.option("--progress", "progress_format", type=click.Choice(["bar", "jsonl"]), default="bar", show_default=True,
               help="jsonl: one JSON object per line on stdout (blocks done, then the scores), for programs.")
 @quiet_opt
 def evaluate(model, imagery, labels, class_column, label_nodata, background_class, label_area, region, nodata, every_date,
-             json_path, png_path, device, batch_size, progress_format, quiet):
+             json_path, png_path, device, precision, batch_size, progress_format, quiet):
     """Score MODEL on the labelled pixels of IMAGERY (mIoU, IoU and F1 per class, OA, kappa)."""
     from ..evaluation import evaluate as run, evaluate_each_date, format_dates, format_table, plot_confusion, scores_dict, write_json
     from ..output import check_output
@@ -41,7 +42,7 @@ def evaluate(model, imagery, labels, class_column, label_nodata, background_clas
         if report:  # reports are replaced, as every rerun would; the inputs never are
             check_output(report, overwrite=True, inputs=[model, *imagery, *labels, region, label_area])
     options = dict(class_column=class_column, region=region, label_nodata=label_nodata, background_class=background_class,
-                   label_area=label_area, device=device, batch_size=batch_size, nodata=nodata)
+                   label_area=label_area, device=device, batch_size=batch_size, nodata=nodata, precision=precision or "32")
 
     def score(progress=None):
         if every_date:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import bidx_opt, nodata_opt, int_list, jsonl_progress, log_to_stderr, overwrite_opt, progress_bar, quiet_opt, stop_on_sigterm
+from .options import bidx_opt, nodata_opt, int_list, jsonl_progress, log_to_stderr, overwrite_opt, precision_opt, progress_bar, quiet_opt, stop_on_sigterm
 
 
 def _creation_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
@@ -31,6 +31,7 @@ def _creation_options(ctx: click.Context, param: click.Parameter, value: tuple[s
 @click.option("--overlap", type=int, help="Overlap of neighbouring tiles, pixels.  [default: the model's]")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Tiles per forward pass.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@precision_opt
 @bidx_opt
 @nodata_opt
 @click.option("--probabilities", type=click.Path(), help="Also write class probabilities (one band per class).")
@@ -48,7 +49,7 @@ def _creation_options(ctx: click.Context, param: click.Parameter, value: tuple[s
               help="jsonl: one JSON object per line on stdout, for programs that drive geosscl.")
 @overwrite_opt
 @quiet_opt
-def predict(scene, model, output, each, tile_size, overlap, batch_size, device, bands, nodata, probabilities, vector, preview,
+def predict(scene, model, output, each, tile_size, overlap, batch_size, device, precision, bands, nodata, probabilities, vector, preview,
             preview_rgb, simplify,
             creation_options, resample, progress_format, overwrite, quiet):
     """Segment SCENE (GeoTIFFs, a directory, a glob or a VRT; several files are one mosaic, or each its own with
@@ -56,7 +57,8 @@ def predict(scene, model, output, each, tile_size, overlap, batch_size, device, 
     from ..prediction import predict as run, predict_each
 
     stop_on_sigterm()
-    options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device, bands=bands, nodata=nodata,
+    options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device, precision=precision or "32",
+                   bands=bands, nodata=nodata,
                    probabilities=probabilities, vector=vector, preview=preview, preview_rgb=tuple(preview_rgb),
                    creation_options=creation_options, overwrite=overwrite,
                    resample=resample, simplify=simplify)

@@ -59,7 +59,7 @@ def clean_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
 def predict_command(
     executable: str, scene: str, model: str, output: str, *, bands: list[int] | None = None,
     tile_size: int | None = None, overlap: int | None = None, batch_size: int = 8, device: str = "auto",
-    probabilities: str | None = None, vector: str | None = None, nodata: float | None = None,
+    bfloat16: bool = False, probabilities: str | None = None, vector: str | None = None, nodata: float | None = None,
 ) -> list[str]:
     """The ``geosscl predict`` command line (outputs are replaced, as Processing destinations are); ``nodata``: the
     imagery's no-data value over its files' own (:func:`nodata_option`)."""
@@ -71,6 +71,8 @@ def predict_command(
         command += ["--tile-size", str(tile_size)]
     if overlap is not None:
         command += ["--overlap", str(overlap)]
+    if bfloat16:
+        command += ["--precision", "bf16"]
     if probabilities:
         command += ["--probabilities", probabilities]
     if vector:

@@ -37,7 +37,7 @@ def test_algorithm_is_registered_headless(provider):
     algorithm = QgsApplication.processingRegistry().algorithmById(ALG)
     assert algorithm is not None and algorithm.displayName() == "Segment raster"
     names = {p.name() for p in algorithm.parameterDefinitions()}
-    assert names >= {"INPUT", "MODEL", "BANDS", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE", "OUTPUT",
+    assert names >= {"INPUT", "MODEL", "BANDS", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE", "BFLOAT16", "OUTPUT",
                      "OUTPUT_PROBABILITIES", "OUTPUT_POLYGONS"}
     # The dialogs offer the formats geosscl writes, and nothing else.
     for name in ("OUTPUT", "OUTPUT_PROBABILITIES"):
@@ -65,6 +65,20 @@ def test_output_equals_geosscl_predict(processing, tmp_path):
     assert len(np.unique(got[0])) >= 3
     assert polygons.stat().st_size > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.gpkg", "cli.tif", "qgis.tif"]
+
+
+def test_bfloat16_runs_geosscl_predict_in_bf16(processing, tmp_path):
+    out, reference, float32 = tmp_path / "qgis.tif", tmp_path / "cli.tif", tmp_path / "float32.tif"
+    result = processing.run(ALG, {"INPUT": str(SCENE), "MODEL": str(MODEL), "BFLOAT16": True, "DEVICE": 1,
+                                  "OUTPUT": str(out)})
+    assert result["OUTPUT"] == str(out)
+    for path, precision in ((reference, "bf16"), (float32, "32")):
+        cli = geosscl_predict(str(SCENE), "-m", str(MODEL), "-o", str(path), "--precision", precision, "--device",
+                              "cpu", "-q")
+        assert cli.returncode == 0, cli.stderr
+    got, want, plain = read(out)[0], read(reference)[0], read(float32)[0]
+    np.testing.assert_array_equal(got, want)
+    assert (got != plain).any() and (got == plain).mean() > 0.99  # bfloat16, not the float32 run
 
 
 @pytest.mark.parametrize("run", ["first", "second"])
