@@ -142,6 +142,7 @@ def suggest(
     nodata: float | None = None,
     device: str = "auto",
     batch_size: int = 8,
+    precision: str = "32",
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ):
@@ -165,7 +166,7 @@ def suggest(
         class_column, label_nodata, background_class, label_area: as for :func:`geosscl.evaluate`.
         region: polygons to suggest inside (a tile's centre must lie in them).
         exclude: polygons to keep free of suggestions (e.g. the test region): tiles touching them are skipped.
-        bands, nodata, device, batch_size: as for :func:`geosscl.predict`.
+        bands, nodata, device, batch_size, precision: as for :func:`geosscl.predict`.
         overwrite: replace ``out``.
         progress: called with ``(blocks done, blocks in all)``.
 
@@ -220,7 +221,8 @@ def suggest(
             truth = _LabelReader(dataset, KeepRegion(limit) if limit is not None else None)
         # Blocks of whole tiles, so that no tile is cut between two blocks.
         block = size * max(1, 1024 // size)
-        engine = TiledSegmenter(network, info, device=device, batch_size=batch_size, block_size=block)
+        engine = TiledSegmenter(network, info, device=device, batch_size=batch_size, block_size=block,
+                                precision=precision)
         total, done = len(engine.plan(mosaic, area)), 0
 
         def tick() -> None:

@@ -150,3 +150,22 @@ def test_the_command_prints_the_tiles_and_fails_in_one_line(tmp_path):
     assert failed.returncode == 1
     assert failed.stderr.strip().count("\n") == 0 and "no tile of 64 px is left to suggest" in failed.stderr
     assert not (tmp_path / "u.gpkg").exists()
+
+
+def test_bf16_suggests_the_same_tiles(first, tmp_path):
+    """``--precision bf16``: the same six tiles as float32 (measured on the whole scene: the same 20 of 20), their
+    uncertainties from the bfloat16 run (within 0.001 of float32's, not all equal)."""
+    frame, _ = first
+    out = tmp_path / "bf16.gpkg"
+    done = subprocess.run([sys.executable, "-m", "geosscl", "suggest", str(BUNDLED_MODEL), *BANDS, "-o", str(out),
+                           "-n", "6", "--tile-size", str(TILE), "--min-valid", "1", "--precision", "bf16", "--device",
+                           "cpu", "-q"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    half = gpd.read_file(out)
+    assert {g.wkt for g in half.geometry} == {g.wkt for g in frame.geometry}
+    by_tile = dict(zip((g.wkt for g in frame.geometry), frame.uncertainty))
+    differences = np.array([u - by_tile[g.wkt] for g, u in zip(half.geometry, half.uncertainty)])
+    assert np.abs(differences).max() < 0.001 and np.abs(differences).max() > 0
+    with pytest.raises(GeossclError, match=r"^precision: 'fp16' is not one of 32, bf16$"):
+        suggest(BUNDLED_MODEL, BANDS, tmp_path / "no.gpkg", precision="fp16", device="cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bf16.gpkg"]

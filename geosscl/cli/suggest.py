@@ -7,7 +7,7 @@ import json
 import click
 
 from .options import (background_class_opt, bidx_opt, class_column_opt, jsonl_progress, label_area_opt, label_nodata_opt,
-                      log_to_stderr, nodata_opt, overwrite_opt, progress_bar, quiet_opt, stop_on_sigterm)
+                      log_to_stderr, nodata_opt, overwrite_opt, precision_opt, progress_bar, quiet_opt, stop_on_sigterm)
 
 
 @click.command()
@@ -37,13 +37,15 @@ from .options import (background_class_opt, bidx_opt, class_column_opt, jsonl_pr
 @bidx_opt
 @nodata_opt
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@precision_opt
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Tiles per forward pass.")
 @click.option("--progress", "progress_format", type=click.Choice(["bar", "jsonl"]), default="bar", show_default=True,
               help="jsonl: one JSON object per line on stdout (blocks done, then what was written), for programs.")
 @overwrite_opt
 @quiet_opt
 def suggest(model, imagery, output, count, tile_size, spacing, min_valid, labels, class_column, label_nodata,
-            background_class, label_area, region, exclude, bands, nodata, device, batch_size, progress_format, overwrite, quiet):
+            background_class, label_area, region, exclude, bands, nodata, device, precision, batch_size, progress_format,
+            overwrite, quiet):
     """Write the COUNT tiles of IMAGERY where MODEL is least sure (highest entropy of its class probabilities),
     free of --labels and spread apart: the tiles to label next, then fine-tune again with --init MODEL."""
     from ..suggestions import suggest as run
@@ -51,8 +53,8 @@ def suggest(model, imagery, output, count, tile_size, spacing, min_valid, labels
     stop_on_sigterm()
     options = dict(count=count, tile_size=tile_size, spacing=spacing, min_valid=min_valid, labels=list(labels) or None,
                    class_column=class_column, label_nodata=label_nodata, background_class=background_class,
-                   label_area=label_area, region=region, exclude=exclude, bands=bands, nodata=nodata, device=device, batch_size=batch_size,
-                   overwrite=overwrite)
+                   label_area=label_area, region=region, exclude=exclude, bands=bands, nodata=nodata, device=device,
+                   precision=precision or "32", batch_size=batch_size, overwrite=overwrite)
     with log_to_stderr(quiet):
         if progress_format == "jsonl":
             frame = run(model, list(imagery), output, progress=jsonl_progress, **options)
