@@ -91,10 +91,10 @@ class TiledSegmenter:
         if not 0 <= self.overlap < self.tile // 2:
             raise GeossclError(f"overlap: {self.overlap} must lie in 0..{self.tile // 2 - 1} for tiles of {self.tile}")
         self.device = resolve_device(device)
-        self.precision = check_precision(precision, self.device)
-        if self.precision == "bf16" and isinstance(network, OnnxNetwork):
+        if str(precision) == "bf16" and isinstance(network, OnnxNetwork):
             # onnxruntime runs the graph as exported; autocast does not reach it.
             raise GeossclError("precision: bf16 runs PyTorch models (.safetensors); an ONNX model runs in float32")
+        self.precision = check_precision(precision, self.device)
         self.network = network.to(self.device).eval()
         self.normalise = BandStats(torch.tensor(info.band_mean), torch.tensor(info.band_std)).to(self.device)
         self.info = info

@@ -11,6 +11,8 @@ import rasterio
 import torch
 from affine import Affine
 
+from geosscl.precision import cpu_has_bfloat16
+
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
 NAIP = SAMPLES / "naip" / "m_4709963_se_14_1_20200831.tif"
 NAIP_4326 = SAMPLES / "naip" / "naip_2020_epsg4326.tif"
@@ -29,6 +31,9 @@ BUNDLED_MODEL = SAMPLES / "models" / "nc_landuse.safetensors"  # 7 land-use clas
 # Device-dependent code (resampling, augmentation, grid sampling) is tested on every
 # device this machine has; CI has no GPU, so there the CUDA cases show as skipped.
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
+#: bf16 on the CPU is refused where it would be slower than float32 (geosscl.precision.cpu_has_bfloat16): the
+#: bfloat16 runs are tested where it is not; the refusal everywhere (tests/test_predict.py).
+needs_bf16_cpu = pytest.mark.skipif(not cpu_has_bfloat16(), reason="this CPU has no bfloat16 arithmetic: bf16 is refused")
 
 
 def half_masked_2002(folder: Path) -> Path:

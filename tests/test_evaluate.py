@@ -17,7 +17,7 @@ from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.inference import TiledSegmenter, weight_window
 from geosscl.modelfile import load_model
-from conftest import BUNDLED_MODEL, NAIP, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK
+from conftest import BUNDLED_MODEL, NAIP, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, needs_bf16_cpu
 
 STACK, POLYGONS = str(TUTORIAL_STACK), str(TUTORIAL_POLYGONS)
 LABELLED_PIXELS = 383 + 16 + 145 + 106 + 68  # training_data.gtif, classes 1..5
@@ -148,6 +148,7 @@ def test_no_labelled_pixel_is_an_error(model, tmp_path):
         evaluate(model, [STACK], [str(empty)])
 
 
+@needs_bf16_cpu
 def test_bf16_scores_the_same_pixels_about_as_float32_does(tmp_path):
     """The bundled NC model on its land-use labels: ``--precision bf16`` scores every pixel float32 scores, and
     changes the scores by little (measured: mIoU 0.3907 and 0.3906)."""

@@ -24,7 +24,7 @@ from geosscl.data.stats import band_statistics
 from geosscl.tasks import SSCCLTask
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain, trained_minutes
 from samplers import OverlappingPairSampler
-from conftest import NAIP, NC_BANDS
+from conftest import NAIP, NC_BANDS, needs_bf16_cpu
 
 FAST = dict(crop_size=64, batch_size=8, num_workers=0, queue_size=64, quiet=True)
 
@@ -184,6 +184,7 @@ def test_run_directory_contents(tmp_path):
     assert set(losses(run)[0]) >= {"loss", "loss_instance", "loss_spatial", "loss_semantic"}
 
 
+@needs_bf16_cpu
 def test_bf16_runs_the_networks_in_bfloat16_and_keeps_float32_weights(tmp_path):
     nc = [str(p) for p in NC_BANDS]
     runs = {precision: Path(pretrain(PretrainConfig(imagery=nc, out=str(tmp_path / precision), max_steps=3, seed=5,

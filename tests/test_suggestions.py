@@ -19,7 +19,7 @@ import shapely
 from geosscl import GeossclError
 from geosscl.prediction import predict
 from geosscl.suggestions import LAYER, suggest
-from conftest import BUNDLED_MODEL, NAIP, NC_BANDS
+from conftest import BUNDLED_MODEL, NAIP, NC_BANDS, needs_bf16_cpu
 
 BANDS = [str(p) for p in NC_BANDS]
 STRATA = NC_BANDS[0].parent / "strata.tif"  # complete land use, nodata -99999, in EPSG:3358 (the bands' grid)
@@ -152,6 +152,7 @@ def test_the_command_prints_the_tiles_and_fails_in_one_line(tmp_path):
     assert not (tmp_path / "u.gpkg").exists()
 
 
+@needs_bf16_cpu
 def test_bf16_suggests_the_same_tiles(first, tmp_path):
     """``--precision bf16``: the same six tiles as float32 (measured on the whole scene: the same 20 of 20), their
     uncertainties from the bfloat16 run (within 0.001 of float32's, not all equal)."""

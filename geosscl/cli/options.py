@@ -112,7 +112,8 @@ every_date_opt = click.option(
 precision_opt = click.option(
     "--precision", type=click.Choice(["32", "bf16"]),
     help="bf16: forward passes in bfloat16 (autocast); faster where the hardware has bfloat16 "
-         "arithmetic (recent GPUs; CPUs with AVX512-BF16 or AMX).  [default: 32]")
+         "arithmetic (recent GPUs; CPUs with AVX512-BF16 or AMX), refused on other CPUs, where it is slower.  "
+         "[default: 32]")
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 
 
