@@ -1,7 +1,7 @@
 """Numeric precision of forward passes: ``--precision 32|bf16`` of every command that runs a network.
 
 Training (``pretrain``, ``finetune``) hands it to Lightning; inference (``predict``,
-``evaluate``) wraps each forward pass in :func:`autocast`. Either way the weights stay
+``evaluate``, ``suggest``) wraps each forward pass in :func:`autocast`. Either way the weights stay
 float32 and every output is cast to float32 before it is used.
 """
 
@@ -29,14 +29,23 @@ def check_precision(precision: str | int, device: str | torch.device) -> str:
     precision = str(precision)
     if precision not in LIGHTNING_PRECISION:
         raise GeossclError(f"precision: {precision!r} is not one of {', '.join(LIGHTNING_PRECISION)}")
-    kind = device.type if isinstance(device, torch.device) else device
-    on_gpu = kind in ("gpu", "cuda") or (kind == "auto" and torch.cuda.is_available())
-    if precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
-        raise GeossclError("precision: bf16 requested but this GPU has no bfloat16 support; use --precision 32")
-    if precision == "bf16" and not on_gpu and not cpu_has_bfloat16():
+    if precision == "bf16" and not bf16_runs_faster(device):
+        if _on_gpu(device):
+            raise GeossclError("precision: bf16 requested but this GPU has no bfloat16 support; use --precision 32")
         raise GeossclError("precision: bf16 would run slower than float32 on this CPU (it has no AVX512-BF16 or AMX "
                            "bfloat16 arithmetic); use --precision 32")
     return precision
+
+
+def bf16_runs_faster(device: str | torch.device) -> bool:
+    """Whether ``device`` (as for :func:`check_precision`) runs bfloat16 faster than float32: where it does not,
+    ``bf16`` is refused."""
+    return torch.cuda.is_bf16_supported() if _on_gpu(device) else cpu_has_bfloat16()
+
+
+def _on_gpu(device: str | torch.device) -> bool:
+    kind = device.type if isinstance(device, torch.device) else device
+    return kind in ("gpu", "cuda") or (kind == "auto" and torch.cuda.is_available())
 
 
 def cpu_has_bfloat16() -> bool:
