@@ -57,7 +57,7 @@ demo: $(STAMP)
 	@echo "  bundled_classes.{tif,gpkg,png}  the same with the bundled model ($(BUNDLED_MODEL))"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadgroup
 
 # An installable QGIS plugin: Plugins > Manage and Install Plugins > Install from ZIP.
 plugin:

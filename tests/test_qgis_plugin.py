@@ -32,6 +32,10 @@ SCENE = SAMPLES / "nc_landsat" / "lsat7_2000.vrt"
 MODEL = SAMPLES / "models" / "nc_landuse.safetensors"
 GEOSSCL = str(Path(sys.executable).parent / "geosscl")
 
+# One xdist worker runs them all: they share the QGIS install, the .venv-qgis it makes and `make plugin`'s zip. The
+# group is the largest unit of work, so xdist hands it out first (the plugin's own suite takes about 14 minutes).
+pytestmark = pytest.mark.xdist_group("qgis")
+
 
 def _environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
