@@ -7,8 +7,17 @@ and :func:`geosscl.data.cut_views` resamples both views from it on the training
 device.
 """
 
-from .data import Mosaic, PairDataset
 from .errors import GeossclError
+
+
+def __getattr__(name):
+    # Mosaic and PairDataset import torch and TorchGeo's datasets (about 4 s): loaded when first used, so that
+    # `geosscl --help`, `geosscl --version` and the plugin's calls that fail early do not wait for them.
+    if name in ("Mosaic", "PairDataset"):
+        from . import data
+
+        return getattr(data, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def pretrain(imagery, out, **options):

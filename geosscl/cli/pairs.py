@@ -5,11 +5,7 @@ from __future__ import annotations
 import os
 
 import click
-import torch
 
-from ..data import Mosaic, PairDataset
-from ..output import atomic_output, check_output
-from ..preview import plot_pairs
 from .options import bidx_opt, crs_opt, nodata_opt, float_pair, imagery_arg, output_opt, overwrite_opt, quiet_opt, res_opt, seed_opt
 
 
@@ -38,7 +34,12 @@ def pairs(imagery, output, count, view_size, overlap, scale, across_dates, max_n
 
     IMAGERY is GeoTIFF files, directories or glob patterns, read as one mosaic.
     """
+    import torch
     from samplers import OverlappingPairSampler
+
+    from ..data import Mosaic, PairDataset
+    from ..output import atomic_output, check_output
+    from ..preview import plot_pairs
 
     check_output(output, overwrite, imagery)
     mosaic = Mosaic(imagery, bands=bands, crs=crs, res=res, nodata=nodata)
