@@ -45,6 +45,12 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 needs_bf16_cpu = pytest.mark.skipif(not cpu_has_bfloat16(), reason="this CPU has no bfloat16 arithmetic: bf16 is refused")
 
 
+def pytest_collection_modifyitems(items):
+    # Tests marked `long` (minutes each) start first: pytest-xdist hands out tests in this order, and one started
+    # last would keep a worker busy long after the others are done.
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 def half_masked_2002(folder: Path) -> Path:
     """The 2002 tutorial scene with its west half nodata (-9999): one date of the place under clouds."""
     with rasterio.open(TUTORIAL_2002) as src:

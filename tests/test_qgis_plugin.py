@@ -8,7 +8,9 @@ the geosscl of this venv, as a user's QGIS would.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import os
 import re
@@ -31,10 +33,21 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 SCENE = SAMPLES / "nc_landsat" / "lsat7_2000.vrt"
 MODEL = SAMPLES / "models" / "nc_landuse.safetensors"
 GEOSSCL = str(Path(sys.executable).parent / "geosscl")
+#: The plugin's suite (tests/qgis) in three runs of about five minutes each on a 2-core CPU, which pytest-xdist spreads
+#: over its workers: in one run it would take 14 minutes, longer than all the other tests together on two workers.
+QGIS_SUITE_PARTS = {
+    "training": ["test_training.py"],
+    "segmenting": ["test_plugin.py", "test_suggestion.py"],
+    "pretraining": ["test_pretraining.py", "test_evaluation.py", "test_categories.py"],
+}
 
-# One xdist worker runs them all: they share the QGIS install, the .venv-qgis it makes and `make plugin`'s zip. The
-# group is the largest unit of work, so xdist hands it out first (the plugin's own suite takes about 14 minutes).
-pytestmark = pytest.mark.xdist_group("qgis")
+
+@contextlib.contextmanager
+def _one_worker_at_a_time(tmp_path_factory, name: str):
+    """Held by one pytest-xdist worker at a time: they share the QGIS install, .venv-qgis and ``make plugin``'s zip."""
+    with open(tmp_path_factory.getbasetemp().parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _environment(**extra: str) -> dict[str, str]:
@@ -46,8 +59,13 @@ def _environment(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def qgis() -> None:
+def qgis(tmp_path_factory) -> None:
     """Debian's QGIS, installed when missing."""
+    with _one_worker_at_a_time(tmp_path_factory, "qgis"):
+        _install_qgis()
+
+
+def _install_qgis() -> None:
     have = os.path.exists(QGIS_PROCESS) and subprocess.run([SYSTEM_PYTHON, "-c", "import qgis.core"],
                                                           capture_output=True).returncode == 0
     if not have:
@@ -60,39 +78,52 @@ def qgis() -> None:
 
 
 @pytest.fixture(scope="session")
-def qgis_python(qgis) -> str:
+def qgis_python(qgis, tmp_path_factory) -> str:
     """A venv of QGIS's Python (system site packages) with pytest-qgis."""
     venv = ROOT / ".venv-qgis"
     python = venv / "bin" / "python"
     stamp = venv / ".ready"
-    if not stamp.exists():
-        subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "pytest-qgis==2.1.0",
-                        "pytest>=7,<9"], check=True, env=_environment())
-        stamp.touch()
+    with _one_worker_at_a_time(tmp_path_factory, "venv-qgis"):
+        if not stamp.exists():
+            subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                            "pytest-qgis==2.1.0", "pytest>=7,<9"], check=True, env=_environment())
+            stamp.touch()
     return str(python)
 
 
-def test_plugin_suite_inside_qgis(qgis_python):
+@pytest.mark.long
+@pytest.mark.parametrize("part", QGIS_SUITE_PARTS)
+def test_plugin_suite_inside_qgis(qgis_python, part, tmp_path):
+    files = [str(ROOT / "tests" / "qgis" / name) for name in QGIS_SUITE_PARTS[part]]
+    # A profile of its own: runs on other workers would share the user's QGIS settings and databases.
     result = subprocess.run(
-        [qgis_python, "-m", "pytest", "-c", str(ROOT / "tests" / "qgis" / "pytest.ini"), str(ROOT / "tests" / "qgis"),
-         "-q", "--qgis_disable_gui"],
-        capture_output=True, text=True, env=_environment(), cwd=ROOT, timeout=1500,
+        [qgis_python, "-m", "pytest", "-c", str(ROOT / "tests" / "qgis" / "pytest.ini"), *files, "-q",
+         "--qgis_disable_gui"],
+        capture_output=True, text=True, env=_environment(QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile")), cwd=ROOT,
+        timeout=1500,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
 
 
+def test_the_parts_are_the_whole_plugin_suite():
+    parts = [name for names in QGIS_SUITE_PARTS.values() for name in names]
+    assert sorted(parts) == sorted(p.name for p in (ROOT / "tests" / "qgis").glob("test_*.py"))
+
+
 @pytest.fixture(scope="session")
 def plugin_zip(tmp_path_factory) -> Path:
     """The plugin as users install it: ``make plugin``'s zip, extracted into a plugin folder."""
-    built = subprocess.run(["make", "-s", "plugin", f"PYTHON={sys.executable}"], cwd=ROOT, capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr
     folder = tmp_path_factory.mktemp("plugins")
-    with zipfile.ZipFile(ROOT / "dist" / "geosscl_processing.zip") as archive:
-        names = archive.namelist()
-        assert "geosscl_processing/metadata.txt" in names and not any("__pycache__" in n for n in names)
-        archive.extractall(folder)
+    with _one_worker_at_a_time(tmp_path_factory, "plugin-zip"):
+        built = subprocess.run(["make", "-s", "plugin", f"PYTHON={sys.executable}"], cwd=ROOT, capture_output=True,
+                               text=True)
+        assert built.returncode == 0, built.stderr
+        with zipfile.ZipFile(ROOT / "dist" / "geosscl_processing.zip") as archive:
+            names = archive.namelist()
+            assert "geosscl_processing/metadata.txt" in names and not any("__pycache__" in n for n in names)
+            archive.extractall(folder)
     metadata = (folder / "geosscl_processing" / "metadata.txt").read_text()
     assert "hasProcessingProvider=yes" in metadata and "qgisMinimumVersion=3.22" in metadata
     return folder
