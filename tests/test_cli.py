@@ -147,3 +147,14 @@ def test_version_and_help():
     help_text = run("pairs", "--help").stdout
     for option in ("--output", "--overwrite", "--bidx", "--overlap", "--scale", "--quiet"):
         assert option in help_text
+
+
+def test_help_and_the_package_leave_torch_and_torchgeo_unloaded():
+    """Their import takes seconds: `geosscl --help` and `import geosscl` do without them, until a command needs them."""
+    code = ("import sys; from click.testing import CliRunner; from geosscl.cli.main import cli; import geosscl; "
+            "assert CliRunner().invoke(cli, ['pairs', '--help']).exit_code == 0; "
+            "print(sorted(m for m in ('torch', 'torchgeo', 'lightning', 'rasterio') if m in sys.modules)); "
+            "geosscl.Mosaic; print('torchgeo' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["[]", "True"]
