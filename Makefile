@@ -56,6 +56,8 @@ demo: $(STAMP)
 	@echo "  suggested.gpkg             the 8 tiles of 32 px where that classifier is least sure: where to label next"
 	@echo "  bundled_classes.{tif,gpkg,png}  the same with the bundled model ($(BUNDLED_MODEL))"
 
+# One pytest-xdist worker per core, up to 4; loadgroup hands out the tests one at a time in collection order, where
+# tests/conftest.py puts the long ones (the plugin's QGIS suite) first.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadgroup
 
