@@ -28,8 +28,6 @@ ATLANTA = SAMPLES / "spacenet_atlanta" / "sample_geotiff.tif"  # WorldView pan, 
 BUILDINGS = SAMPLES / "spacenet_atlanta" / "buildings.geojson"  # 43 footprints, column `class` = "building"
 BUNDLED_MODEL = SAMPLES / "models" / "nc_landuse.safetensors"  # 7 land-use classes of the NC scene
 
-# Device-dependent code (resampling, augmentation, grid sampling) is tested on every
-# device this machine has; CI has no GPU, so there the CUDA cases show as skipped.
 # `make test` runs the tests in pytest-xdist workers, one per core (up to 4). Each worker's torch threads, and those of
 # the commands its tests start (geosscl, qgis_process, both read OMP_NUM_THREADS), get the worker's share of the cores:
 # with torch's default of one thread per core in every worker, the workers would oversubscribe the cores.
@@ -39,6 +37,8 @@ if _WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = str(_THREADS)
     torch.set_num_threads(_THREADS)
 
+# Device-dependent code (resampling, augmentation, grid sampling) is tested on every
+# device this machine has; CI has no GPU, so there the CUDA cases show as skipped.
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 #: bf16 on the CPU is refused where it would be slower than float32 (geosscl.precision.cpu_has_bfloat16): the
 #: bfloat16 runs are tested where it is not; the refusal everywhere (tests/test_predict.py).
