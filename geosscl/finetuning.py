@@ -34,7 +34,7 @@ from .errors import GeossclError, RunStopped
 from .modelfile import ModelInfo, class_values, default_colors, load_model, read_info, save_model
 from .output import check_output, check_suffix
 from .prediction import NODATA_CLASS
-from .splits import KeepRegion, block_split, class_pixels, label_extent, label_fraction, polygonal, read_region
+from .splits import KeepRegion, block_classes, block_split, class_pixels, label_extent, label_fraction, polygonal, read_region
 
 log = logging.getLogger("geosscl")
 
@@ -313,26 +313,35 @@ def prepare(config: FinetuneConfig) -> Setup:
         if val_region.is_empty:
             raise GeossclError(f"{config.val_region}: validation region does not overlap the labelled imagery")
         train_region = polygonal(overlap.difference(val_region))
+        if train_region.is_empty:
+            raise GeossclError(f"{config.val_region}: validation region covers all the labelled imagery")
     else:
-        split = block_split(overlap, block, {"train": 1 - config.val_fraction, "val": config.val_fraction}, seed=config.seed)
+        held = block_classes(labels, overlap, block, mosaic) if config.val_fraction > 0 else None
+        split = block_split(overlap, block, {"train": 1 - config.val_fraction, "val": config.val_fraction},
+                            seed=config.seed, classes=held)
         train_region, val_region = split["train"], split["val"]
     labelled = train_region
     if config.label_fraction != 1:
         labelled = label_fraction(train_region, config.label_fraction, block_size=config.crop_size * res, seed=config.seed)
-    if isinstance(labels, VectorLabels) and not labels.covers_any(labelled):
+    if config.label_fraction != 1 and isinstance(labels, VectorLabels) and not labels.covers_any(labelled):
         raise GeossclError(f"label_fraction: the {config.label_fraction} of the training region drawn holds no labelled polygon; raise it or change --seed")
-    drawn = None
-    if config.label_fraction != 1:
-        # A few drawn blocks can miss a class (or every label, with sparse rasters); the run
-        # would then silently make a model that never predicts it.
-        drawn = class_pixels(labels, labelled, mosaic)
-        if not drawn:
-            raise GeossclError(f"label_fraction: the {config.label_fraction} of the training region drawn holds no labelled pixel; raise it or change --seed")
-        missing = sorted({classes.values.index(v) for v in label_ids} - set(drawn))
-        if missing:
-            log.warning(f"label_fraction: the {config.label_fraction} of the training region drawn (seed {config.seed}) holds no "
-                        f"pixel of {', '.join(names[i] for i in missing)}: the model cannot learn "
-                        f"{'it' if len(missing) == 1 else 'them'}; raise --label-fraction or change --seed")
+    # A class none of the training labels holds is one the model cannot learn and will never predict: a few
+    # drawn blocks can miss one, and sparse labels can leave one to the validation region alone.
+    drawn = class_pixels(labels, labelled, mosaic)
+    fraction = f"the {config.label_fraction} of the training region drawn"
+    if not drawn:
+        if config.label_fraction != 1:
+            raise GeossclError(f"label_fraction: {fraction} holds no labelled pixel; raise it or change --seed")
+        raise GeossclError(f"{config.labels[0]}: the training region holds no labelled pixel; {_split_hint(config, 'the')}")
+    missing = sorted({classes.values.index(v) for v in label_ids} - set(drawn))
+    if missing:
+        listed, it = ", ".join(names[i] for i in missing), "it" if len(missing) == 1 else "them"
+        if config.label_fraction != 1 and set(missing) & set(class_pixels(labels, train_region, mosaic)):
+            log.warning(f"label_fraction: {fraction} (seed {config.seed}) holds no pixel of {listed}: the model cannot "
+                        f"learn {it}; raise --label-fraction or change --seed")
+        else:
+            log.warning(f"{config.labels[0]}: the training region holds no pixel of {listed}: the model cannot learn "
+                        f"{it}; {_split_hint(config, 'its' if len(missing) == 1 else 'their')}")
     if config.val_label_fraction != 1 and not val_region.is_empty:
         val_region = label_fraction(val_region, config.val_label_fraction, block_size=config.crop_size * res,
                                     seed=config.seed, option="val_label_fraction", region_name="validation region")
@@ -341,9 +350,8 @@ def prepare(config: FinetuneConfig) -> Setup:
 
     weights = None
     if config.class_weights == "auto":
-        # Counted on the labels training will see (every training label is read once when
-        # no label fraction was drawn).
-        weights = balanced_weights(drawn if drawn is not None else class_pixels(labels, labelled, mosaic), num_classes)
+        # Counted on the labels training will see.
+        weights = balanced_weights(drawn, num_classes)
     elif config.class_weights is not None:
         weights = [float(w) for w in config.class_weights]
         if len(weights) != num_classes or min(weights) < 0 or max(weights) <= 0:
@@ -354,6 +362,18 @@ def prepare(config: FinetuneConfig) -> Setup:
         init_model.keep_head = (names, classes.values) == (list(init_model.info.class_names), init_model.info.map_values)
     return Setup(mosaic, labels, checkpoint, arch, encoder, decoder, list(mean), list(std), names, colors, num_classes,
                  area, labelled, val_region, class_values(classes.values), weights, init_model, band_names)
+
+
+def _split_hint(config: FinetuneConfig, its: str) -> str:
+    """Where labels missing from the training region went (``its``: whose labels), and what brings them back."""
+    held_out = " or --holdout-region" if config.holdout_region else ""
+    if config.val_region:
+        return f"{its} labels lie in --val-region {config.val_region}{held_out}; label more outside them"
+    if config.val_fraction > 0:
+        block = config.block_size or config.crop_size
+        return (f"no draw of the validation blocks ({block} px) leaves {its} labels to training{held_out and ' (or they lie in --holdout-region)'}; "
+                "give a smaller --block-size or a --val-region")
+    return f"{its} labels lie in --holdout-region"
 
 
 def held_classes(labels: RasterLabels | VectorLabels, held: set[int], path: str) -> Classes:

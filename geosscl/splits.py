@@ -7,7 +7,7 @@ autocorrelation; splitting by blocks of ground keeps evaluation honest.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from .data import Mosaic
 
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+#: Draws :func:`block_split` tries, after the seed's, for a first split that holds every class.
+REDRAWS = 100
 
 
 def polygonal(geometry: BaseGeometry) -> BaseGeometry:
@@ -47,6 +49,11 @@ def polygonal(geometry: BaseGeometry) -> BaseGeometry:
 
 def blocks(region: BaseGeometry, block_size: float) -> list[BaseGeometry]:
     """Square blocks of ``block_size`` map units over ``region``'s bounds, clipped to it (empty ones dropped)."""
+    return _grid_blocks(region, block_size)[0]
+
+
+def _grid_blocks(region: BaseGeometry, block_size: float) -> tuple[list[BaseGeometry], list[int], tuple[float, float, int]]:
+    """:func:`blocks`, with each block's flat index ``row * cols + col`` in the grid and the grid's ``(xmin, ymin, cols)``."""
     if not block_size > 0:
         raise GeossclError(f"block_size: must be positive, got {block_size}")
     xmin, ymin, xmax, ymax = region.bounds
@@ -56,11 +63,13 @@ def blocks(region: BaseGeometry, block_size: float) -> list[BaseGeometry]:
     xx, yy = np.meshgrid(x0, y0)
     squares = shapely.box(xx.ravel(), yy.ravel(), xx.ravel() + block_size, yy.ravel() + block_size)
     clipped = shapely.intersection(squares, region)
-    return [polygonal(g) for g in clipped if not g.is_empty and g.area > 0]
+    kept = [i for i, g in enumerate(clipped) if not g.is_empty and g.area > 0]
+    return [polygonal(clipped[i]) for i in kept], kept, (xmin, ymin, cols)
 
 
 def block_split(
-    region: BaseGeometry, block_size: float, fractions: Mapping[str, float] = DEFAULT_FRACTIONS, seed: int = 0
+    region: BaseGeometry, block_size: float, fractions: Mapping[str, float] = DEFAULT_FRACTIONS, seed: int = 0,
+    classes: Sequence[set[int]] | None = None,
 ) -> dict[str, BaseGeometry]:
     """Assign blocks of ``region`` to splits at random, in proportion to ``fractions``.
 
@@ -70,6 +79,11 @@ def block_split(
             autocorrelation range of the labels, and than a training crop.
         fractions: split name → share of the blocks (summing to 1).
         seed: seed of the assignment.
+        classes: the class ids each of ``blocks(region, block_size)`` holds
+            (:func:`block_classes`). The first split of ``fractions`` is then drawn to
+            hold every class the blocks hold: the seed's draw where it does (the usual
+            case with dense labels), else the first of up to :data:`REDRAWS` more draws, seeded
+            ``(seed, 1)``, ``(seed, 2)``, ... that does; the seed's draw where none does.
 
     Returns:
         split name → the union of its blocks; the splits cover ``region`` and
@@ -81,14 +95,26 @@ def block_split(
     if any(f < 0 for f in fractions.values()) or not math.isclose(sum(fractions.values()), 1.0, abs_tol=1e-6):
         raise GeossclError(f"fractions: {dict(fractions)} must be non-negative and sum to 1")
     cells = blocks(region, block_size)
-    order = np.random.default_rng(seed).permutation(len(cells))
     counts = _apportion(len(cells), list(fractions.values()))
-    out, start = {}, 0
     for (name, fraction), count in zip(fractions.items(), counts):
         if fraction > 0 and count == 0:
             raise GeossclError(
                 f"block_size: {len(cells)} block(s) of {block_size:g} map units leave split {name!r} empty; use smaller blocks"
             )
+    order = np.random.default_rng(seed).permutation(len(cells))
+    if classes is not None:
+        if len(classes) != len(cells):
+            raise ValueError(f"classes: {len(classes)} sets for {len(cells)} blocks")
+        # Sparse labels (a few polygons, a few labelled tiles) in a few large blocks: a class whose
+        # every pixel falls in the validation blocks would make a model that never predicts it.
+        held = set().union(*classes)
+        for attempt in range(REDRAWS + 1):
+            draw = order if attempt == 0 else np.random.default_rng([seed, attempt]).permutation(len(cells))
+            if set().union(*(classes[i] for i in draw[: counts[0]])) == held:
+                order = draw
+                break
+    out, start = {}, 0
+    for name, count in zip(fractions, counts):
         out[name] = shapely.union_all([cells[i] for i in order[start : start + count]])
         start += count
     return out
@@ -195,10 +221,45 @@ def class_pixels(labels: GeoDataset, region: BaseGeometry, grid: Mosaic, tile: i
     each pixel is counted once, a few scattered blocks cost a few small reads, and a
     region as large as a mosaic is read a window at a time.
     """
+    counts: dict[int, int] = {}
+    for mask, _ in _labelled_windows(labels, region, grid, tile):
+        ids, n = torch.unique(mask[mask != IGNORE_INDEX], return_counts=True)
+        for i, c in zip(ids.tolist(), n.tolist()):
+            counts[i] = counts.get(i, 0) + c
+    return counts
+
+
+def block_classes(labels: GeoDataset, region: BaseGeometry, block_size: float, grid: Mosaic, tile: int = 1024) -> list[set[int]]:
+    """The class ids of the labelled pixels in each of ``blocks(region, block_size)``, in that order.
+
+    Read as :func:`class_pixels` reads (one pass over the region, a window at a time);
+    each pixel counts in the block holding its centre.
+    """
+    cells, kept, (xmin, ymin, cols) = _grid_blocks(region, block_size)
+    position = {flat: i for i, flat in enumerate(kept)}
+    found: list[set[int]] = [set() for _ in cells]
+    rx, ry = grid.res
+    for mask, (left, top) in _labelled_windows(labels, region, grid, tile):
+        rows, columns = torch.nonzero(mask != IGNORE_INDEX, as_tuple=True)
+        if not len(rows):
+            continue
+        x = left + (columns.numpy() + 0.5) * rx
+        y = top - (rows.numpy() + 0.5) * ry
+        flat = np.floor((y - ymin) / block_size).astype(np.int64) * cols + np.floor((x - xmin) / block_size).astype(np.int64)
+        for f, c in np.unique(np.stack([flat, mask[rows, columns].numpy()]), axis=1).T.tolist():
+            if f in position:
+                found[position[f]].add(c)
+    return found
+
+
+def _labelled_windows(labels: GeoDataset, region: BaseGeometry, grid: Mosaic, tile: int) -> Iterator[tuple[torch.Tensor, tuple[float, float]]]:
+    """The labels of ``region`` window by window: each window's mask (outside the region
+    :data:`IGNORE_INDEX`) and the map coordinates of its top-left corner."""
+    if region.is_empty:
+        return
     keep = KeepRegion(region)
     rx, ry = grid.res
     x0, y0, x1, y1 = grid.snap(region.bounds)
-    counts: dict[int, int] = {}
     for wy in np.arange(y0, y1 - ALIGN_TOL * ry, tile * ry):
         for wx in np.arange(x0, x1 - ALIGN_TOL * rx, tile * rx):
             window = (wx, wy, min(wx + tile * rx, x1), min(wy + tile * ry, y1))
@@ -208,8 +269,4 @@ def class_pixels(labels: GeoDataset, region: BaseGeometry, grid: Mosaic, tile: i
             # (snapping outwards stays inside the window: its edges are on the grid)
             bx0, by0, bx1, by1 = grid.snap(piece.bounds)
             bx0, by0, bx1, by1 = max(bx0, window[0]), max(by0, window[1]), min(bx1, window[2]), min(by1, window[3])
-            mask = keep(labels[bx0:bx1:rx, by0:by1:ry])["mask"]
-            ids, n = torch.unique(mask[mask != IGNORE_INDEX], return_counts=True)
-            for i, c in zip(ids.tolist(), n.tolist()):
-                counts[i] = counts.get(i, 0) + c
-    return counts
+            yield keep(labels[bx0:bx1:rx, by0:by1:ry])["mask"], (bx0, by1)

@@ -421,6 +421,51 @@ def test_label_draws_missing_a_class_warn_and_empty_ones_are_refused(tmp_path, c
     assert quiet.returncode == 0 and "WARNING" not in quiet.stderr
 
 
+def test_sparse_labels_leave_no_class_to_validation_alone(tmp_path, caplog):
+    from geosscl.splits import class_pixels
+
+    # The tutorial's 30 polygons at the default 128 px blocks: 4 blocks. The seed's draw of the validation block holds
+    # every polygon of class 5 (test_labels.py); another draw keeps them in training, and nothing is said.
+    common = dict(imagery=[STACK], labels=[POLYGONS], class_column="id")
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        setup = prepare(FinetuneConfig(**common, seed=0))
+    assert caplog.messages == []
+    assert sorted(class_pixels(setup.labels, setup.labelled, setup.mosaic)) == [0, 1, 2, 3, 4]
+    assert class_pixels(setup.labels, setup.val_region, setup.mosaic)  # validation keeps labels too
+
+    # A validation region over every polygon of class 5: said, with where its labels went.
+    frame = gpd.read_file(POLYGONS)
+    five = tmp_path / "five.gpkg"
+    gpd.GeoDataFrame(geometry=[shapely.box(*g.bounds).buffer(30) for g in frame[frame["id"] == 5].geometry],
+                     crs=frame.crs).to_file(five)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        prepare(FinetuneConfig(**common, val_region=str(five)))
+    assert caplog.messages == [f"{POLYGONS}: the training region holds no pixel of class 5: the model cannot learn it; "
+                               f"its labels lie in --val-region {five}; label more outside them"]
+    # Over every polygon: refused, nothing written.
+    everything = tmp_path / "all.gpkg"
+    gpd.GeoDataFrame(geometry=[shapely.box(*frame.total_bounds).buffer(100)], crs=frame.crs).to_file(everything)
+    out = tmp_path / "model.safetensors"
+    with pytest.raises(GeossclError, match=rf"^{re.escape(str(everything))}: validation region covers all the labelled imagery$"):
+        finetune(FinetuneConfig(**common, val_region=str(everything), out=str(out), max_steps=1, num_workers=0, quiet=True))
+    assert not out.exists()
+    # Every polygon in the holdout region: the count refuses a run with nothing to learn from.
+    polygons = tmp_path / "polygons.gpkg"
+    gpd.GeoDataFrame(geometry=[g.buffer(30) for g in frame.geometry], crs=frame.crs).to_file(polygons)
+    with pytest.raises(GeossclError, match=rf"^{re.escape(POLYGONS)}: the training region holds no labelled pixel; "
+                                           r"the labels lie in --holdout-region$"):
+        prepare(FinetuneConfig(**common, holdout_region=str(polygons), val_fraction=0))
+
+    # The probe's command line: one line on stderr, and every class among the training pixels.
+    args = [sys.executable, "-m", "geosscl", "probe", STACK, "--labels", POLYGONS, "--class-column", "id", "--bands-only"]
+    said = subprocess.run(args + ["--val-region", str(five)], capture_output=True, text=True, timeout=300)
+    assert said.returncode == 0, said.stderr[-2000:]
+    assert [line for line in said.stderr.splitlines() if "WARNING" in line] == [
+        f"WARNING: {POLYGONS}: the training region holds no pixel of class 5: the model cannot learn it; "
+        f"its labels lie in --val-region {five}; label more outside them"]
+
+
 def test_bad_input_fails_before_writing(tmp_path, pretrained):
     out = tmp_path / "model.safetensors"
 

@@ -18,7 +18,7 @@ from torchgeo.samplers import RandomGeoSampler
 
 from geosscl import GeossclError, Mosaic
 from geosscl.data import IGNORE_INDEX, RasterLabels, VectorLabels, open_labels
-from geosscl.splits import block_split, label_fraction, read_region
+from geosscl.splits import block_classes, block_split, blocks, class_pixels, label_fraction, read_region
 from conftest import ATLANTA, BUILDINGS, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, write_raster
 
 STACK, POLYGONS = TUTORIAL_STACK, TUTORIAL_POLYGONS
@@ -281,6 +281,46 @@ def test_block_splits_are_disjoint_and_cover_the_region():
     subset = label_fraction(splits["train"], 0.1, block_size=500, seed=0)
     assert splits["train"].buffer(1e-6).covers(subset)
     assert subset.area / splits["train"].area == pytest.approx(0.1, abs=0.05)
+
+
+def test_block_classes_are_the_classes_each_block_holds():
+    """One pass over the labels names the classes of every block, as a count block by block does."""
+    for imagery, labels in ((Mosaic(NC_BANDS), open_labels([str(STRATA)])[0]), (Mosaic(STACK), VectorLabels(POLYGONS, "id"))):
+        region = imagery.footprint().iloc[0]
+        size = 96 * imagery.res[0]  # blocks off the scene's edges: the last row and column are clipped
+        found = block_classes(labels, region, size, imagery, tile=150)  # windows across the blocks' edges
+        cells = blocks(region, size)
+        assert len(found) == len(cells) > 4
+        assert found == [set(class_pixels(labels, cell, imagery)) for cell in cells]
+        assert any(0 < len(f) < len(set().union(*found)) for f in found)  # blocks differ: the check can fail
+
+
+def test_sparse_labels_keep_every_class_in_training_where_a_draw_can():
+    """The tutorial's 30 polygons in 4 blocks of 128 px: the seed's draw leaves class 5 to validation alone."""
+    imagery, labels = Mosaic(STACK), VectorLabels(POLYGONS, "id")
+    region, size = imagery.footprint().iloc[0], 128 * imagery.res[0]
+    held = block_classes(labels, region, size, imagery)
+    every = set().union(*held)
+    assert every == {1, 2, 3, 4, 5}  # the layer's ids, as this dataset yields them
+    fractions = {"train": 0.8, "val": 0.2}
+    plain = block_split(region, size, fractions, seed=0)
+    assert set(class_pixels(labels, plain["train"], imagery)) == every - {5}
+    split = block_split(region, size, fractions, seed=0, classes=held)
+    assert set(class_pixels(labels, split["train"], imagery)) == every
+    assert split["train"].intersection(split["val"]).area == pytest.approx(0, abs=1e-6)
+    assert split["train"].area + split["val"].area == pytest.approx(region.area)
+    assert block_split(region, size, fractions, seed=0, classes=held)["val"].equals(split["val"])  # reproducible
+    # Dense labels: the seed's draw already holds every class and is kept (earlier results stand).
+    nc, strata = Mosaic(NC_BANDS), open_labels([str(STRATA)])[0]
+    nc_region = nc.footprint().iloc[0]
+    nc_held = block_classes(strata, nc_region, 64 * nc.res[0], nc)
+    for seed in range(3):
+        assert block_split(nc_region, 64 * nc.res[0], fractions, seed=seed, classes=nc_held)["val"].equals(
+            block_split(nc_region, 64 * nc.res[0], fractions, seed=seed)["val"])
+    # No draw can: the seed's.
+    two = shapely.box(0, 0, 200, 100)
+    assert block_split(two, 100, {"train": 0.5, "val": 0.5}, seed=0, classes=[{0}, {1}])["val"].equals(
+        block_split(two, 100, {"train": 0.5, "val": 0.5}, seed=0)["val"])
 
 
 def test_split_errors():
