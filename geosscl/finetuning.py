@@ -34,7 +34,8 @@ from .errors import GeossclError, RunStopped
 from .modelfile import ModelInfo, class_values, default_colors, load_model, read_info, save_model
 from .output import check_output, check_suffix
 from .prediction import NODATA_CLASS
-from .splits import KeepRegion, block_classes, block_split, class_pixels, label_extent, label_fraction, polygonal, read_region
+from .splits import (KeepRegion, block_classes, block_split, class_pixels, label_extent, label_fraction, near_labels,
+                     polygonal, read_region)
 
 log = logging.getLogger("geosscl")
 
@@ -524,18 +525,23 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
 
 
 def loaders(config: FinetuneConfig, setup: Setup, steps: int) -> tuple[DataLoader, DataLoader]:
-    """The training loader (``steps`` batches of random crops of the labelled blocks) and the
-    validation loader (a grid of crops over the validation region), of ``config``'s dates."""
+    """The training loader (``steps`` batches of random crops of the labelled blocks, near their labels) and
+    the validation loader (a grid of crops over the labels of the validation region), of ``config``'s dates."""
     from samplers import DateSampler, RegionGridSampler, RegionSampler
 
     mosaic, labels = setup.mosaic, setup.labels
     train_set = DatedIntersection(mosaic, labels, transforms=KeepRegion(setup.labelled))
     val_set = DatedIntersection(mosaic, labels, transforms=KeepRegion(setup.val_region))
+    # Sparse labels: crops near them. A training crop centred within a quarter crop of a labelled
+    # cell of a quarter crop holds that cell; validation boxes cover the labelled cells, not the empty ground.
+    quarter = max(1, config.crop_size // 4)
+    train_where = near_labels(labels, setup.labelled, mosaic, cell=quarter, reach=quarter)
+    val_where = near_labels(labels, setup.val_region, mosaic, cell=quarter, reach=0.5)
     # On the imagery's pixel grid: an imagery & labels extent need not be (vector labels end where
     # their polygons do), and a box off the grid reads resampled imagery.
-    train_boxes = RegionSampler(train_set, config.crop_size, setup.labelled, length=steps * config.batch_size,
+    train_boxes = RegionSampler(train_set, config.crop_size, train_where, length=steps * config.batch_size,
                                 generator=torch.Generator().manual_seed(config.seed), origin=mosaic.grid_origin)
-    val_boxes = RegionGridSampler(val_set, config.crop_size, setup.val_region, origin=mosaic.grid_origin)
+    val_boxes = RegionGridSampler(val_set, config.crop_size, val_where, origin=mosaic.grid_origin)
     if config.every_date:
         train_boxes = DateSampler(train_boxes, mosaic, generator=torch.Generator().manual_seed(config.seed))
         val_boxes = DateSampler(val_boxes, mosaic, each=True)

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 #: Draws :func:`block_split` tries, after the seed's, for a first split that holds every class.
 REDRAWS = 100
+#: :func:`near_labels` keeps a region whose labelled part is this share of it or more.
+DENSE = 0.9
+#: At most about this many cells in :func:`near_labels`.
+MOST_CELLS = 1 << 18
 
 
 def polygonal(geometry: BaseGeometry) -> BaseGeometry:
@@ -250,6 +254,34 @@ def block_classes(labels: GeoDataset, region: BaseGeometry, block_size: float, g
             if f in position:
                 found[position[f]].add(c)
     return found
+
+
+def near_labels(labels: GeoDataset, region: BaseGeometry, grid: Mosaic, cell: int, reach: float,
+                most_cells: int = MOST_CELLS) -> BaseGeometry:
+    """The part of ``region`` within ``reach`` pixels of a cell of ``cell`` pixels holding a labelled pixel of it;
+    ``region`` itself where that part is most of it (:data:`DENSE`: dense labels keep their sampling).
+
+    Where crops are drawn over sparse labels (a few polygons over a scene, a raster mostly nodata),
+    boxes drawn anywhere in ``region`` mostly hold no label. A box centred in the result holds a
+    whole labelled cell when its side is ``2 * (reach + cell)`` pixels or more. Cells grow past
+    ``cell`` where ``region`` would hold more than ``most_cells`` of them, and the reach shrinks by
+    as much (not below 0: past that, a box may hold only the empty part of a cell). One pass over
+    the labels of ``region``.
+    """
+    if region.is_empty:
+        return region
+    size = float(grid.res[0])
+    side = max(cell, math.ceil(math.sqrt(region.area / most_cells) / size))
+    reach = max(0.0, reach - (side - cell))
+    found = block_classes(labels, region, side * size, grid)
+    near = [c for c, held in zip(blocks(region, side * size), found) if held]
+    if not near:
+        return region
+    within = shapely.union_all(near)
+    if reach > 0:
+        within = within.buffer(reach * size, cap_style="square", join_style="mitre")
+    within = polygonal(shapely.intersection(within, region))
+    return region if within.area >= DENSE * region.area else within
 
 
 def _labelled_windows(labels: GeoDataset, region: BaseGeometry, grid: Mosaic, tile: int) -> Iterator[tuple[torch.Tensor, tuple[float, float]]]:

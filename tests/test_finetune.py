@@ -466,6 +466,25 @@ def test_sparse_labels_leave_no_class_to_validation_alone(tmp_path, caplog):
         f"its labels lie in --val-region {five}; label more outside them"]
 
 
+def test_crops_are_drawn_near_sparse_labels_and_validation_scores_each_label_once():
+    from samplers import RegionGridSampler
+    from geosscl.data.labels import IGNORE_INDEX
+    from geosscl.finetuning import loaders
+    from geosscl.splits import class_pixels
+
+    # The tutorial's polygons (1 % of the scene) in 32 px crops: drawn anywhere in the training blocks, about half held
+    # no label (test_labels.py); drawn near them, every crop holds some.
+    config = FinetuneConfig(imagery=[STACK], labels=[POLYGONS], class_column="id", crop_size=32, batch_size=8, num_workers=0)
+    setup = prepare(config)
+    train, val = loaders(config, setup, steps=12)
+    assert all((batch["mask"] != IGNORE_INDEX).flatten(1).sum(1).min() > 0 for batch in train)
+    # Validation boxes cover the labelled cells, not the empty ground, and every labelled pixel of the region once.
+    whole = RegionGridSampler(val.dataset, 32, setup.val_region, origin=setup.mosaic.grid_origin)
+    assert len(val.sampler) < len(whole) / 2
+    scored = sum(int((batch["mask"] != IGNORE_INDEX).sum()) for batch in val)
+    assert scored == sum(class_pixels(setup.labels, setup.val_region, setup.mosaic).values()) > 0
+
+
 def test_bad_input_fails_before_writing(tmp_path, pretrained):
     out = tmp_path / "model.safetensors"
 

@@ -18,7 +18,7 @@ from torchgeo.samplers import RandomGeoSampler
 
 from geosscl import GeossclError, Mosaic
 from geosscl.data import IGNORE_INDEX, RasterLabels, VectorLabels, open_labels
-from geosscl.splits import block_classes, block_split, blocks, class_pixels, label_fraction, read_region
+from geosscl.splits import KeepRegion, block_classes, block_split, blocks, class_pixels, label_fraction, near_labels, read_region
 from conftest import ATLANTA, BUILDINGS, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, write_raster
 
 STACK, POLYGONS = TUTORIAL_STACK, TUTORIAL_POLYGONS
@@ -321,6 +321,36 @@ def test_sparse_labels_keep_every_class_in_training_where_a_draw_can():
     two = shapely.box(0, 0, 200, 100)
     assert block_split(two, 100, {"train": 0.5, "val": 0.5}, seed=0, classes=[{0}, {1}])["val"].equals(
         block_split(two, 100, {"train": 0.5, "val": 0.5}, seed=0)["val"])
+
+
+def test_crops_drawn_near_sparse_labels_hold_labels():
+    """The tutorial's polygons cover 1 % of its scene: 32 px crops drawn anywhere mostly hold none of them."""
+    from samplers import RegionSampler
+
+    imagery = Mosaic(STACK)
+    region = imagery.footprint().iloc[0]
+    for labels in (VectorLabels(POLYGONS, "id"), open_labels([str(TUTORIAL / "training_data.gtif")])[0]):
+        dataset = imagery & labels
+        dataset.transforms = KeepRegion(region)
+
+        def labelled(where, seed=0):
+            boxes = RegionSampler(dataset, 32, where, length=100, generator=torch.Generator().manual_seed(seed),
+                                  origin=imagery.grid_origin)
+            return [int((dataset[box]["mask"] != IGNORE_INDEX).sum()) for box in boxes]
+
+        anywhere = labelled(region)
+        assert sum(n == 0 for n in anywhere) > 30
+        near = near_labels(labels, region, imagery, cell=8, reach=8)
+        assert 0.2 < near.area / region.area < 0.5
+        assert min(labelled(near)) > 0
+        # Coarser cells where a region would hold many (25 px, past the reach): most crops still hold labels.
+        coarse = near_labels(labels, region, imagery, cell=8, reach=8, most_cells=100)
+        assert coarse.area > near.area
+        assert sum(n == 0 for n in labelled(coarse)) < sum(n == 0 for n in anywhere) / 2
+    # Dense labels: the region itself, so that runs on them draw the crops they drew before.
+    nc = Mosaic(NC_BANDS)
+    nc_region = nc.footprint().iloc[0]
+    assert near_labels(open_labels([str(STRATA)])[0], nc_region, nc, cell=16, reach=16) is nc_region
 
 
 def test_split_errors():
