@@ -7,10 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import shapely
+from torch import Tensor
 from torchgeo.datasets import IntersectionDataset
 
-from .data import Mosaic, RasterLabels, open_labels
-from .data.labels import UNKNOWN, nodata_hint
+from .data import Bounds, Mosaic, RasterLabels, open_labels
+from .data.labels import IGNORE_INDEX, UNKNOWN, nodata_hint
 from .errors import GeossclError, NoOverlap
 from .inference import TiledSegmenter
 from .metrics import ConfusionMatrix, Scores
@@ -67,23 +68,35 @@ class _Scene:
         self.mosaic, self.info, self.truth, self.area = mosaic, info, truth, area.bounds
         self.labels, self.class_column, self.unknown = labels, class_column, unknown
 
-    def score(self, engine: TiledSegmenter, tick: Callable[[], None]) -> ConfusionMatrix:
-        """The confusion matrix of the model's classes against the labels; ``tick()`` after every block."""
-        mosaic, info = self.mosaic, self.info
-        matrix = ConfusionMatrix(info.num_classes)
-        for block in engine.blocks(mosaic, self.area):
-            x0, y0, x1, y1 = block.bounds
-            sample = self.truth[x0:x1:mosaic.res[0], y0:y1:mosaic.res[1]]
-            if self.keep is not None:
-                sample = self.keep(sample)
-            mask = sample["mask"]
-            if bool((mask == UNKNOWN).any()):
-                value = self.unknown[0]
-                hint = f"; {nodata_hint(value)}" if not self.class_column else ""
-                values = f" (values {', '.join(map(str, info.class_values))})" if info.class_values else ""
-                raise GeossclError(f"{self.labels[0]}: class id {value} is outside the model's {info.num_classes} "
-                                   f"classes{values}{hint}")
-            mask = mask.masked_fill(block.classes < 0, -1)  # no input, no verdict
+    def plan(self, engine: TiledSegmenter) -> list[Bounds]:
+        """The engine's blocks over the area that hold a labelled pixel: sparse labels (a few polygons
+        over a large scene) need the model run where they are, not over the whole scene. Labels the
+        model has no class for are refused here, before any inference."""
+        return [bounds for bounds in engine.plan(self.mosaic, self.area) if bool((self._truth(bounds) != IGNORE_INDEX).any())]
+
+    def _truth(self, bounds: Bounds) -> Tensor:
+        """The class ids of the block ``bounds`` (outside the scored region: :data:`IGNORE_INDEX`).
+
+        Raises:
+            GeossclError: where the labels hold a value none of the model's classes has.
+        """
+        x0, y0, x1, y1 = bounds
+        sample = self.truth[x0:x1:self.mosaic.res[0], y0:y1:self.mosaic.res[1]]
+        mask = (self.keep(sample) if self.keep is not None else sample)["mask"]
+        if bool((mask == UNKNOWN).any()):
+            info, value = self.info, self.unknown[0]
+            hint = f"; {nodata_hint(value)}" if not self.class_column else ""
+            values = f" (values {', '.join(map(str, info.class_values))})" if info.class_values else ""
+            raise GeossclError(f"{self.labels[0]}: class id {value} is outside the model's {info.num_classes} "
+                               f"classes{values}{hint}")
+        return mask
+
+    def score(self, engine: TiledSegmenter, tick: Callable[[], None], plan: list[Bounds]) -> ConfusionMatrix:
+        """The confusion matrix of the model's classes against the labels, over the blocks ``plan``
+        (:meth:`plan`); ``tick()`` after every block."""
+        matrix = ConfusionMatrix(self.info.num_classes)
+        for block in engine.blocks(self.mosaic, self.area, plan=plan):
+            mask = self._truth(block.bounds).masked_fill(block.classes < 0, -1)  # no input, no verdict
             matrix.update(block.classes.clamp_min(0), mask)
             tick()
         return matrix
@@ -141,7 +154,8 @@ def evaluate(
     _check_names(truth[0], info)
     scene = _Scene(mosaic, info, labels, *truth, class_column, region, label_area)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size, precision=precision)
-    matrix = scene.score(engine, _ticker(progress, len(engine.plan(scene.mosaic, scene.area))))
+    plan = scene.plan(engine)
+    matrix = scene.score(engine, _ticker(progress, len(plan)), plan)
     if not int(matrix.counts.sum()):
         raise GeossclError(f"{labels[0]}: no labelled pixel where the model has input"
                            + (f" inside {region}" if region else ""))
@@ -196,8 +210,9 @@ def evaluate_each_date(
         _Scene(mosaic, info, labels, *open_truth(mosaic, info, labels, **options), *where)
     _check_names(next(iter(scenes.values())).truth, info)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size, precision=precision)
-    tick = _ticker(progress, sum(len(engine.plan(s.mosaic, s.area)) for s in scenes.values()))
-    matrices = {file: scene.score(engine, tick) for file, scene in scenes.items()}
+    plans = {file: scene.plan(engine) for file, scene in scenes.items()}
+    tick = _ticker(progress, sum(map(len, plans.values())))
+    matrices = {file: scene.score(engine, tick, plans[file]) for file, scene in scenes.items()}
     pooled = ConfusionMatrix(info.num_classes)
     for matrix in matrices.values():
         pooled.counts += matrix.counts

@@ -114,13 +114,15 @@ class TiledSegmenter:
                 plan.append((minx + col * rx, maxy - (row + h) * ry, minx + (col + w) * rx, maxy - row * ry))
         return plan
 
-    def blocks(self, mosaic: Mosaic, area: Bounds, read_ahead: bool = True) -> Iterator[Block]:
+    def blocks(self, mosaic: Mosaic, area: Bounds, read_ahead: bool = True, plan: list[Bounds] | None = None) -> Iterator[Block]:
         """Class maps of ``area`` (snapped to the mosaic grid), one block at a time, row by row.
 
         With ``read_ahead`` the next block is read on a background thread while the
-        model runs on the current one (GDAL releases the GIL while it reads).
+        model runs on the current one (GDAL releases the GIL while it reads). ``plan``:
+        the blocks to run, some of :meth:`plan`'s (each block is read with its own
+        context, so its classes do not depend on which others run); default all.
         """
-        plan = self.plan(mosaic, area)
+        plan = self.plan(mosaic, area) if plan is None else plan
         if not read_ahead:
             for bounds in plan:
                 yield self._block(bounds, self.read(mosaic, bounds))

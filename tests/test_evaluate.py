@@ -85,6 +85,25 @@ def test_evaluate_counts_every_labelled_pixel_once(model, tmp_path):
     assert np.sum(evaluate(model, [STACK], [mask], label_area=str(region))[0].confusion) < np.sum(evaluate(model, [STACK], [mask])[0].confusion)
 
 
+def test_evaluation_runs_the_model_only_where_the_labels_are(model):
+    from geosscl.evaluation import _Scene, open_truth
+    from geosscl.prediction import open_scene
+
+    # The tutorial's polygons cover 1 % of its scene; in blocks of 32 px about half hold none.
+    network, info = load_model(model)
+    mosaic = open_scene([STACK], info)
+    scene = _Scene(mosaic, info, [POLYGONS], *open_truth(mosaic, info, [POLYGONS], "id"), "id")
+    engine = TiledSegmenter(network, info, tile_size=32, overlap=8, block_size=32)
+    plan, whole = scene.plan(engine), engine.plan(mosaic, scene.area)
+    assert set(plan) < set(whole) and len(plan) <= 0.6 * len(whole)
+    ran = []
+    scored = scene.score(engine, lambda: ran.append(1), plan)
+    assert len(ran) == len(plan)
+    # The blocks left out hold no label: the scores are those of every block.
+    assert torch.equal(scored.counts, scene.score(engine, lambda: None, whole).counts)
+    assert int(scored.counts.sum()) == LABELLED_PIXELS
+
+
 def test_evaluate_cli_writes_table_json_and_png(model, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "geosscl", "evaluate", model, STACK, "--labels", str(TUTORIAL / "training_data.gtif"),
