@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 from pathlib import Path
 
-import torch
 
-from scenes import SCENES, TESTS, test_region
+from scenes import SCENES, TESTS, start_run, test_region
 
 from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig, finetune
@@ -45,10 +43,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="geosscl-lp-ft-"))
-    work.mkdir(parents=True, exist_ok=True)
+    seeds, work = start_run(args, "geosscl-lp-ft-")
     scene = SCENES["nc"]
     test = test_region(args.test, work, scene)
     data = dict(imagery=scene.imagery, labels=scene.labels, classes=scene.classes, **scene.label_settings)

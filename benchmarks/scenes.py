@@ -102,6 +102,19 @@ def test_region(kind: str, folder: Path, scene: Scene = SCENES["nc"]) -> str:
     return str(path)
 
 
+def start_run(args: argparse.Namespace, prefix: str) -> tuple[list[int], Path]:
+    """A benchmark's ``--threads`` set, its ``--seeds`` parsed, and its ``--workdir`` made (a new temporary
+    folder named ``prefix…`` without one)."""
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    return [int(s) for s in args.seeds.split(",")], work
+
+
 def named_encoders(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
     """The encoders to compare: ``random``, then the ``NAME=CHECKPOINT`` arguments ``items`` (a usage error otherwise)."""
     found = {"random": "random"}

@@ -7,8 +7,11 @@ teach nothing. This makes such labels from the NC scene's land-use raster: ``--p
 ``--patch`` pixels, drawn at random outside the test region (one set per seed), every other pixel
 nodata. For each seed, both samplings fine-tune a random-init U-Net for the same steps, on the same
 patches, in the same process, and are scored on the test region by tiled whole-scene inference.
+``--repeat K`` tiles the scene and its labels K × K times (one GeoTIFF each, the CRS kept): the same
+patches then lie over a scene K² times larger, as a few polygons over a large scene do; it is scored
+in the test blocks of the first copy.
 
-  python benchmarks/sparse_labels.py --patches 40 --patch 8 --seeds 0,1,2 --steps 150 --threads 1
+  python benchmarks/sparse_labels.py --patches 40 --patch 8 --seeds 0,1,2,3,4 --steps 150 --threads 1 [--repeat 3]
 
 Prints a Markdown table (labelled pixels per crop, crops without a label, seconds, mIoU, OA per
 seed and mean) and ``name=value`` lines, among them the ratio of labelled pixels per crop and the
@@ -20,17 +23,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import rasterio
-import torch
+import geopandas as gpd
+import shapely
 from rasterio.features import geometry_mask
+from rasterio.windows import Window
 
-from scenes import SCENES, TESTS, test_region
+from scenes import SCENES, TESTS, Scene, start_run, test_region
 
 import geosscl.finetuning
 from geosscl.data.labels import IGNORE_INDEX
@@ -60,6 +64,21 @@ def sparse_labels(path: Path, labels: str, test: str, patches: int, patch: int, 
     return int(keep.sum())
 
 
+def tiled(path: Path, sources: list[str], repeat: int) -> str:
+    """The bands of ``sources`` stacked in one GeoTIFF, the scene repeated ``repeat`` times along each axis
+    (the CRS kept, the transform extended), written window by window: a large scene of real imagery."""
+    with rasterio.open(sources[0]) as src:
+        profile, (h, w) = src.profile, src.shape
+    stack = np.stack([rasterio.open(p).read(1) for p in sources])
+    profile.update(width=w * repeat, height=h * repeat, count=len(sources), tiled=True, blockxsize=256, blockysize=256,
+                   compress="DEFLATE")
+    with rasterio.open(path, "w", **profile) as dst:
+        for row in range(repeat):
+            for col in range(repeat):
+                dst.write(stack, window=Window(col * w, row * h, w, h))
+    return str(path)
+
+
 def crop_census(config: FinetuneConfig, boxes: int = 300) -> tuple[float, float]:
     """Mean labelled pixels per training crop, and the share of crops holding none, over ``boxes`` crops."""
     setup = prepare(config)
@@ -78,17 +97,29 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="the scene tiled K × K times, its labels too: sparser labels over a larger scene [default: 1]")
     parser.add_argument("--test", choices=TESTS, default="blocks")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="geosscl-sparse-"))
-    work.mkdir(parents=True, exist_ok=True)
+    seeds, work = start_run(args, "geosscl-sparse-")
     scene = SCENES["nc"]
-    test = test_region(args.test, work, scene)
-    print(f"# NC scene, {args.patches} labelled squares of {args.patch} px outside the test region ({args.test}), "
+    scored = test = test_region(args.test, work, scene)
+    if args.repeat > 1:
+        if args.test != "blocks":
+            parser.error("--repeat takes --test blocks")
+        scene = Scene(f"NC Landsat, {args.repeat} × {args.repeat}", [tiled(work / f"nc_x{args.repeat}.tif", scene.imagery, args.repeat)],
+                      [tiled(work / f"strata_x{args.repeat}.tif", scene.labels, args.repeat)], scene.classes)
+        scored = test = test_region("blocks", work, scene)
+        # Scored in the first copy of the scene only: the others hold the same ground, and a whole-scene pass would cost
+        # more than the fine-tuning.
+        with rasterio.open(SCENES["nc"].labels[0]) as src:
+            first = shapely.box(*src.bounds)
+        frame = gpd.read_file(test)
+        scored = str(work / f"test_first_copy_x{args.repeat}.gpkg")
+        gpd.GeoDataFrame(geometry=[frame.union_all().intersection(first)], crs=frame.crs).to_file(scored)
+    print(f"# {scene.name}, {args.patches} labelled squares of {args.patch} px outside the test region ({args.test}), "
           f"random init, {args.steps} steps, crop {args.crop}, batch {args.batch}, seeds {seeds}; work in {work}\n",
           flush=True)
     print("| sampling | seed | labelled px per crop | crops without a label | seconds | mIoU | OA |\n|---|---|---|---|---|---|---|")
@@ -108,7 +139,7 @@ def main() -> None:
                 start = time.perf_counter()
                 finetune(config)
                 seconds = time.perf_counter() - start
-            scores, _ = evaluate(config.out, scene.imagery, scene.labels, region=test)
+            scores, _ = evaluate(config.out, scene.imagery, scene.labels, region=scored)
             rows[sampling].append((per_crop, empty, seconds, 100 * scores.miou, 100 * scores.overall_accuracy))
             print(f"| {sampling} | {seed} | {per_crop:.0f} | {100 * empty:.0f} % | {seconds:.0f} | {100 * scores.miou:.1f} | "
                   f"{100 * scores.overall_accuracy:.1f} |", flush=True)
