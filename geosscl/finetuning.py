@@ -372,7 +372,8 @@ def _split_hint(config: FinetuneConfig, its: str) -> str:
         return f"{its} labels lie in --val-region {config.val_region}{held_out}; label more outside them"
     if config.val_fraction > 0:
         block = config.block_size or config.crop_size
-        return (f"no draw of the validation blocks ({block} px) leaves {its} labels to training{held_out and ' (or they lie in --holdout-region)'}; "
+        elsewhere = " (or they lie in --holdout-region)" if config.holdout_region else ""
+        return (f"no draw of the validation blocks ({block} px) leaves {its} labels to training{elsewhere}; "
                 "give a smaller --block-size or a --val-region")
     return f"{its} labels lie in --holdout-region"
 
