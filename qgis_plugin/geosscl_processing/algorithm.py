@@ -22,7 +22,7 @@ from qgis.PyQt import sip
 
 from .base import GeossclAlgorithm
 from .layers import bands_advice, check_raster, configured_executable, imagery_nodata, raster_file
-from .runner import EXECUTABLE_SETTING, Cancelled, RunError, find_executable, predict_command, run
+from .runner import EXECUTABLE_SETTING, Cancelled, RunError, find_executable, predict_command, reporter, run
 from .style import style_class_map
 
 DEVICES = ["auto", "cpu", "cuda"]
@@ -138,7 +138,7 @@ class SegmentRasterAlgorithm(GeossclAlgorithm):
                     probabilities=probabilities, vector=polygons, nodata=nodata,
                 )
                 feedback.pushCommandInfo(" ".join(command))
-                run(command, feedback.setProgress, feedback.pushInfo, feedback.isCanceled)
+                run(command, feedback.setProgress, reporter(feedback), feedback.isCanceled)
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from None
         except RunError as exc:

@@ -21,7 +21,7 @@ from .algorithm import DEVICES
 from .base import GeossclAlgorithm
 from .layers import (check_raster, check_vector, configured_executable, imagery_nodata, label_files, named_after_layers,
                      raster_file, vector_file)
-from .runner import EXECUTABLE_SETTING, Cancelled, RunError, evaluate_command, find_executable, run
+from .runner import EXECUTABLE_SETTING, Cancelled, RunError, evaluate_command, find_executable, reporter, run
 
 #: Summary scores: Processing output name -> key of geosscl's JSON.
 SCORES = {"MIOU": "miou", "OVERALL_ACCURACY": "overall_accuracy", "KAPPA": "kappa", "MEAN_F1": "mean_f1"}
@@ -118,7 +118,7 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
                     nodata=nodata,
                 )
                 feedback.pushCommandInfo(" ".join(command))
-                scores = run(command, feedback.setProgress, lambda line: feedback.pushInfo(named_after_layers(line, copies)),
+                scores = run(command, feedback.setProgress, reporter(feedback, lambda line: named_after_layers(line, copies)),
                              feedback.isCanceled)
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from None

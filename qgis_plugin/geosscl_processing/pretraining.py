@@ -23,7 +23,7 @@ from qgis.core import (
 from .algorithm import DEVICES
 from .base import GeossclAlgorithm
 from .layers import check_raster, configured_executable, imagery_nodata, named_after_layers, raster_file
-from .runner import EXECUTABLE_SETTING, Cancelled, RunError, find_executable, pretrain_command, run
+from .runner import EXECUTABLE_SETTING, Cancelled, RunError, find_executable, pretrain_command, reporter, run
 
 
 class PretrainAlgorithm(GeossclAlgorithm):
@@ -127,7 +127,7 @@ class PretrainAlgorithm(GeossclAlgorithm):
                     max_nodata=max_nodata if max_nodata < 1 else None, nodata=nodata,
                 )
                 feedback.pushCommandInfo(" ".join(command))
-                run(command, feedback.setProgress, lambda line: feedback.pushInfo(named_after_layers(line, copies)),
+                run(command, feedback.setProgress, reporter(feedback, lambda line: named_after_layers(line, copies)),
                     feedback.isCanceled)
         except Cancelled:
             if os.path.isfile(checkpoint):

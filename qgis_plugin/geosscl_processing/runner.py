@@ -236,6 +236,18 @@ def run(
     return _follow(process, lines, progress, log, cancelled)
 
 
+def reporter(feedback, rename: Callable[[str], str] | None = None) -> Callable[[str], None]:
+    """Where geosscl's lines go in the Processing log: its warnings (``WARNING: …``: a class the model
+    cannot learn, polygons left unlabelled) as warnings, which the log highlights; the rest as
+    information. ``rename``: the line as the user knows the files (layer names for temporary copies)."""
+
+    def report(line: str) -> None:
+        text = rename(line) if rename else line
+        (feedback.pushWarning if line.startswith("WARNING:") else feedback.pushInfo)(text)
+
+    return report
+
+
 def _follow(process, lines, progress, log, cancelled) -> dict:
     open_streams, errors, result = 2, [], {}
     while open_streams:

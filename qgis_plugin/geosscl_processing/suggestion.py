@@ -20,7 +20,7 @@ from qgis.core import (
 from .algorithm import DEVICES, style_on_load
 from .base import GeossclAlgorithm
 from .layers import check_raster, check_vector, configured_executable, imagery_nodata, label_files, named_after_layers, raster_file, vector_file
-from .runner import EXECUTABLE_SETTING, Cancelled, RunError, find_executable, run, suggest_command
+from .runner import EXECUTABLE_SETTING, Cancelled, RunError, find_executable, reporter, run, suggest_command
 from .style import style_tiles
 
 
@@ -117,7 +117,7 @@ class SuggestTilesAlgorithm(GeossclAlgorithm):
                     device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)], nodata=nodata,
                 )
                 feedback.pushCommandInfo(" ".join(command))
-                result = run(command, feedback.setProgress, lambda line: feedback.pushInfo(named_after_layers(line, copies)),
+                result = run(command, feedback.setProgress, reporter(feedback, lambda line: named_after_layers(line, copies)),
                              feedback.isCanceled)
         except Cancelled as exc:
             raise QgsProcessingException(str(exc)) from None

@@ -21,7 +21,8 @@ from qgis.core import (
 from .algorithm import DEVICES, palette_on_load
 from .base import GeossclAlgorithm
 from .layers import check_raster, configured_executable, imagery_nodata, label_files, named_after_layers, raster_file
-from .runner import EXECUTABLE_SETTING, TRAIN_METHODS, Cancelled, RunError, find_executable, predict_command, run, train_command
+from .runner import (EXECUTABLE_SETTING, TRAIN_METHODS, Cancelled, RunError, find_executable, predict_command, reporter, run,
+                     train_command)
 
 METHOD_NAMES = [
     "Linear classifier of the encoder's first stage (few labels; seconds to minutes)",
@@ -135,13 +136,13 @@ class TrainModelAlgorithm(GeossclAlgorithm):
                 )
                 feedback.pushCommandInfo(" ".join(command))
                 run(command, lambda value: feedback.setProgress(share * value),
-                    lambda line: feedback.pushInfo(named_after_layers(line, copies)), feedback.isCanceled)
+                    reporter(feedback, lambda line: named_after_layers(line, copies)), feedback.isCanceled)
                 if class_map:
                     command = predict_command(executable, scene, output, class_map, device=device)
                     feedback.pushCommandInfo(" ".join(command))
                     try:
                         run(command, lambda value: feedback.setProgress(100 * share + (1 - share) * value),
-                            feedback.pushInfo, feedback.isCanceled)
+                            reporter(feedback), feedback.isCanceled)
                     except Cancelled:
                         raise Cancelled(f"cancelled: the model {output} was written, the class map was not") from None
         except Cancelled as exc:

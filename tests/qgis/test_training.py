@@ -239,6 +239,8 @@ def test_polygons_not_yet_classed_are_left_out_and_said(processing, tmp_path):
                            "OUTPUT": str(tmp_path / "m.safetensors")}, feedback=feedback)
     assert ("WARNING: layer 'being digitised': 1 polygon(s) without a value in column 'class' left unlabelled"
             in feedback.textLog())
+    # A warning in the Processing log (highlighted there), not a line of information.
+    assert '<span style="color:#b85a20;">WARNING: layer' in feedback.htmlLog()
     info = json.loads(geosscl("info", str(tmp_path / "m.safetensors")).stdout)
     assert info["class_names"] == ["barren", "forest", "herbaceous", "urban", "water"]
 
