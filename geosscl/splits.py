@@ -244,15 +244,23 @@ def block_classes(labels: GeoDataset, region: BaseGeometry, block_size: float, g
     found: list[set[int]] = [set() for _ in cells]
     rx, ry = grid.res
     for mask, (left, top) in _labelled_windows(labels, region, grid, tile):
-        rows, columns = torch.nonzero(mask != IGNORE_INDEX, as_tuple=True)
+        ids = mask.numpy()
+        rows, columns = np.nonzero(ids != IGNORE_INDEX)
         if not len(rows):
             continue
-        x = left + (columns.numpy() + 0.5) * rx
-        y = top - (rows.numpy() + 0.5) * ry
-        flat = np.floor((y - ymin) / block_size).astype(np.int64) * cols + np.floor((x - xmin) / block_size).astype(np.int64)
-        for f, c in np.unique(np.stack([flat, mask[rows, columns].numpy()]), axis=1).T.tolist():
-            if f in position:
-                found[position[f]].add(c)
+        # The block of each row and column of the window, then (block, class) pairs counted by bincount:
+        # linear in the pixels (np.unique over pairs sorts them, 5× slower on a dense land-use raster).
+        block_col = np.floor((left + (np.arange(ids.shape[1]) + 0.5) * rx - xmin) / block_size).astype(np.int64)
+        block_row = np.floor((top - (np.arange(ids.shape[0]) + 0.5) * ry - ymin) / block_size).astype(np.int64)
+        c0, r0, across = block_col.min(), block_row.min(), int(block_col.max() - block_col.min() + 1)
+        values = ids[rows, columns]
+        low, kinds = int(values.min()), int(values.max() - values.min() + 1)
+        pairs = ((block_row[rows] - r0) * across + block_col[columns] - c0) * kinds + (values - low)
+        for key in np.flatnonzero(np.bincount(pairs)).tolist():
+            spot, value = divmod(key, kinds)
+            flat = int(r0 + spot // across) * cols + int(c0 + spot % across)
+            if flat in position:
+                found[position[flat]].add(value + low)
     return found
 
 
@@ -275,7 +283,7 @@ def near_labels(labels: GeoDataset, region: BaseGeometry, grid: Mosaic, cell: in
     reach = max(0.0, reach - (side - cell))
     found = block_classes(labels, region, side * size, grid)
     near = [c for c, held in zip(blocks(region, side * size), found) if held]
-    if not near:
+    if not near or sum(c.area for c in near) >= DENSE * region.area:  # (disjoint cells: no union needed to tell)
         return region
     within = shapely.union_all(near)
     if reach > 0:
