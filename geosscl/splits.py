@@ -239,6 +239,12 @@ def block_classes(labels: GeoDataset, region: BaseGeometry, block_size: float, g
     Read as :func:`class_pixels` reads (one pass over the region, a window at a time);
     each pixel counts in the block holding its centre.
     """
+    return _classes_by_block(labels, region, block_size, grid, tile)[1]
+
+
+def _classes_by_block(labels: GeoDataset, region: BaseGeometry, block_size: float, grid: Mosaic,
+                      tile: int = 1024) -> tuple[list[BaseGeometry], list[set[int]]]:
+    """:func:`blocks` and :func:`block_classes` of one grid, made once."""
     cells, kept, (xmin, ymin, cols) = _grid_blocks(region, block_size)
     position = {flat: i for i, flat in enumerate(kept)}
     found: list[set[int]] = [set() for _ in cells]
@@ -261,7 +267,7 @@ def block_classes(labels: GeoDataset, region: BaseGeometry, block_size: float, g
             flat = int(r0 + spot // across) * cols + int(c0 + spot % across)
             if flat in position:
                 found[position[flat]].add(value + low)
-    return found
+    return cells, found
 
 
 def near_labels(labels: GeoDataset, region: BaseGeometry, grid: Mosaic, cell: int, reach: float,
@@ -281,8 +287,7 @@ def near_labels(labels: GeoDataset, region: BaseGeometry, grid: Mosaic, cell: in
     size = float(grid.res[0])
     side = max(cell, math.ceil(math.sqrt(region.area / most_cells) / size))
     reach = max(0.0, reach - (side - cell))
-    found = block_classes(labels, region, side * size, grid)
-    near = [c for c, held in zip(blocks(region, side * size), found) if held]
+    near = [c for c, held in zip(*_classes_by_block(labels, region, side * size, grid)) if held]
     if not near or sum(c.area for c in near) >= DENSE * region.area:  # (disjoint cells: no union needed to tell)
         return region
     within = shapely.union_all(near)
