@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
+import rasterio.features
 import shapely
+import torch
+from rasterio.transform import Affine
 from torch import Tensor
 from torchgeo.datasets import IntersectionDataset
 
 from .data import Bounds, Mosaic, RasterLabels, open_labels
 from .data.labels import IGNORE_INDEX, UNKNOWN, nodata_hint
 from .errors import GeossclError, NoOverlap
+from .ground import Ground, model_ground
 from .inference import TiledSegmenter
 from .metrics import ConfusionMatrix, Scores
 from .modelfile import ModelInfo, load_model
 from .output import atomic_output
 from .prediction import open_scene
-from .splits import KeepRegion, label_extent, read_region
+from .splits import KeepRegion, label_extent, polygonal, read_region
+
+log = logging.getLogger(__name__)
 
 
 def open_truth(mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column: str | None = None,
@@ -43,10 +50,15 @@ def _check_names(truth: Any, info: ModelInfo) -> None:
 
 
 class _Scene:
-    """Imagery with its labels and the area to score, checked: what :func:`evaluate` runs the model over."""
+    """Imagery with its labels and the area to score, checked: what :func:`evaluate` runs the model over.
+
+    ``ground``: where the model met labels (:class:`~geosscl.ground.Ground`, in the imagery's CRS), to
+    count the scored pixels there (:attr:`seen`) or, with ``held_out``, to score only the others.
+    """
 
     def __init__(self, mosaic: Mosaic, info: ModelInfo, labels: list[str], truth: Any, limit: Any, unknown: list[int],
-                 class_column: str | None = None, region: str | None = None, label_area: str | None = None) -> None:
+                 class_column: str | None = None, region: str | None = None, label_area: str | None = None,
+                 ground: Ground | None = None, held_out: bool = False) -> None:
         try:
             paired = IntersectionDataset(mosaic, truth)
         except RuntimeError:
@@ -64,9 +76,17 @@ class _Scene:
             area = area.intersection(chosen)
             if area.is_empty:
                 raise NoOverlap(f"{region}: region does not overlap the labelled imagery")
+        if held_out and ground is not None:
+            area = chosen = polygonal(area.difference(ground.seen))
+            if area.area < abs(mosaic.res[0] * mosaic.res[1]) / 2:  # slivers of floating-point edges hold no pixel
+                raise NoOverlap(f"{labels[0]}: every label here lies where the model was trained or validated; "
+                                "nothing is held out (fine-tune with --holdout-region to keep a test region)")
         self.keep = KeepRegion(chosen) if chosen is not None else None
         self.mosaic, self.info, self.truth, self.area = mosaic, info, truth, area.bounds
         self.labels, self.class_column, self.unknown = labels, class_column, unknown
+        self.ground = ground
+        #: scored pixels where the model was trained / validated (none with ``held_out``)
+        self.seen = {"trained": 0, "validated": 0}
 
     def plan(self, engine: TiledSegmenter) -> list[Bounds]:
         """The engine's blocks over the area that hold a labelled pixel: sparse labels (a few polygons
@@ -98,8 +118,22 @@ class _Scene:
         for block in engine.blocks(self.mosaic, self.area, plan=plan):
             mask = self._truth(block.bounds).masked_fill(block.classes < 0, -1)  # no input, no verdict
             matrix.update(block.classes.clamp_min(0), mask)
+            if self.ground is not None:
+                self._count_seen(block.bounds, mask != IGNORE_INDEX)
             tick()
         return matrix
+
+    def _count_seen(self, bounds: Bounds, scored: Tensor) -> None:
+        """Add the ``scored`` pixels of the block ``bounds`` that lie where the model met labels to :attr:`seen`."""
+        x0, y0, x1, y1 = bounds
+        height, width = scored.shape[-2:]
+        transform = Affine((x1 - x0) / width, 0.0, x0, 0.0, -(y1 - y0) / height, y1)
+        for name, region in (("trained", self.ground.training), ("validated", self.ground.validation)):
+            part = shapely.clip_by_rect(region, x0, y0, x1, y1)
+            if part.is_empty:
+                continue
+            inside = ~rasterio.features.geometry_mask([part], (height, width), transform)
+            self.seen[name] += int((scored & torch.from_numpy(inside)).sum())
 
 
 def _ticker(progress: Callable[[int, int], None] | None, total: int) -> Callable[[], None]:
@@ -129,6 +163,7 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
     nodata: float | None = None,
     precision: str = "32",
+    held_out: bool = False,
 ) -> tuple[Scores, ModelInfo]:
     """Scores of ``model`` on the labelled pixels of ``imagery`` (inside ``region`` if given).
 
@@ -142,24 +177,61 @@ def evaluate(
     (default: the model's).
     ``precision``: ``"bf16"`` runs the model under bfloat16 autocast, as
     ``predict(precision="bf16")`` does (:class:`~geosscl.inference.TiledSegmenter`).
+    ``held_out``: score only the labels outside the ground the model was trained and
+    validated on (recorded in its file by ``finetune`` and ``probe``). Without it, the
+    scores say how many scored pixels lie there (:attr:`Scores.ground`), and a warning
+    that these scores are not of held-out ground.
 
     Raises:
-        GeossclError: bad model file, bands the imagery lacks, labels off the imagery.
+        GeossclError: bad model file, bands the imagery lacks, labels off the imagery;
+            ``held_out`` with a model that records no ground, or no label outside it.
     """
     network, info = load_model(model)
     # The scene as predict reads it: scored in the imagery's own CRS, at the model's GSD
     # (in metres, so a model made in one CRS scores imagery in another).
     mosaic = open_scene(imagery, info, nodata=nodata)
+    ground = _ground(model, info, mosaic, held_out)
     truth = open_truth(mosaic, info, labels, class_column, label_nodata, background_class, label_area)
     _check_names(truth[0], info)
-    scene = _Scene(mosaic, info, labels, *truth, class_column, region, label_area)
+    scene = _Scene(mosaic, info, labels, *truth, class_column, region, label_area, ground, held_out)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size, precision=precision)
     plan = scene.plan(engine)
     matrix = scene.score(engine, _ticker(progress, len(plan)), plan)
     if not int(matrix.counts.sum()):
-        raise GeossclError(f"{labels[0]}: no labelled pixel where the model has input"
-                           + (f" inside {region}" if region else ""))
-    return matrix.scores(), info
+        raise GeossclError(f"{labels[0]}: no labelled pixel where the model has input" + _where(region, held_out))
+    return _with_ground(matrix.scores(), model, [scene]), info
+
+
+def _ground(model: str, info: ModelInfo, mosaic: Mosaic, held_out: bool) -> Ground | None:
+    """Where ``model`` met labels, in ``mosaic``'s CRS (None where its file does not say)."""
+    ground = model_ground(info, mosaic.crs)
+    if held_out and ground is None:
+        raise GeossclError(f"{model}: the model file does not record where it was trained (made by another program, "
+                           "or before geosscl recorded it), so --held-out cannot tell; give --region instead")
+    return ground
+
+
+def _where(region: str | None, held_out: bool) -> str:
+    return (f" inside {region}" if region else "") + (" outside the ground the model was trained and validated on"
+                                                      if held_out else "")
+
+
+def _with_ground(scores: Scores, model: str, scenes: list[_Scene], warn: bool = True) -> Scores:
+    """``scores`` with their pixels counted by where ``model`` met labels; with ``warn``, a warning where
+    some of them lie there. Unchanged where the model records no ground."""
+    if any(scene.ground is None for scene in scenes):
+        return scores
+    total = sum(map(sum, scores.confusion))
+    trained, validated = (sum(scene.seen[name] for scene in scenes) for name in ("trained", "validated"))
+    scores.ground = {"trained": trained, "validated": validated, "held_out": total - trained - validated}
+    if warn and (trained or validated):
+        rest = scores.ground["held_out"]
+        log.warning(f"{model}: of the {total:,} labelled pixels scored, {100 * trained / total:.1f} % lie where the "
+                    f"model was trained and {100 * validated / total:.1f} % where it was validated: these scores are "
+                    "not of held-out ground; " + (f"--held-out scores only the other {rest:,}" if rest else
+                                                   "no label here lies elsewhere (fine-tune with --holdout-region "
+                                                   "to keep a test region)"))
+    return scores
 
 
 def evaluate_each_date(
@@ -180,7 +252,7 @@ def evaluate_each_date(
     pixel once per date holding it. Places the labels (or label area, or region) miss, or where
     the model has no input on a labelled pixel, are left out. Arguments and
     ``options`` (``class_column``, ``region``, ``label_nodata``, ``background_class``,
-    ``label_area``, ``nodata``) and ``precision`` are :func:`evaluate`'s.
+    ``label_area``, ``nodata``, ``held_out``) and ``precision`` are :func:`evaluate`'s.
 
     Returns:
         ``(pooled, {first file of each place scored: its scores}, info)``, places in
@@ -194,20 +266,23 @@ def evaluate_each_date(
     nodata = options.pop("nodata", None)
     mosaic = open_scene(imagery, info, nodata=nodata)
     mosaic.require_dates("every-date")
-    region = options.pop("region", None)
+    region, held_out = options.pop("region", None), options.pop("held_out", False)
     where = (options.get("class_column"), region, options.get("label_area"))
+    _ground(model, info, mosaic, held_out)
     scenes = {}
     for files in mosaic.places:
         place = open_scene(list(files), info, nodata=nodata)
         try:
             # Labels opened for each place, in its CRS: TorchGeo's intersection sets the
             # CRS of the datasets it joins, so one labels dataset cannot serve two CRSs.
-            scenes[files[0]] = _Scene(place, info, labels, *open_truth(place, info, labels, **options), *where)
+            scenes[files[0]] = _Scene(place, info, labels, *open_truth(place, info, labels, **options), *where,
+                                      model_ground(info, place.crs), held_out)
         except NoOverlap:
             continue
     if not scenes:
         # Raises why the labels miss the imagery as a whole.
-        _Scene(mosaic, info, labels, *open_truth(mosaic, info, labels, **options), *where)
+        _Scene(mosaic, info, labels, *open_truth(mosaic, info, labels, **options), *where,
+               model_ground(info, mosaic.crs), held_out)
     _check_names(next(iter(scenes.values())).truth, info)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size, precision=precision)
     plans = {file: scene.plan(engine) for file, scene in scenes.items()}
@@ -218,8 +293,10 @@ def evaluate_each_date(
         pooled.counts += matrix.counts
     if not int(pooled.counts.sum()):
         raise GeossclError(f"{labels[0]}: no labelled pixel where the model has input on any date"
-                           + (f" inside {region}" if region else ""))
-    return pooled.scores(), {file: m.scores() for file, m in matrices.items() if int(m.counts.sum())}, info
+                           + _where(region, held_out))
+    dates = {file: _with_ground(m.scores(), model, [scenes[file]], warn=False)
+             for file, m in matrices.items() if int(m.counts.sum())}
+    return _with_ground(pooled.scores(), model, list(scenes.values())), dates, info
 
 
 def format_table(scores: Scores, class_names: list[str], class_values: list[int] | None = None) -> str:

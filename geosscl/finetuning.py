@@ -31,6 +31,7 @@ from .data.bandnames import check_band_names
 from .data.labels import nodata_hint
 from .data.stats import band_statistics, warn_other_units
 from .errors import GeossclError, RunStopped
+from .ground import KEY as GROUND, model_ground, record
 from .modelfile import ModelInfo, class_values, default_colors, load_model, read_info, save_model
 from .output import check_output, check_suffix
 from .prediction import NODATA_CLASS
@@ -365,6 +366,13 @@ def prepare(config: FinetuneConfig) -> Setup:
                  area, labelled, val_region, class_values(classes.values), weights, init_model, band_names)
 
 
+def fine_tuning_ground(setup: Setup) -> dict[str, str]:
+    """The :mod:`~geosscl.ground` record of the model ``setup``'s run makes: its training and validation
+    regions, with the ground of the model file it starts from (whose labels it carries)."""
+    earlier = model_ground(setup.init_model.info, setup.mosaic.crs) if setup.init_model is not None else None
+    return record(setup.labelled, setup.val_region, earlier)
+
+
 def _split_hint(config: FinetuneConfig, its: str) -> str:
     """Where labels missing from the training region went (``its``: whose labels), and what brings them back."""
     held_out = " or --holdout-region" if config.holdout_region else ""
@@ -514,7 +522,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
                 "label_fraction": config.label_fraction, "val_label_fraction": config.val_label_fraction,
                 "every_date": config.every_date, "freeze_encoder": config.freeze_encoder, "class_weights": setup.class_weights,
                 "linear_probe": config.linear_probe,
-                "steps": trainer.global_step, "seed": config.seed,
+                "steps": trainer.global_step, "seed": config.seed, GROUND: fine_tuning_ground(setup),
                 "validation": {"miou": validation.get("val_miou"), "overall_accuracy": validation.get("val_oa"),
                                "history": best.history},
                 "settings": json.loads(json.dumps(asdict(config), default=str)),

@@ -72,3 +72,6 @@ class Scores:
     overall_accuracy: float
     kappa: float
     confusion: list[list[int]]
+    #: the labelled pixels scored where the model was ``trained``, ``validated`` and neither
+    #: (``held_out``), where its model file records that ground (``geosscl evaluate``); else None
+    ground: dict[str, int] | None = None

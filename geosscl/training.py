@@ -331,6 +331,11 @@ def quiet_lightning(quiet: bool = False) -> Iterator[None]:
     if quiet:
         for logger in loggers:
             logger.setLevel(logging.WARNING)
+    # Lightning 2.6 advertises a cloud logging service on every run ("💡 Tip: ... litlogger"), through the
+    # logger its rank-zero messages are created on (a filter acts only where a record is created).
+    senders = [logging.getLogger(f"{name}.utilities.rank_zero") for name in ("lightning.pytorch", "lightning.fabric")]
+    for sender in senders:
+        sender.addFilter(_no_tips)
     with warnings.catch_warnings():
         for message in (
             ".*does not have many workers.*",
@@ -348,6 +353,12 @@ def quiet_lightning(quiet: bool = False) -> Iterator[None]:
         finally:
             for logger, level in zip(loggers, levels):
                 logger.setLevel(level)
+            for sender in senders:
+                sender.removeFilter(_no_tips)
+
+
+def _no_tips(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡")
 
 
 def progress_bar(label: str) -> pl.Callback:

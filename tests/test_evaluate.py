@@ -152,7 +152,98 @@ def test_imagery_in_another_crs_than_the_models(model, tmp_path):
     scores, _ = evaluate(model, [str(warped)], [POLYGONS], class_column="id")
     # The polygons burnt on the 4326 grid (pixels of about 30 x 31 m at 17 N): about as many pixels as on UTM's.
     assert 0.85 * LABELLED_PIXELS < np.sum(scores.confusion) < 1.15 * LABELLED_PIXELS
+    # The model's training and validation regions, warped from UTM too, hold them all.
+    assert scores.ground["trained"] > 0 and scores.ground["validated"] > 0 and scores.ground["held_out"] == 0
     assert scores.overall_accuracy == scores.overall_accuracy  # a number, not NaN
+
+
+def test_evaluation_counts_the_labels_the_model_was_trained_and_validated_on(model, tmp_path, caplog):
+    """Scored on its own labels, a fine-tuned model scores labels it learnt from: the model file records its
+    training and validation regions, and evaluation counts the scored pixels in each and says so."""
+    import logging
+
+    import rasterio
+    import rasterio.features
+
+    from geosscl.ground import model_ground
+    from geosscl.modelfile import read_info
+
+    ground = model_ground(read_info(model))
+    assert ground.training.area > 0 and ground.validation.area > 0
+    assert ground.training.intersection(ground.validation).area < 30 * 30 / 2  # not a pixel in both
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        scores, _ = evaluate(model, [STACK], [POLYGONS], class_column="id")
+    # The reference: the tutorial's class raster (the same polygons on the same grid), each region burnt whole.
+    with rasterio.open(TUTORIAL / "training_data.gtif") as src:
+        labelled, shape, transform = src.read(1) != src.nodata, src.shape, src.transform
+    inside = {name: ~rasterio.features.geometry_mask([region], shape, transform)
+              for name, region in (("trained", ground.training), ("validated", ground.validation))}
+    expected = {name: int((labelled & where).sum()) for name, where in inside.items()}
+    assert scores.ground == {**expected, "held_out": 0} and min(expected.values()) > 0
+    assert sum(expected.values()) == LABELLED_PIXELS
+    trained = f"{100 * expected['trained'] / LABELLED_PIXELS:.1f} %"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{model}: of the {LABELLED_PIXELS} labelled pixels scored, {trained} lie where the model was trained and "
+        f"{100 - float(trained[:-2]):.1f} % where it was validated: these scores are not of held-out ground; no "
+        "label here lies elsewhere (fine-tune with --holdout-region to keep a test region)"]
+    with pytest.raises(GeossclError, match="^.*training_data.shp: every label here lies where the model was trained "
+                                           "or validated; nothing is held out"):
+        evaluate(model, [STACK], [POLYGONS], class_column="id", held_out=True)
+
+
+def test_held_out_scores_only_the_labels_a_model_never_met(tmp_path, caplog):
+    """A model fine-tuned with a holdout region (the west half of the tutorial's labels): ``held_out`` scores
+    exactly the labels of that region, and scores there carry no warning."""
+    import logging
+
+    frame = gpd.read_file(POLYGONS)
+    x0, y0, x1, y1 = frame.total_bounds
+    west = tmp_path / "west.geojson"
+    gpd.GeoDataFrame(geometry=[shapely.box(x0, y0, (x0 + x1) / 2, y1)], crs=frame.crs).to_file(west)
+    made = finetune(FinetuneConfig(imagery=[STACK], labels=[POLYGONS], class_column="id", out=str(tmp_path / "m.safetensors"),
+                                   crop_size=32, batch_size=8, max_steps=4, num_workers=0, holdout_region=str(west),
+                                   quiet=True))
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        inside, _ = evaluate(made, [STACK], [POLYGONS], class_column="id", region=str(west))
+    assert not caplog.records
+    held_out, _ = evaluate(made, [STACK], [POLYGONS], class_column="id", held_out=True)
+    assert held_out.confusion == inside.confusion and 0 < np.sum(inside.confusion) < LABELLED_PIXELS
+    assert held_out.ground == inside.ground == {"trained": 0, "validated": 0, "held_out": int(np.sum(inside.confusion))}
+    everywhere, _ = evaluate(made, [STACK], [POLYGONS], class_column="id")
+    assert everywhere.ground["held_out"] == np.sum(inside.confusion)
+    assert sum(everywhere.ground.values()) == LABELLED_PIXELS and "trained" in caplog.text
+    # Per date too: the second date of the tutorial's place holds the same labels, the same ground.
+    from geosscl.evaluation import evaluate_each_date
+
+    dates = [str(p) for p in sorted(TUTORIAL.glob("*_stack.gtif"))]
+    pooled, each, _ = evaluate_each_date(made, dates, [POLYGONS], class_column="id", held_out=True)
+    assert pooled.ground["held_out"] == 2 * np.sum(inside.confusion) and len(each) == 2
+
+
+def test_held_out_through_the_cli(model, tmp_path):
+    """The warning as one stderr line; --held-out with nothing held out, or with a model file that does not
+    record its ground (the bundled one predates it), is a one-line error that writes nothing."""
+    def geosscl(*args):
+        return subprocess.run([sys.executable, "-m", "geosscl", "evaluate", *map(str, args)], capture_output=True,
+                              text=True, timeout=300)
+
+    scores = tmp_path / "scores.json"
+    scored = geosscl(model, STACK, "--labels", POLYGONS, "--class-column", "id", "--json", scores, "-q")
+    assert scored.returncode == 0 and scored.stderr == ""  # -q: errors only
+    scored = geosscl(model, STACK, "--labels", POLYGONS, "--class-column", "id", "--json", scores)
+    warnings = [line for line in scored.stderr.splitlines() if line.startswith("WARNING: ")]
+    assert scored.returncode == 0 and len(warnings) == 1 and "lie where the model was trained" in warnings[0]
+    assert sum(json.loads(scores.read_text())["ground"].values()) == LABELLED_PIXELS
+    scores.unlink()
+    refused = geosscl(model, STACK, "--labels", POLYGONS, "--class-column", "id", "--held-out", "--json", scores)
+    assert refused.returncode == 1 and not scores.exists()
+    assert refused.stderr.strip().splitlines() == [f"Error: {POLYGONS}: every label here lies where the model was "
+                                                   "trained or validated; nothing is held out (fine-tune with "
+                                                   "--holdout-region to keep a test region)"]
+    bundled = geosscl(BUNDLED_MODEL, *NC_BANDS, "--labels", SAMPLES / "nc_landsat" / "strata.tif", "--held-out")
+    assert bundled.returncode == 1 and bundled.stderr.strip().splitlines() == [
+        f"Error: {BUNDLED_MODEL}: the model file does not record where it was trained (made by another program, or "
+        "before geosscl recorded it), so --held-out cannot tell; give --region instead"]
 
 
 def test_no_labelled_pixel_is_an_error(model, tmp_path):

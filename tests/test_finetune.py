@@ -111,6 +111,13 @@ def test_a_model_file_fine_tunes_further_from_its_weights(tmp_path, caplog):
     for name in ("net.encoder.conv1.weight", "net.decoder.blocks.4.conv2.0.weight", "net.segmentation_head.0.weight"):
         assert torch.equal(kept.state_dict()[name], network.state_dict()[name]), name
     assert kept_info.provenance["init"] == str(first) and kept_info.class_names == info.class_names
+    # It carries the labels the first model learnt from: the first's validation blocks (this run's too, the
+    # same seed) count as ground it was trained on, for evaluation to tell apart.
+    from geosscl.ground import model_ground
+
+    before, after = model_ground(info), model_ground(kept_info)
+    assert before.validation.area > 0 and after.validation.area < 30 * 30 / 2
+    assert before.seen.symmetric_difference(after.training).area < 30 * 30 / 2
     # Other classes: the rest carries over, the head starts anew, and the log says so.
     other = tmp_path / "other.yaml"
     other.write_text("[nothing, forest, water, herbaceous, barren, urban]\n")
@@ -187,10 +194,12 @@ def test_raster_labels_and_cli(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "geosscl", "finetune", STACK, "--labels", str(TUTORIAL / "training_data.gtif"),
          "--out", str(out), "--crop-size", "64", "--batch-size", "8", "--max-steps", "4", "--num-workers", "0",
-         "--val-label-fraction", "0.3", "--precision", PRECISION, "-q"],
+         "--val-label-fraction", "0.3", "--precision", PRECISION],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    # Lightning's own lines stay (devices, the model's summary); its advertisement for a cloud service does not.
+    assert "GPU available" in result.stdout + result.stderr and "litlogger" not in result.stdout + result.stderr
     info = read_info(out)
     # training_data.gtif: 0 is its nodata, so the values 1..5 it holds are the classes.
     assert info.class_names == [f"class {v}" for v in range(1, 6)] and info.class_values == [1, 2, 3, 4, 5]

@@ -104,6 +104,21 @@ def test_stages_in_any_order_make_the_same_classifier(tmp_path):
 
     scores, _ = evaluate(str(tmp_path / "m.safetensors"), BANDS, [str(NC / "strata.tif")], region=str(NC / "test_region.geojson"))
     assert abs(scores.miou - shuffled.scores.miou) < 0.02 and abs(scores.overall_accuracy - shuffled.scores.overall_accuracy) < 0.02
+    # The model file records where its labels were: 20 % of the training region's blocks, and the validation
+    # blocks; the labels of the other 80 % were never read, and --held-out scores them with the holdout region's.
+    from geosscl.ground import model_ground
+    from geosscl.splits import read_region
+
+    info = read_info(tmp_path / "m.safetensors")
+    ground = model_ground(info)
+    pixel = abs(info.res[0] * info.res[1])
+    setup = prepare(config())
+    for recorded, used in ((ground.training, setup.labelled), (ground.validation, setup.val_region)):
+        assert recorded.area > 0 and recorded.symmetric_difference(used).area < pixel / 2
+    assert ground.seen.intersection(read_region(str(NC / "test_region.geojson"), info.crs)).area < pixel / 2
+    held_out, _ = evaluate(str(tmp_path / "m.safetensors"), BANDS, [str(NC / "strata.tif")], held_out=True)
+    assert held_out.ground == {"trained": 0, "validated": 0, "held_out": sum(map(sum, held_out.confusion))}
+    assert sum(map(sum, held_out.confusion)) > 2 * sum(map(sum, scores.confusion))
 
 
 def test_a_deeplab_encoder_makes_a_classifier_without_its_dilated_stage(tmp_path):

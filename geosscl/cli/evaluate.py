@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import background_class_opt, nodata_opt, class_column_opt, label_area_opt, jsonl_progress, label_nodata_opt, overwrite_opt, precision_opt, progress_bar, quiet_opt, stop_on_sigterm
+from .options import background_class_opt, nodata_opt, class_column_opt, label_area_opt, jsonl_progress, label_nodata_opt, log_to_stderr, overwrite_opt, precision_opt, progress_bar, quiet_opt, stop_on_sigterm
 
 
 @click.command()
@@ -18,6 +18,9 @@ from .options import background_class_opt, nodata_opt, class_column_opt, label_a
 @background_class_opt
 @label_area_opt
 @click.option("--region", type=click.Path(dir_okay=False), help="Polygons to evaluate inside (e.g. the test region).")
+@click.option("--held-out", is_flag=True,
+              help="Score only the labels outside the ground MODEL was trained and validated on (which finetune and "
+                   "probe record in the model file).  [default: every label; a warning says how many lie there]")
 @nodata_opt
 @click.option("--every-date", is_flag=True,
               help="Where files of the imagery cover one place (dates of a tile), score each of them with the same "
@@ -31,8 +34,8 @@ from .options import background_class_opt, nodata_opt, class_column_opt, label_a
 @click.option("--progress", "progress_format", type=click.Choice(["bar", "jsonl"]), default="bar", show_default=True,
               help="jsonl: one JSON object per line on stdout (blocks done, then the scores), for programs.")
 @quiet_opt
-def evaluate(model, imagery, labels, class_column, label_nodata, background_class, label_area, region, nodata, every_date,
-             json_path, png_path, device, precision, batch_size, progress_format, quiet):
+def evaluate(model, imagery, labels, class_column, label_nodata, background_class, label_area, region, held_out, nodata,
+             every_date, json_path, png_path, device, precision, batch_size, progress_format, quiet):
     """Score MODEL on the labelled pixels of IMAGERY (mIoU, IoU and F1 per class, OA, kappa)."""
     from ..evaluation import evaluate as run, evaluate_each_date, format_dates, format_table, plot_confusion, scores_dict, write_json
     from ..output import check_output
@@ -41,7 +44,7 @@ def evaluate(model, imagery, labels, class_column, label_nodata, background_clas
     for report in (json_path, png_path):
         if report:  # reports are replaced, as every rerun would; the inputs never are
             check_output(report, overwrite=True, inputs=[model, *imagery, *labels, region, label_area])
-    options = dict(class_column=class_column, region=region, label_nodata=label_nodata, background_class=background_class,
+    options = dict(class_column=class_column, region=region, held_out=held_out, label_nodata=label_nodata, background_class=background_class,
                    label_area=label_area, device=device, batch_size=batch_size, nodata=nodata, precision=precision or "32")
 
     def score(progress=None):
@@ -50,13 +53,14 @@ def evaluate(model, imagery, labels, class_column, label_nodata, background_clas
         scores, info = run(model, list(imagery), list(labels), progress=progress, **options)
         return scores, None, info
 
-    if progress_format == "jsonl":
-        scores, dates, info = score(jsonl_progress)
-    elif quiet:
-        scores, dates, info = score()
-    else:
-        with progress_bar("scoring blocks") as progress:
-            scores, dates, info = score(progress)
+    with log_to_stderr(quiet):
+        if progress_format == "jsonl":
+            scores, dates, info = score(jsonl_progress)
+        elif quiet:
+            scores, dates, info = score()
+        else:
+            with progress_bar("scoring blocks") as progress:
+                scores, dates, info = score(progress)
     extra = {} if dates is None else {"dates": [{"file": f, **s.__dict__} for f, s in dates.items()]}
     table = format_table(scores, info.class_names, info.class_values)
     if dates is not None:
@@ -78,10 +82,13 @@ def info(model):
     """Print the metadata of a geosscl MODEL file as JSON."""
     from dataclasses import asdict
 
+    from ..ground import KEY, summary
     from ..modelfile import read_info
 
     data = asdict(read_info(model))
     data["provenance"] = {k: v for k, v in data["provenance"].items() if k != "settings"}
+    if KEY in data["provenance"]:
+        data["provenance"][KEY] = summary(data["provenance"][KEY], data["crs"])
     data.pop("crs")
     click.echo(json.dumps(data, indent=1))
 

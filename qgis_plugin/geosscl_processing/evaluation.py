@@ -9,6 +9,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
@@ -32,6 +33,7 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
     OTHER_DATES = "OTHER_DATES"
     MODEL = "MODEL"
     REGION = "REGION"
+    HELD_OUT = "HELD_OUT"
     DEVICE = "DEVICE"
     OUTPUT_JSON = "OUTPUT_JSON"
     OUTPUT_CONFUSION = "OUTPUT_CONFUSION"
@@ -49,7 +51,9 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
             "pixels are not scored). The raster is segmented tile by tile, as Segment raster does, and compared with "
             "the labels pixel by pixel. Gives mIoU, overall accuracy, Cohen's kappa and mean "
             "F1 (0 to 1), per-class IoU and F1 in the log, and optionally the scores as JSON and the confusion matrix "
-            "as PNG. The polygons' class names must be the model's. With other dates of the input raster (rasters of "
+            "as PNG. The polygons' class names must be the model's. A model made by geosscl records where its "
+            "labels were (training and validation); the log warns where scored labels lie there, and 'Score only "
+            "labels the model never met' leaves them out. With other dates of the input raster (rasters of "
             "its ground, with its bands), where the labels hold too, each date is scored, and the summary scores are "
             "those of all dates pooled (each labelled pixel once per date); the log gives each date's. Runs the "
             f"geosscl executable (Processing options > Providers > geosscl, or {EXECUTABLE_SETTING}, or PATH)."
@@ -67,6 +71,9 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
         self.addParameter(QgsProcessingParameterVectorLayer(
             self.REGION, "Score only inside these polygons (e.g. a test region)", [QgsProcessing.TypeVectorPolygon],
             optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.HELD_OUT, "Score only labels the model never met (outside its training and validation ground)",
+            defaultValue=False))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue=0))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_JSON, "Scores (JSON)", fileFilter="JSON files (*.json)", optional=True, createByDefault=False))
@@ -115,7 +122,7 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
                     executable, scene, model, label_options, region=region_file,
                     json_path=outputs[self.OUTPUT_JSON], png_path=outputs[self.OUTPUT_CONFUSION],
                     device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)], other_dates=dates,
-                    nodata=nodata,
+                    nodata=nodata, held_out=self.parameterAsBoolean(parameters, self.HELD_OUT, context),
                 )
                 feedback.pushCommandInfo(" ".join(command))
                 scores = run(command, feedback.setProgress, reporter(feedback, lambda line: named_after_layers(line, copies)),

@@ -164,14 +164,17 @@ def pretrain_command(
 def evaluate_command(
     executable: str, scene: str, model: str, labels: list[str], *, region: str | None = None,
     json_path: str | None = None, png_path: str | None = None, device: str = "auto", other_dates: Sequence[str] = (),
-    nodata: float | None = None,
+    nodata: float | None = None, held_out: bool = False,
 ) -> list[str]:
     """The ``geosscl evaluate`` command line that scores a model on ``labels`` (:func:`label_options`); with
-    ``other_dates`` (rasters of the scene's ground on other dates) it scores every date, and all pooled."""
+    ``other_dates`` (rasters of the scene's ground on other dates) it scores every date, and all pooled; with
+    ``held_out``, only the labels outside the ground the model was trained and validated on."""
     command = [executable, "evaluate", model, scene, *other_dates, *labels, "--device", device, "--progress", "jsonl",
                *nodata_option(nodata)]
     if other_dates:
         command.append("--every-date")
+    if held_out:
+        command.append("--held-out")
     for option, value in (("--region", region), ("--json", json_path), ("--png", png_path)):
         if value:
             command += [option, value]

@@ -50,8 +50,8 @@ def test_evaluate_algorithm_is_registered(provider):
     algorithm = QgsApplication.processingRegistry().algorithmById(EVALUATE)
     assert algorithm is not None and algorithm.displayName() == "Evaluate model on labels"
     assert {p.name() for p in algorithm.parameterDefinitions()} >= {
-        "INPUT", "OTHER_DATES", "MODEL", "LABELS", "CLASS_FIELD", "LABEL_RASTER", "BACKGROUND_CLASS", "LABEL_AREA", "REGION", "DEVICE", "OUTPUT_JSON",
-        "OUTPUT_CONFUSION"}
+        "INPUT", "OTHER_DATES", "MODEL", "LABELS", "CLASS_FIELD", "LABEL_RASTER", "BACKGROUND_CLASS", "LABEL_AREA", "REGION", "HELD_OUT", "DEVICE",
+        "OUTPUT_JSON", "OUTPUT_CONFUSION"}
     assert {o.name() for o in algorithm.outputDefinitions()} >= {"MIOU", "OVERALL_ACCURACY", "KAPPA", "MEAN_F1"}
 
 
@@ -74,6 +74,16 @@ def test_scores_are_geosscl_evaluates(processing, tutorial_model, tmp_path):
     assert confusion.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert seen and max(seen) == 100
     assert "mIoU" in feedback.textLog() and "forest" in feedback.textLog()
+    # The model learnt from these very labels (no validation blocks): the log warns, the JSON counts them,
+    # and scoring only the labels it never met is refused, with nothing written.
+    assert got["ground"] == {"trained": 718, "validated": 0, "held_out": 0}
+    assert "100.0 % lie where the model was trained" in feedback.textLog()
+    scores.unlink()
+    with pytest.raises(QgsProcessingException, match="^geosscl: .*every label here lies where the model was trained or "
+                                                      "validated; nothing is held out"):
+        processing.run(EVALUATE, {"INPUT": str(TUTORIAL_STACK), "MODEL": str(tutorial_model), "HELD_OUT": True,
+                                  "LABELS": str(TUTORIAL_POLYGONS), "CLASS_FIELD": "class", "OUTPUT_JSON": str(scores)})
+    assert not scores.exists()
 
 
 def test_other_dates_of_the_input_are_each_scored_and_pooled(processing, in_project, tutorial_model, tmp_path):
