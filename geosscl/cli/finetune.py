@@ -75,4 +75,10 @@ def finetune(imagery, labels, out, classes, class_column, label_nodata, backgrou
     if progress_format == "jsonl":
         click.echo(json.dumps({"output": path}))
     elif not quiet:
-        click.echo(f"wrote {path}")
+        from ..modelfile import read_info
+
+        # The score that chose the weights: of the validation labels only, never of held-out ground.
+        validation = read_info(path).provenance["validation"]
+        miou, oa = (f"{100 * v:.1f}" if isinstance(v, (int, float)) and v == v else "n/a"
+                    for v in (validation["miou"], validation["overall_accuracy"]))
+        click.echo(f"wrote {path} (validation mIoU {miou}, OA {oa})")
