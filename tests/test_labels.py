@@ -221,6 +221,29 @@ def test_bad_vector_input(tmp_path):
         VectorLabels(bad, "id")
 
 
+def test_a_geojson_that_lost_its_projected_crs_is_refused(tmp_path):
+    """The NC scene's CRS (a Lambert conformal conic GDAL finds no EPSG code for): GDAL writes GeoJSON in it with
+    the coordinates in metres and no CRS, and reads it back as WGS 84; the region would miss the imagery."""
+    crs = Mosaic([str(p) for p in NC_BANDS]).crs
+    frame = gpd.read_file(SAMPLES / "nc_landsat" / "test_region.geojson").to_crs(crs)
+    lost, kept = tmp_path / "test_region.geojson", tmp_path / "test_region.gpkg"
+    frame.to_file(lost)
+    frame.to_file(kept)
+    assert gpd.read_file(lost).crs == "EPSG:4326"  # what GDAL did
+    message = (r"test_region\.geojson: coordinates up to 644471, 228114 are not degrees, yet the layer's CRS "
+               r"\(EPSG:4326\) is geographic: .* write it as GeoPackage, or give it its CRS$")
+    with pytest.raises(GeossclError, match=message):
+        read_region(str(lost), crs)
+    with pytest.raises(GeossclError, match=message):
+        VectorLabels(lost, "split")
+    assert read_region(str(kept), crs).area == pytest.approx(frame.union_all().area)
+    refused = subprocess.run([sys.executable, "-m", "geosscl", "evaluate", str(SAMPLES / "models" / "nc_landuse.safetensors"),
+                              *map(str, NC_BANDS), "--labels", str(STRATA), "--region", str(lost)],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert "test_region.geojson: coordinates up to 644471, 228114 are not degrees" in refused.stderr
+
+
 def _two_layer_geopackage(tmp_path):
     """The tutorial's label polygons as the second layer of a GeoPackage whose first is a study area."""
     frame = gpd.read_file(POLYGONS)

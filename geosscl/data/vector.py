@@ -61,6 +61,23 @@ def read_layer(source: str | os.PathLike, layer: str | int | None = None) -> gpd
     if isinstance(layer, int) and not 0 <= layer < len(names):
         raise GeossclError(f"{path}: no layer {layer}; the file holds {len(names)} (ids 0 to {len(names) - 1})")
     try:
-        return gpd.read_file(path, layer=layer)
+        frame = gpd.read_file(path, layer=layer)
     except Exception as exc:  # noqa: BLE001 - pyogrio and fiona raise many kinds
         raise GeossclError(f"{source}: not a readable vector layer ({str(exc).splitlines()[0]})") from None
+    _check_degrees(frame, source)
+    return frame
+
+
+def _check_degrees(frame: gpd.GeoDataFrame, source: str | os.PathLike) -> None:
+    """Refuse metres under a geographic CRS. GDAL writes a GeoJSON layer of a projected CRS it has no EPSG
+    code for (the NC scene's Lambert conformal conic) with the coordinates as they were and no CRS, and reads
+    it back as WGS 84: the polygons would then lie nowhere near the imagery, and every command would say
+    only that they miss it."""
+    if frame.crs is None or not frame.crs.is_geographic or frame.empty:
+        return
+    x0, y0, x1, y1 = frame.total_bounds
+    if max(abs(x0), abs(x1)) > 360 or max(abs(y0), abs(y1)) > 90:
+        raise GeossclError(f"{source}: coordinates up to {max(abs(x0), abs(x1)):.0f}, {max(abs(y0), abs(y1)):.0f} are "
+                           f"not degrees, yet the layer's CRS ({frame.crs.to_string()}) is geographic: it was written "
+                           "in a projected CRS the file could not keep (GeoJSON keeps WGS 84 or an EPSG code); "
+                           "write it as GeoPackage, or give it its CRS")
