@@ -7,10 +7,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import rasterio.features
 import shapely
 import torch
-from rasterio.transform import Affine
 from torch import Tensor
 from torchgeo.datasets import IntersectionDataset
 
@@ -23,7 +21,7 @@ from .metrics import ConfusionMatrix, Scores
 from .modelfile import ModelInfo, load_model
 from .output import atomic_output
 from .prediction import open_scene
-from .splits import KeepRegion, label_extent, polygonal, read_region
+from .splits import KeepRegion, label_extent, pixels_outside, polygonal, read_region
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +123,9 @@ class _Scene:
 
     def _count_seen(self, bounds: Bounds, scored: Tensor) -> None:
         """Add the ``scored`` pixels of the block ``bounds`` that lie where the model met labels to :attr:`seen`."""
-        x0, y0, x1, y1 = bounds
-        height, width = scored.shape[-2:]
-        transform = Affine((x1 - x0) / width, 0.0, x0, 0.0, -(y1 - y0) / height, y1)
         for name, region in (("trained", self.ground.training), ("validated", self.ground.validation)):
-            part = shapely.clip_by_rect(region, x0, y0, x1, y1)
-            if part.is_empty:
-                continue
-            inside = ~rasterio.features.geometry_mask([part], (height, width), transform)
-            self.seen[name] += int((scored & torch.from_numpy(inside)).sum())
+            outside = pixels_outside(shapely.clip_by_rect(region, *bounds), bounds, scored.shape[-2:])
+            self.seen[name] += int((scored & ~torch.from_numpy(outside)).sum())
 
 
 def _ticker(progress: Callable[[int, int], None] | None, total: int) -> Callable[[], None]:
@@ -203,7 +195,8 @@ def evaluate(
 
 
 def _ground(model: str, info: ModelInfo, mosaic: Mosaic, held_out: bool) -> Ground | None:
-    """Where ``model`` met labels, in ``mosaic``'s CRS (None where its file does not say)."""
+    """Where ``model`` met labels, in ``mosaic``'s CRS (None where its file does not say; an error
+    with ``held_out``, which needs it)."""
     ground = model_ground(info, mosaic.crs)
     if held_out and ground is None:
         raise GeossclError(f"{model}: the model file does not record where it was trained (made by another program, "
@@ -212,6 +205,7 @@ def _ground(model: str, info: ModelInfo, mosaic: Mosaic, held_out: bool) -> Grou
 
 
 def _where(region: str | None, held_out: bool) -> str:
+    """Where no labelled pixel was found, for the error that says so."""
     return (f" inside {region}" if region else "") + (" outside the ground the model was trained and validated on"
                                                       if held_out else "")
 
@@ -268,7 +262,6 @@ def evaluate_each_date(
     mosaic.require_dates("every-date")
     region, held_out = options.pop("region", None), options.pop("held_out", False)
     where = (options.get("class_column"), region, options.get("label_area"))
-    _ground(model, info, mosaic, held_out)
     scenes = {}
     for files in mosaic.places:
         place = open_scene(list(files), info, nodata=nodata)
@@ -276,13 +269,13 @@ def evaluate_each_date(
             # Labels opened for each place, in its CRS: TorchGeo's intersection sets the
             # CRS of the datasets it joins, so one labels dataset cannot serve two CRSs.
             scenes[files[0]] = _Scene(place, info, labels, *open_truth(place, info, labels, **options), *where,
-                                      model_ground(info, place.crs), held_out)
+                                      _ground(model, info, place, held_out), held_out)
         except NoOverlap:
             continue
     if not scenes:
         # Raises why the labels miss the imagery as a whole.
         _Scene(mosaic, info, labels, *open_truth(mosaic, info, labels, **options), *where,
-               model_ground(info, mosaic.crs), held_out)
+               _ground(model, info, mosaic, held_out), held_out)
     _check_names(next(iter(scenes.values())).truth, info)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size, precision=precision)
     plans = {file: scene.plan(engine) for file, scene in scenes.items()}

@@ -21,6 +21,7 @@ import shapely
 from rasterio.crs import CRS
 from shapely.geometry.base import BaseGeometry
 
+from .modelfile import ModelInfo
 from .splits import polygonal
 
 #: Provenance key of the record.
@@ -59,16 +60,16 @@ def decode(text: str) -> BaseGeometry:
 
 def record(training: BaseGeometry, validation: BaseGeometry, earlier: Ground | None = None) -> dict[str, str]:
     """The provenance entry of a model trained on the labels of ``training`` and validated on those of
-    ``validation`` (in the CRS of the model's ``crs``); ``earlier``: the ground of the model it was
-    fine-tuned from, in that CRS, whose labels it carries too."""
+    ``validation`` (both in the model's CRS); ``earlier``: the ground of the model it was fine-tuned
+    from, in that CRS, whose labels it carries too."""
     if earlier is not None:
         training = polygonal(shapely.union(training, earlier.seen))
     validation = polygonal(shapely.difference(validation, training))
     return {"training": encode(training), "validation": encode(validation)}
 
 
-def model_ground(info: Any, crs: CRS | None = None) -> Ground | None:
-    """The ground recorded in model ``info`` (a :class:`~geosscl.modelfile.ModelInfo`), in ``crs``
+def model_ground(info: ModelInfo, crs: CRS | None = None) -> Ground | None:
+    """The ground recorded in model ``info``, in ``crs``
     (default: the model's own); None for a model made without labels or before it was recorded."""
     entry = info.provenance.get(KEY)
     if not entry:

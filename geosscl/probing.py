@@ -39,9 +39,9 @@ from .augment import BandStats
 from .data import IGNORE_INDEX, Mosaic, RasterLabels, VectorLabels
 from .errors import GeossclError
 from .finetuning import FinetuneConfig, Setup, fine_tuning_ground, load_init, prepare
+from .ground import KEY as GROUND
 from .inference import resolve_device
 from .metrics import ConfusionMatrix, Scores
-from .ground import KEY as GROUND
 from .modelfile import ModelInfo, save_model
 from .models import HYPERCOLUMN, SegmentationNetwork
 from .output import check_output, check_suffix

@@ -14,7 +14,7 @@ import geopandas as gpd
 import numpy as np
 import rasterio.features
 import torch
-from affine import Affine
+from rasterio.transform import from_bounds
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
@@ -209,12 +209,17 @@ class KeepRegion:
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         x, y = sample["bounds"][0], sample["bounds"][1]
-        height, width = sample["mask"].shape[-2:]
-        transform = Affine((x.stop - x.start) / width, 0.0, x.start, 0.0, -(y.stop - y.start) / height, y.stop)
-        outside = rasterio.features.geometry_mask([self.region], (height, width), transform) if not self.region.is_empty \
-            else np.ones((height, width), bool)
+        outside = pixels_outside(self.region, (x.start, y.start, x.stop, y.stop), sample["mask"].shape[-2:])
         sample["mask"] = sample["mask"].masked_fill(torch.from_numpy(outside), IGNORE_INDEX)
         return sample
+
+
+def pixels_outside(region: BaseGeometry, bounds: tuple[float, float, float, float], shape: tuple[int, int]) -> np.ndarray:
+    """The pixels of a grid of ``shape`` (rows, columns) over ``bounds`` (minx, miny, maxx, maxy; north up)
+    whose centres lie outside ``region``, as a boolean array of that shape."""
+    if region.is_empty:
+        return np.ones(tuple(shape), bool)
+    return rasterio.features.geometry_mask([region], tuple(shape), from_bounds(*bounds, shape[1], shape[0]))
 
 
 def class_pixels(labels: GeoDataset, region: BaseGeometry, grid: Mosaic, tile: int = 1024) -> dict[int, int]:
