@@ -12,7 +12,11 @@ the NC metadata (random weights: speed and memory do not depend on them), or
    float32 time ÷ bf16 time; and how many pixels keep their class under bf16
    (``bf16_same_class``), with the bundled NC model (trained: a random one's ties
    would say nothing) on the NC scene.
-2. Memory: ``geosscl predict`` in a fresh process per size; peak RSS of each (from
+2. Ground without imagery (one process): the engine over the NC scene (a rotated swath, 37.6 % of its
+   rectangle nodata) and over two copies of the first size 4 blocks apart both ways (a mosaic of places far
+   apart), with its default ``skip_empty`` against the peer run of every tile; ``empty_ratio_*`` = seconds
+   running every tile ÷ seconds skipping, with the tiles each ran, and whether both gave the same classes.
+3. Memory: ``geosscl predict`` in a fresh process per size; peak RSS of each (from
    ``wait4``). ``rss_growth`` = largest scene's ÷ smallest scene's.
 
 Usage: ``python benchmarks/predict.py [--sizes 1024,2048,4096] [--tile 256] [--batch 8] [--model MODEL]``
@@ -31,10 +35,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import torch
+from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from geosscl.data import Mosaic
-from geosscl.inference import TiledSegmenter, _starts
+from geosscl.inference import TiledSegmenter
 from geosscl.modelfile import ModelInfo, default_colors, save_model
 from geosscl.models import SegmentationNetwork
 from geosscl.prediction import predict, segment
@@ -79,15 +84,38 @@ def engine_tile(model: Path) -> int:
     return read_info(model).tile_size
 
 
-def tile_count(engine: TiledSegmenter, mosaic: Mosaic) -> int:
+def shifted_copy(scene: Path, path: Path, blocks: int, block: int = 1024) -> Path:
+    """``scene`` again, ``blocks`` blocks of ``block`` px east and south of it."""
+    with rasterio.open(scene) as src:
+        profile, data = src.profile, src.read()
+    profile["transform"] = profile["transform"] @ Affine.translation(blocks * block, blocks * block)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def skip_against_every_tile(network, info, mosaic: Mosaic, device: str, batch: int) -> dict[str, float]:
+    """Seconds and tiles run by the engine over ``mosaic`` skipping ground without input, and running every tile."""
+    runs: list[int] = []
+    hook = network.register_forward_hook(lambda module, args, output: runs.append(len(args[0])))
     x, y, _ = mosaic.bounds
-    count = 0
-    for bounds in engine.plan(mosaic, (x.start, y.start, x.stop, y.stop)):
-        w = round((bounds[2] - bounds[0]) / mosaic.res[0]) + 2 * engine.overlap
-        h = round((bounds[3] - bounds[1]) / mosaic.res[1]) + 2 * engine.overlap
-        count += len(_starts(max(h, engine.tile), engine.tile, engine.overlap)) * len(
-            _starts(max(w, engine.tile), engine.tile, engine.overlap))
-    return count
+    area = (x.start, y.start, x.stop, y.stop)
+    result: dict[str, float] = {}
+    classes = {}
+    try:
+        for skip in (True, False):
+            runs.clear()
+            engine = TiledSegmenter(network, info, device=device, batch_size=batch, skip_empty=skip)
+            start = time.perf_counter()
+            classes[skip] = [block.classes for block in engine.blocks(mosaic, area)]
+            result[f"seconds_{skip}"] = time.perf_counter() - start
+            result[f"tiles_{skip}"] = sum(runs)
+    finally:
+        hook.remove()
+    # Blocks no file reaches are left out of the skipping plan; the peer run has them, without a class.
+    kept = [c for c in classes[False] if bool((c >= 0).any())]
+    result["same"] = float(len(kept) == len(classes[True]) and all(torch.equal(a, b) for a, b in zip(kept, classes[True])))
+    return result
 
 
 def main() -> None:
@@ -108,19 +136,22 @@ def main() -> None:
     # -- throughput, one process ---------------------------------------------------------------
     size = sizes[1] if len(sizes) > 1 else sizes[0]
     mpx = size * size / 1e6
-    predict([str(scenes[sizes[0]])], str(model), work / "warmup.tif", device=args.device)
-    start = time.perf_counter()
-    predict([str(scenes[size])], str(model), work / "timed.tif", batch_size=args.batch, device=args.device)
-    predict_s = time.perf_counter() - start
-    start = time.perf_counter()
-    predict([str(scenes[size])], str(model), work / "timed_bf16.tif", batch_size=args.batch, device=args.device,
-            precision="bf16")
-    bf16_s = time.perf_counter() - start
     from geosscl.modelfile import load_model
 
     network, info = load_model(model)
+    predict([str(scenes[sizes[0]])], (network, info), work / "warmup.tif", device=args.device)
+    runs: list[int] = []
+    hook = network.register_forward_hook(lambda module, inputs, output: runs.append(len(inputs[0])))
+    start = time.perf_counter()
+    predict([str(scenes[size])], (network, info), work / "timed.tif", batch_size=args.batch, device=args.device)
+    predict_s = time.perf_counter() - start
+    hook.remove()
+    tiles = sum(runs)  # those holding input: the tiled scene repeats the NC collar
+    start = time.perf_counter()
+    predict([str(scenes[size])], (network, info), work / "timed_bf16.tif", batch_size=args.batch, device=args.device,
+            precision="bf16")
+    bf16_s = time.perf_counter() - start
     engine = TiledSegmenter(network, info, device=args.device, batch_size=args.batch)
-    tiles = tile_count(engine, Mosaic(str(scenes[size])))
     batch = torch.randn(args.batch, 6, engine.tile, engine.tile, device=engine.device)
     start = time.perf_counter()
     with torch.no_grad():
@@ -138,6 +169,17 @@ def main() -> None:
     valid = maps[0] != 255
     same = float((maps[0] == maps[1])[valid].mean())
     print(f"\nbundled NC model on the NC scene, bf16 against float32: {same:.2%} of {valid.sum()} pixels keep their class")
+
+    # -- ground without imagery ----------------------------------------------------------------------
+    far = shifted_copy(scenes[sizes[0]], work / "far.tif", 4)
+    empty = {"NC scene (37.6 % collar)": skip_against_every_tile(network, info, Mosaic(BANDS), args.device, args.batch),
+             f"two {sizes[0]}² scenes 4 blocks apart": skip_against_every_tile(
+                 network, info, Mosaic([str(scenes[sizes[0]]), str(far)]), args.device, args.batch)}
+    print("\n| ground without imagery | tiles run: skipping / every tile | seconds: skipping / every tile | ratio "
+          "| same classes |\n|---|---|---|---|---|")
+    for name, r in empty.items():
+        print(f"| {name} | {r['tiles_True']:.0f} / {r['tiles_False']:.0f} | {r['seconds_True']:.1f} / "
+              f"{r['seconds_False']:.1f} | {r['seconds_False'] / r['seconds_True']:.2f} | {bool(r['same'])} |")
 
     # -- peak memory, a fresh process per size ---------------------------------------------------
     print("\n| scene | Mpx | peak RSS MiB | seconds |\n|---|---|---|---|")
@@ -159,6 +201,8 @@ def main() -> None:
     print(f"bf16_vs_32={predict_s / bf16_s:.3f}")
     print(f"bf16_same_class={same:.4f}")
     print(f"rss_growth={rss[sizes[-1]] / rss[sizes[0]]:.3f}")
+    for key, r in zip(("collar", "scattered"), empty.values()):
+        print(f"empty_ratio_{key}={r['seconds_False'] / r['seconds_True']:.3f}")
 
 
 if __name__ == "__main__":

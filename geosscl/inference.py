@@ -71,6 +71,11 @@ class TiledSegmenter:
         precision: ``"32"``, or ``"bf16"``: forward passes under bfloat16 autocast (faster where the hardware
             has bfloat16 arithmetic; class maps differ from float32's at a few pixels in a thousand, where two
             classes are nearly tied). Probabilities are float32 either way.
+        skip_empty: plan only the blocks a file of the mosaic reaches, and run the network only on tiles
+            holding a valid pixel: a scene's nodata collar, and the gaps between the files of a scattered
+            mosaic, cost a read at most. A skipped tile would have weighed only on pixels without input, so
+            every pixel with input gets the same probabilities either way; ``False`` runs every tile (the
+            peer run of ``benchmarks/predict.py``).
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class TiledSegmenter:
         batch_size: int = 8,
         block_size: int = 1024,
         precision: str = "32",
+        skip_empty: bool = True,
     ) -> None:
         self.tile = int(tile_size or info.tile_size)
         self.overlap = int(info.tile_overlap if overlap is None else overlap)
@@ -101,15 +107,31 @@ class TiledSegmenter:
         self.batch_size = batch_size
         self.block = max(int(block_size), self.tile)
         self.weights = weight_window(self.tile, self.overlap).to(self.device)
+        self.skip_empty = skip_empty
 
     def plan(self, mosaic: Mosaic, area: Bounds) -> list[Bounds]:
-        """Bounds of the output blocks covering ``area`` (snapped to the mosaic grid), row by row."""
+        """Bounds of the output blocks covering ``area`` (snapped to the mosaic grid), row by row; with
+        ``skip_empty``, only those that some file's bounds reach."""
         minx, miny, maxx, maxy = mosaic.snap(area)
         rx, ry = mosaic.res
         width, height = round((maxx - minx) / rx), round((maxy - miny) / ry)
+        rows, cols = math.ceil(height / self.block), math.ceil(width / self.block)
+        side_x, side_y = self.block * rx, self.block * ry
+        reached = None
+        if self.skip_empty:
+            # From each file's bounds straight to the blocks under it: a mosaic of files far apart spans
+            # millions of blocks, and testing each one against every file would cost more than the files.
+            reached = set()
+            for x0, y0, x1, y1 in mosaic.index.geometry.bounds.to_numpy():
+                c0, c1 = max(0, math.floor((x0 - minx) / side_x)), min(cols, math.ceil((x1 - minx) / side_x))
+                r0, r1 = max(0, math.floor((maxy - y1) / side_y)), min(rows, math.ceil((maxy - y0) / side_y))
+                reached.update((r, c) for r in range(r0, r1) for c in range(c0, c1))
         plan = []
-        for row in range(0, height, self.block):
-            for col in range(0, width, self.block):
+        for r in range(rows):
+            for c in range(cols):
+                if reached is not None and (r, c) not in reached:
+                    continue
+                row, col = r * self.block, c * self.block
                 w, h = min(self.block, width - col), min(self.block, height - row)
                 plan.append((minx + col * rx, maxy - (row + h) * ry, minx + (col + w) * rx, maxy - row * ry))
         return plan
@@ -169,6 +191,8 @@ class TiledSegmenter:
         total = torch.zeros(self.info.num_classes, span_h, span_w, device=self.device)
         weight = torch.zeros(span_h, span_w, device=self.device)
         origins = [(r, c) for r in _starts(span_h, self.tile, self.overlap) for c in _starts(span_w, self.tile, self.overlap)]
+        if self.skip_empty:
+            origins = [(r, c) for r, c in origins if bool(valid[0, 0, r : r + self.tile, c : c + self.tile].any())]
         for i in range(0, len(origins), self.batch_size):
             batch = origins[i : i + self.batch_size]
             tiles = torch.stack([normalised[0, :, r : r + self.tile, c : c + self.tile] for r, c in batch])
@@ -179,7 +203,8 @@ class TiledSegmenter:
                 total[:, r : r + self.tile, c : c + self.tile] += p * self.weights
                 weight[r : r + self.tile, c : c + self.tile] += self.weights
         rows, cols = slice(margin, margin + height), slice(margin, margin + width)
-        return total[:, rows, cols] / weight[rows, cols], valid[0, 0, rows, cols] > 0
+        # Pixels no tile ran on (only where there is no input) get probabilities 0, not 0 / 0.
+        return total[:, rows, cols] / weight[rows, cols].clamp_min(1e-12), valid[0, 0, rows, cols] > 0
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -42,7 +42,11 @@ from .precision import check_precision
 #: Class value of pixels without input (nodata or outside the footprint).
 NODATA_CLASS = 255
 #: Creation options of the class map; ``--co`` overrides them.
-COG_OPTIONS = {"BLOCKSIZE": "512", "COMPRESS": "DEFLATE", "OVERVIEW_RESAMPLING": "NEAREST", "BIGTIFF": "IF_SAFER"}
+COG_OPTIONS = {"BLOCKSIZE": "512", "COMPRESS": "DEFLATE", "OVERVIEW_RESAMPLING": "NEAREST", "BIGTIFF": "IF_SAFER",
+               "SPARSE_OK": "TRUE"}
+
+#: Share of its extent below which a mosaic's files are said to lie far apart (:func:`predict` warns).
+SCATTERED = 0.1
 
 #: GDAL block cache while writing, MiB.
 GDAL_CACHE_MB = 128
@@ -109,6 +113,18 @@ def open_scene(
             log.warning(f"{source}: ground sampling distance {scene_gsd:.3g} m differs from the model's {model_gsd:.3g} m; "
                         "predicting at the scene's as asked")
     return mosaic
+
+
+def _warn_if_scattered(mosaic: Mosaic, area: tuple[float, float, float, float], width: int, height: int) -> None:
+    """Warn where the files of a mosaic cover less than :data:`SCATTERED` of the map they span: tiles of
+    places far apart, read as one mosaic, make one class map of all the ground between them."""
+    if len(mosaic.files) < 2:
+        return
+    covered = float(mosaic.footprint().area.iloc[0]) / ((area[2] - area[0]) * (area[3] - area[1]))
+    if covered < SCATTERED:
+        log.warning(f"{files_label(mosaic.files)}: its {len(mosaic.files)} files cover {100 * covered:.2g} % of the "
+                    f"{width:,} × {height:,} px class map their bounds span; the rest is nodata, and writing it "
+                    "takes time (--each, predict_each: one map per file, each of its own extent)")
 
 
 def _extent(mosaic: Mosaic) -> tuple[float, float, float, float]:
@@ -298,6 +314,7 @@ def predict(
                             block_size=block_size, precision=precision)
     area = mosaic.snap(_extent(mosaic))
     width, height, transform = _grid(mosaic, area)
+    _warn_if_scattered(mosaic, area, width, height)
     options = {**COG_OPTIONS, **{k.upper(): str(v) for k, v in (creation_options or {}).items()}}
     names = info.class_names
     tags = {"class_names": json.dumps(names), "geosscl_model": json.dumps({"arch": info.arch, "encoder": info.encoder})}
@@ -315,8 +332,10 @@ def predict(
         final_preview = stack.enter_context(atomic_output(preview, overwrite)) if preview else None
         folder = os.path.dirname(final)
         staged = stack.enter_context(_scratch(folder, ".classes.tif"))
+        # Sparse: blocks never written (no file reaches them) and blocks of nodata alone take no space, so a
+        # map of scattered files is as large on disk as the files, not as their extent.
         profile = dict(driver="GTiff", width=width, height=height, crs=mosaic.crs, transform=transform, tiled=True,
-                       blockxsize=512, blockysize=512, compress="DEFLATE", BIGTIFF="IF_SAFER")
+                       blockxsize=512, blockysize=512, compress="DEFLATE", BIGTIFF="IF_SAFER", SPARSE_OK="TRUE")
         classes_out = stack.enter_context(rasterio.open(staged, "w", count=1, dtype="uint8", nodata=NODATA_CLASS, **profile))
         probs_out = None
         if final_probs:
@@ -324,7 +343,7 @@ def predict(
             probs_out = stack.enter_context(rasterio.open(staged_probs, "w", count=info.num_classes, dtype="float32",
                                                           nodata=float("nan"), predictor=3, **profile))
         plan = engine.plan(mosaic, area)
-        for done, block in enumerate(engine.blocks(mosaic, area), 1):
+        for done, block in enumerate(engine.blocks(mosaic, area, plan=plan), 1):
             window = _window(block.bounds, transform)
             classes_out.write(_to_uint8(block.classes, info), 1, window=window)
             if probs_out is not None:
@@ -348,7 +367,8 @@ def predict(
             rasterio.shutil.copy(staged_probs, final_probs,  driver="COG",
                                  **{**options, "OVERVIEW_RESAMPLING": "AVERAGE", "PREDICTOR": "FLOATING_POINT"})
         if final_vector:
-            write_polygons(final, final_vector, names_by_value, simplify)
+            write_polygons(final, final_vector, names_by_value, simplify,
+                           windows=[_window(bounds, transform) for bounds in plan])
         if final_preview:
             from .preview import plot_class_map
 
@@ -465,12 +485,16 @@ def _scene_stem(files: list[str]) -> str:
     return re.sub(r"([_.-])[_.-]+", r"\1", BAND_IN_NAME.sub("", stem)).strip("_.- ") or stem
 
 
-def write_polygons(class_map: str, out: str, names: dict[int, str], simplify: float = 1.0, rows: int = 1024) -> int:
+def write_polygons(class_map: str, out: str, names: dict[int, str], simplify: float = 1.0, rows: int = 1024,
+                   windows: list[Window] | None = None) -> int:
     """Polygons of the connected class regions of a class map, as a GeoPackage layer ``classes``
     (``class_id``: the value in the map; ``class_name``: its name in ``names``, by value).
 
     The map is read in strips of ``rows`` lines; the pieces of a region cut by a strip
-    edge are merged again. Returns the number of polygons.
+    edge are merged again. ``windows``: where the map was written (default: everywhere);
+    each strip then reads only the runs of columns that some window of it covers, so a
+    map of scattered files is not read across the ground between them. Returns the
+    number of polygons.
     """
     import geopandas as gpd
     import rasterio.features
@@ -480,11 +504,13 @@ def write_polygons(class_map: str, out: str, names: dict[int, str], simplify: fl
     with rasterio.open(class_map) as src:
         crs, res = src.crs, abs(src.transform.a)
         for top in range(0, src.height, rows):
-            window = Window(0, top, src.width, min(rows, src.height - top))
-            data = src.read(1, window=window)
-            shapes = rasterio.features.shapes(data, mask=data != NODATA_CLASS, transform=src.window_transform(window))
-            for geometry, value in shapes:
-                pieces.setdefault(int(value), []).append(shapely.geometry.shape(geometry))
+            height = min(rows, src.height - top)
+            for left, right in _column_runs(windows, top, height, src.width):
+                window = Window(left, top, right - left, height)
+                data = src.read(1, window=window)
+                shapes = rasterio.features.shapes(data, mask=data != NODATA_CLASS, transform=src.window_transform(window))
+                for geometry, value in shapes:
+                    pieces.setdefault(int(value), []).append(shapely.geometry.shape(geometry))
     ids, geometries = [], []
     for value in sorted(pieces):
         merged = shapely.union_all(pieces[value], grid_size=None)
@@ -503,6 +529,22 @@ def write_polygons(class_map: str, out: str, names: dict[int, str], simplify: fl
     os.remove(out)  # atomic_output's placeholder: the GeoPackage driver wants to create the file itself
     frame.to_file(out, layer="classes", driver="GPKG")
     return len(frame)
+
+
+def _column_runs(windows: list[Window] | None, top: int, height: int, width: int) -> list[tuple[int, int]]:
+    """``(left, right)`` column ranges, merged where they touch, of ``windows`` that reach rows ``top`` …
+    ``top + height``; all ``width`` columns where ``windows`` is None."""
+    if windows is None:
+        return [(0, width)]
+    spans = sorted((int(w.col_off), int(w.col_off + w.width)) for w in windows
+                   if w.row_off < top + height and w.row_off + w.height > top)
+    runs: list[tuple[int, int]] = []
+    for left, right in spans:
+        if runs and left <= runs[-1][1]:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], right))
+        else:
+            runs.append((left, right))
+    return runs
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ import shapely
 import torch
 from rasterio.transform import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject
+from rasterio.windows import Window
 
 from geosscl import GeossclError, load_model, predict, segment
 from geosscl.augment import BandStats
@@ -30,7 +31,7 @@ from geosscl.finetuning import FinetuneConfig, finetune, prepare
 from geosscl.modelfile import read_info
 from geosscl.prediction import predict_each
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
-from geosscl.inference import TiledSegmenter
+from geosscl.inference import TiledSegmenter, _starts
 from conftest import BUNDLED_MODEL, NAIP, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL_2002, TUTORIAL_POLYGONS, TUTORIAL_STACK, needs_bf16_cpu, write_raster
 
 BANDS = [str(p) for p in NC_BANDS]
@@ -121,6 +122,94 @@ def test_predict_writes_a_cloud_optimised_class_map(model, tmp_path):
     assert oct(out.stat().st_mode & 0o777) != oct(0o600)
     # The sidecar holds the class names as GDAL category names (tests/test_categories.py).
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif", "classes.tif.aux.xml"]
+
+
+def test_tiles_without_input_are_not_run_and_change_nothing(model):
+    # The NC scene's rotated swath: 37.6 % of its rectangle is nodata collar.
+    network, info = load_model(model)
+    mosaic = Mosaic(BANDS)
+    x, y, _ = mosaic.bounds
+    area = (x.start, y.start, x.stop, y.stop)
+    runs = []
+    hook = network.register_forward_hook(lambda module, args, output: runs.append(len(args[0])))
+    maps = {}
+    try:
+        for skip in (True, False):
+            runs.clear()
+            # One tile a batch: the same tiles then meet the same arithmetic whichever others run.
+            engine = TiledSegmenter(network, info, tile_size=64, overlap=16, batch_size=1, block_size=128, skip_empty=skip)
+            blocks = list(engine.blocks(mosaic, area))
+            maps[skip] = (blocks, sum(runs))
+    finally:
+        hook.remove()
+    (skipped, ran_skip), (every, ran_all) = maps[True], maps[False]
+    assert [b.bounds for b in skipped] == [b.bounds for b in every]  # one file reaches every block
+    # The tiles holding a valid pixel, counted from the imagery itself.
+    image, _, _ = mosaic.read(area)
+    valid = ~np.isnan(image).any(0)
+    holding = 0
+    for block in every:
+        col, row = round((block.bounds[0] - area[0]) / 28.5), round((area[3] - block.bounds[3]) / 28.5)
+        h, w = block.classes.shape
+        span_h, span_w = max(h + 32, 64), max(w + 32, 64)
+        padded = np.zeros((valid.shape[0] + 200, valid.shape[1] + 200), bool)
+        padded[100 : 100 + valid.shape[0], 100 : 100 + valid.shape[1]] = valid
+        part = padded[100 + row - 16 : 100 + row - 16 + span_h, 100 + col - 16 : 100 + col - 16 + span_w]
+        for r in _starts(span_h, 64, 16):
+            for c in _starts(span_w, 64, 16):
+                holding += bool(part[r : r + 64, c : c + 64].any())
+    assert ran_skip == holding < 0.85 * ran_all  # measured 109 of 132
+    for a, b in zip(skipped, every):
+        keep = b.classes >= 0
+        assert torch.equal(a.classes, b.classes)
+        assert torch.equal(a.probabilities[:, keep], b.probabilities[:, keep])
+
+
+def _far_apart(stack: Path, folder: Path, shift: tuple[int, int]) -> tuple[Path, Path]:
+    """A 480 × 320 px cut of the NC stack, and the same pixels again ``shift`` (columns, rows) away."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(stack) as src:
+        data, transform, crs, nodata = src.read(window=Window(0, 100, 480, 320)), src.window_transform(Window(0, 100, 480, 320)), src.crs, src.nodata
+    here = write_raster(folder / "here.tif", data, crs=crs, transform=transform, nodata=nodata)
+    there = write_raster(folder / "there.tif", data, crs=crs, transform=transform @ Affine.translation(*shift), nodata=nodata)
+    return here, there
+
+
+def test_files_far_apart_cost_their_own_blocks(model, stack, tmp_path, caplog):
+    # Blocks of 160 px; the second file lies a whole number of blocks away, so each file's blocks, tiles and
+    # context are what they are when it is segmented alone.
+    here, there = _far_apart(stack, tmp_path / "scenes", (60 * 160, 30 * 160))
+    options = dict(tile_size=128, overlap=32, block_size=160)
+    ticks = []
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        predict([here, there], model, tmp_path / "both.tif", vector=tmp_path / "both.gpkg",
+                progress=lambda done, total: ticks.append(total), **options)
+    assert set(ticks) == {2 * 3 * 2}  # of the 63 × 32 blocks the extent holds
+    warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning == [f"{here} (+1 more): its 2 files cover 0.6 % of the 10,080 × 5,120 px class map their bounds "
+                       "span; the rest is nodata, and writing it takes time (--each, predict_each: one map per file, "
+                       "each of its own extent)"]
+    for alone in (here, there):
+        predict([alone], model, tmp_path / f"{alone.stem}_alone.tif", **options)
+    with rasterio.open(tmp_path / "both.tif") as both:
+        for alone in (here, there):
+            with rasterio.open(tmp_path / f"{alone.stem}_alone.tif") as src:
+                single = src.read(1)
+                window = both.window(*src.bounds)
+                np.testing.assert_array_equal(both.read(1, window=window), single)
+                assert len(np.unique(single)) >= 3
+        classes = both.read(1)
+        assert (classes != 255).sum() == 2 * (single != 255).sum()
+        # Sparse: the ground between the files was never written (GDAL gives no offset for such blocks),
+        # the blocks holding a file were.
+        assert not both.get_tag_item("BLOCK_OFFSET_10_5", "TIFF", bidx=1)
+        assert both.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1)
+    frame = gpd.read_file(tmp_path / "both.gpkg", layer="classes")  # the polygons of both places, and no more
+    for alone in (here, there):
+        with rasterio.open(alone) as src:
+            place = frame.clip(shapely.box(*src.bounds))
+        assert place.geometry.area.sum() == pytest.approx((single != 255).sum() * 28.5**2, rel=1e-9)
+    assert frame.geometry.area.sum() == pytest.approx((classes != 255).sum() * 28.5**2, rel=1e-9)
 
 
 def _two_scenes_in_two_crs(stack, folder: Path, names: tuple[str, str] = ("west.tif", "east.tif")) -> tuple[Path, Path, int]:
