@@ -197,7 +197,7 @@ def evaluate(
 def _ground(model: str, info: ModelInfo, mosaic: Mosaic, held_out: bool) -> Ground | None:
     """Where ``model`` met labels, in ``mosaic``'s CRS (None where its file does not say; an error
     with ``held_out``, which needs it)."""
-    ground = model_ground(info, mosaic.crs)
+    ground = model_ground(info, mosaic.crs, model)
     if held_out and ground is None:
         raise GeossclError(f"{model}: the model file does not record where it was trained (made by another program, "
                            "or before geosscl recorded it), so --held-out cannot tell; give --region instead")

@@ -31,7 +31,7 @@ from .data.bandnames import check_band_names
 from .data.labels import nodata_hint
 from .data.stats import band_statistics, warn_other_units
 from .errors import GeossclError, RunStopped
-from .ground import KEY as GROUND, model_ground, record
+from .ground import KEY as GROUND, Ground, model_ground, record
 from .modelfile import ModelInfo, class_values, default_colors, load_model, read_info, save_model
 from .output import check_output, check_suffix
 from .prediction import NODATA_CLASS
@@ -184,6 +184,7 @@ class InitModel:
     state: dict[str, torch.Tensor]  #: the network's state_dict
     info: ModelInfo
     keep_head: bool = True
+    ground: Ground | None = None  #: where its labels were, in the imagery's CRS (carried into the new model's record)
 
 
 def open_init_model(path: str, mosaic: Mosaic, chosen: bool = False) -> InitModel:
@@ -207,7 +208,9 @@ def open_init_model(path: str, mosaic: Mosaic, chosen: bool = False) -> InitMode
     check_band_names(info.band_names, mosaic.all_band_names, mosaic.band_indexes, mosaic.source, path, chosen)
     if info.in_channels != mosaic.num_bands:
         raise GeossclError(f"{path}: the model reads {info.in_channels} bands, the imagery has {mosaic.num_bands}")
-    return InitModel(network.state_dict(), info)  # the network is dropped: its tensors are the only copy
+    # Read now, not when the new model is written: a damaged record fails before the training does.
+    ground = model_ground(info, mosaic.crs, path)
+    return InitModel(network.state_dict(), info, ground=ground)  # the network is dropped: its tensors are the only copy
 
 
 def prepare(config: FinetuneConfig) -> Setup:
@@ -369,8 +372,7 @@ def prepare(config: FinetuneConfig) -> Setup:
 def fine_tuning_ground(setup: Setup) -> dict[str, str]:
     """The :mod:`~geosscl.ground` record of the model ``setup``'s run makes: its training and validation
     regions, with the ground of the model file it starts from (whose labels it carries)."""
-    earlier = model_ground(setup.init_model.info, setup.mosaic.crs) if setup.init_model is not None else None
-    return record(setup.labelled, setup.val_region, earlier)
+    return record(setup.labelled, setup.val_region, setup.init_model.ground if setup.init_model is not None else None)
 
 
 def _split_hint(config: FinetuneConfig, its: str) -> str:

@@ -21,6 +21,7 @@ import shapely
 from rasterio.crs import CRS
 from shapely.geometry.base import BaseGeometry
 
+from .errors import GeossclError
 from .modelfile import ModelInfo
 from .splits import polygonal
 
@@ -53,9 +54,20 @@ def encode(geometry: BaseGeometry) -> str:
     return base64.b64encode(zlib.compress(shapely.to_wkb(geometry), 9)).decode("ascii")
 
 
-def decode(text: str) -> BaseGeometry:
-    """The geometry :func:`encode` wrote."""
-    return shapely.from_wkb(zlib.decompress(base64.b64decode(text)))
+def decode(text: Any, source: str = "model") -> BaseGeometry:
+    """The geometry :func:`encode` wrote.
+
+    Raises:
+        GeossclError: naming ``source`` (the model file), where the text is not such a geometry (a file edited by
+            hand, or cut short).
+    """
+    try:
+        geometry = shapely.from_wkb(zlib.decompress(base64.b64decode(text, validate=True)))
+    except (TypeError, ValueError, zlib.error, shapely.errors.GEOSException) as exc:  # binascii.Error is a ValueError
+        reason = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        raise GeossclError(f"{source}: its record of the ground it was trained on is damaged ({reason}); "
+                           "fine-tune it again, or remove the provenance's 'ground' entry") from None
+    return geometry
 
 
 def record(training: BaseGeometry, validation: BaseGeometry, earlier: Ground | None = None) -> dict[str, str]:
@@ -68,13 +80,13 @@ def record(training: BaseGeometry, validation: BaseGeometry, earlier: Ground | N
     return {"training": encode(training), "validation": encode(validation)}
 
 
-def model_ground(info: ModelInfo, crs: CRS | None = None) -> Ground | None:
-    """The ground recorded in model ``info``, in ``crs``
+def model_ground(info: ModelInfo, crs: CRS | None = None, source: str = "model") -> Ground | None:
+    """The ground recorded in model ``info`` (read from the file ``source``), in ``crs``
     (default: the model's own); None for a model made without labels or before it was recorded."""
     entry = info.provenance.get(KEY)
     if not entry:
         return None
-    parts = [decode(entry["training"]), decode(entry["validation"])]
+    parts = [decode(_part(entry, name, source), source) for name in ("training", "validation")]
     if crs is not None and info.crs and CRS.from_wkt(info.crs) != crs:
         # Block edges are straight in the model's CRS, curves in another: vertices every 16
         # pixels of the model keep the warped edges within a fraction of a pixel.
@@ -84,12 +96,20 @@ def model_ground(info: ModelInfo, crs: CRS | None = None) -> Ground | None:
     return Ground(*(polygonal(g) for g in parts))
 
 
-def summary(entry: dict[str, str], crs: str) -> dict[str, Any]:
+def _part(entry: Any, name: str, source: str) -> Any:
+    """``entry[name]``, or an error naming ``source`` where the record lacks it."""
+    if not isinstance(entry, dict) or name not in entry:
+        raise GeossclError(f"{source}: its record of the ground it was trained on is damaged (no {name} region); "
+                           "fine-tune it again, or remove the provenance's 'ground' entry")
+    return entry[name]
+
+
+def summary(entry: dict[str, str], crs: str, source: str = "model") -> dict[str, Any]:
     """The record as ``geosscl info`` prints it: each region's bounds (in the model's CRS, WKT ``crs``)
     and area in km² (on an equal-area grid)."""
     out = {}
-    for name, text in entry.items():
-        geometry = decode(text)
+    for name in ("training", "validation"):
+        geometry = decode(_part(entry, name, source), source)
         km2 = 0.0
         if not geometry.is_empty and crs:
             km2 = float(gpd.GeoSeries([geometry], crs=CRS.from_wkt(crs)).to_crs(EQUAL_AREA).area.iloc[0]) / 1e6

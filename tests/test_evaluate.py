@@ -246,6 +246,38 @@ def test_held_out_through_the_cli(model, tmp_path):
         "before geosscl recorded it), so --held-out cannot tell; give --region instead"]
 
 
+@pytest.mark.parametrize("damage", ["cut", "dropped"])
+def test_a_damaged_ground_record_is_a_one_line_error(model, tmp_path, damage):
+    """A model file whose ground record was edited (its text cut short, or a region removed) stops evaluate,
+    info and finetune --init with one line naming the file; finetune before it trains."""
+    from geosscl.modelfile import save_model
+
+    network, info = load_model(model)
+    ground = dict(info.provenance["ground"])
+    if damage == "cut":
+        ground["training"] = ground["training"][:-12]
+    else:
+        del ground["validation"]
+    info.provenance["ground"] = ground
+    damaged = tmp_path / "damaged.safetensors"
+    save_model(damaged, network, info)
+    why = ("Error -5 while decompressing data: incomplete or truncated stream" if damage == "cut"
+           else "no validation region")
+    expected = [f"Error: {damaged}: its record of the ground it was trained on is damaged ({why}); fine-tune it "
+                "again, or remove the provenance's 'ground' entry"]
+    out = tmp_path / "out"
+    out.mkdir()
+    for args in (["evaluate", damaged, STACK, "--labels", POLYGONS, "--class-column", "id", "--json", out / "s.json"],
+                 ["info", damaged],
+                 ["finetune", STACK, "--labels", POLYGONS, "--class-column", "id", "--init", damaged, "--out",
+                  out / "m.safetensors", "--crop-size", "64", "--max-steps", "2"]):
+        result = subprocess.run([sys.executable, "-m", "geosscl", *map(str, args)], capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 1 and result.stdout.strip() == "", (args[0], result.stdout[-500:])
+        assert result.stderr.strip().splitlines() == expected, (args[0], result.stderr[-2000:])
+        assert not any(out.iterdir())
+
+
 def test_no_labelled_pixel_is_an_error(model, tmp_path):
     import rasterio
 

@@ -88,7 +88,7 @@ def info(model):
     data = asdict(read_info(model))
     data["provenance"] = {k: v for k, v in data["provenance"].items() if k != "settings"}
     if KEY in data["provenance"]:
-        data["provenance"][KEY] = summary(data["provenance"][KEY], data["crs"])
+        data["provenance"][KEY] = summary(data["provenance"][KEY], data["crs"], model)
     data.pop("crs")
     click.echo(json.dumps(data, indent=1))
 
