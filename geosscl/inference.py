@@ -127,13 +127,10 @@ class TiledSegmenter:
                 r0, r1 = max(0, math.floor((maxy - y1) / side_y)), min(rows, math.ceil((maxy - y0) / side_y))
                 reached.update((r, c) for r in range(r0, r1) for c in range(c0, c1))
         plan = []
-        for r in range(rows):
-            for c in range(cols):
-                if reached is not None and (r, c) not in reached:
-                    continue
-                row, col = r * self.block, c * self.block
-                w, h = min(self.block, width - col), min(self.block, height - row)
-                plan.append((minx + col * rx, maxy - (row + h) * ry, minx + (col + w) * rx, maxy - row * ry))
+        for r, c in sorted(reached) if reached is not None else ((r, c) for r in range(rows) for c in range(cols)):
+            row, col = r * self.block, c * self.block
+            w, h = min(self.block, width - col), min(self.block, height - row)
+            plan.append((minx + col * rx, maxy - (row + h) * ry, minx + (col + w) * rx, maxy - row * ry))
         return plan
 
     def blocks(self, mosaic: Mosaic, area: Bounds, read_ahead: bool = True, plan: list[Bounds] | None = None) -> Iterator[Block]:

@@ -8,7 +8,8 @@ likely), and keeps the most uncertain tiles that hold no label yet, spread apart
 that no two of them (nor one and a labelled tile) touch: a GeoPackage of squares to annotate, in the imagery's CRS.
 
 Memory holds the engine's block and a few numbers per tile (the class votes and three
-sums), never the scene's probabilities.
+sums), never the scene's probabilities, and only for the tiles of the blocks a file of the
+imagery reaches (:meth:`~geosscl.inference.TiledSegmenter.plan`).
 """
 
 from __future__ import annotations
@@ -41,14 +42,17 @@ LAYER = "suggestions"
 
 @dataclass
 class _Tiles:
-    """Per-tile sums over the scene, on a grid of ``size`` px from the area's top-left corner."""
+    """Per-tile sums over the scene, on a grid of ``size`` px from the area's top-left corner: ``rows×cols``
+    tiles, of which only those of blocks holding imagery are kept (``index``), so that files far apart cost
+    their own tiles, not those of the ground between them."""
 
     rows: int
     cols: int
-    valid: np.ndarray  #: ``rows×cols`` pixels with input
-    entropy: np.ndarray  #: ``rows×cols`` sum of the normalised entropy over them
-    labelled: np.ndarray  #: ``rows×cols`` pixels already labelled
-    votes: np.ndarray  #: ``rows×cols×classes`` pixels the model gives each class
+    index: np.ndarray  #: the kept tiles' flat indexes on the grid (row × cols + col), ascending
+    valid: np.ndarray  #: pixels with input, of each kept tile
+    entropy: np.ndarray  #: sum of the normalised entropy over them
+    labelled: np.ndarray  #: pixels already labelled
+    votes: np.ndarray  #: ``len(index)×classes`` pixels the model gives each class
 
 
 def _per_tile(tile: torch.Tensor, count: int, weights: torch.Tensor | None = None) -> np.ndarray:
@@ -63,8 +67,7 @@ def _scan(engine: TiledSegmenter, mosaic: Mosaic, area: tuple[float, float, floa
     width, height = round((area[2] - area[0]) / rx), round((area[3] - area[1]) / ry)
     rows, cols = math.ceil(height / size), math.ceil(width / size)
     classes = engine.info.num_classes
-    tiles = _Tiles(rows, cols, np.zeros((rows, cols), np.int64), np.zeros((rows, cols), np.float64),
-                   np.zeros((rows, cols), np.int64), np.zeros((rows, cols, classes), np.int64))
+    parts: dict[str, list[np.ndarray]] = {"index": [], "valid": [], "entropy": [], "labelled": [], "votes": []}
     scale = math.log(classes) if classes > 1 else 1.0
     for block in engine.blocks(mosaic, area):
         x0, y0, x1, y1 = block.bounds
@@ -77,18 +80,24 @@ def _scan(engine: TiledSegmenter, mosaic: Mosaic, area: tuple[float, float, floa
         valid = (block.classes >= 0).ravel()
         p = block.probabilities.clamp_min(1e-12)
         entropy = (-(p * p.log()).sum(dim=0) / scale).ravel().double()
-        window = (slice(row, row + th), slice(col, col + tw))
         seen = tile[valid]
-        tiles.valid[window] += _per_tile(seen, th * tw).reshape(th, tw)
-        tiles.entropy[window] += _per_tile(seen, th * tw, entropy[valid]).reshape(th, tw)
+        parts["index"].append(((row + np.arange(th))[:, None] * cols + (col + np.arange(tw))[None, :]).ravel())
+        parts["valid"].append(_per_tile(seen, th * tw))
+        parts["entropy"].append(_per_tile(seen, th * tw, entropy[valid]))
         # The model's vote of each pixel, counted by tile and class at once.
         votes = seen * classes + block.classes.ravel()[valid]
-        tiles.votes[window] += _per_tile(votes, th * tw * classes).reshape(th, tw, classes)
+        parts["votes"].append(_per_tile(votes, th * tw * classes).reshape(th * tw, classes))
+        labelled = np.zeros(th * tw, np.int64)
         if labels is not None:
-            labelled = (labels(slice(x0, x1, rx), slice(y0, y1, ry)) != IGNORE_INDEX).ravel()
-            tiles.labelled[window] += _per_tile(tile[labelled], th * tw).reshape(th, tw)
+            mask = (labels(slice(x0, x1, rx), slice(y0, y1, ry)) != IGNORE_INDEX).ravel()
+            labelled = _per_tile(tile[mask], th * tw)
+        parts["labelled"].append(labelled)
         tick()
-    return tiles
+    if not parts["index"]:
+        parts["votes"].append(np.zeros((0, classes), np.int64))
+    kept = {key: np.concatenate(values) if values else np.zeros(0, np.int64) for key, values in parts.items()}
+    order = np.argsort(kept["index"], kind="stable")  # blocks come row by row; their tiles interleave
+    return _Tiles(rows, cols, *(kept[key][order] for key in ("index", "valid", "entropy", "labelled", "votes")))
 
 
 class _LabelReader:
@@ -234,18 +243,19 @@ def suggest(
         tiles = _scan(engine, mosaic, area, size, truth, tick)
 
         rx, ry = mosaic.res
-        r, c = np.divmod(np.arange(tiles.rows * tiles.cols), tiles.cols)
+        r, c = np.divmod(tiles.index, tiles.cols)
         x0, y1 = area[0] + c * size * rx, area[3] - r * size * ry
 
         def boxes(index: np.ndarray) -> np.ndarray:
-            """The squares of the tiles ``index`` (flat), made only where needed: a scene holds millions of tiles."""
+            """The squares of the kept tiles ``index`` (positions in ``tiles``), made only where needed: a scene
+            holds millions of tiles."""
             return shapely.box(x0[index], y1[index] - size * ry, x0[index] + size * rx, y1[index])
 
-        share = tiles.valid.ravel() / (size * size)
+        share = tiles.valid / (size * size)
         free = share >= min_valid
         reasons = {f"less than {min_valid:.0%} input": int((~free).sum())}
         if truth is not None:
-            unlabelled = tiles.labelled.ravel() == 0
+            unlabelled = tiles.labelled == 0
             reasons["labelled already"] = int((free & ~unlabelled).sum())
             free &= unlabelled
         if inside is not None:
@@ -257,20 +267,21 @@ def suggest(
             touching = kept[shapely.intersects(boxes(kept), outside)]
             reasons[f"touching {exclude}"] = int(touching.size)
             free[touching] = False
-        uncertainty = np.where(tiles.valid.ravel() > 0, tiles.entropy.ravel() / np.maximum(tiles.valid.ravel(), 1), 0.0)
+        uncertainty = np.where(tiles.valid > 0, tiles.entropy / np.maximum(tiles.valid, 1), 0.0)
         candidates = np.flatnonzero(free)
         if not candidates.size:
             skipped = ", ".join(f"{n} {why}" for why, n in reasons.items() if n)
-            raise GeossclError(f"{imagery[0]}: no tile of {size} px is left to suggest (of {tiles.rows * tiles.cols}: "
+            raise GeossclError(f"{imagery[0]}: no tile of {size} px is left to suggest (of {tiles.index.size}: "
                                f"{skipped})")
         # Most uncertain first; ties in grid order, so a run is repeatable.
         order = candidates[np.lexsort((candidates, -uncertainty[candidates]))]
-        chosen = _spread(order, tiles.cols, count, spacing, np.flatnonzero(tiles.labelled.ravel()))
+        picked = _spread(tiles.index[order], tiles.cols, count, spacing, tiles.index[tiles.labelled > 0])
+        chosen = np.searchsorted(tiles.index, np.array(picked, dtype=np.int64))  # grid indexes to positions
         if len(chosen) < count:
             log.warning(f"{imagery[0]}: {len(chosen)} tile(s) of {size} px to suggest, not {count}: "
                         f"{candidates.size} are free of labels and nodata, and suggestions keep {spacing} tile(s) apart "
                         "from each other and from the labels")
-        votes = tiles.votes.reshape(-1, info.num_classes)[chosen]
+        votes = tiles.votes[chosen]
         frame = gpd.GeoDataFrame(
             {
                 "rank": np.arange(1, len(chosen) + 1, dtype=np.int32),
@@ -278,7 +289,7 @@ def suggest(
                 "predicted": [info.class_names[int(k)] for k in votes.argmax(axis=1)],
                 "valid": np.round(share[chosen], 4),
             },
-            geometry=boxes(np.array(chosen, dtype=np.int64)), crs=mosaic.crs,
+            geometry=boxes(chosen), crs=mosaic.crs,
         )
         os.remove(tmp)  # atomic_output's placeholder: the GeoPackage driver wants to create the file itself
         frame.to_file(tmp, layer=LAYER, driver="GPKG")

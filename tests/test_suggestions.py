@@ -170,3 +170,38 @@ def test_bf16_suggests_the_same_tiles(first, tmp_path):
     with pytest.raises(GeossclError, match=r"^precision: 'fp16' is not one of 32, bf16$"):
         suggest(BUNDLED_MODEL, BANDS, tmp_path / "no.gpkg", precision="fp16", device="cpu")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bf16.gpkg"]
+
+
+def test_files_far_apart_cost_their_own_tiles(tmp_path):
+    """Two cuts of the NC scene 1,000 blocks of 1024 px apart, one mosaic: its grid of 32 px tiles holds a
+    billion tiles (their sums would take 80 GB); only those of the blocks holding a file are scanned."""
+    window = rasterio.windows.Window(0, 100, 480, 320)
+    data = []
+    for path in BANDS:
+        with rasterio.open(path) as src:
+            data.append(src.read(1, window=window).astype("float32"))
+            profile = {**src.profile, "count": 6, "dtype": "float32", "width": 480, "height": 320,
+                       "transform": src.window_transform(window), "nodata": -99999.0}
+    here, there = tmp_path / "here.tif", tmp_path / "there.tif"
+    with rasterio.open(here, "w", **profile) as dst:
+        dst.write(np.stack(data))
+    shift = 1000 * 1024
+    with rasterio.open(there, "w", **{**profile, "transform": profile["transform"] @ rasterio.Affine.translation(shift, shift)}) as dst:
+        dst.write(np.stack(data))
+    options = dict(count=1000, tile_size=TILE, spacing=0, min_valid=1.0, device="cpu")
+    alone = suggest(BUNDLED_MODEL, [here], tmp_path / "alone.gpkg", **options)
+    both = suggest(BUNDLED_MODEL, [here, there], tmp_path / "both.gpkg", **options)
+    valid = (np.stack(data) != -99999).all(axis=0).reshape(10, TILE, 15, TILE).all(axis=(1, 3))
+    assert len(alone) == valid.sum() > 50  # every whole tile of the cut (1000 asked)
+
+    def corners(frame, shift_px=0):
+        d = shift_px * 28.5
+        return {(round(b.minx - d, 3), round(b.maxy + d, 3)): u
+                for b, u in zip(frame.geometry.bounds.itertuples(), frame["uncertainty"])}
+
+    far = both.geometry.bounds["minx"].to_numpy() > 1e6
+    # The tiles of each file, as for the file alone. The far file ends the mosaic's extent as the file alone
+    # ends its own, so its blocks and the model's tiles in them are the same: so are its scores.
+    assert set(corners(both[~far])) == set(corners(alone)) == set(corners(both[far], shift))
+    assert corners(both[far], shift) == corners(alone)
+    assert len(set(corners(alone).values())) > 10
