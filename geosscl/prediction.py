@@ -42,10 +42,10 @@ from .precision import check_precision
 #: Class value of pixels without input (nodata or outside the footprint).
 NODATA_CLASS = 255
 #: Creation options of the class map; ``--co`` overrides them.
-COG_OPTIONS = {"BLOCKSIZE": "512", "COMPRESS": "DEFLATE", "OVERVIEW_RESAMPLING": "NEAREST", "BIGTIFF": "IF_SAFER",
-               "SPARSE_OK": "TRUE"}
+COG_OPTIONS = {"BLOCKSIZE": "512", "COMPRESS": "DEFLATE", "OVERVIEW_RESAMPLING": "NEAREST", "BIGTIFF": "IF_SAFER"}
 
-#: Share of its extent below which a mosaic's files are said to lie far apart (:func:`predict` warns).
+#: Share of its extent below which a mosaic's files are said to lie far apart: :func:`predict` warns, and
+#: leaves the ground between them out of the class map's file (a sparse GeoTIFF).
 SCATTERED = 0.1
 
 #: GDAL block cache while writing, MiB.
@@ -115,16 +115,19 @@ def open_scene(
     return mosaic
 
 
-def _warn_if_scattered(mosaic: Mosaic, area: tuple[float, float, float, float], width: int, height: int) -> None:
-    """Warn where the files of a mosaic cover less than :data:`SCATTERED` of the map they span: tiles of
-    places far apart, read as one mosaic, make one class map of all the ground between them."""
+def _scattered(mosaic: Mosaic, area: tuple[float, float, float, float], width: int, height: int) -> bool:
+    """Whether the files of a mosaic cover less than :data:`SCATTERED` of the map they span (tiles of places far
+    apart, read as one mosaic: one class map of all the ground between them); warns if so."""
     if len(mosaic.files) < 2:
-        return
+        return False
     covered = float(mosaic.footprint().area.iloc[0]) / ((area[2] - area[0]) * (area[3] - area[1]))
-    if covered < SCATTERED:
-        log.warning(f"{files_label(mosaic.files)}: its {len(mosaic.files)} files cover {100 * covered:.2g} % of the "
-                    f"{width:,} × {height:,} px class map their bounds span; the rest is nodata, and writing it "
-                    "takes time (--each, predict_each: one map per file, each of its own extent)")
+    if covered >= SCATTERED:
+        return False
+    log.warning(f"{files_label(mosaic.files)}: its {len(mosaic.files)} files cover {100 * covered:.2g} % of the "
+                f"{width:,} × {height:,} px class map their bounds span: the rest is nodata, left out of the file "
+                "(a sparse GeoTIFF, which GDAL-based software reads; --co SPARSE_OK=FALSE writes it), and writing the "
+                "map takes time; --each writes one map per file, each of its own extent")
+    return True
 
 
 def _extent(mosaic: Mosaic) -> tuple[float, float, float, float]:
@@ -314,8 +317,9 @@ def predict(
                             block_size=block_size, precision=precision)
     area = mosaic.snap(_extent(mosaic))
     width, height, transform = _grid(mosaic, area)
-    _warn_if_scattered(mosaic, area, width, height)
-    options = {**COG_OPTIONS, **{k.upper(): str(v) for k, v in (creation_options or {}).items()}}
+    # Sparse only where the files lie far apart: most readers that are not GDAL cannot read a block left out.
+    sparse = {"SPARSE_OK": "TRUE"} if _scattered(mosaic, area, width, height) else {}
+    options = {**COG_OPTIONS, **sparse, **{k.upper(): str(v) for k, v in (creation_options or {}).items()}}
     names = info.class_names
     tags = {"class_names": json.dumps(names), "geosscl_model": json.dumps({"arch": info.arch, "encoder": info.encoder})}
     if info.class_values is not None:
@@ -332,8 +336,8 @@ def predict(
         final_preview = stack.enter_context(atomic_output(preview, overwrite)) if preview else None
         folder = os.path.dirname(final)
         staged = stack.enter_context(_scratch(folder, ".classes.tif"))
-        # Sparse: blocks never written (no file reaches them) and blocks of nodata alone take no space, so a
-        # map of scattered files is as large on disk as the files, not as their extent.
+        # Sparse: blocks never written (no file reaches them) and blocks of nodata alone take no space, so the
+        # staged map of scattered files is as large on disk as the files, not as their extent.
         profile = dict(driver="GTiff", width=width, height=height, crs=mosaic.crs, transform=transform, tiled=True,
                        blockxsize=512, blockysize=512, compress="DEFLATE", BIGTIFF="IF_SAFER", SPARSE_OK="TRUE")
         classes_out = stack.enter_context(rasterio.open(staged, "w", count=1, dtype="uint8", nodata=NODATA_CLASS, **profile))

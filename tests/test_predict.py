@@ -21,7 +21,6 @@ import shapely
 import torch
 from rasterio.transform import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject
-from rasterio.windows import Window
 
 from geosscl import GeossclError, load_model, predict, segment
 from geosscl.augment import BandStats
@@ -117,6 +116,7 @@ def test_predict_writes_a_cloud_optimised_class_map(model, tmp_path):
         assert dst.colormap(1)[1][:3] == (230, 25, 75)
         overview = dst.read(1, out_shape=(dst.height // 4, dst.width // 4))
         assert set(np.unique(overview)) <= set(np.unique(classes))  # NEAREST: no invented class ids
+
     np.testing.assert_array_equal(classes == 255, np.isnan(image).any(0))
     assert (classes != 255).mean() > 0.5
     assert oct(out.stat().st_mode & 0o777) != oct(0o600)
@@ -165,20 +165,24 @@ def test_tiles_without_input_are_not_run_and_change_nothing(model):
         assert torch.equal(a.probabilities[:, keep], b.probabilities[:, keep])
 
 
-def _far_apart(stack: Path, folder: Path, shift: tuple[int, int]) -> tuple[Path, Path]:
-    """A 480 × 320 px cut of the NC stack, and the same pixels again ``shift`` (columns, rows) away."""
+def _far_apart(folder: Path, shift: tuple[int, int]) -> tuple[Path, Path]:
+    """A 480 × 320 px cut of the NC scene's six bands (nodata -99999 wherever a band has none), and the same
+    pixels again ``shift`` (columns, rows) away."""
     folder.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(stack) as src:
-        data, transform, crs, nodata = src.read(window=Window(0, 100, 480, 320)), src.window_transform(Window(0, 100, 480, 320)), src.crs, src.nodata
-    here = write_raster(folder / "here.tif", data, crs=crs, transform=transform, nodata=nodata)
-    there = write_raster(folder / "there.tif", data, crs=crs, transform=transform @ Affine.translation(*shift), nodata=nodata)
+    mosaic = Mosaic(BANDS)
+    x0, y1 = mosaic.bounds[0].start, mosaic.bounds[1].stop - 100 * 28.5
+    image, transform, _ = mosaic.read((x0, y1 - 320 * 28.5, x0 + 480 * 28.5, y1))
+    data = np.where(np.isnan(image).any(0), np.float32(-99999), image)
+    here = write_raster(folder / "here.tif", data, crs=mosaic.crs, transform=transform, nodata=-99999)
+    there = write_raster(folder / "there.tif", data, crs=mosaic.crs, transform=transform @ Affine.translation(*shift),
+                         nodata=-99999)
     return here, there
 
 
-def test_files_far_apart_cost_their_own_blocks(model, stack, tmp_path, caplog):
+def test_files_far_apart_cost_their_own_blocks(model, tmp_path, caplog):
     # Blocks of 160 px; the second file lies a whole number of blocks away, so each file's blocks, tiles and
     # context are what they are when it is segmented alone.
-    here, there = _far_apart(stack, tmp_path / "scenes", (60 * 160, 30 * 160))
+    here, there = _far_apart(tmp_path / "scenes", (60 * 160, 30 * 160))
     options = dict(tile_size=128, overlap=32, block_size=160)
     ticks = []
     with caplog.at_level(logging.WARNING, logger="geosscl"):
@@ -187,10 +191,16 @@ def test_files_far_apart_cost_their_own_blocks(model, stack, tmp_path, caplog):
     assert set(ticks) == {2 * 3 * 2}  # of the 63 × 32 blocks the extent holds
     warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warning == [f"{here} (+1 more): its 2 files cover 0.6 % of the 10,080 × 5,120 px class map their bounds "
-                       "span; the rest is nodata, and writing it takes time (--each, predict_each: one map per file, "
-                       "each of its own extent)"]
+                       "span: the rest is nodata, left out of the file (a sparse GeoTIFF, which GDAL-based software "
+                       "reads; --co SPARSE_OK=FALSE writes it), and writing the map takes time; --each writes one map "
+                       "per file, each of its own extent"]
     for alone in (here, there):
-        predict([alone], model, tmp_path / f"{alone.stem}_alone.tif", **options)
+        predict([alone], model, tmp_path / f"{alone.stem}_alone.tif", creation_options={"BLOCKSIZE": "32"}, **options)
+    with rasterio.open(tmp_path / "here_alone.tif") as src:
+        # A file on its own is not sparse: readers that are not GDAL need every block, also those of nodata only.
+        rows, cols = -(-src.height // 32), -(-src.width // 32)
+        assert all(src.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=1) for r in range(rows) for c in range(cols))
+        assert (src.read(1).reshape(10, 32, 15, 32) == 255).all(axis=(1, 3)).sum() >= 5  # of the scene's collar
     with rasterio.open(tmp_path / "both.tif") as both:
         for alone in (here, there):
             with rasterio.open(tmp_path / f"{alone.stem}_alone.tif") as src:
