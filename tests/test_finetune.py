@@ -202,8 +202,12 @@ def test_raster_labels_and_cli(tmp_path):
     assert "GPU available" in result.stdout + result.stderr and "litlogger" not in result.stdout + result.stderr
     # The last line: the model file and the validation score that chose its weights.
     validation = read_info(out).provenance["validation"]
+    history = validation["history"]
+    last = f"; the last scored {100 * history[-1]:.1f}" if f"{100 * history[-1]:.1f}" != f"{100 * validation['miou']:.1f}" else ""
+    assert len(history) == 4 and validation["miou"] == max(history)  # one validation a step, of 4 steps
     assert result.stdout.splitlines()[-1] == (f"wrote {out} (validation mIoU {100 * validation['miou']:.1f}, "
-                                              f"OA {100 * validation['overall_accuracy']:.1f})")
+                                              f"OA {100 * validation['overall_accuracy']:.1f}, the best of 4 "
+                                              f"validations{last})")
     info = read_info(out)
     # training_data.gtif: 0 is its nodata, so the values 1..5 it holds are the classes.
     assert info.class_names == [f"class {v}" for v in range(1, 6)] and info.class_values == [1, 2, 3, 4, 5]

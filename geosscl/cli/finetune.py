@@ -81,4 +81,8 @@ def finetune(imagery, labels, out, classes, class_column, label_nodata, backgrou
         validation = read_info(path).provenance["validation"]
         miou, oa = (f"{100 * v:.1f}" if isinstance(v, (int, float)) and v == v else "n/a"
                     for v in (validation["miou"], validation["overall_accuracy"]))
-        click.echo(f"wrote {path} (validation mIoU {miou}, OA {oa})")
+        # The progress bar ends on the last validation; the weights are those of the best, which can be another.
+        history = [v for v in validation.get("history", []) if isinstance(v, (int, float)) and v == v]
+        best = f", the best of {len(history)} validations" if len(history) > 1 else ""
+        last = f"; the last scored {100 * history[-1]:.1f}" if best and f"{100 * history[-1]:.1f}" != miou else ""
+        click.echo(f"wrote {path} (validation mIoU {miou}, OA {oa}{best}{last})")
