@@ -48,10 +48,12 @@ def model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Path:
-    """The six NC bands as one GeoTIFF (nodata -99999), as users usually hold them."""
+    """The six NC bands as one GeoTIFF (nodata -99999), as users usually hold them: each band's own fill (the
+    sixth file's is -32768) written as the one value the stack declares."""
     with rasterio.open(BANDS[0]) as src:
         profile = src.profile
-    data = np.stack([rasterio.open(p).read(1) for p in BANDS])
+    data = np.stack([np.where(b == src.nodata, profile["nodata"], b).astype("float32")
+                     for src in map(rasterio.open, BANDS) for b in [src.read(1)]])
     return write_raster(tmp_path_factory.mktemp("stack") / "nc_stack.tif", data, crs=profile["crs"],
                         transform=profile["transform"], nodata=profile["nodata"])
 
@@ -447,6 +449,42 @@ def test_a_fill_the_files_do_not_declare_is_nodata_with_nodata_and_stays_so_in_t
     setup = prepare(FinetuneConfig(imagery=[str(collared)], labels=[str(NC / "strata.tif")],
                                    init=os.path.join(run, "last.ckpt"), crop_size=64))
     assert setup.mosaic.nodata == 0
+
+
+def test_a_fill_the_files_do_not_declare_is_warned_of(tmp_path, caplog):
+    """The NC scene written with zeros outside its footprint and no nodata (as many exports are), and its band files
+    stacked under the first file's nodata (-99999), the sixth band's own fill (-32768) left as a value: each fill is
+    warned of, with the remedy that works for that file. A mask band (the tutorial's Fmask, mostly 0) is not."""
+    mosaic = Mosaic(BANDS)
+    image, transform, _ = mosaic.read(tuple(mosaic.index.total_bounds))
+    footprint = ~np.isnan(image).any(0)  # where every band has data: 62 % of the rectangle
+    collared = write_raster(tmp_path / "collar.tif", np.where(footprint, image, 0.0).astype("float32"), crs=mosaic.crs,
+                            transform=transform)
+    data = np.stack([rasterio.open(p).read(1).astype("float32") for p in BANDS])
+    stacked = write_raster(tmp_path / "stacked.tif", data, crs=mosaic.crs, transform=transform, nodata=-99999)
+    assert (data[5] == -32768).mean() > 0.1 and not (data[:5] == -32768).any()
+
+    def warnings(*args, **kwargs):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="geosscl"):
+            band_statistics(Mosaic(*args, **kwargs))
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    [zeros] = warnings([str(collared)])
+    assert re.fullmatch(rf"{collared}: bands 1, 2, 3, 4, 5, 6 hold 0 in \d\d % of the sampled pixels, a value the files "
+                        r"do not declare as nodata: a fill \(a collar, ground outside the scene\)\? If so, give "
+                        r"--nodata 0 \(nodata= in Python\); else it is read as ground", zeros), zeros
+    assert warnings([str(collared)], nodata=0) == []
+    [band6] = warnings([str(stacked)])
+    assert re.fullmatch(rf"{stacked}: band 6 holds -32768 in \d\d % of the sampled pixels, a value the files do not "
+                        r"declare as nodata: a fill \(a collar, ground outside the scene\)\? If so, the files declare "
+                        r"-99999 as nodata, which --nodata would replace: write -99999 where the band holds -32768; "
+                        r"else it is read as ground", band6), band6
+    assert warnings(BANDS) == []  # each file declares its own
+    assert warnings([str(TUTORIAL_STACK)]) == []  # band 8 is a mask: 0 is a class there
+    # Where users meet it: the line before the map is written.
+    result = _cli("predict", str(collared), "-m", str(BUNDLED_MODEL), "-o", str(tmp_path / "map.tif"))
+    assert result.returncode == 0 and "hold 0 in" in result.stderr and "give --nodata 0" in result.stderr
 
 
 def test_model_of_geographic_imagery_predicts_on_its_own_grid(tmp_path):

@@ -499,6 +499,11 @@ class Mosaic(MapGrid, RasterDataset):
         return self.band_names if any(n is not None for n in self.band_names) else None
 
     @property
+    def nodata_values(self) -> set[float]:
+        """The nodata values its files declare (or :attr:`nodata`, given over them)."""
+        return {r.nodata for s in self._sources for r in s.reads if r.nodata is not None}
+
+    @property
     def source(self) -> str:
         """The mosaic in messages: its first file, and how many more."""
         return files_label(self.paths)

@@ -14,11 +14,23 @@ from .mosaic import Mosaic
 log = logging.getLogger("geosscl")
 
 
+#: Values that fill the pixels without data of files that do not declare them as nodata (a black collar, a
+#: band stacked under another band's nodata): with the lowest value of an integer type, each is counted in the
+#: sampled pixels, and reported where it fills :data:`FILL_SHARE` of a band of imagery: of a band with more than
+#: :data:`CATEGORIES` distinct values in some window (a mask or class band, such as Fmask's 0 = clear, is not).
+FILLS = (0.0, -9999.0, -32768.0, -99999.0, float(np.finfo(np.float32).min))
+FILL_SHARE = 0.05
+CATEGORIES = 32
+
+
 def band_statistics(mosaic: Mosaic, windows: int = 64, size: int = 128, seed: int = 0) -> tuple[list[float], list[float]]:
     """Mean and standard deviation of each band over random windows, nodata ignored.
 
     Where places overlap (dates of one tile), each window is read from one of the
-    places that hold it, drawn at random, so every date counts.
+    places that hold it, drawn at random, so every date counts. Warns where a band's
+    pixels hold a usual fill value (:data:`FILLS`) that is not nodata, in
+    :data:`FILL_SHARE` of them or more: statistics, training and maps would take it
+    for ground.
 
     Args:
         mosaic: the imagery.
@@ -36,6 +48,10 @@ def band_statistics(mosaic: Mosaic, windows: int = 64, size: int = 128, seed: in
     total = np.zeros(mosaic.num_bands)
     total_sq = np.zeros(mosaic.num_bands)
     count = np.zeros(mosaic.num_bands)
+    fills = np.array(sorted({*FILLS, *([float(np.iinfo(mosaic.dtype).min)] if np.issubdtype(mosaic.dtype, np.integer)
+                                       else [])}))
+    filled = np.zeros((mosaic.num_bands, fills.size))
+    distinct = np.zeros(mosaic.num_bands, dtype=np.int64)
     rng = np.random.default_rng(seed)
     for query in sampler:
         holding = mosaic.places_at((query[0].start, query[1].start, query[0].stop, query[1].stop))
@@ -46,11 +62,36 @@ def band_statistics(mosaic: Mosaic, windows: int = 64, size: int = 128, seed: in
         total += np.where(valid, image, 0).sum(1)
         total_sq += np.where(valid, image**2, 0).sum(1)
         count += valid.sum(1)
+        filled += (image[:, :, None] == fills[None, None, :]).sum(1)
+        distinct = np.maximum(distinct, [np.unique(band[ok]).size for band, ok in zip(image, valid)])
     if (count == 0).any():
         raise GeossclError(f"{mosaic.files[0]}: no valid pixel found in {windows} random windows; is it all nodata?")
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    _warn_fills(mosaic, fills, np.where((distinct > CATEGORIES)[:, None], filled / count[:, None], 0.0))
     return mean.tolist(), std.tolist()
+
+
+def _warn_fills(mosaic: Mosaic, fills: np.ndarray, shares: np.ndarray) -> None:
+    """One warning per fill value that :data:`FILL_SHARE` or more of some band's sampled pixels hold, those
+    bands named (as ``-b`` numbers them) with the share of each (``shares``: bands × fills, 0 where not told)."""
+    for j, value in enumerate(fills):
+        bands = [(b, share) for b, share in zip(mosaic.band_indexes, shares[:, j]) if share >= FILL_SHARE]
+        if not bands:
+            continue
+        lo, hi = (f"{100 * f([share for _, share in bands]):.0f}" for f in (min, max))
+        which = f"band {bands[0][0]} holds" if len(bands) == 1 else f"bands {', '.join(str(b) for b, _ in bands)} hold"
+        share = f"{lo} %" if lo == hi else f"{lo}–{hi} %"
+        others = sorted(mosaic.nodata_values - {value})
+        if others:
+            # One nodata value serves every band of a file: a band stacked under another band's keeps its own fill.
+            remedy = (f"the files declare {', '.join(f'{v:g}' for v in others)} as nodata, which --nodata would replace: "
+                      f"write {others[0]:g} where the band holds {value:g}")
+        else:
+            remedy = f"give --nodata {value:g} (nodata= in Python)"
+        log.warning(f"{mosaic.source}: {which} {value:g} in {share} of the sampled pixels, a value the files do not "
+                    f"declare as nodata: a fill (a collar, ground outside the scene)? If so, {remedy}; else it is "
+                    "read as ground")
 
 
 #: Every band's mean this many times the model's, or this many times smaller: other units, not other ground.
