@@ -243,13 +243,14 @@ def _two_scenes_in_two_crs(stack, folder: Path, names: tuple[str, str] = ("west.
     return west, east, half
 
 
-def test_two_files_in_different_crs_make_one_map(model, stack, tmp_path):
-    # The first file in sorted order sets the mosaic's grid: the west half's.
+def test_two_files_in_different_crs_make_one_map(stack, tmp_path):
+    # The first file in sorted order sets the mosaic's grid: the west half's. The bundled model: the 25-step one's
+    # classes flip under a warp's resampling (0.66 of the east half agreed), a trained one's hold.
     left, right, half = _two_scenes_in_two_crs(stack, tmp_path, ("a_west.tif", "b_east_utm17.tif"))
     out, whole = tmp_path / "mosaic.tif", tmp_path / "whole.tif"
-    result = _cli("predict", str(left), str(right), "-m", model, "-o", str(out), "-q")
+    result = _cli("predict", str(left), str(right), "-m", str(BUNDLED_MODEL), "-o", str(out), "-q")
     assert result.returncode == 0, result.stderr
-    predict([str(stack)], model, whole)
+    predict([str(stack)], BUNDLED_MODEL, whole)
     with rasterio.open(out) as a, rasterio.open(whole) as b:
         assert a.crs == b.crs and a.res == b.res
         # One grid: the west file's. The warped east file reaches a little farther north.
@@ -260,12 +261,12 @@ def test_two_files_in_different_crs_make_one_map(model, stack, tmp_path):
     cols = min(got.shape[1], reference.shape[1])
     assert (got[:, half - 100 : half] != 255).mean() > 0.5 and (got[:, half + 20 : half + 120] != 255).mean() > 0.5
     # Away from the join, the west half is the same file; the mosaic's tiles start a few rows farther north, so
-    # they blend differently (0.968 and above measured with this file's models).
+    # they blend differently (0.981 measured).
     west = (slice(None), slice(0, half - 40))
     assert (got[west] == reference[west]).mean() > 0.95
     east = (slice(None), slice(half + 40, cols - 10))
     agree = (got[east] == reference[east])[(reference[east] != 255) & (got[east] != 255)].mean()
-    assert agree > 0.75, agree  # the east half went through a warp and back: close, not equal
+    assert agree > 0.85, agree  # the east half went through a warp and back: close, not equal (0.881 measured)
 
 
 def test_each_file_is_segmented_on_its_own_grid(model, stack, tmp_path):
