@@ -83,6 +83,23 @@ def write_raster(path: Path, data: np.ndarray, crs="EPSG:32614", transform=None,
     return path
 
 
+def far_apart_cuts(folder: Path, shift: tuple[int, int]) -> tuple[Path, Path, np.ndarray]:
+    """A 480 × 320 px cut of the NC scene's six bands (rows 100-420; -99999 wherever a band has no data, each band
+    file's own fill included), and the same pixels again ``shift`` (columns, rows) away: two files of a mosaic
+    far apart. Returns both paths and the cut (``6×320×480``, NaN for no data)."""
+    from geosscl.data import Mosaic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mosaic = Mosaic([str(p) for p in NC_BANDS])
+    x0, y1 = mosaic.bounds[0].start, mosaic.bounds[1].stop - 100 * 28.5
+    image, transform, _ = mosaic.read((x0, y1 - 320 * 28.5, x0 + 480 * 28.5, y1))
+    data = np.where(np.isnan(image).any(0), np.float32(-99999), image)
+    here = write_raster(folder / "here.tif", data, crs=mosaic.crs, transform=transform, nodata=-99999)
+    there = write_raster(folder / "there.tif", data, crs=mosaic.crs, transform=transform @ Affine.translation(*shift),
+                         nodata=-99999)
+    return here, there, image
+
+
 @pytest.fixture
 def naip_halves(tmp_path: Path) -> tuple[Path, Path]:
     """The NAIP scene cut in two files, the right half warped to Web Mercator.

@@ -31,7 +31,7 @@ from geosscl.modelfile import read_info
 from geosscl.prediction import predict_each
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
 from geosscl.inference import TiledSegmenter, _starts
-from conftest import BUNDLED_MODEL, NAIP, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL_2002, TUTORIAL_POLYGONS, TUTORIAL_STACK, needs_bf16_cpu, write_raster
+from conftest import BUNDLED_MODEL, NAIP, far_apart_cuts, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL_2002, TUTORIAL_POLYGONS, TUTORIAL_STACK, needs_bf16_cpu, write_raster
 
 BANDS = [str(p) for p in NC_BANDS]
 NC = SAMPLES / "nc_landsat"
@@ -167,24 +167,10 @@ def test_tiles_without_input_are_not_run_and_change_nothing(model):
         assert torch.equal(a.probabilities[:, keep], b.probabilities[:, keep])
 
 
-def _far_apart(folder: Path, shift: tuple[int, int]) -> tuple[Path, Path]:
-    """A 480 × 320 px cut of the NC scene's six bands (nodata -99999 wherever a band has none), and the same
-    pixels again ``shift`` (columns, rows) away."""
-    folder.mkdir(parents=True, exist_ok=True)
-    mosaic = Mosaic(BANDS)
-    x0, y1 = mosaic.bounds[0].start, mosaic.bounds[1].stop - 100 * 28.5
-    image, transform, _ = mosaic.read((x0, y1 - 320 * 28.5, x0 + 480 * 28.5, y1))
-    data = np.where(np.isnan(image).any(0), np.float32(-99999), image)
-    here = write_raster(folder / "here.tif", data, crs=mosaic.crs, transform=transform, nodata=-99999)
-    there = write_raster(folder / "there.tif", data, crs=mosaic.crs, transform=transform @ Affine.translation(*shift),
-                         nodata=-99999)
-    return here, there
-
-
 def test_files_far_apart_cost_their_own_blocks(model, tmp_path, caplog):
     # Blocks of 160 px; the second file lies a whole number of blocks away, so each file's blocks, tiles and
     # context are what they are when it is segmented alone.
-    here, there = _far_apart(tmp_path / "scenes", (60 * 160, 30 * 160))
+    here, there, _ = far_apart_cuts(tmp_path / "scenes", (60 * 160, 30 * 160))
     options = dict(tile_size=128, overlap=32, block_size=160)
     ticks = []
     with caplog.at_level(logging.WARNING, logger="geosscl"):

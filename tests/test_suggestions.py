@@ -19,7 +19,7 @@ import shapely
 from geosscl import GeossclError
 from geosscl.prediction import predict
 from geosscl.suggestions import LAYER, suggest
-from conftest import BUNDLED_MODEL, NAIP, NC_BANDS, needs_bf16_cpu
+from conftest import BUNDLED_MODEL, NAIP, NC_BANDS, far_apart_cuts, needs_bf16_cpu
 
 BANDS = [str(p) for p in NC_BANDS]
 STRATA = NC_BANDS[0].parent / "strata.tif"  # complete land use, nodata -99999, in EPSG:3358 (the bands' grid)
@@ -175,23 +175,12 @@ def test_bf16_suggests_the_same_tiles(first, tmp_path):
 def test_files_far_apart_cost_their_own_tiles(tmp_path):
     """Two cuts of the NC scene 1,000 blocks of 1024 px apart, one mosaic: its grid of 32 px tiles holds a
     billion tiles (their sums would take 80 GB); only those of the blocks holding a file are scanned."""
-    window = rasterio.windows.Window(0, 100, 480, 320)
-    data = []
-    for path in BANDS:
-        with rasterio.open(path) as src:
-            data.append(src.read(1, window=window).astype("float32"))
-            profile = {**src.profile, "count": 6, "dtype": "float32", "width": 480, "height": 320,
-                       "transform": src.window_transform(window), "nodata": -99999.0}
-    here, there = tmp_path / "here.tif", tmp_path / "there.tif"
-    with rasterio.open(here, "w", **profile) as dst:
-        dst.write(np.stack(data))
     shift = 1000 * 1024
-    with rasterio.open(there, "w", **{**profile, "transform": profile["transform"] @ rasterio.Affine.translation(shift, shift)}) as dst:
-        dst.write(np.stack(data))
+    here, there, image = far_apart_cuts(tmp_path, (shift, shift))
     options = dict(count=1000, tile_size=TILE, spacing=0, min_valid=1.0, device="cpu")
     alone = suggest(BUNDLED_MODEL, [here], tmp_path / "alone.gpkg", **options)
     both = suggest(BUNDLED_MODEL, [here, there], tmp_path / "both.gpkg", **options)
-    valid = (np.stack(data) != -99999).all(axis=0).reshape(10, TILE, 15, TILE).all(axis=(1, 3))
+    valid = (~np.isnan(image).any(axis=0)).reshape(10, TILE, 15, TILE).all(axis=(1, 3))
     assert len(alone) == valid.sum() > 50  # every whole tile of the cut (1000 asked)
 
     def corners(frame, shift_px=0):
