@@ -32,7 +32,7 @@ from ..errors import GeossclError
 from .categories import Legend, legend
 from .grid import MapGrid
 from .mosaic import Mosaic
-from .vector import read_layer
+from .vector import layer_columns, read_layer
 
 log = logging.getLogger("geosscl")
 
@@ -375,7 +375,9 @@ def open_labels(
     if nodata is not None:
         raise GeossclError(f"{paths[0]}: --label-nodata is for class rasters; a vector layer's unlabelled pixels are those outside its polygons")
     if not class_column:
-        raise GeossclError(f"{paths[0]}: vector labels need --class-column")
+        columns = ", ".join(layer_columns(paths[0])) or "no column"
+        raise GeossclError(f"{paths[0]}: vector labels need --class-column, the column of each polygon's class; "
+                           f"the layer has {columns}")
     labels = VectorLabels(paths[0], class_column, classes=classes, background=background, extent=extent)
     return labels, labels.class_ids
 

@@ -68,6 +68,16 @@ def read_layer(source: str | os.PathLike, layer: str | int | None = None) -> gpd
     return frame
 
 
+def layer_columns(source: str | os.PathLike) -> list[str]:
+    """Names of the attribute columns of a vector source (as :func:`read_layer` reads it).
+
+    Raises:
+        GeossclError: as :func:`read_layer`.
+    """
+    frame = read_layer(source)
+    return [str(c) for c in frame.columns if c != frame.geometry.name]
+
+
 def _check_degrees(frame: gpd.GeoDataFrame, source: str | os.PathLike) -> None:
     """Refuse metres under a geographic CRS. GDAL writes a GeoJSON layer of a projected CRS it has no EPSG
     code for (the NC scene's Lambert conformal conic) with the coordinates as they were and no CRS, and reads
