@@ -65,7 +65,8 @@ def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
 def test_one_tile_equals_a_full_forward_pass(model):
     network, info = load_model(model)
     mosaic = Mosaic(BANDS)
-    x0, y1 = mosaic.bounds[0].start + 40 * 28.5, mosaic.bounds[1].stop - 30 * 28.5
+    # Inside the swath: where a tile reaches past the imagery, the engine moves it onto it (see below).
+    x0, y1 = mosaic.bounds[0].start + 60 * 28.5, mosaic.bounds[1].stop - 60 * 28.5
     window = (x0, y1 - 256 * 28.5, x0 + 256 * 28.5, y1)
     classes, profile = segment(mosaic, (network, info), window, tile_size=256, overlap=0)
     image, _, _ = mosaic.read(window)
@@ -84,19 +85,21 @@ def test_tiles_and_blocks_agree_with_one_pass_away_from_borders():
     # tile margin depends on its weights, and a barely trained one swings between runs.
     network, info = load_model(BUNDLED_MODEL)
     mosaic = Mosaic(BANDS)
-    x0, y1 = mosaic.bounds[0].start + 40 * 28.5, mosaic.bounds[1].stop - 30 * 28.5
-    window = (x0, y1 - 384 * 28.5, x0 + 384 * 28.5, y1)
-    whole = TiledSegmenter(network, info, tile_size=384, overlap=0).probabilities(mosaic, window)[0]
-    # Blocks of 192 px (context margin 64 px), each cut into overlapping 256 px tiles.
-    engine = TiledSegmenter(network, info, tile_size=256, overlap=64, batch_size=3, block_size=192)
+    # Inside the swath, context included (where a tile would reach past the imagery, the engine moves it).
+    x0, y1 = mosaic.bounds[0].start + 90 * 28.5, mosaic.bounds[1].stop - 80 * 28.5
+    window = (x0, y1 - 256 * 28.5, x0 + 256 * 28.5, y1)
+    whole = TiledSegmenter(network, info, tile_size=256, overlap=0).probabilities(mosaic, window)[0]
+    # Blocks of 192 px (context margin 32 px), each cut into overlapping 224 px tiles.
+    engine = TiledSegmenter(network, info, tile_size=224, overlap=32, batch_size=3, block_size=192)
     tiled = torch.zeros_like(whole)
     for block in engine.blocks(mosaic, window):
         col, row = round((block.bounds[0] - x0) / 28.5), round((y1 - block.bounds[3]) / 28.5)
         tiled[:, row : row + block.classes.shape[0], col : col + block.classes.shape[1]] = block.probabilities
     inner = (slice(None), slice(32, -32), slice(32, -32))
-    # Not equal: a U-Net sees farther than any tile margin. Close (measured: 0.0027 and 98.9 %).
-    assert (whole[inner] - tiled[inner]).abs().mean() < 0.01
-    assert (whole.argmax(0)[inner[1:]] == tiled.argmax(0)[inner[1:]]).float().mean() > 0.97
+    # Not equal: a U-Net sees farther than any tile margin, and its output moves with where the tile edges
+    # fall. Close (measured: 0.013 and 93.9 %; blocks misplaced by one row: 0.022 and 90.5 %).
+    assert (whole[inner] - tiled[inner]).abs().mean() < 0.02
+    assert (whole.argmax(0)[inner[1:]] == tiled.argmax(0)[inner[1:]]).float().mean() > 0.91
 
 
 def test_predict_writes_a_cloud_optimised_class_map(model, tmp_path):
@@ -126,10 +129,12 @@ def test_predict_writes_a_cloud_optimised_class_map(model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif", "classes.tif.aux.xml"]
 
 
-def test_tiles_without_input_are_not_run_and_change_nothing(model):
-    # The NC scene's rotated swath: 37.6 % of its rectangle is nodata collar.
+def test_tiles_without_input_are_not_run_and_change_nothing(model, tmp_path):
+    # Two cuts of the NC scene, the second 600 px right and 400 px down of the first, in one block: the tiles
+    # of its empty quarters (and of the cuts' own collars) hold no input.
+    here, there, _ = far_apart_cuts(tmp_path, (600, 400))
     network, info = load_model(model)
-    mosaic = Mosaic(BANDS)
+    mosaic = Mosaic([str(here), str(there)])
     x, y, _ = mosaic.bounds
     area = (x.start, y.start, x.stop, y.stop)
     runs = []
@@ -139,32 +144,60 @@ def test_tiles_without_input_are_not_run_and_change_nothing(model):
         for skip in (True, False):
             runs.clear()
             # One tile a batch: the same tiles then meet the same arithmetic whichever others run.
-            engine = TiledSegmenter(network, info, tile_size=64, overlap=16, batch_size=1, block_size=128, skip_empty=skip)
+            engine = TiledSegmenter(network, info, tile_size=64, overlap=16, batch_size=1, block_size=2048, skip_empty=skip)
             blocks = list(engine.blocks(mosaic, area))
             maps[skip] = (blocks, sum(runs))
     finally:
         hook.remove()
     (skipped, ran_skip), (every, ran_all) = maps[True], maps[False]
-    assert [b.bounds for b in skipped] == [b.bounds for b in every]  # one file reaches every block
+    assert [b.bounds for b in skipped] == [b.bounds for b in every] and len(every) == 1
     # The tiles holding a valid pixel, counted from the imagery itself.
     image, _, _ = mosaic.read(area)
     valid = ~np.isnan(image).any(0)
-    holding = 0
-    for block in every:
-        col, row = round((block.bounds[0] - area[0]) / 28.5), round((area[3] - block.bounds[3]) / 28.5)
-        h, w = block.classes.shape
-        span_h, span_w = max(h + 32, 64), max(w + 32, 64)
-        padded = np.zeros((valid.shape[0] + 200, valid.shape[1] + 200), bool)
-        padded[100 : 100 + valid.shape[0], 100 : 100 + valid.shape[1]] = valid
-        part = padded[100 + row - 16 : 100 + row - 16 + span_h, 100 + col - 16 : 100 + col - 16 + span_w]
-        for r in _starts(span_h, 64, 16):
-            for c in _starts(span_w, 64, 16):
-                holding += bool(part[r : r + 64, c : c + 64].any())
-    assert ran_skip == holding < 0.85 * ran_all  # measured 109 of 132
+    span_h, span_w = max(valid.shape[0] + 32, 64), max(valid.shape[1] + 32, 64)
+    part = np.zeros((span_h, span_w), bool)
+    part[16 : 16 + valid.shape[0], 16 : 16 + valid.shape[1]] = valid
+    # Tiles reaching past the first or last row (or column) holding input move onto it.
+    rows, cols = np.flatnonzero(part.any(1)), np.flatnonzero(part.any(0))
+    holding = sum(bool(part[r : r + 64, c : c + 64].any())
+                  for r in _starts(span_h, 64, 16, within=(rows[0], rows[-1] + 1))
+                  for c in _starts(span_w, 64, 16, within=(cols[0], cols[-1] + 1)))
+    assert ran_skip == holding < 0.7 * ran_all  # measured 126 of 315
     for a, b in zip(skipped, every):
         keep = b.classes >= 0
         assert torch.equal(a.classes, b.classes)
         assert torch.equal(a.probabilities[:, keep], b.probabilities[:, keep])
+
+
+def test_tiles_lie_on_the_imagery(tmp_path):
+    # A 300 × 200 px cut from inside the NC swath (every pixel has input), in blocks of 160 px: every block's
+    # context margin at the cut's edges, and the rest of its last tiles, lie beyond the imagery. A tile reaching
+    # there would show the network fill (0 in every band once normalised) where it was trained on ground.
+    mosaic = Mosaic(BANDS)
+    x0, y1 = mosaic.bounds[0].start + 80 * 28.5, mosaic.bounds[1].stop - 80 * 28.5
+    image, transform, _ = mosaic.read((x0, y1 - 200 * 28.5, x0 + 300 * 28.5, y1))
+    assert not np.isnan(image).any()
+    cut = write_raster(tmp_path / "cut.tif", image, crs=mosaic.crs, transform=transform, nodata=-99999)
+    network, info = load_model(BUNDLED_MODEL)
+    tiles = []
+    hook = network.register_forward_hook(lambda module, args, output: tiles.append(args[0].detach().cpu()))
+    try:
+        engine = TiledSegmenter(network, info, tile_size=128, overlap=32, block_size=160)
+        blocks = list(engine.blocks(Mosaic([str(cut)]), (x0, y1 - 200 * 28.5, x0 + 300 * 28.5, y1)))
+        seen = torch.cat(tiles)
+        assert len(seen) >= 2 * 3 and not (seen == 0).all(dim=1).any()  # no pixel is fill in every band
+        assert all(bool((b.classes >= 0).all()) for b in blocks)
+        # Imagery narrower than a tile: one tile, centred on it, as far as the block's span allows.
+        strip = write_raster(tmp_path / "strip.tif", image[:, :, :100], crs=mosaic.crs, transform=transform,
+                             nodata=-99999)
+        tiles.clear()
+        (block,) = TiledSegmenter(network, info, tile_size=128, overlap=32).blocks(
+            Mosaic([str(strip)]), (x0, y1 - 200 * 28.5, x0 + 100 * 28.5, y1))
+    finally:
+        hook.remove()
+    fill = (torch.cat(tiles) == 0).all(dim=1)
+    assert fill[:, :, 14:114].sum() == 0 and fill.sum() == len(fill) * 128 * 28  # 14 px of fill a side
+    assert bool((block.classes >= 0).all())
 
 
 def test_files_far_apart_cost_their_own_blocks(model, tmp_path, caplog):
@@ -417,7 +450,8 @@ def test_a_fill_the_files_do_not_declare_is_nodata_with_nodata_and_stays_so_in_t
     assert (plain[:, :60] != 255).all()  # the collar classified as ground
     masked, _ = segment(str(collared), BUNDLED_MODEL, nodata=0)
     assert (masked[:, :60] == 255).all() and (masked[:, 60:] != 255).all()
-    np.testing.assert_array_equal(masked[:, 60 + 64:], plain[:, 60 + 64:])  # beyond a tile's reach, the same map
+    # Beyond the reach of the tiles that moved onto the imagery (128 px from its edge), the same map.
+    np.testing.assert_array_equal(masked[:, 60 + 128:], plain[:, 60 + 128:])
     # A model fine-tuned with --nodata keeps it: its maps leave the collar out with no option given.
     model = tmp_path / "collar.safetensors"
     result = _cli("finetune", str(collared), "--labels", str(NC / "strata.tif"), "--nodata", "0", "--max-steps", "1",
