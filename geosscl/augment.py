@@ -26,16 +26,85 @@ class BandStats(nn.Module):
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6).view(1, -1, 1, 1))
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, fill: bool = True) -> tuple[Tensor, Tensor]:
         """Normalise ``B×C×H×W`` images with NaN for nodata.
 
+        Args:
+            fill: fill each image's nodata with :func:`fill_nodata`; ``False`` leaves it 0
+                (the band mean), for a caller that fills the parts it cuts (tiled inference).
+
         Returns:
-            ``(images, valid)``: normalised images with nodata set to 0 (the band
-            mean), and a ``B×1×H×W`` float mask, 1 where every band is valid.
+            ``(images, valid)``: normalised images, and a ``B×1×H×W`` float mask, 1
+            where every band is valid.
         """
         valid = ~torch.isnan(images).any(dim=1, keepdim=True)
         images = ((images - self.mean) / self.std).nan_to_num(0.0)
-        return images, valid.to(images.dtype)
+        return fill_nodata(images, valid) if fill else images, valid.to(images.dtype)
+
+
+def fill_nodata(images: Tensor, valid: Tensor) -> Tensor:
+    """``B×C×H×W`` images with the nodata of each (``valid``: ``B×1×H×W``, 0 or False for nodata) filled by
+    :func:`mirror_fill`: what every network of geosscl sees where a training crop, a view or an inference
+    tile holds nodata. An image without a valid pixel is left as it is."""
+    valid = valid > 0
+    # One sync for the batch: most crops and tiles hold no nodata.
+    for i in torch.nonzero(~valid.flatten(1).all(dim=1)).flatten().tolist():
+        images[i] = mirror_fill(images[i], valid[i, 0])
+    return images
+
+
+def mirror_fill(image: Tensor, valid: Tensor) -> Tensor:
+    """``image`` (``C×H×W``) with each pixel outside ``valid`` (``H×W`` bool) given the value of the pixel
+    mirrored through the nearest valid pixel of its row or column (that pixel itself where the mirror falls
+    outside ``valid``); then, where no valid pixel shares its row or column, the same from the pixels filled.
+
+    Where an image (a tile, a training crop, a view) holds ground and nodata (a scene's edge, a collar, a gap
+    between the files of a mosaic), the network sees ground mirrored, not a flat band, in training and in
+    inference alike. Measured in inference on the NC scene with a wedge cut from it, against the whole scene:
+    the bundled model (trained with a flat fill) agrees on 0.867 of the pixels within 4 px of the cut, against
+    0.729 with the fill flat; on the SpaceNet tile cut so, a model of its building footprints takes 36 % of the
+    pixels within 8 px of the cut for buildings, 85 % with the fill flat, 26 % of the same ground uncut.
+    Written by hand, and measured filling whole 1024 px blocks: a smooth in-painting (a push-pull pyramid,
+    the kind of fill GDAL's FillNodata makes) left a blur the footprint model still read as roofs (70 %);
+    mirroring through the nearest valid pixel in any direction (a distance transform) scored as mirroring
+    along rows and columns did, at 9 times the cost. Filling each tile rather than its block costs a quarter
+    as much and leaves the tile what a training crop holds (0.895 and 32 % filling blocks).
+    """
+    if bool(valid.all()) or not bool(valid.any()):
+        return image
+    image, reached = _mirror(image, valid)
+    return _mirror(image, reached)[0] if not bool(reached.all()) else image
+
+
+def _mirror(image: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """One pass of :func:`mirror_fill`: the image, and where it now holds values (valid or filled)."""
+    height, width = valid.shape
+    ys = torch.arange(height, device=valid.device)[:, None].expand(height, width)
+    xs = torch.arange(width, device=valid.device)[None, :].expand(height, width)
+    near_x, dist_x = _nearest_along(valid, 1)
+    near_y, dist_y = _nearest_along(valid, 0)
+    by_row = dist_x <= dist_y
+    mirror_y = torch.where(by_row, ys, (2 * near_y - ys).clamp(0, height - 1))
+    mirror_x = torch.where(by_row, (2 * near_x - xs).clamp(0, width - 1), xs)
+    keep = valid[mirror_y, mirror_x]
+    src_y = torch.where(keep, mirror_y, torch.where(by_row, ys, near_y.clamp(0, height - 1)))
+    src_x = torch.where(keep, mirror_x, torch.where(by_row, near_x.clamp(0, width - 1), xs))
+    reached = torch.minimum(dist_x, dist_y) <= max(height, width)
+    return torch.where(valid | ~reached, image, image[:, src_y, src_x]), valid | reached
+
+
+def _nearest_along(valid: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """Index of the nearest valid pixel along ``dim`` of an ``H×W`` bool mask, and its distance (more than
+    ``H`` and ``W`` where the row or column holds none)."""
+    n = valid.shape[dim]
+    shape = [1, 1]
+    shape[dim] = n
+    idx = torch.arange(n, device=valid.device).view(shape).expand_as(valid)
+    none = torch.full_like(idx, -4 * n - 4 * valid.shape[1 - dim])
+    before = torch.where(valid, idx, none).cummax(dim=dim).values
+    after = (n - 1) - torch.where(valid, (n - 1) - idx, none).flip(dim).cummax(dim=dim).values.flip(dim)
+    dist_before, dist_after = idx - before, after - idx
+    return torch.where(dist_before <= dist_after, before, after), torch.minimum(dist_before, dist_after)
 
 
 class BandJitter(nn.Module):

@@ -5,7 +5,9 @@ One engine for everything that runs a model over imagery (``predict``, ``segment
 block is read once with a margin of context, cut into overlapping tiles that run in
 batches, and the tiles' class probabilities are blended with weights that fall off
 towards tile edges, so there are no seams. Where the imagery ends, the tiles move onto
-it rather than reach past it. Memory depends on the block size, never on the scene size.
+it rather than reach past it, and the nodata left in a tile is the ground beside it
+mirrored (:func:`~geosscl.augment.fill_nodata`). Memory depends on the block size,
+never on the scene size.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .augment import BandStats
+from .augment import BandStats, fill_nodata
 from .data import Bounds, Mosaic
 from .errors import GeossclError
 from .modelfile import ModelInfo
@@ -208,7 +210,7 @@ class TiledSegmenter:
         margin = self.overlap if margin is None else margin
         span_h, span_w = image.shape[1:]
         image = torch.from_numpy(image).to(self.device)[None]
-        normalised, valid = self.normalise(image)
+        normalised, valid = self.normalise(image, fill=False)
         total = torch.zeros(self.info.num_classes, span_h, span_w, device=self.device)
         weight = torch.zeros(span_h, span_w, device=self.device)
         # Tiles lie on the imagery: at a scene's edge, the block's margin and the rest of its last tile are
@@ -223,6 +225,8 @@ class TiledSegmenter:
         for i in range(0, len(origins), self.batch_size):
             batch = origins[i : i + self.batch_size]
             tiles = torch.stack([normalised[0, :, r : r + self.tile, c : c + self.tile] for r, c in batch])
+            # Filled tile by tile, as training crops are (and at a fraction of the cost of the whole block).
+            tiles = fill_nodata(tiles, torch.stack([valid[0, :, r : r + self.tile, c : c + self.tile] for r, c in batch]))
             with autocast(self.device, self.precision):
                 logits = self.network(tiles)
             probs = torch.softmax(logits.float(), dim=1)

@@ -62,3 +62,30 @@ def test_no_jitter_leaves_values_alone(nc_views):
 def test_unknown_jitter_is_refused():
     with pytest.raises(GeossclError, match="jitter: 'spectral' is not one of band, image, none"):
         SSCCLTask(in_channels=6, band_mean=[0.0] * 6, band_std=[1.0] * 6, jitter="spectral")
+
+
+def test_nodata_is_the_ground_beside_it_mirrored():
+    # A 64 px crop across the NC scene's western collar (columns 20-83; the swath starts near column 52), and
+    # one with no ground at all: what training crops, views and inference tiles give the network.
+    mosaic = Mosaic([str(p) for p in NC_BANDS])
+    x0, y1 = mosaic.bounds[0].start + 20 * 28.5, mosaic.bounds[1].stop - 150 * 28.5
+    crop, _, _ = mosaic.read((x0, y1 - 64 * 28.5, x0 + 64 * 28.5, y1))
+    empty, _, _ = mosaic.read((mosaic.bounds[0].start, y1 - 64 * 28.5, mosaic.bounds[0].start + 16 * 28.5, y1))
+    mean, std = band_statistics(mosaic)
+    stats = BandStats(torch.tensor(mean), torch.tensor(std))
+    images, valid = stats(torch.from_numpy(crop)[None])
+    ground = ~torch.isnan(torch.from_numpy(crop)).any(0)
+    assert torch.equal(valid[0, 0] > 0, ground) and 0.1 < ground.float().mean() < 0.9
+    plain = (torch.from_numpy(crop) - stats.mean[0]) / stats.std[0]
+    assert torch.equal(images[0][:, ground], plain[:, ground])  # the ground as it was
+    checked = 0
+    for row in range(64):
+        first = int(torch.nonzero(ground[row])[0])
+        if ground[row, first:].all() and not ground[:, :first].any():  # a plain western edge on this row
+            reach = min(first, 64 - first - 1)
+            for j in range(1, reach + 1):
+                assert torch.equal(images[0, :, row, first - j], images[0, :, row, first + j])
+                checked += 1
+    assert checked > 500
+    nothing, valid = stats(torch.from_numpy(empty)[None])
+    assert not valid.any() and not nothing.any()  # no ground to mirror: the band means

@@ -169,35 +169,63 @@ def test_tiles_without_input_are_not_run_and_change_nothing(model, tmp_path):
         assert torch.equal(a.probabilities[:, keep], b.probabilities[:, keep])
 
 
-def test_tiles_lie_on_the_imagery(tmp_path):
-    # A 300 × 200 px cut from inside the NC swath (every pixel has input), in blocks of 160 px: every block's
-    # context margin at the cut's edges, and the rest of its last tiles, lie beyond the imagery. A tile reaching
-    # there would show the network fill (0 in every band once normalised) where it was trained on ground.
-    mosaic = Mosaic(BANDS)
-    x0, y1 = mosaic.bounds[0].start + 80 * 28.5, mosaic.bounds[1].stop - 80 * 28.5
-    image, transform, _ = mosaic.read((x0, y1 - 200 * 28.5, x0 + 300 * 28.5, y1))
-    assert not np.isnan(image).any()
-    cut = write_raster(tmp_path / "cut.tif", image, crs=mosaic.crs, transform=transform, nodata=-99999)
-    network, info = load_model(BUNDLED_MODEL)
+def _inputs(network: torch.nn.Module, run) -> torch.Tensor:
+    """The tiles ``run()`` feeds ``network``, as one ``N×C×H×W`` tensor."""
     tiles = []
     hook = network.register_forward_hook(lambda module, args, output: tiles.append(args[0].detach().cpu()))
     try:
-        engine = TiledSegmenter(network, info, tile_size=128, overlap=32, block_size=160)
-        blocks = list(engine.blocks(Mosaic([str(cut)]), (x0, y1 - 200 * 28.5, x0 + 300 * 28.5, y1)))
-        seen = torch.cat(tiles)
-        assert len(seen) >= 2 * 3 and not (seen == 0).all(dim=1).any()  # no pixel is fill in every band
-        assert all(bool((b.classes >= 0).all()) for b in blocks)
-        # Imagery narrower than a tile: one tile, centred on it, as far as the block's span allows.
-        strip = write_raster(tmp_path / "strip.tif", image[:, :, :100], crs=mosaic.crs, transform=transform,
-                             nodata=-99999)
-        tiles.clear()
-        (block,) = TiledSegmenter(network, info, tile_size=128, overlap=32).blocks(
-            Mosaic([str(strip)]), (x0, y1 - 200 * 28.5, x0 + 100 * 28.5, y1))
+        run()
     finally:
         hook.remove()
-    fill = (torch.cat(tiles) == 0).all(dim=1)
-    assert fill[:, :, 14:114].sum() == 0 and fill.sum() == len(fill) * 128 * 28  # 14 px of fill a side
-    assert bool((block.classes >= 0).all())
+    return torch.cat(tiles)
+
+
+def test_tiles_lie_on_the_imagery(tmp_path):
+    # A 300 × 200 px cut from inside the NC swath (every pixel has input), in blocks of 160 px: every block's
+    # context margin at the cut's edges, and the rest of its last tiles, lie beyond the imagery. A tile reaching
+    # there would show the network fill where it was trained on ground; each must be a window of the imagery.
+    mosaic = Mosaic(BANDS)
+    x0, y1 = mosaic.bounds[0].start + 80 * 28.5, mosaic.bounds[1].stop - 80 * 28.5
+    area = (x0, y1 - 200 * 28.5, x0 + 300 * 28.5, y1)
+    image, transform, _ = mosaic.read(area)
+    assert not np.isnan(image).any()
+    cut = write_raster(tmp_path / "cut.tif", image, crs=mosaic.crs, transform=transform, nodata=-99999)
+    network, info = load_model(BUNDLED_MODEL)
+    normalised = BandStats(torch.tensor(info.band_mean), torch.tensor(info.band_std))(torch.from_numpy(image)[None])[0][0]
+    engine = TiledSegmenter(network, info, tile_size=128, overlap=32, block_size=160, device="cpu")
+    blocks = []
+    seen = _inputs(network, lambda: blocks.extend(engine.blocks(Mosaic([str(cut)]), area)))
+    assert len(seen) >= 2 * 3 and all(bool((b.classes >= 0).all()) for b in blocks)
+    for tile in seen:
+        (r, c), *_ = np.argwhere((normalised == tile[:, :1, :1]).all(0).numpy())
+        assert torch.equal(tile, normalised[:, r : r + 128, c : c + 128])
+    # Imagery narrower than a tile: one tile, centred on it, the 14 px beyond each side its mirror image.
+    strip = write_raster(tmp_path / "strip.tif", image[:, :, :100], crs=mosaic.crs, transform=transform, nodata=-99999)
+    tiles = _inputs(network, lambda: list(TiledSegmenter(network, info, tile_size=128, overlap=32, device="cpu").blocks(
+        Mosaic([str(strip)]), (x0, y1 - 200 * 28.5, x0 + 100 * 28.5, y1))))
+    assert len(tiles) == 3  # rows 0-127, 64-191 and 72-199 of the strip
+    for tile in tiles:
+        assert any(torch.equal(tile[:, :, 14:114], normalised[:, r : r + 128, :100]) for r in range(73))
+        assert torch.equal(tile[:, :, :14], tile[:, :, 15:29].flip(2))
+        assert torch.equal(tile[:, :, 114:], tile[:, :, 99:113].flip(2))
+
+
+def test_ground_beside_fill_is_read_as_the_same_ground(tmp_path):
+    # The NC scene with two wedges cut from it (a swath's edge is rarely a rectangle): the pixels next to the
+    # cuts are classified as in the whole scene, where a flat fill (the band means) in their tiles moved them.
+    image, transform, _ = Mosaic(BANDS).read(tuple(Mosaic(BANDS).index.total_bounds))
+    rows, cols = np.mgrid[: image.shape[1], : image.shape[2]]
+    wedge = (rows + cols < 330) | (rows - cols > 150)
+    cut = write_raster(tmp_path / "wedges.tif", np.where(wedge, np.float32(-99999), np.nan_to_num(image, nan=-99999)),
+                       crs=Mosaic(BANDS).crs, transform=transform, nodata=-99999)
+    whole, _ = segment(BANDS, BUNDLED_MODEL, device="cpu")
+    beside, _ = segment(str(cut), BUNDLED_MODEL, device="cpu")
+    distance = np.minimum(rows + cols - 330, cols - rows + 150) / np.sqrt(2)
+    near = ~np.isnan(image).any(0) & ~wedge & (distance <= 4)
+    assert (beside[wedge] == 255).all() and near.sum() > 2000
+    assert (beside[near] == whole[near]).mean() > 0.83  # measured 0.867; 0.729 with the fill flat
+    far = ~np.isnan(image).any(0) & (distance > 64)
+    assert (beside[far] == whole[far]).mean() > 0.99
 
 
 def test_files_far_apart_cost_their_own_blocks(model, tmp_path, caplog):
