@@ -45,7 +45,7 @@ class BandStats(nn.Module):
 def fill_nodata(images: Tensor, valid: Tensor) -> Tensor:
     """``B×C×H×W`` images with the nodata of each (``valid``: ``B×1×H×W``, 0 or False for nodata) filled by
     :func:`mirror_fill`: what every network of geosscl sees where a training crop, a view or an inference
-    tile holds nodata. An image without a valid pixel is left as it is."""
+    tile holds nodata. Fills ``images`` in place; an image without a valid pixel is left as it is."""
     valid = valid > 0
     # One sync for the batch: most crops and tiles hold no nodata.
     for i in torch.nonzero(~valid.flatten(1).all(dim=1)).flatten().tolist():

@@ -178,7 +178,7 @@ class TiledSegmenter:
             image, _, _ = mosaic.read((x0, y1 - span_h * ry, x0 + span_w * rx, y1))
             has_input = ~np.isnan(image).any(axis=0)
             axes = ((has_input.any(axis=1), height), (has_input.any(axis=0), width))
-            if all(self._starts(torch.from_numpy(has), margin, size)[1] for has, size in axes):
+            if all(self._origins(torch.from_numpy(has), margin, size)[1] for has, size in axes):
                 break
         return image, height, width, margin
 
@@ -186,7 +186,7 @@ class TiledSegmenter:
         """Blended class probabilities ``C×H×W`` of ``bounds`` (on the mosaic grid) and its valid-input mask."""
         return self.infer(*self.read(mosaic, bounds))
 
-    def _starts(self, has_input: Tensor, margin: int, size: int) -> tuple[list[int], bool]:
+    def _origins(self, has_input: Tensor, margin: int, size: int) -> tuple[list[int], bool]:
         """Tile origins along one axis of a block read with ``margin`` px of context (``has_input``: whether
         each row, or column, of the read holds input), and whether they all lie on the imagery, or it is
         narrower than a tile: ``False`` where the imagery runs on past the read and more context would fit
@@ -196,7 +196,7 @@ class TiledSegmenter:
         classes do not depend on how far the imagery reaches beyond its tiles.
         """
         length = len(has_input)
-        first, last = _extent(has_input)
+        first, last = _input_range(has_input)
         lo, hi = margin - self.overlap, min(margin + size + self.overlap, length)
         if min(hi, last) <= max(lo, first):  # no input along the block and its overlap: nothing to run
             return [], True
@@ -205,9 +205,8 @@ class TiledSegmenter:
         return _starts(length, self.tile, self.overlap, max(lo, first), min(hi, last)), 0 < first and last < length
 
     @torch.no_grad()
-    def infer(self, image: np.ndarray, height: int, width: int, margin: int | None = None) -> tuple[Tensor, Tensor]:
-        """Blended probabilities ``C×height×width`` and valid mask of an image from :meth:`read`."""
-        margin = self.overlap if margin is None else margin
+    def infer(self, image: np.ndarray, height: int, width: int, margin: int) -> tuple[Tensor, Tensor]:
+        """Blended probabilities ``C×height×width`` and valid mask of what :meth:`read` returns."""
         span_h, span_w = image.shape[1:]
         image = torch.from_numpy(image).to(self.device)[None]
         normalised, valid = self.normalise(image, fill=False)
@@ -217,8 +216,8 @@ class TiledSegmenter:
         # beyond the data, and a tile reaching there would show the network fill where training showed it
         # ground (a model of the SpaceNet tile's footprints, 150 steps, took 84 % of the 8 px along the edges
         # of a cut of the tile for buildings, and 20 % of the same ground in the whole tile).
-        rows, _ = self._starts(valid[0, 0].any(dim=1).cpu(), margin, height)
-        cols, _ = self._starts(valid[0, 0].any(dim=0).cpu(), margin, width)
+        rows, _ = self._origins(valid[0, 0].any(dim=1).cpu(), margin, height)
+        cols, _ = self._origins(valid[0, 0].any(dim=0).cpu(), margin, width)
         origins = [(r, c) for r in rows for c in cols]
         if self.skip_empty:
             origins = [(r, c) for r, c in origins if bool(valid[0, 0, r : r + self.tile, c : c + self.tile].any())]
@@ -238,7 +237,7 @@ class TiledSegmenter:
         return total[:, rows, cols] / weight[rows, cols].clamp_min(1e-12), valid[0, 0, rows, cols] > 0
 
 
-def _extent(any_valid: Tensor) -> tuple[int, int]:
+def _input_range(any_valid: Tensor) -> tuple[int, int]:
     """First and one-past-last index where ``any_valid`` (a 1-D bool tensor) holds; ``(0, len)`` where it never does."""
     where = torch.nonzero(any_valid).flatten()
     if not len(where):

@@ -32,7 +32,7 @@ from ..errors import GeossclError
 from .categories import Legend, legend
 from .grid import MapGrid
 from .mosaic import Mosaic
-from .vector import layer_columns, read_layer
+from .vector import attribute_columns, read_layer
 
 log = logging.getLogger("geosscl")
 
@@ -212,8 +212,7 @@ class VectorLabels(ClassCoded, MapGrid, GeoDataset):
         if frame.crs is None:
             raise GeossclError(f"{path}: vector layer has no CRS")
         if class_column not in frame.columns:
-            columns = ", ".join(c for c in frame.columns if c != frame.geometry.name)
-            raise GeossclError(f"{path}: no column {class_column!r}; the layer has {columns}")
+            raise GeossclError(f"{path}: no column {class_column!r}; the layer has {', '.join(attribute_columns(frame))}")
         frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
         frame = frame[frame.geom_type.isin(["Polygon", "MultiPolygon"])]
         if frame.empty:
@@ -375,7 +374,7 @@ def open_labels(
     if nodata is not None:
         raise GeossclError(f"{paths[0]}: --label-nodata is for class rasters; a vector layer's unlabelled pixels are those outside its polygons")
     if not class_column:
-        columns = ", ".join(layer_columns(paths[0])) or "no column"
+        columns = ", ".join(attribute_columns(read_layer(paths[0]))) or "no column"
         raise GeossclError(f"{paths[0]}: vector labels need --class-column, the column of each polygon's class; "
                            f"the layer has {columns}")
     labels = VectorLabels(paths[0], class_column, classes=classes, background=background, extent=extent)

@@ -68,13 +68,8 @@ def read_layer(source: str | os.PathLike, layer: str | int | None = None) -> gpd
     return frame
 
 
-def layer_columns(source: str | os.PathLike) -> list[str]:
-    """Names of the attribute columns of a vector source (as :func:`read_layer` reads it).
-
-    Raises:
-        GeossclError: as :func:`read_layer`.
-    """
-    frame = read_layer(source)
+def attribute_columns(frame: gpd.GeoDataFrame) -> list[str]:
+    """The columns of a layer that are not its geometry, as messages list them."""
     return [str(c) for c in frame.columns if c != frame.geometry.name]
 
 
