@@ -528,6 +528,10 @@ def test_bad_input_fails_before_writing(tmp_path, pretrained):
            imagery=[str(S2_CHIP)], labels=[str(coded)], class_column=None, classes=str(two))
     expect("no column 'label'", class_column="label")
     expect("vector labels need --class-column, the column of each polygon.s class; the layer has id, class$", class_column=None)
+    bare = tmp_path / "outlines.gpkg"  # footprints alone, as many building layers come
+    gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1, 1)], crs="EPSG:32615").to_file(bare)
+    expect(r"outlines\.gpkg: vector labels need --class-column, .*; the layer has none: add one \(for footprints of one "
+           r"class, its name in every row\)$", labels=[str(bare)], class_column=None)
     expect("label_fraction: .* leaves no labelled block|holds no labelled polygon", label_fraction=0.001)
     expect("pretrained_lr_factor / warmup_steps: must not be negative", pretrained_lr_factor=-0.1)
     expect("precision: 'fp16' is not one of 32, bf16", precision="fp16")

@@ -374,9 +374,10 @@ def open_labels(
     if nodata is not None:
         raise GeossclError(f"{paths[0]}: --label-nodata is for class rasters; a vector layer's unlabelled pixels are those outside its polygons")
     if not class_column:
-        columns = ", ".join(attribute_columns(read_layer(paths[0]))) or "no column"
-        raise GeossclError(f"{paths[0]}: vector labels need --class-column, the column of each polygon's class; "
-                           f"the layer has {columns}")
+        columns = attribute_columns(read_layer(paths[0]))
+        has = (f"the layer has {', '.join(columns)}" if columns else
+               "the layer has none: add one (for footprints of one class, its name in every row)")
+        raise GeossclError(f"{paths[0]}: vector labels need --class-column, the column of each polygon's class; {has}")
     labels = VectorLabels(paths[0], class_column, classes=classes, background=background, extent=extent)
     return labels, labels.class_ids
 
