@@ -51,6 +51,21 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bundled_data_left_as_found():
+    """Fails the run where a test wrote into sample_data/ (QGIS does, into the rasters it opens): other workers read
+    those files meanwhile, and a file being rewritten reads as no raster at all."""
+    before = _files(SAMPLES)
+    yield
+    after = _files(SAMPLES)
+    written = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not written, f"tests wrote into sample_data/: {', '.join(written)}"
+
+
 def half_masked_2002(folder: Path) -> Path:
     """The 2002 tutorial scene with its west half nodata (-9999): one date of the place under clouds."""
     with rasterio.open(TUTORIAL_2002) as src:

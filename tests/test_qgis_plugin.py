@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,8 +31,11 @@ from conftest import SAMPLES, TUTORIAL_POLYGONS, TUTORIAL_STACK, write_raster
 ROOT = Path(__file__).resolve().parent.parent
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 SYSTEM_PYTHON = "/usr/bin/python3"
-SCENE = SAMPLES / "nc_landsat" / "lsat7_2000.vrt"
-MODEL = SAMPLES / "models" / "nc_landuse.safetensors"
+#: Bundled files, as paths inside sample_data/: qgis_process reads them from the copy the ``samples`` fixture makes.
+SCENE = Path("nc_landsat") / "lsat7_2000.vrt"
+STRATA = Path("nc_landsat") / "strata.tif"
+MODEL = Path("models") / "nc_landuse.safetensors"
+TUTORIAL = TUTORIAL_STACK.relative_to(SAMPLES), TUTORIAL_POLYGONS.relative_to(SAMPLES)
 GEOSSCL = str(Path(sys.executable).parent / "geosscl")
 #: The plugin's suite (tests/qgis) in three runs of about five minutes each on a 2-core CPU, which pytest-xdist spreads
 #: over its workers: in one run it would take 14 minutes, longer than all the other tests together on two workers.
@@ -129,6 +133,14 @@ def plugin_zip(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def samples(tmp_path_factory) -> Path:
+    """A copy of sample_data/ for QGIS to open: it writes into the rasters it opens (tests/qgis/conftest.py)."""
+    copy = tmp_path_factory.mktemp("qgis-samples") / "sample_data"
+    shutil.copytree(SAMPLES, copy)
+    return copy
+
+
 @pytest.fixture()
 def qgis_process(qgis, plugin_zip, tmp_path):
     """Runs qgis_process with the installed plugin enabled in a throw-away profile."""
@@ -144,84 +156,85 @@ def qgis_process(qgis, plugin_zip, tmp_path):
     return run
 
 
-def test_qgis_process_smoke(qgis_process, tmp_path):
+def test_qgis_process_smoke(qgis_process, samples, tmp_path):
+    scene, model = samples / SCENE, samples / MODEL
     out = tmp_path / "classes.tif"
-    result = qgis_process("run", "geosscl:segment_raster", "--", f"INPUT={SCENE}", f"MODEL={MODEL}", f"OUTPUT={out}",
+    result = qgis_process("run", "geosscl:segment_raster", "--", f"INPUT={scene}", f"MODEL={model}", f"OUTPUT={out}",
                           "BATCH_SIZE=4")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     reference = tmp_path / "reference.tif"
-    cli = subprocess.run([GEOSSCL, "predict", str(SCENE), "-m", str(MODEL), "-o", str(reference), "-q"],
+    cli = subprocess.run([GEOSSCL, "predict", str(scene), "-m", str(model), "-o", str(reference), "-q"],
                          capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
     with rasterio.open(out) as got, rasterio.open(reference) as want:
         np.testing.assert_array_equal(got.read(1), want.read(1))
         assert got.crs == want.crs and got.transform == want.transform
         assert json.loads(got.tags()["class_names"])[4] == "forest" and json.loads(got.tags()["class_values"])[4] == 5
-    failing = qgis_process("run", "geosscl:segment_raster", "--", f"INPUT={SCENE}", f"MODEL={tmp_path / 'nope.safetensors'}",
+    failing = qgis_process("run", "geosscl:segment_raster", "--", f"INPUT={scene}", f"MODEL={tmp_path / 'nope.safetensors'}",
                            f"OUTPUT={tmp_path / 'failed.tif'}")
     assert failing.returncode != 0 and "does not exist" in failing.stdout + failing.stderr
     assert not (tmp_path / "failed.tif").exists()
 
 
-def test_qgis_process_runs_a_probe_classifier(qgis_process, tmp_path):
+def test_qgis_process_runs_a_probe_classifier(qgis_process, samples, tmp_path):
     """A model written by ``geosscl probe -o`` (the hypercolumn classifier) segments in QGIS as on the command line."""
-    model = tmp_path / "stage1.safetensors"
-    made = subprocess.run([GEOSSCL, "probe", str(SCENE), "--labels", str(SAMPLES / "nc_landsat" / "strata.tif"),
-                           "--classes", str(SAMPLES / "nc_landsat" / "classes.yaml"), "--stages", "1", "--crop-size", "64",
+    scene, model = samples / SCENE, tmp_path / "stage1.safetensors"
+    made = subprocess.run([GEOSSCL, "probe", str(scene), "--labels", str(samples / STRATA),
+                           "--classes", str(samples / "nc_landsat" / "classes.yaml"), "--stages", "1", "--crop-size", "64",
                            "--label-fraction", "0.2", "-o", str(model), "-q"], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     out = tmp_path / "classes.tif"
-    result = qgis_process("run", "geosscl:segment_raster", "--", f"INPUT={SCENE}", f"MODEL={model}", f"OUTPUT={out}")
+    result = qgis_process("run", "geosscl:segment_raster", "--", f"INPUT={scene}", f"MODEL={model}", f"OUTPUT={out}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     reference = tmp_path / "reference.tif"
-    cli = subprocess.run([GEOSSCL, "predict", str(SCENE), "-m", str(model), "-o", str(reference), "-q"],
+    cli = subprocess.run([GEOSSCL, "predict", str(scene), "-m", str(model), "-o", str(reference), "-q"],
                          capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
-    with rasterio.open(out) as got, rasterio.open(reference) as want, rasterio.open(SCENE) as scene:
+    with rasterio.open(out) as got, rasterio.open(reference) as want, rasterio.open(scene) as source:
         classes = got.read(1)
         np.testing.assert_array_equal(classes, want.read(1))
-        assert got.crs == scene.crs and got.transform == scene.transform and got.shape == scene.shape
+        assert got.crs == source.crs and got.transform == source.transform and got.shape == source.shape
         assert json.loads(got.tags()["class_names"])[4] == "forest" and json.loads(got.tags()["class_values"])[4] == 5
     assert len(np.unique(classes[classes < 255])) >= 3  # a land-use map, not one class
 
 
-def test_qgis_process_trains_a_model_from_polygons(qgis_process, tmp_path):
+def test_qgis_process_trains_a_model_from_polygons(qgis_process, samples, tmp_path):
     """The installed plugin's training algorithm: the tutorial's digitised polygons make a model that segments."""
+    tutorial_stack, tutorial_polygons = (samples / path for path in TUTORIAL)
     model, classes = tmp_path / "tutorial.safetensors", tmp_path / "classes.tif"
-    result = qgis_process("run", "geosscl:train_model", "--", f"INPUT={TUTORIAL_STACK}", f"LABELS={TUTORIAL_POLYGONS}",
+    result = qgis_process("run", "geosscl:train_model", "--", f"INPUT={tutorial_stack}", f"LABELS={tutorial_polygons}",
                           "CLASS_FIELD=class", f"OUTPUT={model}", f"CLASS_MAP={classes}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     info = subprocess.run([GEOSSCL, "info", str(model)], capture_output=True, text=True)
     assert json.loads(info.stdout)["class_names"] == ["barren", "forest", "herbaceous", "urban", "water"]
-    with rasterio.open(classes) as got, rasterio.open(TUTORIAL_STACK) as scene:
-        assert got.crs == scene.crs and got.transform == scene.transform
+    with rasterio.open(classes) as got, rasterio.open(tutorial_stack) as source:
+        assert got.crs == source.crs and got.transform == source.transform
         assert len(np.unique(got.read(1))) == 5
     scores = tmp_path / "scores.json"
-    result = qgis_process("run", "geosscl:evaluate_model", "--", f"INPUT={TUTORIAL_STACK}", f"MODEL={model}",
-                          f"LABELS={TUTORIAL_POLYGONS}", "CLASS_FIELD=class", f"OUTPUT_JSON={scores}")
+    result = qgis_process("run", "geosscl:evaluate_model", "--", f"INPUT={tutorial_stack}", f"MODEL={model}",
+                          f"LABELS={tutorial_polygons}", "CLASS_FIELD=class", f"OUTPUT_JSON={scores}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     miou = json.loads(scores.read_text())["miou"]
     reported = re.search(r"^MIOU:\t(\S+)$", result.stdout, re.M)
     assert reported and float(reported.group(1)) == pytest.approx(miou) and miou > 0.9  # its own training polygons
 
 
-def test_qgis_process_pretrains_trains_on_a_class_raster_and_scores(qgis_process, tmp_path):
+def test_qgis_process_pretrains_trains_on_a_class_raster_and_scores(qgis_process, samples, tmp_path):
     """The toolbox's whole workflow from the installed plugin: pretrain on the NC scene, train a classifier of its
     encoder on the land-use class raster (given by path), and score it."""
-    run = tmp_path / "run"
-    result = qgis_process("run", "geosscl:pretrain", "--", f"INPUT={SCENE}", "STEPS=2", "CROP_SIZE=64", "BATCH_SIZE=4",
+    scene, run = samples / SCENE, tmp_path / "run"
+    result = qgis_process("run", "geosscl:pretrain", "--", f"INPUT={scene}", "STEPS=2", "CROP_SIZE=64", "BATCH_SIZE=4",
                           f"OUTPUT={run}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert re.search(rf"^CHECKPOINT:\t{re.escape(str(run / 'last.ckpt'))}$", result.stdout, re.M), result.stdout[-2000:]
     # Continued from the command line, without a run folder: it goes on in its own.
-    result = qgis_process("run", "geosscl:pretrain", "--", f"INPUT={SCENE}", "STEPS=3", f"RESUME={run / 'last.ckpt'}")
+    result = qgis_process("run", "geosscl:pretrain", "--", f"INPUT={scene}", "STEPS=3", f"RESUME={run / 'last.ckpt'}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert re.search(rf"^CHECKPOINT:\t{re.escape(str(run / 'last.ckpt'))}$", result.stdout, re.M), result.stdout[-2000:]
     with open(run / "metrics.csv") as f:
         assert {int(row["step"]) for row in csv.DictReader(f) if row.get("loss")} == {0, 1, 2}
-    strata = SAMPLES / "nc_landsat" / "strata.tif"
-    model = tmp_path / "land_use.safetensors"
-    result = qgis_process("run", "geosscl:train_model", "--", f"INPUT={SCENE}", f"LABEL_RASTER={strata}",
+    strata, model = samples / STRATA, tmp_path / "land_use.safetensors"
+    result = qgis_process("run", "geosscl:train_model", "--", f"INPUT={scene}", f"LABEL_RASTER={strata}",
                           f"INIT={run / 'last.ckpt'}", "CROP_SIZE=64", f"OUTPUT={model}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     info = json.loads(subprocess.run([GEOSSCL, "info", str(model)], capture_output=True, text=True).stdout)
@@ -229,7 +242,7 @@ def test_qgis_process_pretrains_trains_on_a_class_raster_and_scores(qgis_process
     assert info["class_values"] == [1, 2, 3, 4, 5, 6, 7]
     assert info["provenance"]["init"] == str(run / "last.ckpt")
     scores = tmp_path / "scores.json"
-    result = qgis_process("run", "geosscl:evaluate_model", "--", f"INPUT={SCENE}", f"MODEL={model}",
+    result = qgis_process("run", "geosscl:evaluate_model", "--", f"INPUT={scene}", f"MODEL={model}",
                           f"LABEL_RASTER={strata}", f"OUTPUT_JSON={scores}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     got = json.loads(scores.read_text())
@@ -238,14 +251,14 @@ def test_qgis_process_pretrains_trains_on_a_class_raster_and_scores(qgis_process
     assert got["overall_accuracy"] > 0.65
 
 
-def test_killed_qgis_process_leaves_nothing(qgis_process, tmp_path):
-    with rasterio.open(SCENE) as src:
+def test_killed_qgis_process_leaves_nothing(qgis_process, samples, tmp_path):
+    with rasterio.open(samples / SCENE) as src:
         big = write_raster(tmp_path / "big.tif", np.tile(src.read(), (1, 3, 3)), crs=src.crs, transform=src.transform,
                            nodata=src.nodata)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     process = subprocess.Popen(
-        [QGIS_PROCESS, "run", "geosscl:segment_raster", "--", f"INPUT={big}", f"MODEL={MODEL}",
+        [QGIS_PROCESS, "run", "geosscl:segment_raster", "--", f"INPUT={big}", f"MODEL={samples / MODEL}",
          f"OUTPUT={out_dir / 'c.tif'}", "TILE_SIZE=64", "OVERLAP=16"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=qgis_process.env,
     )

@@ -6,27 +6,36 @@ then names the geosscl of the project's venv.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "qgis_plugin"))
-SCENE = ROOT / "sample_data" / "nc_landsat" / "lsat7_2000.vrt"
-STRATA = ROOT / "sample_data" / "nc_landsat" / "strata.tif"  # 1996 land use, ids 1-7, nodata -99999
-MODEL = ROOT / "sample_data" / "models" / "nc_landuse.safetensors"
+# QGIS writes into the rasters it opens: GDAL rewrites a whole VRT (statistics, a 1.3 MB histogram) each time QGIS
+# closes one, and puts .aux.xml sidecars beside GeoTIFFs. Other test processes read the bundled files meanwhile, and
+# one caught the VRT half-written ("not recognized as being in a supported file format"). So QGIS gets its own copy.
+SAMPLES = Path(tempfile.mkdtemp(prefix="geosscl-qgis-")) / "sample_data"
+shutil.copytree(ROOT / "sample_data", SAMPLES)
+atexit.register(shutil.rmtree, SAMPLES.parent, True)
+SCENE = SAMPLES / "nc_landsat" / "lsat7_2000.vrt"
+STRATA = SAMPLES / "nc_landsat" / "strata.tif"  # 1996 land use, ids 1-7, nodata -99999
+MODEL = SAMPLES / "models" / "nc_landuse.safetensors"
 #: Sentinel-2 chip (13 bands) and its hand labels (0 dry, 1 water, -1 unlabelled without being declared nodata)
-FLOODS_S2 = ROOT / "sample_data" / "sen1floods11" / "Spain_7370579_S2Hand.tif"
-FLOODS_LABELS = ROOT / "sample_data" / "sen1floods11" / "Spain_7370579_LabelHand.tif"
-NAIP = ROOT / "sample_data" / "naip" / "m_4709963_se_14_1_20200831.tif"
+FLOODS_S2 = SAMPLES / "sen1floods11" / "Spain_7370579_S2Hand.tif"
+FLOODS_LABELS = SAMPLES / "sen1floods11" / "Spain_7370579_LabelHand.tif"
+NAIP = SAMPLES / "naip" / "m_4709963_se_14_1_20200831.tif"
 #: Landsat 7 stack with sparse digitised polygons of five classes (field "class"): what a QGIS user labels.
-TUTORIAL_STACK = ROOT / "sample_data" / "landsat_tutorial" / "LE70220491999322EDC01_stack.gtif"
-TUTORIAL_2002 = ROOT / "sample_data" / "landsat_tutorial" / "LE70220492002106EDC00_stack.gtif"  # the same grid
-TUTORIAL_POLYGONS = ROOT / "sample_data" / "landsat_tutorial" / "training_data.shp"
-ATLANTA = ROOT / "sample_data" / "spacenet_atlanta" / "sample_geotiff.tif"  # WorldView pan, 0.5 m, EPSG:32616
-BUILDINGS = ROOT / "sample_data" / "spacenet_atlanta" / "buildings.geojson"  # its 43 footprints, field "class"
+TUTORIAL_STACK = SAMPLES / "landsat_tutorial" / "LE70220491999322EDC01_stack.gtif"
+TUTORIAL_2002 = SAMPLES / "landsat_tutorial" / "LE70220492002106EDC00_stack.gtif"  # the same grid
+TUTORIAL_POLYGONS = SAMPLES / "landsat_tutorial" / "training_data.shp"
+ATLANTA = SAMPLES / "spacenet_atlanta" / "sample_geotiff.tif"  # WorldView pan, 0.5 m, EPSG:32616
+BUILDINGS = SAMPLES / "spacenet_atlanta" / "buildings.geojson"  # its 43 footprints, field "class"
 
 
 @pytest.fixture(scope="session")
