@@ -175,6 +175,8 @@ class Setup:
     init_model: InitModel | None = None
     #: What each band is (:attr:`ModelInfo.band_names`): the imagery's names, else those of ``init``.
     band_names: list[str | None] | None = None
+    #: The vector labels' class outside their polygons (:attr:`ModelInfo.background_class`).
+    background_class: str | None = None
 
 
 @dataclass
@@ -366,7 +368,16 @@ def prepare(config: FinetuneConfig) -> Setup:
     if init_model is not None:
         init_model.keep_head = (names, classes.values) == (list(init_model.info.class_names), init_model.info.map_values)
     return Setup(mosaic, labels, checkpoint, arch, encoder, decoder, list(mean), list(std), names, colors, num_classes,
-                 area, labelled, val_region, class_values(classes.values), weights, init_model, band_names)
+                 area, labelled, val_region, class_values(classes.values), weights, init_model, band_names,
+                 _background_name(labels, classes))
+
+
+def _background_name(labels: RasterLabels | VectorLabels, classes: Classes) -> str | None:
+    """The name of a vector layer's background class (its id is a value where the class column holds values)."""
+    if not isinstance(labels, VectorLabels) or labels.background is None:
+        return None
+    ids = list(classes.values) if labels.numeric else list(range(len(classes.names)))
+    return classes.names[ids.index(labels.background)] if labels.background in ids else None
 
 
 def fine_tuning_ground(setup: Setup) -> dict[str, str]:
@@ -513,6 +524,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
             arch=setup.arch, encoder=setup.encoder, decoder_channels=setup.decoder_channels, bands=mosaic.band_indexes,
             band_names=setup.band_names, band_mean=setup.band_mean, band_std=setup.band_std,
             class_names=setup.class_names, class_colors=setup.class_colors, class_values=setup.class_values,
+            background_class=setup.background_class,
             res=list(mosaic.res), crs=mosaic.crs.to_wkt(),
             gsd=mosaic.gsd, nodata=mosaic.nodata,
             # Predict on tiles of the size it was trained and validated on: a network

@@ -54,6 +54,9 @@ class ModelInfo:
             95), so that a product's codes need no class of their own for every value
             between them; None (files written before it was kept, too): the ids 0, 1, …
             themselves. See :attr:`map_values`.
+        background_class: the class of the pixels outside every polygon of the training labels
+            (``--background-class``: the ground between buildings of a footprint layer), one of
+            ``class_names``; None where the labels had none. Class polygons leave it out.
         res: pixel size ``(xres, yres)`` of the training imagery, map units.
         crs: CRS of the training imagery (WKT), for reference.
         gsd: ground sampling distance of the training imagery, metres (a pixel's mean
@@ -79,6 +82,7 @@ class ModelInfo:
     class_colors: list[list[int]]
     res: list[float]
     class_values: list[int] | None = None
+    background_class: str | None = None
     band_names: list[str | None] | None = None
     crs: str = ""
     gsd: float | None = None

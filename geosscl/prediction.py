@@ -274,7 +274,8 @@ def predict(
         bands: 1-based scene bands to feed the model, in order.
         probabilities: also write the class probabilities (float32, one band per class).
         vector: also write one polygon per connected class region (GeoPackage layer
-            ``classes`` with ``class_id`` and ``class_name``).
+            ``classes`` with ``class_id`` and ``class_name``), but none of the model's
+            :attr:`~geosscl.modelfile.ModelInfo.background_class`.
         preview: also write a PNG: the scene | the class map with a legend.
         preview_rgb: 1-based positions of red, green and blue among the model's bands.
         creation_options: GDAL COG creation options overriding :data:`COG_OPTIONS`.
@@ -371,8 +372,9 @@ def predict(
             rasterio.shutil.copy(staged_probs, final_probs,  driver="COG",
                                  **{**options, "OVERVIEW_RESAMPLING": "AVERAGE", "PREDICTOR": "FLOATING_POINT"})
         if final_vector:
+            background = info.map_values[info.class_names.index(info.background_class)] if info.background_class else None
             write_polygons(final, final_vector, names_by_value, simplify,
-                           windows=[_window(bounds, transform) for bounds in plan])
+                           windows=[_window(bounds, transform) for bounds in plan], leave_out=background)
         if final_preview:
             from .preview import plot_class_map
 
@@ -490,9 +492,11 @@ def _scene_stem(files: list[str]) -> str:
 
 
 def write_polygons(class_map: str, out: str, names: dict[int, str], simplify: float = 1.0, rows: int = 1024,
-                   windows: list[Window] | None = None) -> int:
+                   windows: list[Window] | None = None, leave_out: int | None = None) -> int:
     """Polygons of the connected class regions of a class map, as a GeoPackage layer ``classes``
     (``class_id``: the value in the map; ``class_name``: its name in ``names``, by value).
+    ``leave_out``: a value with no polygons (a model's background class: the ground between
+    the buildings would be one polygon with a hole for each, as large as the map).
 
     The map is read in strips of ``rows`` lines; the pieces of a region cut by a strip
     edge are merged again. ``windows``: where the map was written (default: everywhere);
@@ -512,7 +516,10 @@ def write_polygons(class_map: str, out: str, names: dict[int, str], simplify: fl
             for left, right in _column_runs(windows, top, height, src.width):
                 window = Window(left, top, right - left, height)
                 data = src.read(1, window=window)
-                shapes = rasterio.features.shapes(data, mask=data != NODATA_CLASS, transform=src.window_transform(window))
+                mask = data != NODATA_CLASS
+                if leave_out is not None:
+                    mask &= data != leave_out
+                shapes = rasterio.features.shapes(data, mask=mask, transform=src.window_transform(window))
                 for geometry, value in shapes:
                     pieces.setdefault(int(value), []).append(shapely.geometry.shape(geometry))
     ids, geometries = [], []

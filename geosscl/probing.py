@@ -276,7 +276,8 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
         info = ModelInfo(
             arch=HYPERCOLUMN, encoder=setup.encoder, stages=chosen, bands=setup.mosaic.band_indexes,
             band_names=setup.band_names, band_mean=setup.band_mean, band_std=setup.band_std, class_names=setup.class_names,
-            class_colors=setup.class_colors, class_values=setup.class_values, res=list(setup.mosaic.res),
+            class_colors=setup.class_colors, class_values=setup.class_values, background_class=setup.background_class,
+            res=list(setup.mosaic.res),
             crs=setup.mosaic.crs.to_wkt(),
             gsd=setup.mosaic.gsd, nodata=setup.mosaic.nodata,
             tile_size=512, tile_overlap=MARGIN,

@@ -215,5 +215,5 @@ def test_labels_of_one_class_are_refused(tmp_path):
     # With the background class the same polygons make two classes.
     setup = prepare(FinetuneConfig(imagery=[str(TUTORIAL_STACK)], labels=[str(forests)], class_column="class",
                                    background_class="other", out=str(tmp_path / "b.safetensors"), crop_size=64))
-    assert setup.class_names == ["other", "forest"]
+    assert setup.class_names == ["other", "forest"] and setup.background_class == "other"
     assert list(tmp_path.iterdir()) != [] and not any(p.suffix == ".safetensors" for p in tmp_path.iterdir())

@@ -14,6 +14,7 @@ import sys
 import geopandas as gpd
 import numpy as np
 import rasterio
+import rasterio.features
 import pytest
 import shapely
 import torch
@@ -297,7 +298,7 @@ def test_building_footprints_with_a_background_class(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     info = read_info(out)
-    assert info.class_names == ["background", "building"]
+    assert info.class_names == ["background", "building"] and info.background_class == "background"
     assert info.provenance["settings"]["background_class"] == "background"
     # Median-frequency balancing of two classes: w_c = 0.5 / share_c, so 1/w0 + 1/w1 = 2; buildings are rare.
     w0, w1 = info.provenance["class_weights"]
@@ -312,6 +313,20 @@ def test_building_footprints_with_a_background_class(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     matrix = np.array(json.loads(scores.read_text())["confusion"])
     assert matrix.sum() == matrix[1].sum() == 33_818  # the names follow the model: "building" is still id 1
+    # Its polygons are the buildings it finds, without the ground between them (one polygon as large as the map,
+    # holed by every building). A model without a background class keeps every class (test_predict's polygons).
+    classes, polygons = tmp_path / "classes.tif", tmp_path / "buildings.gpkg"
+    result = subprocess.run([sys.executable, "-m", "geosscl", "predict", str(ATLANTA), "-m", str(out), "-o", str(classes),
+                             "--vector", str(polygons), "--simplify", "0", "-q"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with rasterio.open(classes) as src:
+        mapped = src.read(1)
+        frame = gpd.read_file(polygons, layer="classes")
+        burnt = rasterio.features.rasterize(zip(frame.geometry, frame.class_id), out_shape=mapped.shape,
+                                            transform=src.transform, fill=0, dtype="uint8")
+    assert set(np.unique(mapped)) == {0, 1}  # both classes are in the map (after 3 steps, most pixels are buildings)
+    assert set(frame.class_name) == {"building"} and set(frame.class_id) == {1}
+    np.testing.assert_array_equal(burnt, mapped)
 
     # A footprint layer mapped in the west half only, with --label-area saying so: the east's buildings are
     # not called background; what is scored is what the whole layer scores in the west.

@@ -255,7 +255,7 @@ def test_class_weights_make_the_probe_find_rare_buildings(tmp_path):
     assert weighted.pixels == plain.pixels and weighted.scores.iou[1] > 0.05
     assert sum(row[1] for row in weighted.scores.confusion) > 0.02 * sum(map(sum, weighted.scores.confusion))
     _, info = load_model(tmp_path / "probe.safetensors")
-    assert info.provenance["class_weights"] == [w0, w1]
+    assert info.provenance["class_weights"] == [w0, w1] and info.background_class == "background"
     with pytest.raises(GeossclError, match="class_weights: give 2 non-negative weights"):
         linear_probe(FinetuneConfig(**atlanta, class_weights=[1.0]), features="bands")
 

@@ -35,7 +35,8 @@ def _creation_options(ctx: click.Context, param: click.Parameter, value: tuple[s
 @bidx_opt
 @nodata_opt
 @click.option("--probabilities", type=click.Path(), help="Also write class probabilities (one band per class).")
-@click.option("--vector", type=click.Path(), help="Also write class polygons (GeoPackage).")
+@click.option("--vector", type=click.Path(), help="Also write class polygons (GeoPackage), none of the model's background class "
+              "(finetune --background-class).")
 @click.option("--preview", type=click.Path(), help="Also write a PNG: scene | classes with legend.")
 @click.option("--preview-rgb", default="1,2,3", show_default=True, callback=int_list, metavar="R,G,B",
               help="Positions of red, green, blue among the model's bands, for --preview.")

@@ -83,7 +83,8 @@ class SegmentRasterAlgorithm(GeossclAlgorithm):
     def shortHelpString(self):  # noqa: N802
         return ("Runs a geosscl segmentation model over a raster layer, tile by tile, and writes a class map "
                 "(Cloud-Optimised GeoTIFF, class colours and names from the model); optionally class probabilities "
-                "and class polygons. Runs the geosscl executable (Processing options > Providers > geosscl, "
+                "and class polygons (none of the model's background class, such as the ground between buildings). "
+                "Runs the geosscl executable (Processing options > Providers > geosscl, "
                 f"or {EXECUTABLE_SETTING}, or PATH).")
 
     def initAlgorithm(self, config=None):  # noqa: N802
