@@ -182,9 +182,22 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
         found = data.pop("format")
         if found != FORMAT:
             raise GeossclError(f"{path}: model format {found!r} is not {FORMAT}")
-        return ModelInfo(**data)
+        info = ModelInfo(**data)
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise GeossclError(f"{path}: corrupt geosscl metadata ({exc})") from None
+    return checked(info, path)
+
+
+def checked(info: ModelInfo, path: str) -> ModelInfo:
+    """``info``, read from ``path``, once its fields agree with one another.
+
+    Raises:
+        GeossclError: if its background class is not one of its classes.
+    """
+    if info.background_class is not None and info.background_class not in info.class_names:
+        raise GeossclError(f"{path}: corrupt geosscl metadata (background class {info.background_class!r} is not "
+                           f"one of its classes, {', '.join(info.class_names)})")
+    return info
 
 
 def load_model(path: str | os.PathLike) -> tuple[SegmentationNetwork, ModelInfo]:

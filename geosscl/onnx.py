@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import GeossclError
-from .modelfile import FORMAT, ModelInfo, load_model
+from .modelfile import FORMAT, ModelInfo, checked, load_model
 from .output import atomic_output, check_suffix
 
 
@@ -87,7 +87,7 @@ def read_onnx_info(path: str | os.PathLike) -> ModelInfo:
     data = json.loads(header)
     if data.pop("format", None) != FORMAT:
         raise GeossclError(f"{path}: model format is not {FORMAT}")
-    return ModelInfo(**data)
+    return checked(ModelInfo(**data), path)
 
 
 class OnnxNetwork(nn.Module):

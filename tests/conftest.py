@@ -51,7 +51,8 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
-def _files(folder: Path) -> dict[str, tuple[int, int]]:
+def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    """``(mtime_ns, size)`` of every file under ``folder``, by path inside it."""
     return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*") if p.is_file()}
 
 
@@ -59,9 +60,9 @@ def _files(folder: Path) -> dict[str, tuple[int, int]]:
 def bundled_data_left_as_found():
     """Fails the run where a test wrote into sample_data/ (QGIS does, into the rasters it opens): other workers read
     those files meanwhile, and a file being rewritten reads as no raster at all."""
-    before = _files(SAMPLES)
+    before = _stamps(SAMPLES)
     yield
-    after = _files(SAMPLES)
+    after = _stamps(SAMPLES)
     written = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
     assert not written, f"tests wrote into sample_data/: {', '.join(written)}"
 

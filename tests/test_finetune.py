@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from geosscl import GeossclError
 from geosscl.finetuning import FinetuneConfig, balanced_weights, finetune, load_init, prepare
 from geosscl.metrics import ConfusionMatrix
-from geosscl.modelfile import load_model, read_info
+from geosscl.modelfile import load_model, read_info, save_model
 from geosscl.precision import cpu_has_bfloat16
 from geosscl.tasks import SegmentationTask, SSCCLTask
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain
@@ -581,6 +581,13 @@ def test_model_files_that_are_not_ours(tmp_path):
     truncated.write_bytes(plain.read_bytes()[:20])
     with pytest.raises(GeossclError, match="not a geosscl model file"):
         read_info(truncated)
+    network, info = load_model(SAMPLES / "models" / "nc_landuse.safetensors")
+    info.background_class = "roads"  # edited by hand: no class of the model
+    edited = tmp_path / "edited.safetensors"
+    save_model(edited, network, info)
+    with pytest.raises(GeossclError, match=r"edited\.safetensors: corrupt geosscl metadata \(background class 'roads' is "
+                                           r"not one of its classes, developed, agriculture, "):
+        read_info(edited)
 
 
 def test_metrics_equal_a_hand_computed_confusion_matrix():

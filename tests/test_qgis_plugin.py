@@ -35,7 +35,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 SCENE = Path("nc_landsat") / "lsat7_2000.vrt"
 STRATA = Path("nc_landsat") / "strata.tif"
 MODEL = Path("models") / "nc_landuse.safetensors"
-TUTORIAL = TUTORIAL_STACK.relative_to(SAMPLES), TUTORIAL_POLYGONS.relative_to(SAMPLES)
+TUTORIAL_FILES = TUTORIAL_STACK.relative_to(SAMPLES), TUTORIAL_POLYGONS.relative_to(SAMPLES)
 GEOSSCL = str(Path(sys.executable).parent / "geosscl")
 #: The plugin's suite (tests/qgis) in three runs of about five minutes each on a 2-core CPU, which pytest-xdist spreads
 #: over its workers: in one run it would take 14 minutes, longer than all the other tests together on two workers.
@@ -200,7 +200,7 @@ def test_qgis_process_runs_a_probe_classifier(qgis_process, samples, tmp_path):
 
 def test_qgis_process_trains_a_model_from_polygons(qgis_process, samples, tmp_path):
     """The installed plugin's training algorithm: the tutorial's digitised polygons make a model that segments."""
-    tutorial_stack, tutorial_polygons = (samples / path for path in TUTORIAL)
+    tutorial_stack, tutorial_polygons = (samples / path for path in TUTORIAL_FILES)
     model, classes = tmp_path / "tutorial.safetensors", tmp_path / "classes.tif"
     result = qgis_process("run", "geosscl:train_model", "--", f"INPUT={tutorial_stack}", f"LABELS={tutorial_polygons}",
                           "CLASS_FIELD=class", f"OUTPUT={model}", f"CLASS_MAP={classes}")
