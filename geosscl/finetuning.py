@@ -37,6 +37,7 @@ from .output import check_output, check_suffix
 from .prediction import NODATA_CLASS
 from .splits import (KeepRegion, block_classes, block_split, class_pixels, label_extent, label_fraction, near_labels,
                      polygonal, read_region)
+from .versions import software
 
 log = logging.getLogger("geosscl")
 
@@ -540,6 +541,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
                 "validation": {"miou": validation.get("val_miou"), "overall_accuracy": validation.get("val_oa"),
                                "history": best.history},
                 "settings": json.loads(json.dumps(asdict(config), default=str)),
+                "software": software(),
                 **config.provenance,
             },
         )

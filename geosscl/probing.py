@@ -46,6 +46,7 @@ from .modelfile import ModelInfo, save_model
 from .models import HYPERCOLUMN, SegmentationNetwork
 from .output import check_output, check_suffix
 from .splits import KeepRegion, polygonal, read_region
+from .versions import software
 
 FEATURES = ("encoder", "bands")
 #: L2 weights tried; the one with the best validation mIoU is kept.
@@ -291,6 +292,7 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
                 "validation": {"miou": val_miou},
                 **({"holdout": {"miou": scores.miou, "overall_accuracy": scores.overall_accuracy}} if region == "holdout" else {}),
                 "settings": json.loads(json.dumps(asdict(config), default=str)),
+                "software": software(),
             },
         )
         save_model(config.out, classifier, info, overwrite=config.overwrite)

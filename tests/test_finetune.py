@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+from importlib import metadata
 
 import geopandas as gpd
 import numpy as np
@@ -53,6 +54,10 @@ def test_finetune_writes_a_self_describing_model(tmp_path, pretrained, monkeypat
     assert info.class_values == [1, 2, 3, 4, 5] and info.class_colors[0] == [0, 100, 0]
     assert info.bands == list(range(1, 9)) and info.res == [30.0, 30.0]
     assert info.provenance["init"] == pretrained and info.provenance["steps"] == 20
+    # A seed reproduces a run only with the same libraries: the model and its checkpoint name the installed ones.
+    installed = {"kornia": metadata.version("kornia"), "torch": metadata.version("torch"), "gdal": rasterio.__gdal_version__}
+    assert installed.items() <= info.provenance["software"].items()
+    assert installed.items() <= load_checkpoint(pretrained)["geosscl"]["software"].items()
     assert (info.tile_size, info.tile_overlap) == (64, 16)  # predicts on what it was trained and validated on
     # Validated every 4 of the 20 steps; the weights kept are those of the best validation.
     validation = info.provenance["validation"]

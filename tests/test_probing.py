@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 
 import pytest
 import rasterio
@@ -365,6 +366,7 @@ def test_probe_output_is_a_model_that_evaluate_and_predict_use(tmp_path):
     assert info.arch == "hypercolumn" and info.stages == [1] and info.class_names[0] == "developed"
     assert info.class_values == [1, 2, 3, 4, 5, 6, 7]
     assert info.provenance["holdout"]["miou"] == pytest.approx(probed["miou"])
+    assert info.provenance["software"]["kornia"] == metadata.version("kornia")
     scores, _ = evaluate(str(model), nc, [str(NC / "strata.tif")], region=str(NC / "test_region.geojson"))
     # Tiles blend class probabilities near their edges; the probe scored single logits: close, not equal.
     assert abs(scores.miou - probed["miou"]) < 0.02 and abs(scores.overall_accuracy - probed["overall_accuracy"]) < 0.02

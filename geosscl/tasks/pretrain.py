@@ -19,6 +19,7 @@ from ..data.pairs import cut_views
 from ..errors import GeossclError
 from ..losses import MaskedInfoNCE, boxes_intersect, grid_points_near
 from ..models import DEFAULT_DENSE_STRIDE, DenseHead, InstanceHead, SegmentationNetwork
+from ..versions import software
 
 #: Marks checkpoints written by this task (checked before resuming).
 CHECKPOINT_KIND = "geosscl-pretrain"
@@ -281,7 +282,7 @@ class SSCCLTask(BaseTask):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Mark the checkpoint and keep the random states, so a resumed run continues exactly."""
-        checkpoint["geosscl"] = {"kind": CHECKPOINT_KIND, "version": __version__}
+        checkpoint["geosscl"] = {"kind": CHECKPOINT_KIND, "version": __version__, "software": software()}
         checkpoint["rng"] = {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
