@@ -33,7 +33,8 @@ def open_truth(mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column:
     without one), and the values the labels hold that are none of the model's classes."""
     extent, limit = label_extent(mosaic, label_area)
     truth, held = open_labels(labels, class_column, info.class_names if class_column else None, nodata=label_nodata,
-                              background=background_class, extent=extent)
+                              background=background_class, extent=extent, values=info.map_values,
+                              default_background=info.background_class)
     if isinstance(truth, RasterLabels) or truth.numeric:
         truth.use_values(info.map_values)
         unknown = sorted(set(held) - set(info.map_values))

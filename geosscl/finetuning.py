@@ -262,7 +262,11 @@ def prepare(config: FinetuneConfig) -> Setup:
         source = f"of {config.init}"
     extent, limit = label_extent(mosaic, config.label_area)
     labels, label_ids = open_labels(config.labels, config.class_column, classes.names if classes else None,
-                                    nodata=config.label_nodata, background=config.background_class, extent=extent)
+                                    nodata=config.label_nodata, background=config.background_class, extent=extent,
+                                    values=classes.values if classes else None,
+                                    # The model's classes are kept, and with them its background.
+                                    default_background=init_model.info.background_class
+                                    if init_model is not None and not config.classes else None)
     if isinstance(labels, VectorLabels) and not labels.numeric:
         if classes is None:
             classes = Classes(labels.classes, list(range(len(labels.classes))))
@@ -366,11 +370,13 @@ def prepare(config: FinetuneConfig) -> Setup:
             raise GeossclError(f"class_weights: give {num_classes} non-negative weights (one per class, not all 0) or 'auto', "
                                f"got {','.join(f'{w:g}' for w in weights)}")
 
+    background = _background_name(labels, classes)
     if init_model is not None:
         init_model.keep_head = (names, classes.values) == (list(init_model.info.class_names), init_model.info.map_values)
+        if background is None and isinstance(labels, RasterLabels) and not config.classes:
+            background = init_model.info.background_class  # a class raster holds it as one of the model's values
     return Setup(mosaic, labels, checkpoint, arch, encoder, decoder, list(mean), list(std), names, colors, num_classes,
-                 area, labelled, val_region, class_values(classes.values), weights, init_model, band_names,
-                 _background_name(labels, classes))
+                 area, labelled, val_region, class_values(classes.values), weights, init_model, band_names, background)
 
 
 def _background_name(labels: RasterLabels | VectorLabels, classes: Classes) -> str | None:

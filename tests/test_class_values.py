@@ -178,6 +178,15 @@ def test_a_vector_layer_s_numeric_codes_are_coded_too(tmp_path):
     mask = setup.labels[query]["mask"]
     assert (mask >= 0).sum() > 500 and int(mask.max()) == 4
     assert torch.equal(mask, plain.labels[query]["mask"])
+    # A background named in a classes file is its code there (90), not its place in the list (the 6th: code 60).
+    classes = tmp_path / "classes.yaml"
+    classes.write_text("10: forest\n20: water\n30: herbaceous\n40: barren\n50: urban\n90: ground\n")
+    grounded = prepare(FinetuneConfig(imagery=[str(TUTORIAL_STACK)], labels=[str(path)], class_column="code",
+                                      classes=str(classes), background_class="ground", out=str(tmp_path / "g.safetensors"),
+                                      crop_size=64))
+    assert grounded.labels.background == 90 and grounded.background_class == "ground"
+    ground = grounded.labels[query]["mask"]
+    assert torch.equal(ground[mask >= 0], mask[mask >= 0]) and set(ground[mask < 0].unique().tolist()) == {5}  # id of 90
 
 
 def test_the_cli_model_and_its_map_carry_the_codes(coded, tmp_path):

@@ -290,6 +290,34 @@ def test_no_labelled_pixel_is_an_error(model, tmp_path):
         evaluate(model, [STACK], [str(empty)])
 
 
+def test_a_background_named_in_a_column_of_values_is_its_value(tmp_path):
+    """Land-use polygons whose column holds the classes' values (GRASS codes 1-7), as the bundled model's
+    classes are valued: ``--background-class forest`` is value 5, the same as ``--background-class 5``.
+    It was read as the fifth value, 4 (shrubland), and scored the ground as the wrong class."""
+    import rasterio
+    import rasterio.features
+    import rasterio.windows
+
+    with rasterio.open(SAMPLES / "nc_landsat" / "strata.tif") as src:
+        window = rasterio.windows.Window(300, 100, 120, 120)
+        strata, transform, crs = src.read(1, window=window), src.window_transform(window), src.crs
+        box = shapely.box(*rasterio.windows.bounds(window, src.transform))
+    outlined = (strata == 1) | (strata == 6)  # developed and water; the rest of the box is mostly forest
+    shapes = [(shapely.geometry.shape(g), int(v)) for g, v in rasterio.features.shapes(strata, mask=outlined, transform=transform)]
+    layer, area = tmp_path / "developed_and_water.gpkg", tmp_path / "area.gpkg"
+    gpd.GeoDataFrame({"code": [v for _, v in shapes]}, geometry=[g for g, _ in shapes], crs=crs).to_file(layer)
+    gpd.GeoDataFrame(geometry=[box], crs=crs).to_file(area)
+    imagery = [str(p) for p in NC_BANDS]
+    by_name, info = evaluate(str(BUNDLED_MODEL), imagery, [str(layer)], class_column="code", background_class="forest",
+                             label_area=str(area))
+    by_value, _ = evaluate(str(BUNDLED_MODEL), imagery, [str(layer)], class_column="code", background_class="5",
+                           label_area=str(area))
+    assert info.class_names[4] == "forest" and info.class_values[4] == 5
+    np.testing.assert_array_equal(by_name.confusion, by_value.confusion)
+    rows = np.asarray(by_name.confusion).sum(axis=1)
+    assert rows[4] == (~outlined).sum() and rows[0] == (strata == 1).sum() and rows[3] == 0
+
+
 @needs_bf16_cpu
 def test_bf16_scores_the_same_pixels_about_as_float32_does(tmp_path):
     """The bundled NC model on its land-use labels: ``--precision bf16`` scores every pixel float32 scores, and

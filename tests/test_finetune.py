@@ -313,11 +313,26 @@ def test_building_footprints_with_a_background_class(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     matrix = np.array(json.loads(scores.read_text())["confusion"])
     assert matrix.sum() == 900 * 900 and matrix[1].sum() == 33_818  # every pixel; the buildings' (test_labels)
+    # Without --background-class the model's own applies: it learnt that the ground between the footprints is
+    # background, and scoring only the buildings' pixels would read as near-perfect (no background to confuse).
     result = subprocess.run([sys.executable, "-m", "geosscl", "evaluate", str(out), str(ATLANTA), "--labels", str(BUILDINGS),
-                             "--class-column", "class", "--json", str(scores), "-q"], capture_output=True, text=True, timeout=300)
+                             "--class-column", "class", "--json", str(scores)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    matrix = np.array(json.loads(scores.read_text())["confusion"])
-    assert matrix.sum() == matrix[1].sum() == 33_818  # the names follow the model: "building" is still id 1
+    assert "taken as 'background', the model's background class" in result.stderr
+    assert np.array_equal(np.array(json.loads(scores.read_text())["confusion"]), matrix)
+    # So does fine-tuning it further, which keeps its classes.
+    further = prepare(FinetuneConfig(imagery=[str(ATLANTA)], labels=[str(BUILDINGS)], class_column="class", init=str(out),
+                                     out=str(tmp_path / "further.safetensors"), crop_size=64))
+    assert further.background_class == "background" and further.labels.background == 0
+    with rasterio.open(ATLANTA) as src:  # and a class raster of the same footprints holds it as its value 0
+        profile = dict(src.profile, count=1, dtype="uint8", nodata=255)
+        burnt = rasterio.features.rasterize(zip(gpd.read_file(BUILDINGS).to_crs(src.crs).geometry, [1] * 10**6),
+                                            out_shape=src.shape, transform=src.transform, fill=0, dtype="uint8")
+    with rasterio.open(tmp_path / "buildings.tif", "w", **profile) as dst:
+        dst.write(burnt, 1)
+    further = prepare(FinetuneConfig(imagery=[str(ATLANTA)], labels=[str(tmp_path / "buildings.tif")], init=str(out),
+                                     out=str(tmp_path / "further.safetensors"), crop_size=64))
+    assert further.background_class == "background" and further.class_names == ["background", "building"]
     # Its polygons are the buildings it finds, without the ground between them (one polygon as large as the map,
     # holed by every building). A model without a background class keeps every class (test_predict's polygons).
     classes, polygons = tmp_path / "classes.tif", tmp_path / "buildings.gpkg"

@@ -83,6 +83,10 @@ def test_footprints_with_a_background_class_label_every_pixel_of_the_imagery():
     labels = VectorLabels(BUILDINGS, "class", classes=["building", "background"], background="background")
     assert labels.background == 1 and labels.class_ids == {0, 1}
     assert VectorLabels(POLYGONS, "id", background="0").class_ids == {0, 1, 2, 3, 4, 5}
+    # In a column of values (the tutorial's ids 1-5) a background named among the classes stands for its value.
+    named = VectorLabels(POLYGONS, "id", classes=["forest", "water", "herbaceous", "barren", "urban", "background"],
+                         values=[1, 2, 3, 4, 5, 9], background="background")
+    assert named.background == 9 and named.class_ids == {1, 2, 3, 4, 5, 9}
     with pytest.raises(GeossclError, match=r"buildings\.geojson: background class 'sky' is not a class name or id; the classes are building, road"):
         VectorLabels(BUILDINGS, "class", classes=["building", "road"], background="sky")
     with pytest.raises(GeossclError, match=r"strata\.tif: --background-class is for a vector layer"):

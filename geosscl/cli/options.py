@@ -79,7 +79,8 @@ label_nodata_opt = click.option(
 background_class_opt = click.option(
     "--background-class", metavar="CLASS",
     help="Class (name or id) of the pixels outside every polygon of the vector layer, inside the imagery: for layers "
-         "that outline objects only, e.g. building footprints (default: those pixels are unlabelled).",
+         "that outline objects only, e.g. building footprints (default: the background class of the model scored or "
+         "trained further, where it has one; else those pixels are unlabelled).",
 )
 
 

@@ -182,7 +182,11 @@ class VectorLabels(ClassCoded, MapGrid, GeoDataset):
         layer: layer name or index of a multi-layer file (instead of ``|layername=``).
         background: class of the pixels inside ``extent`` but outside every polygon:
             a name (of ``classes``, or added to the names as id 0 when the names
-            come from the layer) or an integer id.
+            come from the layer) or an integer id (a value, where ``class_column``
+            holds values).
+        values: the value of each of ``classes`` in a ``class_column`` of values
+            (default: their ids), so that a background named there stands for its
+            value, as the column's numbers do.
         extent: area the layer labels completely (with ``background``), in any CRS;
             default: the layer's bounding box. ``finetune`` and ``evaluate`` pass
             the imagery's footprint.
@@ -203,6 +207,7 @@ class VectorLabels(ClassCoded, MapGrid, GeoDataset):
         layer: str | int | None = None,
         background: str | int | None = None,
         extent: gpd.GeoSeries | None = None,
+        values: Sequence[int] | None = None,
         crs: Any = None,
         res: float | tuple[float, float] = 1.0,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
@@ -217,32 +222,32 @@ class VectorLabels(ClassCoded, MapGrid, GeoDataset):
         frame = frame[frame.geom_type.isin(["Polygon", "MultiPolygon"])]
         if frame.empty:
             raise GeossclError(f"{path}: no polygon features")
-        values = frame[class_column]
+        column = frame[class_column]
         # Polygons drawn but not yet given a class (NULL, or an empty text): common while
         # digitising. Their pixels are unlabelled, also over a background class.
-        missing = values.isna()
-        if not pd.api.types.is_numeric_dtype(values):
-            missing |= values.astype(str).str.strip().eq("")
+        missing = column.isna()
+        if not pd.api.types.is_numeric_dtype(column):
+            missing |= column.astype(str).str.strip().eq("")
         missing = missing.to_numpy()
         if missing.all():
             raise GeossclError(f"{path}: no polygon has a value in column {class_column!r}")
         if missing.any():
             log.warning("%s: %d polygon(s) without a value in column %r left unlabelled", path, missing.sum(), class_column)
-        values = values[~missing]
-        if pd.api.types.is_numeric_dtype(values):
-            numbers = values.to_numpy(np.float64)
+        column = column[~missing]
+        if pd.api.types.is_numeric_dtype(column):
+            numbers = column.to_numpy(np.float64)
             fractional = numbers[numbers != np.round(numbers)]
             if fractional.size:
                 raise GeossclError(f"{path}: column {class_column!r} holds class id {fractional[0]:g}, not a whole "
                                    "number (class ids are 0, 1, 2, ...; or give class names)")
-            ids = values.astype(np.int64).to_numpy()
+            ids = column.astype(np.int64).to_numpy()
             self.classes = list(classes) if classes is not None else None
             #: Whether the class column holds values (ids, or a product's codes: see
             #: :meth:`~ClassCoded.use_values`) rather than names.
             self.numeric = True
         else:
             self.numeric = False
-            names = values.astype(str)
+            names = column.astype(str)
             if classes is not None:
                 self.classes = list(classes)
             else:
@@ -257,7 +262,7 @@ class VectorLabels(ClassCoded, MapGrid, GeoDataset):
         if (ids < 0).any():
             raise GeossclError(f"{path}: negative class id in column {class_column!r}")
         #: Class id of the pixels outside every polygon (inside the extent); None: unlabelled.
-        self.background = None if background is None else self._class_id(path, background)
+        self.background = None if background is None else self._class_id(path, background, values)
         if extent is not None and extent.crs is None:
             raise GeossclError(f"{path}: the extent given has no CRS")
         self.paths = path
@@ -272,9 +277,11 @@ class VectorLabels(ClassCoded, MapGrid, GeoDataset):
         self._res = (float(res), float(res)) if isinstance(res, int | float) else (float(res[0]), float(res[1]))
         self._reproject()
 
-    def _class_id(self, path: str, background: str | int) -> int:
+    def _class_id(self, path: str, background: str | int, values: Sequence[int] | None) -> int:
         if self.classes is not None and str(background) in self.classes:
-            return self.classes.index(str(background))
+            index = self.classes.index(str(background))
+            # A column of values holds a class's value, not its position among the names.
+            return int(values[index]) if self.numeric and values is not None else index
         try:
             value = int(str(background))
         except ValueError:
@@ -342,6 +349,8 @@ def open_labels(
     nodata: float | None = None,
     background: str | None = None,
     extent: gpd.GeoSeries | None = None,
+    values: Sequence[int] | None = None,
+    default_background: str | None = None,
 ) -> tuple[RasterLabels | VectorLabels, set[int]]:
     """Class rasters, or one vector layer, as a labels dataset, with the set of class ids it holds.
 
@@ -349,8 +358,11 @@ def open_labels(
         nodata: value of the class rasters meaning "unlabelled", besides the
             nodata value their files declare (many label sets, Sen1Floods11's
             among them, mark unlabelled pixels with -1 or 255 without declaring it).
-        background, extent: a vector layer's class outside its polygons, and the
-            area it holds there (see :class:`VectorLabels`).
+        background, extent, values: a vector layer's class outside its polygons, the
+            area it holds there, and the values of ``classes`` (see :class:`VectorLabels`).
+        default_background: the background of a vector layer given no ``background``:
+            that of the model the labels score or train further, which learnt that a
+            pixel outside every polygon is of this class.
 
     Raises:
         GeossclError: for no paths, a mix of rasters and vectors, several vector
@@ -378,7 +390,11 @@ def open_labels(
         has = (f"the layer has {', '.join(columns)}" if columns else
                "the layer has none: add one (for footprints of one class, its name in every row)")
         raise GeossclError(f"{paths[0]}: vector labels need --class-column, the column of each polygon's class; {has}")
-    labels = VectorLabels(paths[0], class_column, classes=classes, background=background, extent=extent)
+    if background is None and default_background is not None:
+        background = default_background
+        log.info("%s: the pixels outside its polygons are taken as %r, the model's background class "
+                 "(--background-class names another)", paths[0], background)
+    labels = VectorLabels(paths[0], class_column, classes=classes, background=background, extent=extent, values=values)
     return labels, labels.class_ids
 
 

@@ -61,7 +61,8 @@ class GeossclAlgorithm(QgsProcessingAlgorithm):
             optional=True))
         self.addParameter(QgsProcessingParameterString(
             self.BACKGROUND_CLASS, "Background class: the class of every pixel outside the polygons (footprint "
-            f"layers such as buildings; empty: those pixels are {unlabelled})", optional=True))
+            f"layers such as buildings; empty: the model's background class where it has one, else those pixels are "
+            f"{unlabelled})", optional=True))
         self.addParameter(QgsProcessingParameterVectorLayer(
             self.LABEL_AREA, "Area where the labels are complete (empty: the whole raster)",
             [QgsProcessing.TypeVectorPolygon], optional=True))
