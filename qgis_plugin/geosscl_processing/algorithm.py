@@ -28,6 +28,13 @@ from .style import style_class_map
 DEVICES = ["auto", "cpu", "cuda"]
 
 
+def bfloat16_parameter(name):
+    """The choice of geosscl's ``--precision bf16``, as every algorithm that runs a model offers it."""
+    return QgsProcessingParameterBoolean(
+        name, "Run the model in bfloat16 (faster on recent GPUs and on CPUs with AVX512-BF16 or AMX; a few pixels in "
+              "a thousand change class)", defaultValue=False)
+
+
 class _Styler(QgsProcessingLayerPostProcessorInterface):
     """Styles a loaded output with ``style(layer)``."""
 
@@ -102,9 +109,7 @@ class SegmentRasterAlgorithm(GeossclAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.BATCH_SIZE, "Tiles per batch", QgsProcessingParameterNumber.Integer, 8, False, 1))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue=0))
-        self.addParameter(QgsProcessingParameterBoolean(
-            self.BFLOAT16, "Run the model in bfloat16 (faster on recent GPUs and on CPUs with AVX512-BF16 or AMX; "
-                           "a few pixels in a thousand change class)", defaultValue=False))
+        self.addParameter(bfloat16_parameter(self.BFLOAT16))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Class map"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_PROBABILITIES, "Class probabilities", optional=True, createByDefault=False))

@@ -18,7 +18,7 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from .algorithm import DEVICES
+from .algorithm import DEVICES, bfloat16_parameter
 from .base import GeossclAlgorithm
 from .layers import (check_raster, check_vector, configured_executable, imagery_nodata, label_files, named_after_layers,
                      raster_file, vector_file)
@@ -35,6 +35,7 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
     REGION = "REGION"
     HELD_OUT = "HELD_OUT"
     DEVICE = "DEVICE"
+    BFLOAT16 = "BFLOAT16"
     OUTPUT_JSON = "OUTPUT_JSON"
     OUTPUT_CONFUSION = "OUTPUT_CONFUSION"
 
@@ -75,6 +76,7 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
             self.HELD_OUT, "Score only labels the model never met (outside its training and validation ground)",
             defaultValue=False))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue=0))
+        self.addParameter(bfloat16_parameter(self.BFLOAT16))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_JSON, "Scores (JSON)", fileFilter="JSON files (*.json)", optional=True, createByDefault=False))
         self.addParameter(QgsProcessingParameterFileDestination(
@@ -122,6 +124,7 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
                     executable, scene, model, label_options, region=region_file,
                     json_path=outputs[self.OUTPUT_JSON], png_path=outputs[self.OUTPUT_CONFUSION],
                     device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)], other_dates=dates,
+                    bfloat16=self.parameterAsBool(parameters, self.BFLOAT16, context),
                     nodata=nodata, held_out=self.parameterAsBoolean(parameters, self.HELD_OUT, context),
                 )
                 feedback.pushCommandInfo(" ".join(command))

@@ -71,13 +71,17 @@ def predict_command(
         command += ["--tile-size", str(tile_size)]
     if overlap is not None:
         command += ["--overlap", str(overlap)]
-    if bfloat16:
-        command += ["--precision", "bf16"]
+    command += precision_option(bfloat16)
     if probabilities:
         command += ["--probabilities", probabilities]
     if vector:
         command += ["--vector", vector]
     return command
+
+
+def precision_option(bfloat16: bool) -> list[str]:
+    """geosscl's ``--precision`` for running a model (none: float32)."""
+    return ["--precision", "bf16"] if bfloat16 else []
 
 
 def nodata_option(nodata: float | None) -> list[str]:
@@ -164,13 +168,13 @@ def pretrain_command(
 def evaluate_command(
     executable: str, scene: str, model: str, labels: list[str], *, region: str | None = None,
     json_path: str | None = None, png_path: str | None = None, device: str = "auto", other_dates: Sequence[str] = (),
-    nodata: float | None = None, held_out: bool = False,
+    nodata: float | None = None, held_out: bool = False, bfloat16: bool = False,
 ) -> list[str]:
     """The ``geosscl evaluate`` command line that scores a model on ``labels`` (:func:`label_options`); with
     ``other_dates`` (rasters of the scene's ground on other dates) it scores every date, and all pooled; with
     ``held_out``, only the labels outside the ground the model was trained and validated on."""
     command = [executable, "evaluate", model, scene, *other_dates, *labels, "--device", device, "--progress", "jsonl",
-               *nodata_option(nodata)]
+               *nodata_option(nodata), *precision_option(bfloat16)]
     if other_dates:
         command.append("--every-date")
     if held_out:
@@ -184,13 +188,14 @@ def evaluate_command(
 def suggest_command(
     executable: str, scene: str, model: str, output: str, *, count: int = 20, tile_size: int | None = None,
     spacing: int = 1, labels: Sequence[str] = (), region: str | None = None, exclude: str | None = None,
-    device: str = "auto", nodata: float | None = None,
+    device: str = "auto", nodata: float | None = None, bfloat16: bool = False,
 ) -> list[str]:
     """The ``geosscl suggest`` command line: the ``count`` tiles where the model is least sure, free of ``labels``
     (:func:`label_options`, optional) and of ``exclude``, inside ``region``; the output is replaced, as Processing
     destinations are."""
     command = [executable, "suggest", model, scene, "-o", output, "--count", str(count), "--spacing", str(spacing),
-               *labels, "--device", device, "--progress", "jsonl", "--overwrite", *nodata_option(nodata)]
+               *labels, "--device", device, "--progress", "jsonl", "--overwrite", *nodata_option(nodata),
+               *precision_option(bfloat16)]
     for option, value in (("--tile-size", tile_size), ("--region", region), ("--exclude", exclude)):
         if value:
             command += [option, str(value)]

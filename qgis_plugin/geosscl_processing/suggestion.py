@@ -17,7 +17,7 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from .algorithm import DEVICES, style_on_load
+from .algorithm import DEVICES, bfloat16_parameter, style_on_load
 from .base import GeossclAlgorithm
 from .layers import check_raster, check_vector, configured_executable, imagery_nodata, label_files, named_after_layers, raster_file, vector_file
 from .runner import EXECUTABLE_SETTING, Cancelled, RunError, find_executable, reporter, run, suggest_command
@@ -33,6 +33,7 @@ class SuggestTilesAlgorithm(GeossclAlgorithm):
     REGION = "REGION"
     EXCLUDE = "EXCLUDE"
     DEVICE = "DEVICE"
+    BFLOAT16 = "BFLOAT16"
     OUTPUT = "OUTPUT"
 
     def name(self):
@@ -73,6 +74,7 @@ class SuggestTilesAlgorithm(GeossclAlgorithm):
             self.EXCLUDE, "Keep these polygons free of suggestions (e.g. a test region)",
             [QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue=0))
+        self.addParameter(bfloat16_parameter(self.BFLOAT16))
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT, "Tiles to label", QgsProcessing.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputNumber("TILES", "Tiles suggested"))
@@ -115,6 +117,7 @@ class SuggestTilesAlgorithm(GeossclAlgorithm):
                     spacing=self.parameterAsInt(parameters, self.SPACING, context), labels=options,
                     region=files.get(self.REGION), exclude=files.get(self.EXCLUDE),
                     device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)], nodata=nodata,
+                    bfloat16=self.parameterAsBool(parameters, self.BFLOAT16, context),
                 )
                 feedback.pushCommandInfo(" ".join(command))
                 result = run(command, feedback.setProgress, reporter(feedback, lambda line: named_after_layers(line, copies)),

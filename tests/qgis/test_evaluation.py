@@ -51,8 +51,27 @@ def test_evaluate_algorithm_is_registered(provider):
     assert algorithm is not None and algorithm.displayName() == "Evaluate model on labels"
     assert {p.name() for p in algorithm.parameterDefinitions()} >= {
         "INPUT", "OTHER_DATES", "MODEL", "LABELS", "CLASS_FIELD", "LABEL_RASTER", "BACKGROUND_CLASS", "LABEL_AREA", "REGION", "HELD_OUT", "DEVICE",
-        "OUTPUT_JSON", "OUTPUT_CONFUSION"}
+        "BFLOAT16", "OUTPUT_JSON", "OUTPUT_CONFUSION"}
     assert {o.name() for o in algorithm.outputDefinitions()} >= {"MIOU", "OVERALL_ACCURACY", "KAPPA", "MEAN_F1"}
+
+
+def test_bfloat16_runs_geosscl_evaluate_in_bf16(processing, tutorial_model, tmp_path):
+    """BFLOAT16 is geosscl evaluate's ``--precision bf16``: its scores, or where the CPU has no bfloat16 arithmetic
+    its refusal, with nothing written."""
+    scores, cli = tmp_path / "qgis.json", tmp_path / "cli.json"
+    made = geosscl("evaluate", str(tutorial_model), str(TUTORIAL_STACK), "--labels", str(TUTORIAL_POLYGONS),
+                   "--class-column", "class", "--precision", "bf16", "--device", "cpu", "--json", str(cli), "-q")
+    parameters = {"INPUT": str(TUTORIAL_STACK), "MODEL": str(tutorial_model), "CLASS_FIELD": "class",
+                  "LABELS": QgsVectorLayer(str(TUTORIAL_POLYGONS), "reference", "ogr"), "BFLOAT16": True, "DEVICE": 1,
+                  "OUTPUT_JSON": str(scores)}
+    if made.returncode == 1 and "bf16 would run slower than float32 on this CPU" in made.stderr:
+        with pytest.raises(QgsProcessingException, match="bf16 would run slower than float32 on this CPU"):
+            processing.run(EVALUATE, parameters)
+        assert not scores.exists()
+        return
+    assert made.returncode == 0, made.stderr
+    assert processing.run(EVALUATE, parameters)["MIOU"] == json.loads(cli.read_text())["miou"]
+    assert json.loads(scores.read_text()) == json.loads(cli.read_text())
 
 
 def test_scores_are_geosscl_evaluates(processing, tutorial_model, tmp_path):

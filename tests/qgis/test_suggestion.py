@@ -29,7 +29,25 @@ def test_suggest_algorithm_is_registered(provider):
     assert algorithm is not None and algorithm.displayName() == "Suggest tiles to label"
     assert {p.name() for p in algorithm.parameterDefinitions()} >= {
         "INPUT", "MODEL", "COUNT", "TILE_SIZE", "SPACING", "LABELS", "CLASS_FIELD", "LABEL_RASTER", "REGION", "EXCLUDE",
-        "DEVICE", "OUTPUT"}
+        "DEVICE", "BFLOAT16", "OUTPUT"}
+
+
+def test_bfloat16_runs_geosscl_suggest_in_bf16(processing, tmp_path):
+    """BFLOAT16 is geosscl suggest's ``--precision bf16``: its tiles, or where the CPU has no bfloat16 arithmetic its
+    refusal, with nothing written."""
+    out, cli = tmp_path / "qgis.gpkg", tmp_path / "cli.gpkg"
+    made = geosscl("suggest", str(MODEL), str(SCENE), "-o", str(cli), "-n", "4", "--tile-size", "32", "--precision",
+                   "bf16", "--device", "cpu", "-q")
+    parameters = {"INPUT": str(SCENE), "MODEL": str(MODEL), "COUNT": 4, "TILE_SIZE": 32, "BFLOAT16": True, "DEVICE": 1,
+                  "OUTPUT": str(out)}
+    if made.returncode == 1 and "bf16 would run slower than float32 on this CPU" in made.stderr:
+        with pytest.raises(QgsProcessingException, match="bf16 would run slower than float32 on this CPU"):
+            processing.run(SUGGEST, parameters)
+        assert not out.exists()
+        return
+    assert made.returncode == 0, made.stderr
+    assert processing.run(SUGGEST, parameters)["TILES"] == 4
+    assert tiles(out) == tiles(cli)
 
 
 def test_tiles_are_geosscl_suggests_and_skip_the_labels_being_drawn(processing, tmp_path):
