@@ -137,9 +137,15 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise GeossclError(f"{path}: no such checkpoint file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a pickle protocol it may not read: the error says enough
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not ours
-        raise GeossclError(f"{path}: not a geosscl checkpoint ({str(exc).splitlines()[0][:120]})") from None
+        # torch's own message suggests weights_only=False, which would let the file run code.
+        why = ("it holds more than tensors and plain values, or is no PyTorch file; geosscl reads checkpoints "
+               "weights-only, so that a file cannot run code" if "Weights only load failed" in str(exc)
+               else str(exc).splitlines()[0][:120])
+        raise GeossclError(f"{path}: not a geosscl checkpoint ({why})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("geosscl", {}).get("kind") != CHECKPOINT_KIND:
         raise GeossclError(f"{path}: not a geosscl pretraining checkpoint")
     return checkpoint
@@ -265,6 +271,17 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
         raise RunStopped(f"{out}: {how} at step {trainer.global_step}; continue with "
                          f"geosscl pretrain --resume {os.path.join(out, 'last.ckpt')}", exit_code=143 if terminated else 130)
     return out
+
+
+def checkpoint_info(path: str) -> dict[str, Any]:
+    """What a pretraining checkpoint says of its run (``geosscl info RUN/last.ckpt``): the step it reached, the
+    minutes of a ``--max-time`` run, the network and objective it trains (``settings``), and the library versions
+    it was saved with (``software``; None in checkpoints of releases that did not record them)."""
+    checkpoint = load_checkpoint(path)
+    timed = "Timer" in checkpoint.get("callbacks", {})
+    return {"kind": "pretraining checkpoint", "step": checkpoint["global_step"],
+            "minutes": round(trained_minutes(checkpoint), 2) if timed else None,
+            "settings": dict(checkpoint.get("hyper_parameters", {})), "software": checkpoint["geosscl"].get("software")}
 
 
 def trained_minutes(checkpoint: dict[str, Any]) -> float:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 from geosscl.data import collate_pairs
 
-from geosscl import GeossclError, Mosaic, PairDataset
+from geosscl import GeossclError, Mosaic, PairDataset, __version__
 from geosscl.data.stats import band_statistics
 from geosscl.tasks import SSCCLTask
 from geosscl.training import PretrainConfig, load_checkpoint, pretrain, trained_minutes
@@ -271,6 +272,11 @@ def test_bad_input_fails_before_writing(tmp_path):
     evil.write_bytes(pickle.dumps(exploit))
     expect("not a geosscl checkpoint", resume=str(evil))
     assert not exploit.marker.exists()
+    shown = subprocess.run([sys.executable, "-m", "geosscl", "info", str(evil)], capture_output=True, text=True)
+    assert shown.returncode == 1 and not exploit.marker.exists()
+    assert shown.stderr.strip() == (f"Error: {evil}: not a geosscl checkpoint (it holds more than tensors and plain "
+                                    "values, or is no PyTorch file; geosscl reads checkpoints weights-only, so that a "
+                                    "file cannot run code)")
     other_bands = pretrain(PretrainConfig(imagery=[str(p) for p in NC_BANDS], out=str(tmp_path / "nc"), max_steps=1, **FAST))
     expect("checkpoint has 6 bands, the imagery 4", resume=os.path.join(other_bands, "last.ckpt"))
 
@@ -332,6 +338,14 @@ def test_progress_as_json_lines_for_programs(tmp_path):
     seconds = [json.loads(line) for line in timed.stdout.splitlines()][:-1]
     assert seconds and {line["total"] for line in seconds} == {3}  # 0.05 minutes
     assert [line["done"] for line in seconds] == sorted(line["done"] for line in seconds)
+    # `geosscl info` on a checkpoint: the run's step or minutes, its settings, and the libraries it was saved with.
+    shown = [json.loads(subprocess.run([sys.executable, "-m", "geosscl", "info", str(run / "last.ckpt")],
+                                       capture_output=True, text=True, check=True).stdout) for run in (out, tmp_path / "timed")]
+    assert shown[0]["step"] == 3 and shown[0]["minutes"] is None and shown[0]["settings"]["view_size"] == 64
+    assert shown[0]["software"]["kornia"] == metadata.version("kornia") and shown[0]["software"]["geosscl"] == __version__
+    timed_checkpoint = load_checkpoint(str(tmp_path / "timed" / "last.ckpt"))
+    assert shown[1]["step"] == timed_checkpoint["global_step"]
+    assert shown[1]["minutes"] == round(trained_minutes(timed_checkpoint), 2) > 0  # a step ends past the limit
 
 
 def test_a_resume_counts_its_limits_over_the_whole_run(tmp_path):

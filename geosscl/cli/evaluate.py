@@ -79,8 +79,15 @@ def evaluate(model, imagery, labels, class_column, label_nodata, background_clas
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 def info(model):
-    """Print the metadata of a geosscl MODEL file as JSON."""
+    """Print the metadata of a geosscl MODEL file, or what a pretraining checkpoint (RUN/last.ckpt) says of its
+    run, as JSON."""
     from dataclasses import asdict
+
+    if model.lower().endswith(".ckpt"):
+        from ..training import checkpoint_info
+
+        click.echo(json.dumps(checkpoint_info(model), indent=1, default=str))
+        return
 
     from ..ground import KEY, summary
     from ..modelfile import read_info
