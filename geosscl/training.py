@@ -29,6 +29,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from .errors import GeossclError, RunStopped
 from .precision import LIGHTNING_PRECISION, check_precision
+from .versions import software
+
+log = logging.getLogger("geosscl")
 
 DEFAULT_WEIGHTS = {"instance": 1.0, "spatial": 1.0, "semantic": 0.5}
 
@@ -176,6 +179,8 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
     check_accelerator(config.accelerator)
     config.precision = check_precision(config.precision, config.accelerator)
     checkpoint = load_checkpoint(config.resume) if config.resume else None
+    if checkpoint is not None:
+        _warn_other_software(config.resume, checkpoint)
     out = os.path.abspath(config.out)
     # Under DDP Lightning relaunches this command once per extra process: only rank 0
     # owns the run directory.
@@ -363,6 +368,8 @@ def quiet_lightning(quiet: bool = False) -> Iterator[None]:
             ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",  # Lightning 2.6 on torch 2.14's pytree
             # PairDataModule continues the pair stream from the global step itself.
             ".*resuming from a checkpoint that ended before the epoch ended.*",
+            # A copied run folder resumed in the copy (on purpose): only best.ckpt's score is carried over.
+            ".*The dirpath has changed from.*",
         ):
             warnings.filterwarnings("ignore", message=message)
         try:
@@ -466,6 +473,17 @@ class _StopOnInterrupt(pl.Callback):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+
+
+def _warn_other_software(path: str, checkpoint: dict[str, Any]) -> None:
+    """Say where a resumed run goes on with other library versions than its checkpoint's: it then does not repeat
+    the uninterrupted run (a kornia release alone changes the augmentations a seed draws)."""
+    saved, now = checkpoint["geosscl"].get("software") or {}, software()
+    changed = [f"{name} {version}, now {now[name]}" for name, version in saved.items()
+               if name in now and version != now[name]]
+    if changed and rank_zero_only.rank == 0:
+        log.warning("%s was saved with other libraries (%s): the run goes on, but not as it would have uninterrupted",
+                    path, "; ".join(changed))
 
 
 def _check_same_run(path: str, saved: dict[str, Any], asked: dict[str, Any]) -> None:

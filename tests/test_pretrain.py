@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -83,6 +84,22 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
             assert b[step][name] == pytest.approx(a[step][name], rel=1e-4, abs=1e-5), (step, name)
     checkpoint = load_checkpoint(os.path.join(resumed, "last.ckpt"))
     assert checkpoint["global_step"] == 6
+
+
+def test_a_resume_under_other_libraries_says_so(tmp_path, caplog):
+    run = Path(pretrain(PretrainConfig(imagery=[str(NAIP)], out=str(tmp_path / "run"), max_steps=2, **FAST)))
+    checkpoint = torch.load(run / "last.ckpt", weights_only=True)
+    checkpoint["geosscl"]["software"]["kornia"] = "0.1.0"  # as if saved before an upgrade
+    torch.save(checkpoint, run / "last.ckpt")
+    with caplog.at_level(logging.WARNING, logger="geosscl"):
+        pretrain(PretrainConfig(imagery=[str(NAIP)], out=str(run), max_steps=3, resume=str(run / "last.ckpt"), **FAST))
+    assert f"last.ckpt was saved with other libraries (kornia 0.1.0, now {metadata.version('kornia')})" in caplog.text
+    resumed = load_checkpoint(str(run / "last.ckpt"))
+    assert resumed["global_step"] == 3 and resumed["geosscl"]["software"]["kornia"] == metadata.version("kornia")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geosscl"):  # saved with these very libraries: nothing to say
+        pretrain(PretrainConfig(imagery=[str(NAIP)], out=str(run), max_steps=4, resume=str(run / "last.ckpt"), **FAST))
+    assert "other libraries" not in caplog.text
 
 
 def test_a_stopped_resumed_run_keeps_its_loss_history(tmp_path):
@@ -392,6 +409,7 @@ def test_a_copied_run_resumes_in_the_copy_and_leaves_the_original_alone(tmp_path
     resumed = subprocess.run([*cli, "--resume", str(copy / "last.ckpt"), "--max-steps", "5", "-q"],
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.stderr == ""  # -q: not even Lightning's note that the checkpoint's folder has changed
     assert {path.name: path.read_bytes() for path in run.iterdir()} == original
     assert load_checkpoint(str(copy / "last.ckpt"))["global_step"] == 5
     assert sorted(losses(copy)) == [0, 1, 2, 3, 4]  # the copy's steps (counted from 0), continued
