@@ -89,6 +89,19 @@ def geosscl_predict(*args: str) -> subprocess.CompletedProcess:
     return geosscl("predict", *args)
 
 
+def refused_bf16(cli: subprocess.CompletedProcess, run) -> bool:
+    """Whether the CLI run ``cli`` refused ``--precision bf16`` on this CPU (no bfloat16 arithmetic); if so, the
+    algorithm's run with BFLOAT16 (``run()``) must refuse it too, with the same words."""
+    refusal = "bf16 would run slower than float32 on this CPU"
+    if cli.returncode != 1 or refusal not in cli.stderr:
+        return False
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match=refusal):
+        run()
+    return True
+
+
 def elsewhere(path: Path) -> Path:
     """A copy of the 2002 tutorial scene moved ten scene widths east: no other date of the tutorial tile."""
     from osgeo import gdal
