@@ -91,7 +91,11 @@ def geosscl_predict(*args: str) -> subprocess.CompletedProcess:
 
 def refused_bf16(cli: subprocess.CompletedProcess, run) -> bool:
     """Whether the CLI run ``cli`` refused ``--precision bf16`` on this CPU (no bfloat16 arithmetic); if so, the
-    algorithm's run with BFLOAT16 (``run()``) must refuse it too, with the same words."""
+    algorithm's run with BFLOAT16 (``run()``) must refuse it too, with the same words.
+
+    Give ``run`` its layers as paths: a QgsVectorLayer object in the parameters of a run that fails here outlived the
+    test and QGIS, and the suite's process died at exit (-11) after every test had passed. Clearing the traceback's
+    frames and collecting garbage did not prevent it."""
     refusal = "bf16 would run slower than float32 on this CPU"
     if cli.returncode != 1 or refusal not in cli.stderr:
         return False

@@ -62,7 +62,7 @@ def test_bfloat16_runs_geosscl_evaluate_in_bf16(processing, tutorial_model, tmp_
     made = geosscl("evaluate", str(tutorial_model), str(TUTORIAL_STACK), "--labels", str(TUTORIAL_POLYGONS),
                    "--class-column", "class", "--precision", "bf16", "--device", "cpu", "--json", str(cli), "-q")
     parameters = {"INPUT": str(TUTORIAL_STACK), "MODEL": str(tutorial_model), "CLASS_FIELD": "class",
-                  "LABELS": QgsVectorLayer(str(TUTORIAL_POLYGONS), "reference", "ogr"), "BFLOAT16": True, "DEVICE": 1,
+                  "LABELS": str(TUTORIAL_POLYGONS), "BFLOAT16": True, "DEVICE": 1,
                   "OUTPUT_JSON": str(scores)}
     if refused_bf16(made, lambda: processing.run(EVALUATE, parameters)):
         assert not scores.exists()
