@@ -32,9 +32,9 @@ def open_truth(mosaic: Mosaic, info: ModelInfo, labels: list[str], class_column:
     """The labels of ``mosaic`` as the model's class ids, the geometry of ``label_area`` (``None``
     without one), and the values the labels hold that are none of the model's classes."""
     extent, limit = label_extent(mosaic, label_area)
-    truth, held = open_labels(labels, class_column, info.class_names if class_column else None, nodata=label_nodata,
+    truth, held = open_labels(labels, class_column, info.class_names, nodata=label_nodata,
                               background=background_class, extent=extent, values=info.map_values,
-                              default_background=info.background_class)
+                              default_background=info.background_class, default_column=info.class_column)
     if isinstance(truth, RasterLabels) or truth.numeric:
         truth.use_values(info.map_values)
         unknown = sorted(set(held) - set(info.map_values))
@@ -56,7 +56,7 @@ class _Scene:
     """
 
     def __init__(self, mosaic: Mosaic, info: ModelInfo, labels: list[str], truth: Any, limit: Any, unknown: list[int],
-                 class_column: str | None = None, region: str | None = None, label_area: str | None = None,
+                 region: str | None = None, label_area: str | None = None,
                  ground: Ground | None = None, held_out: bool = False) -> None:
         try:
             paired = IntersectionDataset(mosaic, truth)
@@ -82,7 +82,7 @@ class _Scene:
                                 "nothing is held out (fine-tune with --holdout-region to keep a test region)")
         self.keep = KeepRegion(chosen) if chosen is not None else None
         self.mosaic, self.info, self.truth, self.area = mosaic, info, truth, area.bounds
-        self.labels, self.class_column, self.unknown = labels, class_column, unknown
+        self.labels, self.unknown = labels, unknown
         self.ground = ground
         #: scored pixels where the model was trained / validated (none with ``held_out``)
         self.seen = {"trained": 0, "validated": 0}
@@ -104,7 +104,7 @@ class _Scene:
         mask = (self.keep(sample) if self.keep is not None else sample)["mask"]
         if bool((mask == UNKNOWN).any()):
             info, value = self.info, self.unknown[0]
-            hint = f"; {nodata_hint(value)}" if not self.class_column else ""
+            hint = f"; {nodata_hint(value)}" if isinstance(self.truth, RasterLabels) else ""
             values = f" (values {', '.join(map(str, info.class_values))})" if info.class_values else ""
             raise GeossclError(f"{self.labels[0]}: class id {value} is outside the model's {info.num_classes} "
                                f"classes{values}{hint}")
@@ -164,7 +164,8 @@ def evaluate(
 
     ``label_nodata``: value of the class rasters meaning "unlabelled" where their
     files do not declare it as nodata. ``background_class``: class of a vector
-    layer's pixels outside every polygon (inside the imagery). ``label_area``:
+    layer's pixels outside every polygon (inside the imagery); default: the model's
+    background class, where it has one; ``""``: none, those pixels are not scored. ``label_area``:
     polygons where the labels are complete; pixels outside them are not scored.
     ``nodata``: the imagery's value meaning "no data", over what its files declare
     (default: the model's).
@@ -186,7 +187,7 @@ def evaluate(
     ground = _ground(model, info, mosaic, held_out)
     truth = open_truth(mosaic, info, labels, class_column, label_nodata, background_class, label_area)
     _check_names(truth[0], info)
-    scene = _Scene(mosaic, info, labels, *truth, class_column, region, label_area, ground, held_out)
+    scene = _Scene(mosaic, info, labels, *truth, region, label_area, ground, held_out)
     engine = TiledSegmenter(network, info, device=device, batch_size=batch_size, precision=precision)
     plan = scene.plan(engine)
     matrix = scene.score(engine, _ticker(progress, len(plan)), plan)
@@ -262,7 +263,7 @@ def evaluate_each_date(
     mosaic = open_scene(imagery, info, nodata=nodata)
     mosaic.require_dates("every-date")
     region, held_out = options.pop("region", None), options.pop("held_out", False)
-    where = (options.get("class_column"), region, options.get("label_area"))
+    where = (region, options.get("label_area"))
     scenes = {}
     for files in mosaic.places:
         place = open_scene(list(files), info, nodata=nodata)

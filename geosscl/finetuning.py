@@ -53,7 +53,8 @@ class FinetuneConfig:
     class_column: str | None = None
     #: value of the class rasters meaning "unlabelled" where their files do not declare it as nodata
     label_nodata: float | None = None
-    #: class of a vector layer's pixels outside every polygon, inside the imagery (footprint layers)
+    #: class of a vector layer's pixels outside every polygon, inside the imagery (footprint layers);
+    #: None: an ``init`` model's background class, where it has one; ``""``: none, those pixels are unlabelled
     background_class: str | None = None
     #: polygons where the labels are complete; outside them no pixel is labelled (default: everywhere)
     label_area: str | None = None
@@ -266,7 +267,8 @@ def prepare(config: FinetuneConfig) -> Setup:
                                     values=classes.values if classes else None,
                                     # The model's classes are kept, and with them its background.
                                     default_background=init_model.info.background_class
-                                    if init_model is not None and not config.classes else None)
+                                    if init_model is not None and not config.classes else None,
+                                    default_column=init_model.info.class_column if init_model is not None else None)
     if isinstance(labels, VectorLabels) and not labels.numeric:
         if classes is None:
             classes = Classes(labels.classes, list(range(len(labels.classes))))
@@ -280,13 +282,15 @@ def prepare(config: FinetuneConfig) -> Setup:
             labels.check_names(dict(zip(classes.values, classes.names)), config.classes or config.init)
         outside = sorted(set(label_ids) - set(classes.values))
     if outside:
-        lone = len(outside) == 1 and config.class_column is None  # a lone stray value: likely an undeclared nodata
+        # A lone stray value of a class raster: likely an undeclared nodata.
+        lone = len(outside) == 1 and isinstance(labels, RasterLabels)
         hint = f"; {nodata_hint(outside[0])}" if lone else ""
         raise GeossclError(f"{config.labels[0]}: class id(s) {outside} are outside the {len(classes.names)} classes "
                            f"{source}{hint}")
     too_large = [v for v in classes.values if v >= NODATA_CLASS]
     if too_large:
-        hint = f"; {nodata_hint(too_large[0])}" if config.class_column is None and too_large[0] in label_ids else ""
+        hint = (f"; {nodata_hint(too_large[0])}" if isinstance(labels, RasterLabels) and too_large[0] in label_ids
+                else "")
         raise GeossclError(f"{config.labels[0]}: class value {too_large[0]} does not fit the class maps geosscl writes "
                            f"(uint8, {NODATA_CLASS} = no data: values 0-{NODATA_CLASS - 1}){hint}")
     labels.use_values(classes.values if isinstance(labels, RasterLabels) or labels.numeric else None)
@@ -542,7 +546,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
                 "init": config.init, "imagery": mosaic.files, "labels": list(config.labels),
                 "label_fraction": config.label_fraction, "val_label_fraction": config.val_label_fraction,
                 "every_date": config.every_date, "freeze_encoder": config.freeze_encoder, "class_weights": setup.class_weights,
-                "linear_probe": config.linear_probe,
+                "linear_probe": config.linear_probe, "class_column": class_column(setup),
                 "steps": trainer.global_step, "seed": config.seed, GROUND: fine_tuning_ground(setup),
                 "validation": {"miou": validation.get("val_miou"), "overall_accuracy": validation.get("val_oa"),
                                "history": best.history},
@@ -553,6 +557,11 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int], None] | None
         )
         save_model(out, task.network, info, overwrite=config.overwrite)
     return out
+
+
+def class_column(setup: Setup) -> str | None:
+    """The vector layer column the labels were read from (given, or the init model's); None for class rasters."""
+    return setup.labels.class_column if isinstance(setup.labels, VectorLabels) else None
 
 
 def loaders(config: FinetuneConfig, setup: Setup, steps: int) -> tuple[DataLoader, DataLoader]:

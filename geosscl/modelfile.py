@@ -119,6 +119,15 @@ class ModelInfo:
         """The value of each class id in class rasters and maps (``class_values``, or the ids)."""
         return list(self.class_values) if self.class_values is not None else list(range(self.num_classes))
 
+    @property
+    def class_column(self) -> str | None:
+        """The vector layer column the model's labels were read from (None: class rasters, or not recorded)."""
+        column = self.provenance.get("class_column")
+        settings = self.provenance.get("settings")
+        if column is None and isinstance(settings, dict):  # files written before the column was recorded
+            column = settings.get("class_column")
+        return column if isinstance(column, str) and column else None
+
     def by_value(self) -> tuple[dict[int, str], dict[int, list[int]]]:
         """Class names and colours keyed by their value in class maps."""
         values = self.map_values

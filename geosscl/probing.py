@@ -38,7 +38,7 @@ from torch import Tensor
 from .augment import BandStats
 from .data import IGNORE_INDEX, Mosaic, RasterLabels, VectorLabels
 from .errors import GeossclError
-from .finetuning import FinetuneConfig, Setup, fine_tuning_ground, load_init, prepare
+from .finetuning import FinetuneConfig, Setup, class_column, fine_tuning_ground, load_init, prepare
 from .ground import KEY as GROUND
 from .inference import resolve_device
 from .metrics import ConfusionMatrix, Scores
@@ -286,7 +286,8 @@ def linear_probe(config: FinetuneConfig, features: str = "encoder", stages: Sequ
                 "made_by": "geosscl probe (multinomial logistic regression by L-BFGS on frozen features)",
                 "init": config.init, "imagery": setup.mosaic.files, "labels": list(config.labels),
                 "label_fraction": config.label_fraction, "val_label_fraction": config.val_label_fraction,
-                "every_date": config.every_date, "seed": config.seed, GROUND: fine_tuning_ground(setup),
+                "every_date": config.every_date, "class_column": class_column(setup), "seed": config.seed,
+                GROUND: fine_tuning_ground(setup),
                 "weight_decay": decay, "depth_penalty": growth, "class_weights": setup.class_weights,
                 "pixels": pixels,
                 "validation": {"miou": val_miou},

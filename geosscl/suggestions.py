@@ -195,7 +195,8 @@ def suggest(
         raise GeossclError(f"min_valid: {min_valid} must lie in (0, 1]")
     if not labels:
         given = [option for option, value in (("--class-column", class_column), ("--label-nodata", label_nodata),
-                                              ("--background-class", background_class), ("--label-area", label_area))
+                                              ("--no-background-class" if background_class == "" else
+                                               "--background-class", background_class), ("--label-area", label_area))
                  if value is not None]
         if given:
             raise GeossclError(f"{given[0]}: describes the labels there are; give them with --labels too")

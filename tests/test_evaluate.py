@@ -17,7 +17,7 @@ from geosscl.evaluation import evaluate
 from geosscl.finetuning import FinetuneConfig, finetune
 from geosscl.inference import TiledSegmenter, weight_window
 from geosscl.modelfile import load_model
-from conftest import BUNDLED_MODEL, NAIP, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, needs_bf16_cpu
+from conftest import ATLANTA, BUILDINGS, BUNDLED_MODEL, NAIP, NC_BANDS, S2_CHIP, S2_WATER, SAMPLES, TUTORIAL, TUTORIAL_POLYGONS, TUTORIAL_STACK, needs_bf16_cpu
 
 STACK, POLYGONS = str(TUTORIAL_STACK), str(TUTORIAL_POLYGONS)
 LABELLED_PIXELS = 383 + 16 + 145 + 106 + 68  # training_data.gtif, classes 1..5
@@ -92,7 +92,7 @@ def test_evaluation_runs_the_model_only_where_the_labels_are(model):
     # The tutorial's polygons cover 1 % of its scene; in blocks of 32 px about half hold none.
     network, info = load_model(model)
     mosaic = open_scene([STACK], info)
-    scene = _Scene(mosaic, info, [POLYGONS], *open_truth(mosaic, info, [POLYGONS], "id"), "id")
+    scene = _Scene(mosaic, info, [POLYGONS], *open_truth(mosaic, info, [POLYGONS], "id"))
     engine = TiledSegmenter(network, info, tile_size=32, overlap=8, block_size=32)
     plan, whole = scene.plan(engine), engine.plan(mosaic, scene.area)
     assert set(plan) < set(whole) and len(plan) <= 0.6 * len(whole)
@@ -394,3 +394,74 @@ def test_labels_with_an_undeclared_unlabelled_value_through_the_cli(tmp_path):
                      "--label-fraction", "0.05", "--json", probe, "-q")
     assert probed.returncode == 0, probed.stderr[-2000:]
     assert json.loads(probe.read_text())["miou"] > 0.8
+
+
+def test_vector_labels_default_to_the_column_the_model_learnt_from(tmp_path, caplog):
+    """A model fine-tuned on the tutorial's polygons by their names (column ``class``) records that column;
+    evaluate and further fine-tuning read the same layer without --class-column. A layer holding two of the
+    five names still maps them to the model's ids (sorted alone they would be 0 and 1)."""
+    made = finetune(FinetuneConfig(imagery=[STACK], labels=[POLYGONS], class_column="class",
+                                   out=str(tmp_path / "names.safetensors"), crop_size=64, batch_size=8, max_steps=3,
+                                   num_workers=0, quiet=True))
+    info = load_model(made)[1]
+    assert info.class_column == "class" and info.class_names == ["barren", "forest", "herbaceous", "urban", "water"]
+
+    frame = gpd.read_file(POLYGONS)
+    two = frame[frame["class"].isin(["urban", "water"])]
+    layer = tmp_path / "urban_and_water.gpkg"
+    two.to_file(layer)
+    with caplog.at_level("INFO", logger="geosscl"):
+        defaulted, _ = evaluate(made, [STACK], [str(layer)])
+    assert "classes read from its column 'class', the one the model's labels came from" in caplog.text
+    given, _ = evaluate(made, [STACK], [str(layer)], class_column="class")
+    np.testing.assert_array_equal(defaulted.confusion, given.confusion)
+    rows = np.asarray(defaulted.confusion).sum(axis=1)
+    assert rows[3] > 0 and rows[4] > 0 and rows[:3].sum() == 0
+
+    renamed = tmp_path / "renamed.gpkg"
+    two.rename(columns={"class": "landcover"}).to_file(renamed)
+    with pytest.raises(GeossclError, match=f"^{renamed}: vector labels need --class-column, the column of each "
+                                           "polygon's class; the model's labels came from a column 'class'; "
+                                           "the layer has id, landcover$"):
+        evaluate(made, [STACK], [str(renamed)])
+
+    further = finetune(FinetuneConfig(imagery=[STACK], labels=[str(layer)], init=made, out=str(tmp_path / "m2.safetensors"),
+                                      crop_size=64, batch_size=8, max_steps=1, num_workers=0, quiet=True))
+    assert load_model(further)[1].class_column == "class"
+
+
+def test_no_background_class_leaves_the_ground_between_polygons_unscored(tmp_path):
+    """A model of footprints has a background class, which evaluate takes for the pixels outside a layer's
+    polygons; --no-background-class scores the polygons alone (sparse polygons of every class)."""
+    from geosscl.data import RasterLabels, open_labels
+    from geosscl.probing import linear_probe
+
+    probe = tmp_path / "footprints.safetensors"
+    linear_probe(FinetuneConfig(imagery=[str(ATLANTA)], labels=[str(BUILDINGS)], class_column="class",
+                                background_class="background", class_weights="auto", crop_size=64, out=str(probe)),
+                 features="bands")
+    scores = tmp_path / "scores.json"
+
+    def rows(*options):
+        run = subprocess.run([sys.executable, "-m", "geosscl", "evaluate", probe, ATLANTA, "--labels", BUILDINGS,
+                              "--json", scores, "-q", *options], capture_output=True, text=True,
+                             timeout=300)
+        return run, [sum(row) for row in json.loads(scores.read_text())["confusion"]] if run.returncode == 0 else None
+
+    run, everything = rows()
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert sum(everything) == 900 * 900 and 0 < everything[1] < 0.1 * everything[0]
+    run, polygons = rows("--no-background-class")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert polygons == [0, everything[1]]
+    by_python, _ = evaluate(str(probe), [str(ATLANTA)], [str(BUILDINGS)], background_class="")
+    assert [sum(row) for row in by_python.confusion] == polygons
+
+    for options in (["--no-background-class", "--background-class", "background"],
+                    ["--background-class", "background", "--no-background-class"]):
+        run, _ = rows(*options)
+        assert run.returncode == 2
+        assert run.stderr.strip().splitlines()[-1] == "Error: --background-class and --no-background-class: give one of them"
+    # A class raster holds its background itself: "none" asks nothing of it.
+    labels, ids = open_labels([str(SAMPLES / "nc_landsat" / "strata.tif")], background="")
+    assert isinstance(labels, RasterLabels) and ids == set(range(1, 8))

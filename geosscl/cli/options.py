@@ -70,18 +70,44 @@ classes_opt = click.option(
     help="YAML/JSON classes: a list of names (values 0, 1, ...), or VALUE: NAME or VALUE: {name: ..., color: [r, g, b]}; "
          "the model has the classes listed and writes their values.",
 )
-class_column_opt = click.option("--class-column", help="Column of the vector layer holding class values or names.")
+class_column_opt = click.option("--class-column", help="Column of the vector layer holding class values or names "
+                                "[default: with a model (scored, or --init), the column its labels came from].")
 label_nodata_opt = click.option(
     "--label-nodata", type=float, default=None, metavar="VALUE",
     help="Value of the class rasters that means unlabelled, for files that do not declare it as nodata "
          "(e.g. -1 or 255).",
 )
-background_class_opt = click.option(
-    "--background-class", metavar="CLASS",
-    help="Class (name or id) of the pixels outside every polygon of the vector layer, inside the imagery: for layers "
-         "that outline objects only, e.g. building footprints (default: the background class of the model scored or "
-         "trained further, where it has one; else those pixels are unlabelled).",
-)
+
+
+_NO_BACKGROUND = "geosscl.no_background"
+
+
+def _no_background(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    ctx.meta[_NO_BACKGROUND] = value
+
+
+def _background(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # --no-background-class is eager, so it is read before this option whatever their order.
+    if not ctx.meta.get(_NO_BACKGROUND):
+        return value
+    if value is not None:
+        raise click.UsageError("--background-class and --no-background-class: give one of them")
+    return ""  # the background_class of no class, not even the model's (geosscl.data.labels.open_labels)
+
+
+def background_class_opt(command: Callable) -> Callable:
+    """``--background-class CLASS``, and ``--no-background-class`` (the value ``""``: none, not even the model's)."""
+    command = click.option(
+        "--no-background-class", is_flag=True, is_eager=True, expose_value=False, callback=_no_background,
+        help="Leave the pixels outside the polygons unlabelled, even where the model has a background class "
+             "(sparse polygons of every class).",
+    )(command)
+    return click.option(
+        "--background-class", metavar="CLASS", callback=_background,
+        help="Class (name or id) of the pixels outside every polygon of the vector layer, inside the imagery: for "
+             "layers that outline objects only, e.g. building footprints (default: the background class of the model "
+             "scored or trained further, where it has one; else those pixels are unlabelled).",
+    )(command)
 
 
 def _class_weights(ctx: click.Context, param: click.Parameter, value: str | None) -> str | list[float] | None:

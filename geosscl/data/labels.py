@@ -266,6 +266,7 @@ class VectorLabels(ClassCoded, MapGrid, GeoDataset):
         if extent is not None and extent.crs is None:
             raise GeossclError(f"{path}: the extent given has no CRS")
         self.paths = path
+        self.class_column = class_column
         self._extent = extent
         self.transforms = transforms
         # Unvalued polygons matter only where they cut a hole in the background.
@@ -351,6 +352,7 @@ def open_labels(
     extent: gpd.GeoSeries | None = None,
     values: Sequence[int] | None = None,
     default_background: str | None = None,
+    default_column: str | None = None,
 ) -> tuple[RasterLabels | VectorLabels, set[int]]:
     """Class rasters, or one vector layer, as a labels dataset, with the set of class ids it holds.
 
@@ -362,7 +364,11 @@ def open_labels(
             area it holds there, and the values of ``classes`` (see :class:`VectorLabels`).
         default_background: the background of a vector layer given no ``background``:
             that of the model the labels score or train further, which learnt that a
-            pixel outside every polygon is of this class.
+            pixel outside every polygon is of this class. ``background=""`` (no name)
+            refuses it: the pixels outside the polygons are unlabelled (sparse
+            polygons of every class, scored by a model of footprints).
+        default_column: the class column of a vector layer given no ``class_column``,
+            where the layer has it: the column the model's own labels were read from.
 
     Raises:
         GeossclError: for no paths, a mix of rasters and vectors, several vector
@@ -376,7 +382,7 @@ def open_labels(
     if not paths:
         raise GeossclError("labels: give at least one label file")
     rasters = [p for p in paths if p.lower().endswith(RASTER_SUFFIXES)]
-    if background is not None and rasters:
+    if background and rasters:
         raise GeossclError(f"{paths[0]}: --background-class is for a vector layer; a class raster holds its background class itself")
     if len(rasters) == len(paths):
         labels = RasterLabels(paths, ignore_value=nodata)
@@ -387,13 +393,22 @@ def open_labels(
         raise GeossclError(f"{paths[0]}: --label-nodata is for class rasters; a vector layer's unlabelled pixels are those outside its polygons")
     if not class_column:
         columns = attribute_columns(read_layer(paths[0]))
-        has = (f"the layer has {', '.join(columns)}" if columns else
-               "the layer has none: add one (for footprints of one class, its name in every row)")
-        raise GeossclError(f"{paths[0]}: vector labels need --class-column, the column of each polygon's class; {has}")
+        if default_column in columns:
+            class_column = default_column
+            log.info("%s: classes read from its column %r, the one the model's labels came from "
+                     "(--class-column names another)", paths[0], class_column)
+        else:
+            has = (f"the layer has {', '.join(columns)}" if columns else
+                   "the layer has none: add one (for footprints of one class, its name in every row)")
+            if default_column:
+                has = f"the model's labels came from a column {default_column!r}; {has}"
+            raise GeossclError(f"{paths[0]}: vector labels need --class-column, the column of each polygon's class; {has}")
     if background is None and default_background is not None:
         background = default_background
         log.info("%s: the pixels outside its polygons are taken as %r, the model's background class "
-                 "(--background-class names another)", paths[0], background)
+                 "(--background-class names another; --no-background-class leaves them unlabelled)", paths[0],
+                 background)
+    background = background or None
     labels = VectorLabels(paths[0], class_column, classes=classes, background=background, extent=extent, values=values)
     return labels, labels.class_ids
 

@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterField,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
@@ -23,7 +24,8 @@ class LabelLayers:
 
     layer: object  #: QgsVectorLayer of polygons, or QgsRasterLayer of class ids
     class_field: str | None  #: the polygons' class field (None for a raster)
-    background: str | None  #: class of the pixels outside every polygon
+    #: class of the pixels outside every polygon; None: the model's where it has one; "": none, not even the model's
+    background: str | None
     area: object | None  #: QgsVectorLayer of the polygons where the labels are complete
 
     @property
@@ -36,6 +38,7 @@ class GeossclAlgorithm(QgsProcessingAlgorithm):
     CLASS_FIELD = "CLASS_FIELD"
     LABEL_RASTER = "LABEL_RASTER"
     BACKGROUND_CLASS = "BACKGROUND_CLASS"
+    NO_BACKGROUND = "NO_BACKGROUND"
     LABEL_AREA = "LABEL_AREA"
 
     def group(self):
@@ -48,9 +51,9 @@ class GeossclAlgorithm(QgsProcessingAlgorithm):
         return type(self)()
 
     def add_label_parameters(self, title, unlabelled):
-        """LABELS (polygons) and CLASS_FIELD, or LABEL_RASTER; BACKGROUND_CLASS and LABEL_AREA: geosscl's --labels,
-        --class-column, --label-nodata (the raster's additional no-data value), --background-class and
-        --label-area. ``unlabelled`` says what becomes of the pixels outside the polygons without a background class."""
+        """LABELS (polygons) and CLASS_FIELD, or LABEL_RASTER; BACKGROUND_CLASS, NO_BACKGROUND and LABEL_AREA:
+        geosscl's --labels, --class-column, --label-nodata (the raster's additional no-data value),
+        --background-class, --no-background-class and --label-area. ``unlabelled`` says what becomes of the pixels outside the polygons without a background class."""
         self.addParameter(QgsProcessingParameterVectorLayer(
             self.LABELS, f"{title}: polygons", [QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterField(
@@ -63,6 +66,9 @@ class GeossclAlgorithm(QgsProcessingAlgorithm):
             self.BACKGROUND_CLASS, "Background class: the class of every pixel outside the polygons (footprint "
             f"layers such as buildings; empty: the model's background class where it has one, else those pixels are "
             f"{unlabelled})", optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.NO_BACKGROUND, f"No background class: the pixels outside the polygons are {unlabelled}, even where "
+            "the model has a background class (sparse polygons of every class)", defaultValue=False, optional=True))
         self.addParameter(QgsProcessingParameterVectorLayer(
             self.LABEL_AREA, "Area where the labels are complete (empty: the whole raster)",
             [QgsProcessing.TypeVectorPolygon], optional=True))
@@ -74,9 +80,14 @@ class GeossclAlgorithm(QgsProcessingAlgorithm):
         raster = self.parameterAsRasterLayer(parameters, self.LABEL_RASTER, context)
         fields = self.parameterAsFields(parameters, self.CLASS_FIELD, context)
         background = self.parameterAsString(parameters, self.BACKGROUND_CLASS, context) or None
+        if self.parameterAsBool(parameters, self.NO_BACKGROUND, context):
+            if background:
+                raise QgsProcessingException(f"Background class: {background!r} given, and no background class "
+                                             "asked for; give one of them")
+            background = ""
         area = self.parameterAsVectorLayer(parameters, self.LABEL_AREA, context)
         if optional and polygons is None and raster is None:
-            if background or area is not None:
+            if background is not None or area is not None:
                 raise QgsProcessingException("Labels: a background class or label area describes the labels you have; "
                                              "give their polygons or class raster too")
             return None

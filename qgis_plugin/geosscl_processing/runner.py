@@ -98,7 +98,7 @@ def label_options(
     label_area: str | None = None, nodata: float | None = None, classes: str | None = None,
 ) -> list[str]:
     """geosscl's options for one label file: a vector layer (with its class column) or a class raster."""
-    options = ["--labels", labels]
+    options = ["--labels", labels] + (["--no-background-class"] if background_class == "" else [])
     for option, value in (("--class-column", class_column), ("--background-class", background_class),
                           ("--label-area", label_area), ("--classes", classes)):
         if value:

@@ -169,6 +169,20 @@ def test_footprints_in_a_region_drawn_in_another_crs(processing, tmp_path):
     assert sum(map(sum, whole["confusion"])) == 900 * 900
     assert result["MIOU"] == got["miou"] != whole["miou"]
 
+    # The model's background class is taken unless refused: then only the polygons' pixels are scored.
+    processing.run(EVALUATE, {"INPUT": str(ATLANTA), "MODEL": str(model), "LABELS": str(BUILDINGS),
+                              "CLASS_FIELD": "class", "NO_BACKGROUND": True,
+                              "OUTPUT_JSON": str(tmp_path / "polygons.json")})
+    polygons = json.loads((tmp_path / "polygons.json").read_text())
+    assert polygons == cli_scores(tmp_path, str(model), str(ATLANTA), "--labels", str(BUILDINGS),
+                                  "--no-background-class")
+    assert [sum(row) for row in polygons["confusion"]] == [0, sum(whole["confusion"][1])]
+    with pytest.raises(QgsProcessingException, match="^Background class: 'background' given, and no background "
+                                                     "class asked for; give one of them$"):
+        processing.run(EVALUATE, {"INPUT": str(ATLANTA), "MODEL": str(model), "LABELS": str(BUILDINGS),
+                                  "CLASS_FIELD": "class", "BACKGROUND_CLASS": "background", "NO_BACKGROUND": True,
+                                  "OUTPUT_JSON": str(tmp_path / "refused.json")})
+
 
 def test_errors_name_the_layer(processing, tutorial_model, tmp_path):
     def edited(name, change):
