@@ -29,6 +29,64 @@ def test_aligned_read_equals_rasterio_window():
     assert sample["crs"] == mosaic.crs
 
 
+@pytest.mark.parametrize("path", [NAIP, NAIP_4326, NC_BANDS[0], TUTORIAL_STACK, SAMPLES / "nc_landsat" / "strata.tif"])
+def test_a_header_kept_is_what_rasterio_reads(path):
+    from geosscl.data.files import raster_header
+
+    header = raster_header(str(path))
+    with rasterio.open(path) as src:
+        for name in ("crs", "transform", "width", "height", "count", "bounds"):
+            assert getattr(header, name) == getattr(src, name), name
+        assert header.dtypes == src.dtypes and header.nodatavals == src.nodatavals
+        assert header.descriptions == src.descriptions and header.colorinterp == tuple(src.colorinterp)
+        assert header.mask_flag_enums == tuple(tuple(f) for f in src.mask_flag_enums)
+
+
+def test_south_up_bounds_are_rasterio_s(tmp_path):
+    from geosscl.data.files import raster_header
+
+    path = write_raster(tmp_path / "south_up.tif", np.ones((1, 4, 5), np.uint8),
+                        transform=rasterio.transform.Affine(30, 0, 500_000, 0, 30, 4_000_000))
+    with rasterio.open(path) as src:
+        assert raster_header(str(path)).bounds == src.bounds and src.bounds.bottom > src.bounds.top
+
+
+def test_more_files_than_handles_kept_are_each_opened_once(tmp_path, monkeypatch):
+    """Indexing looks at every file's header several times; with more files than the handles a process keeps
+    open, each look reopened every file (7 opens per file). The tiles of a real scene read as the scene."""
+    from geosscl.data import files
+
+    with rasterio.open(NAIP) as src:
+        profile, transform = src.profile, src.transform
+        for row in range(0, 96, 32):
+            for col in range(0, 128, 32):
+                window = Window(col, row, 32, 32)
+                write_raster(tmp_path / f"tile_{row:03d}_{col:03d}.tif", src.read(window=window), crs=src.crs,
+                             transform=src.window_transform(window), nodata=profile["nodata"])
+    monkeypatch.setattr(files, "_MAX_OPEN", 4)  # 12 tiles: three times the handles kept
+    files._header.cache_clear()
+    opened = []
+    real_open = rasterio.open
+    monkeypatch.setattr(files.rasterio, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+    mosaic = Mosaic(tmp_path)
+    assert len(mosaic.files) == 12 and set(opened) == set(mosaic.files)
+    # Once each, and the first again to read the band GDAL calls alpha (NAIP's near infrared: data, not a mask).
+    assert len(opened) == 13 and opened.count(mosaic.files[0]) == 2 and mosaic.num_bands == 4
+    x0, y1 = transform.c, transform.f
+    whole = Mosaic(NAIP)[x0:x0 + 128 * 5:5, y1 - 96 * 5:y1:5]["image"]
+    tiled = mosaic[x0:x0 + 128 * 5:5, y1 - 96 * 5:y1:5]["image"]
+    torch.testing.assert_close(tiled, whole, equal_nan=True, rtol=0, atol=0)
+
+    # Statistics of tiles smaller than their windows (128 px): drawn in windows of a tile's side (32 px),
+    # where TorchGeo's sampler found no place to draw and failed.
+    from geosscl.data.stats import band_statistics
+
+    mean, std = band_statistics(mosaic)
+    pixels = whole.reshape(4, -1).numpy()
+    np.testing.assert_allclose(mean, np.nanmean(pixels, axis=1), rtol=0.1)  # 64 draws of 12 tiles
+    np.testing.assert_allclose(std, np.nanstd(pixels, axis=1), rtol=0.2)
+
+
 def test_query_at_coarser_res_is_resampled():
     mosaic = Mosaic(NAIP)
     x, y, _ = mosaic.bounds

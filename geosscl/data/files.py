@@ -9,18 +9,22 @@ each thread of each process has its own cache.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import rasterio
 from affine import Affine
+from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.io import DatasetReader
+from rasterio.transform import array_bounds
 from rasterio.vrt import WarpedVRT
 
 from ..errors import GeossclError
@@ -118,6 +122,55 @@ def open_raster(path: str, stamp: tuple[int, int] | None = None) -> DatasetReade
         _, old = _handles.popitem(last=False)
         old.close()
     return src
+
+
+@dataclass(frozen=True)
+class RasterHeader:
+    """What a raster's header says, kept after its handle is closed: the attributes of
+    rasterio's ``DatasetReader`` of the same names that indexing a mosaic reads."""
+
+    crs: CRS | None
+    transform: Affine
+    width: int
+    height: int
+    count: int
+    dtypes: tuple[str, ...]
+    nodatavals: tuple[float | None, ...]
+    descriptions: tuple[str | None, ...]
+    mask_flag_enums: tuple[tuple[MaskFlags, ...], ...]
+    colorinterp: tuple[ColorInterp, ...]
+
+    @property
+    def bounds(self) -> BoundingBox:
+        """``(left, bottom, right, top)`` in :attr:`crs`, as rasterio gives them."""
+        return BoundingBox(*array_bounds(self.height, self.width, self.transform))
+
+
+def raster_header(path: str, stamp: tuple[int, int] | None = None) -> RasterHeader:
+    """The header of ``path`` (as it is at ``stamp``: see :func:`open_raster`), read once per process.
+
+    Indexing a mosaic looks at every file's header several times (grouping the places,
+    their bands, names, types and nodata); through :func:`open_raster` alone, a mosaic of
+    more files than its cache keeps open (256) opened each file at every look, 7 times in all.
+
+    Raises:
+        GeossclError: if GDAL cannot read the file as a raster.
+    """
+    return _header(path, stamp if stamp is not None else file_stamp(path))
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _header(path: str, stamp: tuple[int, int]) -> RasterHeader:
+    src = open_raster(path, stamp)
+    crs = None if src.crs is None else _crs(src.crs.to_wkt())
+    return RasterHeader(crs, src.transform, src.width, src.height, src.count, tuple(src.dtypes), tuple(src.nodatavals),
+                        tuple(src.descriptions), tuple(tuple(f) for f in src.mask_flag_enums), tuple(src.colorinterp))
+
+
+@functools.lru_cache(maxsize=1024)
+def _crs(wkt: str) -> CRS:
+    # One object per CRS: the tiles of a survey share theirs, and headers of many files then hold little.
+    return CRS.from_wkt(wkt)
 
 
 def warped_raster(path: str, stamp: tuple[int, int], crs: CRS, transform: Affine, width: int, height: int,

@@ -26,7 +26,7 @@ from torchgeo.datasets.utils import GeoSlice
 
 from ..errors import GeossclError
 from .bandnames import BAND_IN_NAME, band_number, check_places, name_in_file, place_band_names
-from .files import file_stamp, find_rasters, open_raster, warped_raster
+from .files import RasterHeader, file_stamp, find_rasters, open_raster, raster_header, warped_raster
 from .grid import ALIGN_TOL, MapGrid, snap_down, snap_up
 
 Bounds = tuple[float, float, float, float]
@@ -189,10 +189,10 @@ def masked_by_alpha(path: str) -> int | None:
 @functools.lru_cache(maxsize=4096)
 def _masked_by_alpha(path: str, stamp: tuple[int, int]) -> int | None:
     """:func:`masked_by_alpha` of the file as it is at ``stamp`` (a file rewritten is looked at again)."""
-    src = open_raster(path, stamp)
-    alpha = [i for i, kind in enumerate(src.colorinterp, 1) if kind == ColorInterp.alpha]
+    alpha = [i for i, kind in enumerate(raster_header(path, stamp).colorinterp, 1) if kind == ColorInterp.alpha]
     if len(alpha) != 1:
         return None
+    src = open_raster(path, stamp)
     rng = np.random.default_rng(0)
     width, height = min(64, src.width), min(64, src.height)
     values: set[float] = set()
@@ -217,7 +217,7 @@ def places_of(files: Sequence[str]) -> list[list[str]]:
     """
     groups: dict[tuple, list[str]] = {}
     for path in files:
-        src = open_raster(path)
+        src = raster_header(path)
         if src.crs is None:
             raise GeossclError(f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX)")
         if src.transform.b != 0 or src.transform.d != 0:
@@ -231,7 +231,7 @@ def places_of(files: Sequence[str]) -> list[list[str]]:
     return [part for group in groups.values() for part in acquisitions(group)]
 
 
-def _grid(src: rasterio.DatasetReader) -> tuple:
+def _grid(src: RasterHeader) -> tuple:
     return src.crs.to_wkt(), tuple(src.transform)[:6], src.width, src.height
 
 
@@ -312,7 +312,7 @@ class Mosaic(MapGrid, RasterDataset):
 
         places = places_of(files)
 
-        first = open_raster(files[0])
+        first = raster_header(files[0])
         try:
             self._crs = CRS.from_user_input(crs) if crs is not None else first.crs
         except rasterio.errors.CRSError as exc:
@@ -321,14 +321,14 @@ class Mosaic(MapGrid, RasterDataset):
         # Band layout of each place: the count of bands must agree everywhere, but for an alpha band
         # ending some places: RGBA tiles among RGB ones (gdalwarp -dstalpha, drone orthomosaics) are
         # the same bands, the alpha masking its tile. The bands of such a mosaic are those all have.
-        layouts = [[(p, open_raster(p).count) for p in group] for group in places]
+        layouts = [[(p, raster_header(p).count) for p in group] for group in places]
         counts = [sum(c for _, c in layout) for layout in layouts]
         ends_in_alpha = [False] * len(layouts)
         if len(set(counts)) > 1:
             ends_in_alpha = [masked_by_alpha(layout[-1][0]) == layout[-1][1] for layout in layouts]
         data_counts = [c - a for c, a in zip(counts, ends_in_alpha)]
         n_all = counts[0] if len(set(counts)) == 1 else data_counts[0]
-        grids = [_grid(open_raster(group[0])) for group in places]
+        grids = [_grid(raster_header(group[0])) for group in places]
         alpha_note = " and an alpha band"
         for layout, count, alpha, grid in zip(layouts, data_counts, ends_in_alpha, grids):
             if count != data_counts[0]:
@@ -342,7 +342,7 @@ class Mosaic(MapGrid, RasterDataset):
                 )
         #: The alpha band some places have beyond the others' (None: every place has the same bands).
         self._alpha_of = next((layout[-1][0] for layout, a in zip(layouts, ends_in_alpha) if a), None)
-        named = [place_band_names([(p, c, open_raster(p).descriptions) for p, c in layout])[:n_all] for layout in layouts]
+        named = [place_band_names([(p, c, raster_header(p).descriptions) for p, c in layout])[:n_all] for layout in layouts]
         check_places([(layout[0][0], names) for layout, names in zip(layouts, named)])
         self.all_band_names: list[str | None] = named[0]
         """Name of every band of a place (:func:`~geosscl.data.bandnames.place_band_names`; None: unnamed)."""
@@ -365,7 +365,7 @@ class Mosaic(MapGrid, RasterDataset):
 
         self._sources = [self._make_source(layout) for layout in layouts]
         band_dtypes = {
-            (part.path, part.bidx): {np.dtype(open_raster(part.path).dtypes[b - 1]) for b in part.bidx}
+            (part.path, part.bidx): {np.dtype(raster_header(part.path).dtypes[b - 1]) for b in part.bidx}
             for source in self._sources for part in source.reads
         }
         self._dtype = np.result_type(*set().union(*band_dtypes.values()))
@@ -376,7 +376,7 @@ class Mosaic(MapGrid, RasterDataset):
             (part.path, part.bidx): self._nodata_value(part.nodata) for source in self._sources for part in source.reads
         }
         # Reads of every band in order: rasterio reads those faster without an index list.
-        self._all_bands = {key for key in band_dtypes if key[1] == tuple(range(1, open_raster(key[0]).count + 1))}
+        self._all_bands = {key for key in band_dtypes if key[1] == tuple(range(1, raster_header(key[0]).count + 1))}
 
         if res is None:
             res = self._native_res(self._sources[0])
@@ -401,7 +401,7 @@ class Mosaic(MapGrid, RasterDataset):
             ]
             if not pairs:
                 continue
-            src = open_raster(path)
+            src = raster_header(path)
             # Bands of one file may declare different nodata values (a VRT of
             # per-band files, say): bands that share one are read together.
             groups: dict[tuple[float | None, bool], list[tuple[int, int]]] = {}
@@ -418,7 +418,7 @@ class Mosaic(MapGrid, RasterDataset):
                 contiguous = chans == list(range(chans[0], chans[0] + len(chans)))
                 reads.append(_FileBands(path, file_stamp(path), bidx,
                                         slice(chans[0], chans[-1] + 1) if contiguous else chans, nodata, use_mask))
-        src = open_raster(layout[0][0])
+        src = raster_header(layout[0][0])
         bounds = tuple(src.bounds)
         if src.crs != self._crs:
             bounds = transform_bounds(src.crs, self._crs, *bounds, densify_pts=21)
@@ -435,7 +435,7 @@ class Mosaic(MapGrid, RasterDataset):
     def _native_res(self, source: _Source) -> tuple[float, float]:
         if source.crs == self._crs:
             return abs(source.transform.a), abs(source.transform.e)
-        src = open_raster(source.paths[0])
+        src = raster_header(source.paths[0])
         transform, _, _ = calculate_default_transform(src.crs, self._crs, src.width, src.height, *src.bounds)
         return abs(transform.a), abs(transform.e)
 
@@ -455,7 +455,7 @@ class Mosaic(MapGrid, RasterDataset):
     # -- TorchGeo contract ----------------------------------------------------
 
     def _reproject(self) -> None:
-        self._sources = [self._make_source([(p, open_raster(p).count) for p in s.paths]) for s in self._sources]
+        self._sources = [self._make_source([(p, raster_header(p).count) for p in s.paths]) for s in self._sources]
         self._build_index()
 
     @property

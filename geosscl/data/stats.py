@@ -43,7 +43,7 @@ def band_statistics(mosaic: Mosaic, windows: int = 64, size: int = 128, seed: in
     """
     from torchgeo.samplers import RandomGeoSampler
 
-    side = min(size, *(int(v) for v in _extent_px(mosaic)))
+    side = min(size, _largest_fit_px(mosaic))
     sampler = RandomGeoSampler(mosaic, size=side, length=windows, generator=torch.Generator().manual_seed(seed))
     total = np.zeros(mosaic.num_bands)
     total_sq = np.zeros(mosaic.num_bands)
@@ -129,6 +129,10 @@ def warn_other_units(mosaic: Mosaic, reference: Sequence[float], source: str, wh
                     f"(DN against reflectance, 0–1 against 0–10,000)? Rescale it as that imagery was")
 
 
-def _extent_px(mosaic: Mosaic) -> tuple[float, float]:
-    xmin, ymin, xmax, ymax = mosaic.index.total_bounds
-    return (xmax - xmin) / mosaic.res[0], (ymax - ymin) / mosaic.res[1]
+def _largest_fit_px(mosaic: Mosaic) -> int:
+    """The side of the largest square window that fits in one of the mosaic's places, in pixels of its
+    resolution (at least 1). TorchGeo's random sampler draws windows inside one place's bounds: a mosaic of
+    tiles or chips smaller than the window asked for (64 px chips, say) has no place to draw them from."""
+    bounds = mosaic.index.bounds
+    sides = np.minimum((bounds.maxx - bounds.minx) / mosaic.res[0], (bounds.maxy - bounds.miny) / mosaic.res[1])
+    return max(1, int(np.floor(sides.max() + 1e-6)))
