@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -186,13 +187,20 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
     # owns the run directory.
     lead = rank_zero_only.rank == 0
     if lead and os.path.exists(out) and os.listdir(out) and checkpoint is None:
-        raise GeossclError(f"{config.out}: run directory exists and is not empty; pass --resume {config.out}/last.ckpt or choose another --out")
+        last = os.path.join(config.out, "last.ckpt")
+        then = (f"pass --resume {last} or choose another --out" if os.path.exists(last) else
+                "it holds no checkpoint to resume (last.ckpt); choose another --out, or remove it")
+        raise GeossclError(f"{config.out}: run directory exists and is not empty; {then}")
     mosaic = Mosaic(config.imagery, bands=config.bands, crs=config.crs, res=config.res, nodata=config.nodata)
-    OverlappingPairSampler(mosaic, config.crop_size, overlap=config.overlap, scale=config.scale, length=1)
     if config.across_dates:
         mosaic.require_dates("across-dates")
     if config.max_nodata is not None and not 0 <= config.max_nodata < 1:
         raise GeossclError(f"max_nodata: must lie in [0, 1), got {config.max_nodata}")
+    # One pair drawn as training will draw them: views that fit nowhere (chips smaller than a view)
+    # are refused here, before the run directory is written, not by the first batch.
+    next(iter(OverlappingPairSampler(mosaic, config.crop_size, overlap=config.overlap, scale=config.scale, length=1,
+                                     generator=torch.Generator().manual_seed(config.seed),
+                                     across_files=config.across_dates, max_nodata=config.max_nodata)))
     stats_path = os.path.join(out, "band_stats.json")
     if checkpoint is not None:
         hp = checkpoint.get("hyper_parameters", {})
@@ -219,54 +227,58 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
         _check_limits_left(config, checkpoint)
 
     # -- run ------------------------------------------------------------------------
-    os.makedirs(out, exist_ok=True)
-    if lead:
-        _write_yaml(os.path.join(out, "config.yaml"),
-                    {**dataclasses.asdict(config), "out": out, "dense_stride": task.hparams["dense_stride"]})
-        _write_json(stats_path, {"bands": mosaic.band_indexes, "mean": mean, "std": std})
-    steps = config.max_steps or 10**7
-    datamodule = PairDataModule(
-        mosaic, view_size=config.crop_size, overlap=config.overlap, scale=config.scale,
-        batch_size=config.batch_size, steps=steps, num_workers=config.num_workers, seed=config.seed,
-        across_files=config.across_dates, max_nodata=config.max_nodata,
-    )
-    callbacks: list[pl.Callback] = [
-        _BestCheckpoint(dirpath=out, filename="best", monitor="loss", mode="min", save_top_k=1, save_last=True,
-                        every_n_train_steps=max(1, min(50, steps // 4 or 1)), enable_version_counter=False),
-        _FinalCheckpoint(os.path.join(out, "last.ckpt")),
-        _Throughput(config.batch_size),
-    ]
-    interrupt = _StopOnInterrupt()
-    callbacks.append(interrupt)
-    if progress is not None:
-        callbacks.append(ReportProgress(progress, config.max_steps, config.max_time))
-    elif not config.quiet:
-        callbacks.append(progress_bar("pretrain"))
-    quiet = config.quiet or progress is not None
-    metrics = os.path.join(out, "metrics.csv")
-    previous = metrics + ".previous"
-    if lead and checkpoint is not None:
-        if os.path.exists(previous):
-            # A resumed run was stopped (killed, preempted) before merging its rows back.
-            _prepend_metrics(previous, metrics, before_step=_first_step(metrics))
-        if os.path.exists(metrics):
-            os.replace(metrics, previous)  # Lightning's CSV logger starts the file afresh
-    with quiet_lightning(quiet):
-        trainer = pl.Trainer(
-            max_steps=steps if config.max_steps else -1,
-            max_epochs=-1,  # the pair stream is sized to the run; steps or time end it
-            max_time={"minutes": config.max_time} if config.max_time else None,
-            accelerator=config.accelerator, devices=config.devices, strategy=config.strategy, num_nodes=config.num_nodes,
-            precision=LIGHTNING_PRECISION[config.precision],
-            logger=CSVLogger(out, name="", version=""), callbacks=callbacks, log_every_n_steps=1,
-            use_distributed_sampler=False, enable_progress_bar=not quiet,
-            enable_model_summary=not quiet, deterministic=False,
+    # A run directory of this call that a failure leaves without a checkpoint is removed: nothing in it
+    # to resume, and it would refuse the same command run again.
+    fresh = lead and checkpoint is None
+    with _removed_unless_resumable(out, fresh):
+        os.makedirs(out, exist_ok=True)
+        if lead:
+            _write_yaml(os.path.join(out, "config.yaml"),
+                        {**dataclasses.asdict(config), "out": out, "dense_stride": task.hparams["dense_stride"]})
+            _write_json(stats_path, {"bands": mosaic.band_indexes, "mean": mean, "std": std})
+        steps = config.max_steps or 10**7
+        datamodule = PairDataModule(
+            mosaic, view_size=config.crop_size, overlap=config.overlap, scale=config.scale,
+            batch_size=config.batch_size, steps=steps, num_workers=config.num_workers, seed=config.seed,
+            across_files=config.across_dates, max_nodata=config.max_nodata,
         )
-        try:
-            trainer.fit(task, datamodule=datamodule, ckpt_path=config.resume, weights_only=True if config.resume else None)
-            terminated = False
-        except SIGTERMException:
-            terminated = True  # a scheduler's notice (preemption, time limit): _FinalCheckpoint saved the state
+        callbacks: list[pl.Callback] = [
+            _BestCheckpoint(dirpath=out, filename="best", monitor="loss", mode="min", save_top_k=1, save_last=True,
+                            every_n_train_steps=max(1, min(50, steps // 4 or 1)), enable_version_counter=False),
+            _FinalCheckpoint(os.path.join(out, "last.ckpt")),
+            _Throughput(config.batch_size),
+        ]
+        interrupt = _StopOnInterrupt()
+        callbacks.append(interrupt)
+        if progress is not None:
+            callbacks.append(ReportProgress(progress, config.max_steps, config.max_time))
+        elif not config.quiet:
+            callbacks.append(progress_bar("pretrain"))
+        quiet = config.quiet or progress is not None
+        metrics = os.path.join(out, "metrics.csv")
+        previous = metrics + ".previous"
+        if lead and checkpoint is not None:
+            if os.path.exists(previous):
+                # A resumed run was stopped (killed, preempted) before merging its rows back.
+                _prepend_metrics(previous, metrics, before_step=_first_step(metrics))
+            if os.path.exists(metrics):
+                os.replace(metrics, previous)  # Lightning's CSV logger starts the file afresh
+        with quiet_lightning(quiet):
+            trainer = pl.Trainer(
+                max_steps=steps if config.max_steps else -1,
+                max_epochs=-1,  # the pair stream is sized to the run; steps or time end it
+                max_time={"minutes": config.max_time} if config.max_time else None,
+                accelerator=config.accelerator, devices=config.devices, strategy=config.strategy, num_nodes=config.num_nodes,
+                precision=LIGHTNING_PRECISION[config.precision],
+                logger=CSVLogger(out, name="", version=""), callbacks=callbacks, log_every_n_steps=1,
+                use_distributed_sampler=False, enable_progress_bar=not quiet,
+                enable_model_summary=not quiet, deterministic=False,
+            )
+            try:
+                trainer.fit(task, datamodule=datamodule, ckpt_path=config.resume, weights_only=True if config.resume else None)
+                terminated = False
+            except SIGTERMException:
+                terminated = True  # a scheduler's notice (preemption, time limit): _FinalCheckpoint saved the state
     if trainer.is_global_zero:
         if os.path.exists(previous):
             _prepend_metrics(previous, metrics, before_step=checkpoint["global_step"])
@@ -276,6 +288,25 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int], None] | None
         raise RunStopped(f"{out}: {how} at step {trainer.global_step}; continue with "
                          f"geosscl pretrain --resume {os.path.join(out, 'last.ckpt')}", exit_code=143 if terminated else 130)
     return out
+
+
+@contextlib.contextmanager
+def _removed_unless_resumable(out: str, fresh: bool) -> Iterator[None]:
+    """Remove what a run writes in ``out`` (``fresh``: a directory empty or missing before it) where what runs
+    inside fails before a checkpoint is saved there; a directory the user made empty stays, empty."""
+    existed = os.path.isdir(out)
+    try:
+        yield
+    except BaseException:
+        if fresh and not os.path.exists(os.path.join(out, "last.ckpt")):
+            for entry in os.scandir(out) if existed else []:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.remove(entry.path)
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def checkpoint_info(path: str) -> dict[str, Any]:

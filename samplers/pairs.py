@@ -295,9 +295,16 @@ class OverlappingPairSampler(GeoSampler):
                 f"overlap: range {self.overlap} cannot be met by views of {self.size_px[0]:g} px "
                 f"at scale {self.scale} rounded to whole pixels; widen the range"
             )
+        # Say how large the ground is against the views: a mosaic of chips (64 px each, apart) holds no
+        # view larger than a chip, whatever the number of tries.
+        pieces = getattr(self.footprint, "geoms", [self.footprint])
+        width, height = max(((g.bounds[2] - g.bounds[0]) / self.res[0], (g.bounds[3] - g.bounds[1]) / self.res[1])
+                            for g in pieces)
+        largest = max(s * self.scale[1] for s in self.size_px)
         raise GeossclError(
-            f"size: no pair of {self.size_px} px views with overlap {self.overlap} and scale "
-            f"{self.scale} fits inside the region after {_GEOMETRY_TRIES * _PLACEMENT_TRIES} tries; "
+            f"size: no pair of {self.size_px[0]:g} × {self.size_px[1]:g} px views with overlap {self.overlap} and "
+            f"scale {self.scale} fits inside the imagery (or region) after {_GEOMETRY_TRIES * _PLACEMENT_TRIES} "
+            f"tries: its largest piece spans {width:.0f} × {height:.0f} px, a view up to {largest:.0f} px; "
             "use a smaller size or scale, or a larger region"
         )
 

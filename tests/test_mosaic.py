@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
+
 import numpy as np
 import pytest
 import rasterio
@@ -63,7 +66,9 @@ def test_more_files_than_handles_kept_are_each_opened_once(tmp_path, monkeypatch
                 window = Window(col, row, 32, 32)
                 write_raster(tmp_path / f"tile_{row:03d}_{col:03d}.tif", src.read(window=window), crs=src.crs,
                              transform=src.window_transform(window), nodata=profile["nodata"])
-    monkeypatch.setattr(files, "_MAX_OPEN", 4)  # 12 tiles: three times the handles kept
+    monkeypatch.setattr(files, "_MAX_OPEN", 4)  # 12 tiles: three times the handles kept, from none open
+    monkeypatch.setattr(files._local, "pid", os.getpid(), raising=False)
+    monkeypatch.setattr(files._local, "handles", OrderedDict(), raising=False)
     files._header.cache_clear()
     opened = []
     real_open = rasterio.open
