@@ -83,9 +83,8 @@ def test_more_files_than_handles_kept_are_each_opened_once(tmp_path, monkeypatch
     torch.testing.assert_close(tiled, whole, equal_nan=True, rtol=0, atol=0)
 
     # Statistics of tiles smaller than their windows (128 px): drawn in windows of a tile's side (32 px),
-    # where TorchGeo's sampler found no place to draw and failed. Which tiles the 64 windows fall on
-    # follows torch's global random state (TorchGeo draws the file without the generator it is given),
-    # so the means are checked against the tiles' range, not one draw's values.
+    # where TorchGeo's sampler found no place to draw and failed. 64 windows on the 12 tiles of the
+    # scene: the means lie within the tiles' range.
     from geosscl.data.stats import _largest_fit_px, band_statistics
 
     assert _largest_fit_px(mosaic) == 32
@@ -94,6 +93,13 @@ def test_more_files_than_handles_kept_are_each_opened_once(tmp_path, monkeypatch
     tile_means = np.nanmean(tiles, axis=2)
     assert (tile_means.min(axis=1) <= mean).all() and (mean <= tile_means.max(axis=1)).all()
     assert (np.asarray(std) > 0).all()
+    # TorchGeo draws each window's tile from torch's global generator, not the one it is given: the
+    # statistics repeat whatever drew from it before (they did not), and another seed draws other tiles.
+    torch.rand(1000)
+    assert band_statistics(mosaic) == (mean, std)
+    torch.manual_seed(12345)
+    assert band_statistics(mosaic) == (mean, std)
+    assert band_statistics(mosaic, seed=1)[0] != mean
 
 
 def test_query_at_coarser_res_is_resampled():

@@ -53,7 +53,7 @@ def band_statistics(mosaic: Mosaic, windows: int = 64, size: int = 128, seed: in
     filled = np.zeros((mosaic.num_bands, fills.size))
     distinct = np.zeros(mosaic.num_bands, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    for query in sampler:
+    for query in _drawn(sampler, seed):
         holding = mosaic.places_at((query[0].start, query[1].start, query[0].stop, query[1].stop))
         first = holding[rng.integers(len(holding))] if len(holding) > 1 else None
         image = mosaic.sample(query, first)["image"].numpy()
@@ -70,6 +70,16 @@ def band_statistics(mosaic: Mosaic, windows: int = 64, size: int = 128, seed: in
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     _warn_fills(mosaic, fills, np.where((distinct > CATEGORIES)[:, None], filled / count[:, None], 0.0))
     return mean.tolist(), std.tolist()
+
+
+def _drawn(sampler, seed: int) -> list:
+    """The sampler's windows, the same whatever torch's global random state. TorchGeo 0.8.1's
+    RandomGeoSampler draws each window's place with ``torch.multinomial`` and without the generator it is
+    given, so over several places the windows (and the statistics) would follow whatever drew from torch's
+    global generator before: two calls in one process, or tests run in another order, would disagree."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return list(sampler)
 
 
 def _warn_fills(mosaic: Mosaic, fills: np.ndarray, shares: np.ndarray) -> None:
