@@ -5,10 +5,13 @@ NAIP scene (4 bands, uint8, 5 m), ``--tile`` px each on a grid of ``--step`` px 
 overlap where step < tile), written to a temporary folder. Peers, each from cold caches
 (handles and headers dropped), round by round (the best round of each counts):
 
-* geosscl: ``Mosaic(folder)``, every file's header read once (:func:`geosscl.data.files.raster_header`);
-* the indexing it replaced: the same, every look at a header through the cache of open
-  handles (256 a process), which a mosaic of more files than that reopened at every look;
-* the floor: ``rasterio.open`` of every file once, and nothing else.
+* geosscl: ``Mosaic(folder)``, every file's header read once (:func:`geosscl.data.files.raster_header`),
+  each file opened with GDAL_DISABLE_READDIR_ON_OPEN=TRUE;
+* the same with GDAL's default (FALSE), which lists the folder at every open to find the
+  file's sidecars: the longer, the more files the folder holds;
+* the indexing before both: every look at a header through the cache of open handles (256 a
+  process), which a mosaic of more files than that reopened at every look, folders listed;
+* the floor: ``rasterio.open`` of every file once (GDAL's default), and nothing else.
 
 Usage: ``python benchmarks/mosaic_index.py [--tile 32] [--step 20] [--rounds 2]``.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -70,15 +74,21 @@ def main() -> None:
         def geosscl() -> None:
             Mosaic(scratch)
 
+        def listing() -> None:
+            with mock.patch.dict(os.environ, {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE"}):
+                Mosaic(scratch)
+
         def every_look() -> None:
-            with mock.patch.object(mosaic, "raster_header", _header_at_every_look):
+            with mock.patch.object(mosaic, "raster_header", _header_at_every_look), \
+                    mock.patch.dict(os.environ, {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE"}):
                 Mosaic(scratch)
 
         def floor() -> None:
             for path in paths:
                 rasterio.open(path).close()
 
-        peers = {"geosscl": geosscl, "header_at_every_look": every_look, "open_each_file_once": floor}
+        peers = {"geosscl": geosscl, "folder_listed_at_every_open": listing, "header_at_every_look": every_look,
+                 "open_each_file_once": floor}
         best = {name: float("inf") for name in peers}
         for _ in range(args.rounds):
             for name, run in peers.items():
@@ -92,6 +102,7 @@ def main() -> None:
     print_values({
         "files": len(paths),
         **{f"{name}_s": seconds for name, seconds in best.items()},
+        "ratio_vs_folder_listed_at_every_open": best["geosscl"] / best["folder_listed_at_every_open"],
         "ratio_vs_header_at_every_look": best["geosscl"] / best["header_at_every_look"],
         "ratio_vs_open_each_file_once": best["geosscl"] / best["open_each_file_once"],
     })

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 import rasterio
 import torch
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from torch.utils.data import DataLoader
 from torchgeo.datasets import stack_samples
@@ -100,6 +102,76 @@ def test_more_files_than_handles_kept_are_each_opened_once(tmp_path, monkeypatch
     torch.manual_seed(12345)
     assert band_statistics(mosaic) == (mean, std)
     assert band_statistics(mosaic, seed=1)[0] != mean
+
+
+def test_sidecars_are_found_without_listing_the_folder(tmp_path, monkeypatch):
+    """GDAL lists a file's folder at every open unless told not to; in a folder of many tiles (or on a network
+    file system) that costs more than the open itself, so geosscl opens files with GDAL_DISABLE_READDIR_ON_OPEN=
+    TRUE. GDAL then looks for each sidecar by name: a georeferencing world file, the CRS and nodata of a PAM
+    .aux.xml and external overviews are all still read."""
+    from geosscl.data import files
+
+    with rasterio.open(NAIP) as src:
+        window = Window(0, 0, 256, 256)
+        data, transform, crs = src.read(window=window), src.window_transform(window), src.crs
+    plain = tmp_path / "tile.tif"  # no georeferencing of its own
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(plain, "w", driver="GTiff", width=256, height=256, count=4, dtype="uint8") as dst:
+            dst.write(data)
+        with rasterio.Env(TIFF_USE_OVR=True), rasterio.open(plain, "r+") as dst:
+            dst.build_overviews([2, 4])
+    assert (tmp_path / "tile.tif.ovr").exists()
+    (tmp_path / "tile.tfw").write_text("\n".join(map(str, (transform.a, 0, 0, transform.e, transform.c + transform.a / 2,
+                                                            transform.f + transform.e / 2))))
+    bands = "".join(f'<PAMRasterBand band="{b}"><NoDataValue>0</NoDataValue></PAMRasterBand>' for b in range(1, 5))
+    (tmp_path / "tile.tif.aux.xml").write_text(f"<PAMDataset><SRS>{crs.to_wkt()}</SRS>{bands}</PAMDataset>")
+
+    config = []
+    real_open = rasterio.open
+    monkeypatch.setattr(files.rasterio, "open", lambda *a, **k: config.append(
+        rasterio.env.getenv().get("GDAL_DISABLE_READDIR_ON_OPEN") if rasterio.env.hasenv() else None)
+        or real_open(*a, **k))
+    files._header.cache_clear()
+    monkeypatch.delenv("GDAL_DISABLE_READDIR_ON_OPEN", raising=False)
+    mosaic = Mosaic(tmp_path)
+    assert config and set(config) == {"TRUE"}
+    assert mosaic.crs == crs and mosaic.nodata_values == {0.0}
+    header = files.raster_header(str(plain))
+    assert header.transform.almost_equals(transform) and header.nodatavals == (0.0,) * 4
+    assert files.open_raster(str(plain)).overviews(1) == [2, 4]
+    x0, y1 = transform.c, transform.f
+    torch.testing.assert_close(mosaic[x0:x0 + 1280:5, y1 - 1280:y1:5]["image"],
+                               Mosaic(NAIP, nodata=0)[x0:x0 + 1280:5, y1 - 1280:y1:5]["image"], equal_nan=True)
+
+    # A user's own setting stands.
+    config.clear()
+    files._header.cache_clear()
+    monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "FALSE")
+    monkeypatch.setattr(files._local, "handles", OrderedDict(), raising=False)
+    Mosaic(tmp_path)
+    assert config and set(config) == {None}
+
+
+def test_reading_many_headers_logs_its_progress(monkeypatch, caplog):
+    """Indexing tens of thousands of files takes minutes: past HEADERS_QUIET_S of reading headers, their count
+    is logged every HEADERS_EVERY_S (both 0 here, so every file after the first is reported)."""
+    from geosscl.data import files, mosaic
+
+    files._header.cache_clear()
+    with caplog.at_level("INFO", logger="geosscl"):
+        Mosaic(NC_BANDS)
+    assert not [r for r in caplog.records if "headers read" in r.getMessage()]  # a quick read says nothing
+
+    files._header.cache_clear()
+    monkeypatch.setattr(mosaic, "HEADERS_QUIET_S", 0.0)
+    monkeypatch.setattr(mosaic, "HEADERS_EVERY_S", 0.0)
+    with caplog.at_level("INFO", logger="geosscl"):
+        Mosaic(NC_BANDS)
+    lines = [r.getMessage() for r in caplog.records if "headers read" in r.getMessage()]
+    assert len(lines) == len(NC_BANDS) - 1 == 5
+    assert lines[0].startswith(f"{NC_BANDS[0]} (+5 more): 1 of 6 file headers read, about ")
+    assert lines[-1].startswith(f"{NC_BANDS[0]} (+5 more): 5 of 6 file headers read, about ")
 
 
 def test_query_at_coarser_res_is_resampled():

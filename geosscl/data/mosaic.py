@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -28,6 +30,11 @@ from ..errors import GeossclError
 from .bandnames import BAND_IN_NAME, band_number, check_places, name_in_file, place_band_names
 from .files import RasterHeader, file_stamp, find_rasters, open_raster, raster_header, warped_raster
 from .grid import ALIGN_TOL, MapGrid, snap_down, snap_up
+
+log = logging.getLogger("geosscl")
+
+#: Seconds of reading file headers before progress is logged, and between two logs.
+HEADERS_QUIET_S, HEADERS_EVERY_S = 5.0, 15.0
 
 Bounds = tuple[float, float, float, float]
 """``(minx, miny, maxx, maxy)`` in map units of a CRS."""
@@ -216,7 +223,16 @@ def places_of(files: Sequence[str]) -> list[list[str]]:
         GeossclError: naming the file, if one has no CRS or a rotated geotransform.
     """
     groups: dict[tuple, list[str]] = {}
-    for path in files:
+    start = time.monotonic()
+    report_at = start + HEADERS_QUIET_S
+    for done, path in enumerate(files):
+        if done and time.monotonic() >= report_at:
+            # A survey of 100,000 tiles takes minutes to index: say so, where the bars of the work
+            # that follows are not up yet (and lines reach QGIS's log, where bars do not).
+            left = (time.monotonic() - start) / done * (len(files) - done)
+            log.info(f"{files_label(files)}: {done:,} of {len(files):,} file headers read, "
+                     f"about {_duration(left)} left")
+            report_at = time.monotonic() + HEADERS_EVERY_S
         src = raster_header(path)
         if src.crs is None:
             raise GeossclError(f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX)")
@@ -229,6 +245,10 @@ def places_of(files: Sequence[str]) -> list[list[str]]:
             key = (*key, path)
         groups.setdefault(key, []).append(path)
     return [part for group in groups.values() for part in acquisitions(group)]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def _grid(src: RasterHeader) -> tuple:
