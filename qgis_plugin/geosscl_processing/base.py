@@ -23,7 +23,8 @@ class LabelLayers:
     """The labels an algorithm was given: a polygon layer with its class field, or a class raster."""
 
     layer: object  #: QgsVectorLayer of polygons, or QgsRasterLayer of class ids
-    class_field: str | None  #: the polygons' class field (None for a raster)
+    #: the polygons' class field ("": the one the model's labels came from; None for a raster)
+    class_field: str | None
     #: class of the pixels outside every polygon; None: the model's where it has one; "": none, not even the model's
     background: str | None
     area: object | None  #: QgsVectorLayer of the polygons where the labels are complete
@@ -57,8 +58,8 @@ class GeossclAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterVectorLayer(
             self.LABELS, f"{title}: polygons", [QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterField(
-            self.CLASS_FIELD, "Class field of the polygons (names or ids)", parentLayerParameterName=self.LABELS,
-            optional=True))
+            self.CLASS_FIELD, "Class field of the polygons (names or ids; empty, with a model: the field its "
+            "labels came from)", parentLayerParameterName=self.LABELS, optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.LABEL_RASTER, f"{title}: or a class raster (one band of class ids; no-data pixels are {unlabelled})",
             optional=True))
@@ -73,9 +74,11 @@ class GeossclAlgorithm(QgsProcessingAlgorithm):
             self.LABEL_AREA, "Area where the labels are complete (empty: the whole raster)",
             [QgsProcessing.TypeVectorPolygon], optional=True))
 
-    def label_parameters(self, parameters, context, optional=False) -> LabelLayers | None:
+    def label_parameters(self, parameters, context, optional=False, model=False) -> LabelLayers | None:
         """The labels given, checked: polygons and their class field, or a class raster, not both. With
-        ``optional``, None where neither is given (a background class or label area alone is refused)."""
+        ``optional``, None where neither is given (a background class or label area alone is refused). With
+        ``model`` (a geosscl model is given), polygons without a class field are read by the field the model's
+        labels came from: geosscl reads which it is from the model, and says so in the log, or that it has none."""
         polygons = self.parameterAsVectorLayer(parameters, self.LABELS, context)
         raster = self.parameterAsRasterLayer(parameters, self.LABEL_RASTER, context)
         fields = self.parameterAsFields(parameters, self.CLASS_FIELD, context)
@@ -106,6 +109,6 @@ class GeossclAlgorithm(QgsProcessingAlgorithm):
         if polygons is None:
             raise QgsProcessingException("Labels: give a polygon layer (and its class field) or a class raster")
         check_vector(polygons, "Labelled polygons")
-        if not fields:
+        if not fields and not model:
             raise QgsProcessingException("Class field: choose the field of the polygons that holds their class")
-        return LabelLayers(polygons, fields[0], background, area)
+        return LabelLayers(polygons, fields[0] if fields else "", background, area)

@@ -96,7 +96,7 @@ class EvaluateModelAlgorithm(GeossclAlgorithm):
         if not model or not os.path.isfile(model):
             raise QgsProcessingException(f"model file {model or '(none)'} does not exist")
         nodata = imagery_nodata([raster, *others])
-        labels = self.label_parameters(parameters, context)
+        labels = self.label_parameters(parameters, context, model=True)
         region = self.parameterAsVectorLayer(parameters, self.REGION, context)
         if region is not None:
             check_vector(region, "Region")

@@ -88,7 +88,7 @@ class SuggestTilesAlgorithm(GeossclAlgorithm):
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         if not output.lower().endswith(".gpkg"):
             raise QgsProcessingException(f"{output}: tiles to label are written as GeoPackage; choose a .gpkg file")
-        labels = self.label_parameters(parameters, context, optional=True)
+        labels = self.label_parameters(parameters, context, optional=True, model=True)
         polygons = {}
         for name, title in ((self.REGION, "Region"), (self.EXCLUDE, "Excluded polygons")):
             layer = self.parameterAsVectorLayer(parameters, name, context)

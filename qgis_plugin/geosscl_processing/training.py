@@ -101,8 +101,8 @@ class TrainModelAlgorithm(GeossclAlgorithm):
         for layer in others:
             check_raster(layer, "Other dates")
         nodata = imagery_nodata([raster, *others])
-        labels = self.label_parameters(parameters, context)
         init = self.parameterAsFile(parameters, self.INIT, context) or None
+        labels = self.label_parameters(parameters, context, model=bool(init) and init.lower().endswith(".safetensors"))
         if init and not os.path.isfile(init):
             raise QgsProcessingException(f"Start from: {init} does not exist")
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)

@@ -103,6 +103,31 @@ def test_scores_are_geosscl_evaluates(processing, tutorial_model, tmp_path):
     assert not scores.exists()
 
 
+def test_without_a_class_field_the_model_s_is_read(processing, tutorial_model, tmp_path):
+    """The model learnt from the polygons' field 'class' (it records it): CLASS_FIELD left empty scores what
+    --class-column class does, the log saying which field was read. A layer without that field is refused in
+    words that name the layer, its fields and the model's, with nothing written."""
+    feedback, scores = QgsProcessingFeedback(), tmp_path / "scores.json"
+    processing.run(EVALUATE, {"INPUT": str(TUTORIAL_STACK), "MODEL": str(tutorial_model),
+                              "LABELS": str(TUTORIAL_POLYGONS), "OUTPUT_JSON": str(scores)}, feedback=feedback)
+    assert json.loads(scores.read_text()) == cli_scores(tmp_path, str(tutorial_model), str(TUTORIAL_STACK),
+                                                        "--labels", str(TUTORIAL_POLYGONS), "--class-column", "class")
+    assert "classes read from its column 'class', the one the model's labels came from" in feedback.textLog()
+
+    layer = QgsVectorLayer(str(TUTORIAL_POLYGONS), "source", "ogr").materialize(QgsFeatureRequest())
+    layer.setName("digitised")
+    layer.startEditing()
+    assert layer.renameAttribute(layer.fields().indexOf("class"), "kind")
+    assert layer.commitChanges()
+    refused = tmp_path / "refused.json"
+    with pytest.raises(QgsProcessingException, match="^geosscl: layer 'digitised': vector labels need --class-column,"
+                                                      " .*the model's labels came from a column 'class'; the layer has"
+                                                      " .*kind"):
+        processing.run(EVALUATE, {"INPUT": str(TUTORIAL_STACK), "MODEL": str(tutorial_model), "LABELS": layer,
+                                  "OUTPUT_JSON": str(refused)})
+    assert not refused.exists()
+
+
 def test_other_dates_of_the_input_are_each_scored_and_pooled(processing, in_project, tutorial_model, tmp_path):
     """The tutorial tile of 1999 with its 2002 layer: the command line's --every-date scores, each date in the log."""
     feedback, scores = QgsProcessingFeedback(), tmp_path / "scores.json"

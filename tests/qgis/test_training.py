@@ -126,6 +126,13 @@ def test_classifier_from_digitised_polygons_is_the_command_lines(processing, che
     assert len(np.unique(got)) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cli.safetensors", "cli.tif", "qgis.safetensors", "qgis.tif"]
 
+    # Without a class field from a pretraining checkpoint: refused, it knows no labels (from a model, below).
+    again = tmp_path / "again.safetensors"
+    with pytest.raises(QgsProcessingException, match="^Class field: choose the field of the polygons"):
+        processing.run(TRAIN, {"INPUT": str(TUTORIAL_STACK), "LABELS": str(TUTORIAL_POLYGONS), "INIT": str(checkpoint),
+                               "OUTPUT": str(again)})
+    assert not again.exists()
+
 
 def test_other_dates_of_the_input_train_on_every_date(processing, in_project, tmp_path):
     """The tutorial tile of 1999 with its 2002 layer as another date: the command line's --every-date classifier."""
@@ -206,11 +213,13 @@ def test_fine_tuning_reports_progress(processing, tmp_path):
     info = json.loads(geosscl("info", str(model)).stdout)
     assert info["arch"] == "unet" and info["provenance"]["steps"] == 6 and info["tile_size"] == 64
     assert info["class_names"] == ["barren", "forest", "herbaceous", "urban", "water"]
-    # Trained further from that model, on polygons digitised since (here: the same, in a memory layer).
-    further = tmp_path / "further.safetensors"
-    processing.run(TRAIN, {"INPUT": str(TUTORIAL_STACK), "LABELS": digitised(TUTORIAL_POLYGONS), "CLASS_FIELD": "class",
+    # Trained further from that model, on polygons digitised since (here: the same, in a memory layer), with
+    # no class field given: the model's, which it records, is read.
+    further, feedback = tmp_path / "further.safetensors", QgsProcessingFeedback()
+    processing.run(TRAIN, {"INPUT": str(TUTORIAL_STACK), "LABELS": digitised(TUTORIAL_POLYGONS),
                            "METHOD": 1, "STEPS": 2, "CROP_SIZE": 64, "DEVICE": 1, "INIT": str(model),
-                           "OUTPUT": str(further)})
+                           "OUTPUT": str(further)}, feedback=feedback)
+    assert "classes read from its column 'class', the one the model's labels came from" in feedback.textLog()
     again = json.loads(geosscl("info", str(further)).stdout)
     assert again["provenance"]["init"] == str(model) and again["provenance"]["steps"] == 2
     assert again["class_names"] == info["class_names"] and again["band_mean"] == info["band_mean"]
