@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from collections import OrderedDict
 
@@ -486,6 +487,33 @@ def test_per_band_nodata_of_a_vrt():
     b, _, _ = files.read((x.start, y.start, x.stop, y.stop))
     assert np.isnan(a[5]).sum() > np.isnan(a[0]).sum() > 0
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_vrt_beside_its_sources_is_left_out(tmp_path, caplog):
+    """gdalbuildvrt writes its VRT beside the files it mosaics or stacks: a folder of both read as one would
+    read every pixel twice, the VRT taken for another date of the same ground. The VRT is left out, and said to
+    be; a VRT of only some of the files given is kept, with a warning that those are read twice."""
+    from geosscl.data import find_rasters
+
+    vrt = tmp_path / "lsat7_2000.vrt"
+    shutil.copy(SAMPLES / "nc_landsat" / "lsat7_2000.vrt", vrt)
+    for band in NC_BANDS:
+        shutil.copy(band, tmp_path)
+    with caplog.at_level("INFO", logger="geosscl"):
+        folder = Mosaic(tmp_path)
+    assert len(folder.files) == 6 and str(vrt) not in folder.files
+    assert len(folder.places) == 1 and not folder.has_dates and folder.num_bands == 6
+    assert f"{vrt}: left out, a VRT of 6 of the other files given, which are read instead" in caplog.text
+    x, y, _ = folder.bounds
+    window = (x.start, y.start, x.start + 3000, y.start + 3000)
+    np.testing.assert_array_equal(folder.read(window)[0], Mosaic(vrt).read(window)[0])
+    assert find_rasters(vrt) == [str(vrt)]  # alone, it is the imagery
+
+    caplog.clear()
+    some = sorted(str(p) for p in tmp_path.glob("lsat7_2000_[12]0.tif"))
+    with caplog.at_level("INFO", logger="geosscl"):
+        assert find_rasters([vrt, *some]) == sorted([str(vrt), *some])
+    assert f"{vrt}: 2 of its 6 source files are given too, and will be read twice" in caplog.text
 
 
 @pytest.mark.parametrize("files, crs, res", [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -32,6 +33,8 @@ from ..errors import GeossclError
 #: File name patterns searched for inside a directory.
 RASTER_SUFFIXES = (".tif", ".tiff", ".gtif", ".vrt", ".jp2", ".img")
 
+log = logging.getLogger("geosscl")
+
 _MAX_OPEN = 256
 # Each warped view holds a handle of its own, on top of open_raster's: kept fewer, so that
 # the two caches of a thread stay well inside a process's file-descriptor limit.
@@ -48,7 +51,8 @@ def find_rasters(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list
             any of these.
 
     Returns:
-        Absolute paths, sorted, without duplicates.
+        Absolute paths, sorted, without duplicates, and without the VRTs whose sources are all
+        among them (logged).
 
     Raises:
         GeossclError: if a path does not exist or nothing is found.
@@ -78,7 +82,27 @@ def find_rasters(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list
             raise GeossclError(f"{text}: no such file or directory")
     if not found:
         raise GeossclError("no imagery given")
-    return sorted(str(Path(p).absolute()) if not p.startswith("/vsi") else p for p in found)
+    return _without_vrts_of_others(sorted(str(Path(p).absolute()) if not p.startswith("/vsi") else p for p in found))
+
+
+def _without_vrts_of_others(paths: list[str]) -> list[str]:
+    """``paths`` less the VRTs that mosaic or stack others of them (``gdalbuildvrt`` writes its VRT beside the
+    tiles, so a folder holds both): read with their sources, each pixel would be read twice, the VRT taken for
+    another date of every tile. A VRT of only some of its sources among ``paths`` is kept, with a warning."""
+    given = set(paths)
+    kept = []
+    for path in paths:
+        if path.lower().endswith(".vrt"):
+            sources = {os.path.abspath(f) for f in open_raster(path).files[1:]} - {path}
+            among = sources & given
+            if among and among == sources:
+                log.info(f"{path}: left out, a VRT of {len(among):,} of the other files given, which are read instead")
+                continue
+            if among:
+                log.warning(f"{path}: {len(among):,} of its {len(sources):,} source files are given too, and will be "
+                            "read twice (once through the VRT); give the VRT or its files")
+        kept.append(path)
+    return kept
 
 
 def file_stamp(path: str) -> tuple[int, int]:
