@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import warnings
@@ -72,7 +73,8 @@ def test_more_files_than_handles_kept_are_each_opened_once(tmp_path, monkeypatch
     monkeypatch.setattr(files, "_MAX_OPEN", 4)  # 12 tiles: three times the handles kept, from none open
     monkeypatch.setattr(files._local, "pid", os.getpid(), raising=False)
     monkeypatch.setattr(files._local, "handles", OrderedDict(), raising=False)
-    files._header.cache_clear()
+    # and three times the headers the process keeps: indexing keeps them all while it runs
+    monkeypatch.setattr(files, "_header", functools.lru_cache(maxsize=4)(files._header.__wrapped__))
     opened = []
     real_open = rasterio.open
     monkeypatch.setattr(files.rasterio, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))

@@ -9,13 +9,14 @@ each thread of each process has its own cache.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,10 +190,37 @@ def raster_header(path: str, stamp: tuple[int, int] | None = None) -> RasterHead
     Raises:
         GeossclError: if GDAL cannot read the file as a raster.
     """
-    return _header(path, stamp if stamp is not None else file_stamp(path))
+    key = (path, stamp if stamp is not None else file_stamp(path))
+    kept = getattr(_local, "headers", None)
+    if kept is None:
+        return _header(*key)
+    header = kept.get(key)
+    if header is None:
+        header = kept[key] = _header(*key)
+    return header
 
 
-@functools.lru_cache(maxsize=1 << 17)
+@contextlib.contextmanager
+def headers_kept() -> Iterator[None]:
+    """While open (or around a function it decorates), every header :func:`raster_header` reads in this thread
+    is kept, however many. Indexing looks at all the files' headers in one loop after another: past the
+    :data:`HEADERS_CACHED` the process keeps, a cache evicts each header just before its next look (the loops
+    go in one order), and every file would be opened at every look again."""
+    if getattr(_local, "headers", None) is not None:
+        yield
+        return
+    _local.headers = {}
+    try:
+        yield
+    finally:
+        _local.headers = None
+
+
+#: Headers the process keeps once read (about 1.6 kB each).
+HEADERS_CACHED = 1 << 17
+
+
+@functools.lru_cache(maxsize=HEADERS_CACHED)
 def _header(path: str, stamp: tuple[int, int]) -> RasterHeader:
     src = open_raster(path, stamp)
     crs = None if src.crs is None else _crs(src.crs.to_wkt())

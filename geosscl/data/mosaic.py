@@ -28,7 +28,8 @@ from torchgeo.datasets.utils import GeoSlice
 
 from ..errors import GeossclError
 from .bandnames import BAND_IN_NAME, band_number, check_places, name_in_file, place_band_names
-from .files import RasterHeader, file_stamp, find_rasters, open_raster, raster_header, warped_raster
+from .files import (RasterHeader, file_stamp, find_rasters, headers_kept, open_raster, raster_header,
+                    warped_raster)
 from .grid import ALIGN_TOL, MapGrid, snap_down, snap_up
 
 log = logging.getLogger("geosscl")
@@ -290,6 +291,7 @@ class Mosaic(MapGrid, RasterDataset):
 
     filename_glob = "*"
 
+    @headers_kept()
     def __init__(
         self,
         paths: str | os.PathLike | Iterable[str | os.PathLike],
@@ -474,6 +476,7 @@ class Mosaic(MapGrid, RasterDataset):
 
     # -- TorchGeo contract ----------------------------------------------------
 
+    @headers_kept()
     def _reproject(self) -> None:
         self._sources = [self._make_source([(p, raster_header(p).count) for p in s.paths]) for s in self._sources]
         self._build_index()
