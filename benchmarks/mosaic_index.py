@@ -57,9 +57,9 @@ def _cold() -> None:
 
 
 def _header_at_every_look(path: str, stamp=None) -> files.RasterHeader:
-    """A header read from the handle cache at every call: how indexing looked at files before."""
-    files._header.cache_clear()
-    return files.raster_header(path, stamp)
+    """A header read from the handle cache at every call: how indexing looked at files before (no header kept,
+    by the process or by the indexing)."""
+    return files._header.__wrapped__(path, stamp if stamp is not None else files.file_stamp(path))
 
 
 def main() -> None:
