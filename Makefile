@@ -58,9 +58,9 @@ demo: $(STAMP)
 	@echo "  bundled_classes.{tif,gpkg,png}  the same with the bundled model ($(BUNDLED_MODEL))"
 
 # One pytest-xdist worker per core, up to 4; loadgroup hands out the tests one at a time in collection order, where
-# tests/conftest.py puts the long ones (the plugin's QGIS suite) first.
+# tests/conftest.py puts the long ones (the plugin's QGIS suite) first. The 25 slowest are listed at the end.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadgroup
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadgroup --durations 25
 
 # An installable QGIS plugin: Plugins > Manage and Install Plugins > Install from ZIP.
 plugin:
