@@ -22,8 +22,8 @@ from rasterio.crs import CRS
 from shapely.geometry.base import BaseGeometry
 
 from .errors import GeossclError
+from .geometry import polygonal
 from .modelfile import ModelInfo
-from .splits import polygonal
 
 #: Provenance key of the record.
 KEY = "ground"

@@ -12,16 +12,19 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rasterio.crs import CRS
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors import SafetensorError, safe_open
 
-from .data.mosaic import ground_sampling_distance
 from .errors import GeossclError
-from .models import SegmentationNetwork
 from .output import atomic_output
+
+if TYPE_CHECKING:
+    from .models import SegmentationNetwork
+
+# torch, the networks and TorchGeo's datasets (4–8 s to import) are imported where weights are read or written:
+# reading a model's metadata (`geosscl info`, checks before a command's work) needs none of them.
 
 FORMAT = "geosscl-model/1"
 
@@ -102,6 +105,8 @@ class ModelInfo:
         crs = CRS.from_wkt(self.crs)
         if crs.is_geographic:
             return None  # degrees, at a latitude the file does not say
+        from .data.mosaic import ground_sampling_distance
+
         return ground_sampling_distance(crs, tuple(self.res), (0.0, 0.0, 0.0, 0.0))
 
     @property
@@ -158,6 +163,8 @@ def save_model(
     Raises:
         GeossclError: if the path exists without ``overwrite``, or its folder is unusable.
     """
+    from safetensors.torch import save_file
+
     header = {"format": FORMAT, **asdict(info)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     if half:
@@ -180,7 +187,7 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
     if not os.path.isfile(path):
         raise GeossclError(f"{path}: no such model file")
     try:
-        with safe_open(path, framework="pt") as f:
+        with safe_open(path, framework="numpy") as f:
             header = (f.metadata() or {}).get("geosscl")
     except (SafetensorError, OSError, ValueError) as exc:
         raise GeossclError(f"{path}: not a geosscl model file ({str(exc).splitlines()[0][:100]})") from None
@@ -221,6 +228,10 @@ def load_model(path: str | os.PathLike) -> tuple[SegmentationNetwork, ModelInfo]
         from .onnx import load_onnx
 
         return load_onnx(path)  # type: ignore[return-value]
+    from safetensors.torch import load_file
+
+    from .models import SegmentationNetwork
+
     info = read_info(path)
     network = SegmentationNetwork(info.in_channels, info.num_classes, arch=info.arch, encoder=info.encoder,
                                   decoder_channels=info.decoder_channels, stages=info.stages)

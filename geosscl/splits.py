@@ -16,13 +16,13 @@ import rasterio.features
 import torch
 from rasterio.transform import from_bounds
 import shapely
-from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from .data.grid import ALIGN_TOL
 from .data.labels import IGNORE_INDEX
 from .data.vector import read_layer
 from .errors import GeossclError, NoOverlap
+from .geometry import polygonal
 
 if TYPE_CHECKING:
     from torchgeo.datasets import GeoDataset
@@ -36,19 +36,6 @@ REDRAWS = 100
 DENSE = 0.9
 #: At most about this many cells in :func:`near_labels`.
 MOST_CELLS = 1 << 18
-
-
-def polygonal(geometry: BaseGeometry) -> BaseGeometry:
-    """The polygons of ``geometry``, without the lines and points that clipping leaves.
-
-    Intersections and differences of regions that share an edge (blocks of a split,
-    a holdout region of blocks) come back as geometry collections with slivers of
-    zero area; TorchGeo's samplers (through ``GeoDataFrame.clip``) accept polygons only.
-    """
-    if isinstance(geometry, (Polygon, MultiPolygon)):
-        return geometry
-    parts = [p for p in shapely.get_parts(geometry) if isinstance(p, (Polygon, MultiPolygon)) and not p.is_empty]
-    return shapely.union_all(parts) if parts else Polygon()
 
 
 def blocks(region: BaseGeometry, block_size: float) -> list[BaseGeometry]:

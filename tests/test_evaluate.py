@@ -116,7 +116,15 @@ def test_evaluate_cli_writes_table_json_and_png(model, tmp_path):
     assert np.sum(data["confusion"]) == LABELLED_PIXELS
     assert (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"
     info = subprocess.run([sys.executable, "-m", "geosscl", "info", model], capture_output=True, text=True, timeout=120)
-    assert json.loads(info.stdout)["bands"] == list(range(1, 9))
+    shown = json.loads(info.stdout)
+    assert shown["bands"] == list(range(1, 9)) and shown["provenance"]["ground"]["training"]["area_km2"] > 0
+    # Reading the metadata and its ground record needs neither torch nor TorchGeo (seconds to import): `info`
+    # prints the same, and none of them is loaded.
+    code = ("import sys; from geosscl.cli.main import cli; cli(['info', sys.argv[1]], standalone_mode=False); "
+            "print(sorted(m for m in ('torch', 'torchgeo', 'lightning', 'segmentation_models_pytorch') if m in sys.modules))")
+    bare = subprocess.run([sys.executable, "-c", code, model], capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 0, bare.stderr
+    assert bare.stdout == info.stdout + "[]\n"
 
 
 def test_evaluate_progress_as_json_lines(model, tmp_path):
