@@ -154,6 +154,14 @@ def test_sidecars_are_found_without_listing_the_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(files._local, "handles", OrderedDict(), raising=False)
     Mosaic(tmp_path)
     assert config and set(config) == {None}
+    # ... in a rasterio.Env of the user's too.
+    config.clear()
+    files._header.cache_clear()
+    monkeypatch.delenv("GDAL_DISABLE_READDIR_ON_OPEN")
+    monkeypatch.setattr(files._local, "handles", OrderedDict(), raising=False)
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="FALSE"):
+        Mosaic(tmp_path)
+    assert config and set(config) == {"FALSE"}
 
 
 def test_reading_many_headers_logs_its_progress(monkeypatch, caplog):

@@ -25,6 +25,7 @@ from affine import Affine
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.env import get_gdal_config
 from rasterio.io import DatasetReader
 from rasterio.transform import array_bounds
 from rasterio.vrt import WarpedVRT
@@ -116,11 +117,14 @@ def file_stamp(path: str) -> tuple[int, int]:
 
 
 def _open_config() -> dict[str, str]:
-    """GDAL options of :func:`open_raster`: unless the user set it, GDAL_DISABLE_READDIR_ON_OPEN=TRUE. By default
-    GDAL lists a file's directory at every open, to find its sidecars (``.aux.xml``, ``.ovr``, ``.msk``, world
-    files); in a folder of thousands of tiles, or on a network file system, that listing costs more than the open.
-    With TRUE it asks for each sidecar by name instead, and still finds them all (EMPTY_DIR would not)."""
-    return {} if "GDAL_DISABLE_READDIR_ON_OPEN" in os.environ else {"GDAL_DISABLE_READDIR_ON_OPEN": "TRUE"}
+    """GDAL options of :func:`open_raster`: unless the user set it (environment, ``rasterio.Env``, GDAL's
+    config), GDAL_DISABLE_READDIR_ON_OPEN=TRUE. By default GDAL lists a file's directory at every open, to find
+    its sidecars (``.aux.xml``, ``.ovr``, ``.msk``, world files); in a folder of thousands of tiles, or on a
+    network file system, that listing costs more than the open. With TRUE it asks for each sidecar by name
+    instead, and still finds them all (EMPTY_DIR would not)."""
+    if get_gdal_config("GDAL_DISABLE_READDIR_ON_OPEN") is not None:
+        return {}
+    return {"GDAL_DISABLE_READDIR_ON_OPEN": "TRUE"}
 
 
 def open_raster(path: str, stamp: tuple[int, int] | None = None) -> DatasetReader:
